@@ -1,0 +1,1 @@
+"""netd.dns package."""

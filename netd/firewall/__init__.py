@@ -1,0 +1,1 @@
+"""netd.firewall package."""

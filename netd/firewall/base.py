@@ -1,0 +1,59 @@
+"""The firewall seam: NAT, isolation, internal networks and published ports.
+
+Backends (nftables, iptables, none) get the whole desired state as records and converge the
+kernel to it; the ruleset is always derivable from netd's state. Methods are blocking and are
+called from a worker thread while the service holds the affected network's lock.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..model import Endpoint, Network
+
+
+class Firewall(Protocol):
+    """Packet filtering and NAT for netd's networks."""
+
+    name: str
+
+    def ensure_network(self, network: Network, bridge: str) -> None:
+        """Add the network's rules/set elements (masquerade, isolation, internal)."""
+        ...
+
+    def remove_network(self, network: Network, bridge: str) -> None:
+        """Remove everything the network owns."""
+        ...
+
+    def add_endpoint(self, network: Network, endpoint: Endpoint) -> None:
+        """Add the endpoint's elements (published ports, ICC); Conflict if a host port is taken."""
+        ...
+
+    def remove_endpoint(self, network: Network, endpoint: Endpoint) -> None:
+        """Remove the endpoint's elements; no error if absent."""
+        ...
+
+    def sync(self, networks: list[tuple[Network, str]], endpoints: list[Endpoint]) -> None:
+        """Rebuild the whole ruleset from state in one transaction (start-up, repair)."""
+        ...
+
+
+class NullFirewall:
+    """``firewall_backend = "none"``: the operator owns the firewall; netd adds no rules."""
+
+    name = "none"
+
+    def ensure_network(self, network: Network, bridge: str) -> None:
+        """Nothing to do."""
+
+    def remove_network(self, network: Network, bridge: str) -> None:
+        """Nothing to do."""
+
+    def add_endpoint(self, network: Network, endpoint: Endpoint) -> None:
+        """Nothing to do."""
+
+    def remove_endpoint(self, network: Network, endpoint: Endpoint) -> None:
+        """Nothing to do."""
+
+    def sync(self, networks: list[tuple[Network, str]], endpoints: list[Endpoint]) -> None:
+        """Nothing to do."""

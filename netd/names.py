@@ -1,0 +1,103 @@
+"""Validated names, and the deterministic names netd gives kernel objects.
+
+Anything that ends up in a kernel object name, an nft rule or a DNS record goes through a
+checking function here first, so an unsafe string cannot reach the kernel. The limits are cited:
+IFNAMSIZ is 16 bytes including the NUL (linux/if.h), so interface names have at most 15
+characters; a DNS label has at most 63 octets (RFC 1035 §2.3.4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from .errors import InvalidInput
+
+IFNAMSIZ = 16  # linux/include/uapi/linux/if.h, including the terminating NUL
+MAX_IFNAME = IFNAMSIZ - 1
+MAX_NETWORK_NAME = 128  # bounded so names fit labels, logs and table cells
+MAX_CONTAINER_ID = 256
+
+# Docker's rule for network names (libnetwork config.go: `^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`).
+_NETWORK_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+# Linux accepts any bytes but '/', ':' (aliases) and whitespace; we are stricter so a name is
+# always safe inside nft rules and shell output.
+_IFNAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+# CNI CONVENTIONS / SPEC: container id is alphanumeric plus ._- , must start alphanumeric.
+_CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+_DNS_LABEL = re.compile(r"[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?\Z")
+
+BRIDGE_PREFIX = "nd-"
+VETH_PREFIX = "nv"
+
+
+def check_network_name(name: object, field: str = "name") -> str:
+    """Return ``name`` if it is a valid network name, else raise InvalidInput naming it."""
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(field, name, "a network name must be a non-empty string")
+    if len(name) > MAX_NETWORK_NAME:
+        raise InvalidInput(field, name, f"at most {MAX_NETWORK_NAME} characters")
+    if not _NETWORK_NAME.match(name):
+        raise InvalidInput(field, name, "must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+    return name
+
+
+def check_ifname(name: object, field: str = "ifname") -> str:
+    """Return ``name`` if it is a safe Linux interface name (≤ 15 chars, IFNAMSIZ)."""
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(field, name, "an interface name must be a non-empty string")
+    if len(name) > MAX_IFNAME:
+        raise InvalidInput(field, name, f"at most {MAX_IFNAME} characters (IFNAMSIZ is 16)")
+    if name in (".", "..") or not _IFNAME.match(name):
+        raise InvalidInput(field, name, "must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+    return name
+
+
+def check_container_id(cid: object, field: str = "container_id") -> str:
+    """Return ``cid`` if it is a valid CNI container id."""
+    if not isinstance(cid, str) or not cid:
+        raise InvalidInput(field, cid, "must be a non-empty string")
+    if len(cid) > MAX_CONTAINER_ID:
+        raise InvalidInput(field, cid, f"at most {MAX_CONTAINER_ID} characters")
+    if not _CONTAINER_ID.match(cid):
+        raise InvalidInput(field, cid, "must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+    return cid
+
+
+def check_dns_name(name: object, field: str = "name") -> str:
+    """Return ``name`` lower-cased if it is a valid DNS name (labels ≤ 63, total ≤ 253)."""
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(field, name, "must be a non-empty string")
+    trimmed = name[:-1] if name.endswith(".") else name
+    if len(trimmed) > 253:
+        raise InvalidInput(field, name, "a DNS name has at most 253 characters (RFC 1035)")
+    for label in trimmed.split("."):
+        if not _DNS_LABEL.match(label):
+            raise InvalidInput(
+                field, name, f"label {label!r} is not a DNS label (1-63 of [a-z0-9_-], RFC 1035)"
+            )
+    return trimmed.lower()
+
+
+def bridge_name(network_id: str) -> str:
+    """Default bridge name for a network: ``nd-`` + 12 hex characters of its id (15 chars)."""
+    return BRIDGE_PREFIX + network_id[:12]
+
+
+def host_veth_name(container_id: str, ifname: str) -> str:
+    """Host-side veth name from the attachment key: ``nv`` + 13 hex chars of a hash (15 chars)."""
+    digest = hashlib.sha256(f"{container_id}\0{ifname}".encode()).hexdigest()
+    return VETH_PREFIX + digest[:13]
+
+
+def endpoint_tag(network_id: str, container_id: str, ifname: str) -> str:
+    """The ifalias tag that marks a host veth as netd's: ``netd:<net12>:<cid>:<ifname>``.
+
+    IFALIASZ is 256 bytes; the container id is cut so the tag always fits.
+    """
+    return f"netd:{network_id[:12]}:{ifname}:{container_id}"[:255]
+
+
+def bridge_tag(network_id: str) -> str:
+    """The ifalias tag that marks a bridge as netd's."""
+    return f"netd:{network_id}"

@@ -1,0 +1,1 @@
+"""netd.store package."""
