@@ -8,13 +8,6 @@ import pytest
 from netns_fixtures import Sandbox, leftovers
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test under tests/ns is a namespace test."""
-    for item in items:
-        if "/tests/ns/" in str(item.fspath):
-            item.add_marker(pytest.mark.ns)
-
-
 @pytest.fixture
 def sandbox() -> Iterator[Sandbox]:
     """A sandbox whose namespaces are all deleted after the test, pass or fail."""
