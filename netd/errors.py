@@ -45,8 +45,8 @@ class NetdError(Exception):
         if self.field is not None:
             out["field"] = self.field
         if self.value is not None:
-            out["value"] = self.value if isinstance(self.value, (str, int, float, bool)) else str(
-                self.value
+            out["value"] = (
+                self.value if isinstance(self.value, (str, int, float, bool)) else str(self.value)
             )
         return out
 

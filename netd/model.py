@@ -88,6 +88,7 @@ class Endpoint:
     host_ifname: str
     addresses: tuple[IPInterface, ...]
     mac: str | None = None
+    host_mac: str | None = None
     name: str | None = None
     hostname: str | None = None
     aliases: tuple[str, ...] = ()
@@ -219,6 +220,7 @@ def endpoint_from_json(d: dict[str, Any]) -> Endpoint:
         host_ifname=d["host_ifname"],
         addresses=tuple(ipaddress.ip_interface(a) for a in d["addresses"]),
         mac=d.get("mac"),
+        host_mac=d.get("host_mac"),
         name=d.get("name"),
         hostname=d.get("hostname"),
         aliases=tuple(d.get("aliases", ())),

@@ -97,9 +97,7 @@ class Namespace:
 
     def ok(self, *cmd: str, timeout: float = 30) -> bool:
         """True if ``cmd`` inside this namespace exits 0."""
-        return (
-            subprocess.run(self.argv(*cmd), capture_output=True, timeout=timeout).returncode == 0
-        )
+        return subprocess.run(self.argv(*cmd), capture_output=True, timeout=timeout).returncode == 0
 
     def spawn(self, *cmd: str, **kw: Any) -> subprocess.Popen[Any]:
         """Start a background process in this namespace; the sandbox kills it by PID."""
@@ -156,12 +154,32 @@ class Sandbox:
         return ns
 
     def wire(
-        self, a: Namespace, b: Namespace, a_addr: str, b_addr: str, a_if: str = "up0",
+        self,
+        a: Namespace,
+        b: Namespace,
+        a_addr: str,
+        b_addr: str,
+        a_if: str = "up0",
         b_if: str = "down0",
     ) -> None:
         """Connect two namespaces with a veth pair and give each end an address."""
-        run(["ip", "link", "add", a_if, "netns", a.name, "type", "veth", "peer", "name", b_if,
-             "netns", b.name])
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                a_if,
+                "netns",
+                a.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                b_if,
+                "netns",
+                b.name,
+            ]
+        )
         for ns, ifname, addr in ((a, a_if, a_addr), (b, b_if, b_addr)):
             ns.run("ip", "addr", "add", addr, "dev", ifname, *(["nodad"] if ":" in addr else []))
             ns.run("ip", "link", "set", ifname, "up")
