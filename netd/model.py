@@ -19,6 +19,8 @@ IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 Protocol_ = Literal["tcp", "udp", "sctp"]
 EndpointState = Literal["creating", "ready", "deleting"]
+# Who made an endpoint: a CNI runtime (subject to CNI GC) or the API/CLI/compose (never GC'd).
+Origin = Literal["cni", "api", "compose"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class Endpoint:
     state: EndpointState = "creating"
     created: float = 0.0
     owner_uid: int = 0
+    origin: Origin = "api"
 
     @property
     def key(self) -> tuple[str, str]:
@@ -143,6 +146,7 @@ class AttachRequest:
     mac: str | None = None
     port_mappings: tuple[PortMapping, ...] = ()
     dns_servers: tuple[str, ...] = ()
+    origin: Origin = "api"
 
 
 # --- serialisation -------------------------------------------------------------------------
@@ -229,4 +233,5 @@ def endpoint_from_json(d: dict[str, Any]) -> Endpoint:
         state=d.get("state", "ready"),
         created=d.get("created", 0.0),
         owner_uid=d.get("owner_uid", 0),
+        origin=d.get("origin", "api"),
     )

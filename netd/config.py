@@ -1,0 +1,76 @@
+"""Daemon configuration: parsed once from TOML into a frozen, validated model.
+
+Defaults match the issue and docs/operations.md: config ``/etc/netd/netd.toml``, state
+``/var/lib/netd``, socket ``/run/netd/netd.sock``. A missing config file means all defaults; a
+malformed one is a ConfigError naming the key, the value and the rule. Command-line flags override
+the file (``load_config(..., overrides=...)``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG = Path("/etc/netd/netd.toml")
+DEFAULT_STATE_DIR = Path("/var/lib/netd")
+DEFAULT_SOCKET = Path("/run/netd/netd.sock")
+
+
+class Config(BaseModel):
+    """Everything the daemon reads from its config file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    socket: Path = DEFAULT_SOCKET
+    socket_group: str = Field("netd", description="group owning the socket (mode 0660)")
+    store: Literal["sqlite"] = "sqlite"
+    firewall_backend: Literal["auto", "nftables", "iptables", "none"] = "auto"
+    default_address_pools: tuple[str, ...] = ("10.89.0.0/16:24",)
+    dns_domain: str = "dns.netd"
+    dns_ttl: int = Field(5, ge=0, le=86400)
+    dns_user: str = "nobody"
+    dns_host_listen: str | None = None
+    managed_netns: str | None = Field(
+        None,
+        description="if set, refuse to start unless running in this network namespace",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+
+    @field_validator("socket_group", "dns_user")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not v or not v.replace("-", "").replace("_", "").isalnum():
+            raise ValueError("must be a plain user/group name")
+        return v
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read ``path`` (TOML; missing default file → defaults), apply ``overrides``, validate."""
+    data: dict[str, Any] = {}
+    src = path or DEFAULT_CONFIG
+    try:
+        with open(src, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        if path is not None:
+            raise ConfigError(f"reading config {str(src)!r}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"reading config {str(src)!r}: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"reading config {str(src)!r}: {exc.strerror}") from exc
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Config(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(
+            f"config {str(src)!r}: key {key!r} value {err.get('input')!r}: {err['msg']}"
+        ) from exc
