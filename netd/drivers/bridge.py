@@ -1,0 +1,309 @@
+"""The bridge driver: one Linux bridge per network, one veth pair per endpoint.
+
+ensure_network makes the bridge (name from option ``bridge`` or ``names.bridge_name``, ifalias
+``names.bridge_tag``), puts the gateway addresses on it and turns on forwarding in the daemon's
+namespace. setup_endpoint creates a veth pair whose container end is born inside the container's
+namespace (IFLA_NET_NS_FD: ~3 ms instead of ~27 ms for create-then-move), enslaves the host end
+(hairpin on), then addresses, links up and default routes inside the container. Every step is a
+fault point ``bridge.<step>``; a failure deletes the host veth, which takes the peer with it.
+
+It does not allocate addresses, touch the store or the firewall: the service hands it finished
+records. All namespace switching is in :mod:`netd.kernel.netns`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .. import faults
+from ..errors import ConfigError, InvalidInput, KernelError, NetdError
+from ..kernel import links
+from ..kernel.netns import iproute_in_fd, is_initial_netns, open_netns
+from ..kernel.sysctl import ensure_sysctl
+from ..model import Endpoint, IPAddress, Network
+from ..names import bridge_name, bridge_tag, check_ifname, endpoint_tag
+from .base import EndpointStatus
+from .bridge_options import validate_bridge_options
+from .macs import check_mac
+
+log = logging.getLogger(__name__)
+
+TAG_PREFIX = "netd:"
+
+
+def bridge_for(network: Network) -> str:
+    """The bridge name of ``network``: option ``bridge`` (either spelling) or the default."""
+    return validate_bridge_options(network.options).get("bridge") or bridge_name(network.id)
+
+
+def default_gateways(network: Network, endpoint: Endpoint) -> list[IPAddress]:
+    """One gateway per family: that of the first subnet holding one of the endpoint's addresses.
+
+    Internal networks get none: nothing leaves them, so no default route points at the bridge.
+    """
+    if network.internal:
+        return []
+    out: dict[int, IPAddress] = {}
+    for iface in endpoint.addresses:
+        for subnet in network.subnets:
+            if subnet.gateway and iface.ip in subnet.subnet and iface.version not in out:
+                out[iface.version] = subnet.gateway
+    return [out[v] for v in sorted(out)]
+
+
+class BridgeDriver:
+    """Linux bridge + veth plumbing, implementing :class:`netd.drivers.base.Driver`."""
+
+    name = "bridge"
+
+    def __init__(self, *, allow_initial_netns: bool = False, reuse_host_socket: bool = True):
+        """``allow_initial_netns``: the daemon manages the real host (production config only).
+
+        ``reuse_host_socket`` keeps one host-side IPRoute per calling thread (pyroute2 sync
+        objects are not thread-safe), saving ~1 ms per call; False opens one per call.
+        """
+        self.allow_initial_netns = allow_initial_netns
+        self.reuse_host_socket = reuse_host_socket
+        self.sysctl_changes: list[str] = []  # "name=value" set by ensure_network, in order
+        self._local = threading.local()
+        self._opened: list[IPRoute] = []
+        self._lock = threading.Lock()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every host-side netlink socket this driver opened (any thread)."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for ipr in opened:
+            ipr.close()
+        self._local = threading.local()
+
+    @contextmanager
+    def _host(self) -> Iterator[IPRoute]:
+        if not self.reuse_host_socket:
+            with IPRoute(groups=0) as fresh:
+                yield fresh
+            return
+        ipr: IPRoute | None = getattr(self._local, "ipr", None)
+        if ipr is None:
+            ipr = IPRoute(groups=0)
+            self._local.ipr = ipr
+            with self._lock:
+                self._opened.append(ipr)
+        try:
+            yield ipr
+        except (NetdError, NetlinkError):
+            raise  # a refused request leaves the socket in sync
+        except BaseException:
+            # Anything else may have left a half-read reply on the socket: drop it.
+            self._local.ipr = None
+            with self._lock:
+                if ipr in self._opened:
+                    self._opened.remove(ipr)
+            ipr.close()
+            raise
+
+    def _guard(self, operation: str) -> None:
+        if not self.allow_initial_netns and is_initial_netns():
+            raise ConfigError(
+                f"{operation}: refusing to configure the machine's initial network namespace "
+                "(the daemon was not configured to manage the host namespace)"
+            )
+
+    # --- Driver protocol --------------------------------------------------------------------
+
+    def validate_options(self, options: dict[str, str]) -> dict[str, str]:
+        """Canonical bridge options (see :mod:`netd.drivers.bridge_options`)."""
+        return validate_bridge_options(options)
+
+    def ensure_network(self, network: Network) -> None:
+        """Bridge with alias, MTU, gateway addresses, up; forwarding sysctls on."""
+        name = bridge_for(network)
+        self._guard(f'creating bridge "{name}"')
+        options = validate_bridge_options(network.options)
+        with self._host() as ipr:
+            mtu = int(options["mtu"]) if "mtu" in options else links.default_route_mtu(ipr)
+            link = links.ensure_bridge(ipr, name, bridge_tag(network.id), mtu)
+            for subnet in network.subnets:
+                if subnet.gateway is None:
+                    continue
+                iface = f"{subnet.gateway}/{subnet.subnet.prefixlen}"
+                links.ensure_address(ipr, link["index"], name, ipaddress.ip_interface(iface))
+        wanted = ["net.ipv4.ip_forward"]
+        if network.ipv6 or any(s.version == 6 for s in network.subnets):
+            wanted.append("net.ipv6.conf.all.forwarding")
+        for key in wanted:
+            if ensure_sysctl(key, "1", allow_initial_netns=self.allow_initial_netns):
+                self.sysctl_changes.append(f"{key}=1")
+
+    def teardown_network(self, network: Network) -> list[str]:
+        """Delete the bridge; a missing bridge is not a failure."""
+        name = bridge_for(network)
+        try:
+            with self._host() as ipr:
+                links.delete_link(ipr, name)
+        except NetdError as exc:
+            return [f'deleting bridge "{name}": {exc.message}']
+        return []
+
+    def setup_endpoint(self, network: Network, endpoint: Endpoint) -> Endpoint:
+        """veth pair into the bridge and the container; addresses, links up, default routes."""
+        host = check_ifname(endpoint.host_ifname, "host_ifname")
+        check_ifname(endpoint.ifname, "ifname")
+        mac = check_mac(endpoint.mac, "mac") if endpoint.mac else links.random_mac()
+        operation = f'creating veth "{host}" for container {endpoint.container_id}'
+        self._guard(operation)
+        bridge = bridge_for(network)
+        options = validate_bridge_options(network.options)
+        fd = open_netns(endpoint.netns)
+        created = False
+        try:
+            with self._host() as ipr:
+                br = links.get_link(ipr, bridge)
+                if br is None:
+                    raise KernelError(f'{operation}: bridge "{bridge}" does not exist')
+                mtu = int(options.get("mtu") or br.get_attr("IFLA_MTU"))
+                faults.point("bridge.netns_opened")
+                host_mac = links.random_mac()
+                ipr.link(
+                    "add",
+                    ifname=host,
+                    kind="veth",
+                    address=host_mac,
+                    mtu=mtu,
+                    master=br["index"],
+                    state="up",
+                    peer={"ifname": endpoint.ifname, "net_ns_fd": fd, "mtu": mtu, "address": mac},
+                )
+                created = True
+                faults.point("bridge.veth_created")
+                # ifalias is ignored at creation, so it rides with the bridge-port settings.
+                ipr.link(
+                    "set",
+                    ifname=host,
+                    kind="bridge_slave",
+                    mode=links.BRIDGE_MODE_HAIRPIN,
+                    ifalias=endpoint_tag(network.id, endpoint.container_id, endpoint.ifname),
+                )
+                faults.point("bridge.host_configured")
+            self._configure_container(fd, endpoint, default_gateways(network, endpoint))
+        except BaseException as exc:
+            if created:
+                self._undo_veth(host, operation)
+            if isinstance(exc, NetlinkError | OSError):
+                raise KernelError(f"{operation}: {links.errno_text(exc)}") from exc
+            raise
+        finally:
+            os.close(fd)
+        return dataclasses.replace(endpoint, mac=mac, host_mac=host_mac)
+
+    def _configure_container(self, fd: int, endpoint: Endpoint, gateways: list[IPAddress]) -> None:
+        with iproute_in_fd(fd) as cipr:
+            index = cipr.link("get", ifname=endpoint.ifname)[0]["index"]
+            for iface in endpoint.addresses:
+                links.add_address(cipr, index, iface)
+            faults.point("bridge.addresses_added")
+            cipr.link("set", index=index, state="up")
+            cipr.link("set", ifname="lo", state="up")
+            faults.point("bridge.links_up")
+            for gateway in gateways:
+                links.add_default_route(cipr, gateway, index)
+            faults.point("bridge.routes_added")
+
+    def _undo_veth(self, host: str, operation: str) -> None:
+        try:
+            with self._host() as ipr:
+                links.delete_link(ipr, host)
+        except Exception:
+            log.exception("%s: rollback could not delete veth %s", operation, host)
+
+    def teardown_endpoint(self, network: Network, endpoint: Endpoint) -> list[str]:
+        """Delete the host veth (takes the peer along); else the container end if still there."""
+        failures: list[str] = []
+        try:
+            with self._host() as ipr:
+                if links.delete_link(ipr, endpoint.host_ifname):
+                    return []
+        except NetdError as exc:
+            return [exc.message]
+        if not endpoint.netns:
+            return failures  # containerd sends DEL with an empty CNI_NETNS
+        try:
+            fd = open_netns(endpoint.netns)
+        except InvalidInput:
+            return failures  # the namespace is gone: so is everything that was in it
+        try:
+            with iproute_in_fd(fd) as cipr:
+                link = links.get_link(cipr, endpoint.ifname)
+                if link is not None and links.link_kind(link) == "veth":
+                    links.delete_link(cipr, endpoint.ifname)
+        except NetdError as exc:
+            failures.append(f"{exc.message} (in {endpoint.netns})")
+        finally:
+            os.close(fd)
+        return failures
+
+    def check_endpoint(self, network: Network, endpoint: Endpoint) -> EndpointStatus:
+        """Host veth enslaved to the bridge; container link up with its addresses and routes."""
+        status = EndpointStatus()
+        problems = status.problems
+        bridge = bridge_for(network)
+        host = endpoint.host_ifname
+        try:
+            with self._host() as ipr:
+                br = links.get_link(ipr, bridge)
+                veth = links.get_link(ipr, host)
+        except NetdError as exc:
+            problems.append(exc.message)
+            return status
+        if br is None:
+            problems.append(f'bridge "{bridge}" missing')
+        if veth is None:
+            problems.append(f'host veth "{host}" missing')
+        elif br is not None and veth.get_attr("IFLA_MASTER") != br["index"]:
+            problems.append(f'host veth "{host}" is not enslaved to bridge "{bridge}"')
+        where = f"{endpoint.ifname} in {endpoint.netns}"
+        try:
+            fd = open_netns(endpoint.netns)
+        except InvalidInput as exc:
+            problems.append(f"netns {endpoint.netns!r} unusable: {exc.rule}")
+            return status
+        try:
+            with iproute_in_fd(fd) as cipr:
+                link = links.get_link(cipr, endpoint.ifname)
+                if link is None:
+                    problems.append(f"interface {where} missing")
+                    return status
+                if not link["flags"] & links.IFF_UP:
+                    problems.append(f"interface {where} is down")
+                present = links.addresses_of(cipr, link["index"])
+                gateways = links.default_gateways(cipr, link["index"])
+        except NetdError as exc:
+            problems.append(f"{exc.message} (in {endpoint.netns})")
+            return status
+        finally:
+            os.close(fd)
+        for iface in endpoint.addresses:
+            if iface not in present:
+                problems.append(f"address {iface} missing on {where}")
+        for gateway in default_gateways(network, endpoint):
+            if gateway not in gateways:
+                problems.append(f"default route via {gateway} missing on {where}")
+        return status
+
+    # --- reconciliation ---------------------------------------------------------------------
+
+    def list_tagged_links(self) -> dict[str, str]:
+        """``{ifalias tag: ifname}`` of every netd-tagged link (bridges and host veths)."""
+        with self._host() as ipr:
+            return links.tagged_links(ipr, TAG_PREFIX)

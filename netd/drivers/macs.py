@@ -1,0 +1,29 @@
+"""MAC address validation for endpoint records (pure).
+
+A static MAC asked for by a user (CNI runtimeConfig ``mac``, ``--mac-address``) must be a
+unicast Ethernet address: a multicast bit set would make the kernel refuse it with a bare
+EADDRNOTAVAIL, and all-zero is not an address. It does not generate MACs (see
+``netd.kernel.links.random_mac``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import InvalidInput
+
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
+
+
+def check_mac(value: object, field: str = "mac") -> str:
+    """``value`` lower-cased if it is a unicast, non-zero ``aa:bb:cc:dd:ee:ff`` MAC."""
+    if not isinstance(value, str):
+        raise InvalidInput(field, value, "must be a MAC address string like 02:42:ac:11:00:02")
+    mac = value.strip().lower().replace("-", ":")
+    if not _MAC.match(mac):
+        raise InvalidInput(field, value, "must be six hex octets like 02:42:ac:11:00:02")
+    if int(mac[:2], 16) & 1:
+        raise InvalidInput(field, value, "must be a unicast MAC (lowest bit of the first octet 0)")
+    if mac == "00:00:00:00:00:00":
+        raise InvalidInput(field, value, "must not be all zeros")
+    return mac
