@@ -1,0 +1,311 @@
+"""The HTTP/JSON API on the Unix socket (aiohttp).
+
+Every request is attributed to the caller's kernel-verified credentials: the middleware reads
+SO_PEERCRED from the connection's socket and stores a :class:`Caller` on the request (for
+authorisation and audit). Bodies are validated by pydantic models (``schemas``); errors leave as
+``{"error": {"code", "message", "field", "value"}}`` with a 4xx/5xx status. The route table
+doubles as the source of the OpenAPI document served at ``/openapi.json``.
+
+It does not listen on TCP: the daemon hands it a Unix socket (or systemd's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from .. import __version__
+from ..errors import InvalidInput, NetdError, NotFound
+from ..model import AttachRequest, Caller, NetworkSpec, PortMapping, SubnetRequest
+from ..names import check_container_id
+from ..service import Service
+from . import schemas
+from .openapi import Route, build_openapi
+
+log = logging.getLogger("netd.api")
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
+_PEERCRED = struct.Struct("3i")
+
+
+def peer_caller(request: web.Request) -> Caller | None:
+    """SO_PEERCRED of the request's connection (None if the transport is not a Unix socket)."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    pid, uid, gid = _PEERCRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    )
+    return Caller(uid=uid, gid=gid, pid=pid)
+
+
+def error_response(exc: NetdError) -> web.Response:
+    """The API's error shape for a NetdError."""
+    return web.json_response({"error": exc.to_dict()}, status=exc.http_status)
+
+
+def _validation_error(exc: ValidationError) -> InvalidInput:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "body"
+    value = err.get("input")
+    if isinstance(value, dict | list):
+        value = json.dumps(value)[:200]
+    return InvalidInput(field, value, err["msg"])
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Attach the caller; turn every failure into the JSON error shape."""
+    request["caller"] = peer_caller(request)
+    try:
+        return await handler(request)
+    except NetdError as exc:
+        return error_response(exc)
+    except ValidationError as exc:
+        return error_response(_validation_error(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status, "http_error"
+        )
+        return web.json_response(
+            {"error": {"code": code, "message": exc.reason}}, status=exc.status
+        )
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return web.json_response(
+            {"error": {"code": "internal", "message": "internal error; see the daemon log"}},
+            status=500,
+        )
+
+
+async def read_body(request: web.Request, model: type[M]) -> M:
+    """Parse and validate a JSON body (InvalidInput naming the field on failure)."""
+    raw = await request.read()
+    try:
+        data = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("body", raw[:80].decode("utf-8", "replace"), f"not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput("body", type(data).__name__, "must be a JSON object")
+    return model.model_validate(data)
+
+
+def _service(request: web.Request) -> Service:
+    return request.app[SERVICE]
+
+
+# --- handlers -------------------------------------------------------------------------------
+
+
+async def get_status(request: web.Request) -> web.Response:
+    """Health and counts."""
+    svc = _service(request)
+    nets = svc.list_networks()
+    return web.json_response(
+        {
+            "version": __version__,
+            "ready": svc.ready,
+            "networks": len(nets),
+            "endpoints": sum(len(svc.endpoints(n)) for n in nets),
+            "firewall": svc.firewall.name,
+            "pid": os.getpid(),
+        }
+    )
+
+
+async def list_networks(request: web.Request) -> web.Response:
+    """All networks."""
+    svc = _service(request)
+    return web.json_response(
+        [schemas.network_out(n, svc.bridge_for(n)) for n in svc.list_networks()]
+    )
+
+
+async def create_network(request: web.Request) -> web.Response:
+    """Create a network."""
+    body = await read_body(request, schemas.NetworkCreate)
+    spec = NetworkSpec(
+        name=body.name,
+        driver=body.driver,
+        subnets=tuple(
+            SubnetRequest(s.subnet, s.gateway, s.ip_range, dict(s.aux_addresses))
+            for s in body.subnets
+        ),
+        ipv6=body.ipv6,
+        ipv4=body.ipv4,
+        internal=body.internal,
+        options=dict(body.options),
+        labels=dict(body.labels),
+    )
+    svc = _service(request)
+    net = await svc.create_network(spec, request["caller"])
+    return web.json_response(schemas.network_out(net, svc.bridge_for(net)), status=201)
+
+
+async def inspect_network(request: web.Request) -> web.Response:
+    """One network with its endpoints and IPAM usage."""
+    svc = _service(request)
+    net = svc.find_network(request.match_info["name"])
+    return web.json_response(
+        schemas.network_out(net, svc.bridge_for(net), svc.endpoints(net), svc.utilisation(net))
+    )
+
+
+async def remove_network(request: web.Request) -> web.Response:
+    """Remove a network without endpoints."""
+    net = await _service(request).remove_network(request.match_info["name"])
+    return web.json_response({"removed": net.name, "id": net.id})
+
+
+async def prune_networks(request: web.Request) -> web.Response:
+    """Remove all networks without endpoints."""
+    return web.json_response({"removed": await _service(request).prune()})
+
+
+def container_id_for_netns(netns: str) -> str:
+    """Stable container id for a user-managed namespace: its /run/netns name, else a hash."""
+    base = os.path.basename(netns)
+    if os.path.dirname(os.path.realpath(netns)) in ("/run/netns", "/var/run/netns"):
+        try:
+            return check_container_id(base)
+        except InvalidInput:
+            pass
+    return "ns-" + hashlib.sha256(os.path.realpath(netns).encode()).hexdigest()[:20]
+
+
+async def connect(request: web.Request) -> web.Response:
+    """Attach a namespace the caller manages."""
+    body = await read_body(request, schemas.ConnectIn)
+    svc = _service(request)
+    net = svc.find_network(request.match_info["name"])
+    cid = body.container_id or container_id_for_netns(body.netns)
+    ifname = body.ifname
+    if ifname is None:
+        used = {e.ifname for n in svc.list_networks() for e in svc.find_endpoints(n, cid)}
+        ifname = next(f"eth{i}" for i in range(len(used) + 1) if f"eth{i}" not in used)
+    ports = tuple(
+        PortMapping(
+            host_port=p.host_port,
+            container_port=p.container_port,
+            protocol=p.protocol,  # type: ignore[arg-type]
+            host_ip=_ip(p.host_ip, "publish.host_ip") if p.host_ip else None,
+        )
+        for p in body.publish
+    )
+    req = AttachRequest(
+        network=net.name,
+        container_id=cid,
+        ifname=ifname,
+        netns=body.netns,
+        name=body.name or (cid if not cid.startswith("ns-") else None),
+        hostname=body.hostname,
+        aliases=tuple(body.aliases),
+        static_ips=tuple(body.ips),
+        mac=body.mac,
+        port_mappings=ports,
+        dns_servers=tuple(body.dns_servers),
+        origin="api",
+    )
+    _, ep = await svc.attach(req, caller=request["caller"])
+    out = schemas.endpoint_out(ep)
+    out["dns"] = svc.dns_for(net)
+    return web.json_response(out, status=201)
+
+
+def _ip(value: str, field: str) -> Any:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise InvalidInput(field, value, "not an IP address") from exc
+
+
+async def disconnect(request: web.Request) -> web.Response:
+    """Detach a container (by id or namespace path) from a network."""
+    body = await read_body(request, schemas.DisconnectIn)
+    svc = _service(request)
+    net = svc.find_network(request.match_info["name"])
+    if not body.container_id and not body.netns:
+        raise InvalidInput("container_id", None, "give container_id or netns")
+    cid = body.container_id or container_id_for_netns(body.netns or "")
+    eps = [e for e in svc.find_endpoints(net, cid) if body.ifname in (None, e.ifname)]
+    if not eps:
+        raise NotFound(f"container {cid!r} is not attached to network {net.name!r}",
+                       field="container_id", value=cid)
+    for ep in eps:
+        await svc.detach(net.name, ep.container_id, ep.ifname, body.netns)
+    return web.json_response({"disconnected": [f"{e.container_id}/{e.ifname}" for e in eps]})
+
+
+class _CniBackend:
+    """The service as seen by the CNI handler: attachments it makes are marked origin=cni."""
+
+    def __init__(self, service: Service, caller: Caller | None) -> None:
+        self._svc = service
+        self._caller = caller
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._svc, name)
+
+    async def attach(self, req: AttachRequest, *, plumb: bool = True) -> Any:
+        req = dataclasses.replace(req, origin="cni")
+        return await self._svc.attach(req, plumb=plumb, caller=self._caller)
+
+
+async def cni(request: web.Request) -> web.Response:
+    """One CNI call forwarded by the plugin; answers the CNI result or error object."""
+    from ..cni.handler import handle_cni
+
+    body = await read_body(request, schemas.CniCall)
+    backend = _CniBackend(_service(request), request["caller"])
+    status, result = await handle_cni(body.model_dump(), backend)  # type: ignore[arg-type]
+    return web.json_response({"exit": status, "result": result})
+
+
+ROUTES: list[Route] = [
+    Route("GET", "/v1/status", get_status, "Daemon health and counts"),
+    Route("GET", "/v1/networks", list_networks, "List networks", None, list[schemas.NetworkOut]),
+    Route("POST", "/v1/networks", create_network, "Create a network", schemas.NetworkCreate,
+          schemas.NetworkOut, 201),
+    Route("POST", "/v1/networks/prune", prune_networks, "Remove networks without endpoints"),
+    Route("GET", "/v1/networks/{name}", inspect_network, "Inspect a network", None,
+          schemas.NetworkOut),
+    Route("DELETE", "/v1/networks/{name}", remove_network, "Remove a network"),
+    Route("POST", "/v1/networks/{name}/connect", connect, "Attach a namespace",
+          schemas.ConnectIn, schemas.EndpointOut, 201),
+    Route("POST", "/v1/networks/{name}/disconnect", disconnect, "Detach a container",
+          schemas.DisconnectIn),
+    Route("POST", "/v1/cni", cni, "Forwarded CNI call (used by the netd CNI plugin)",
+          schemas.CniCall),
+]
+
+
+def make_app(service: Service, *, max_body: int = 1 << 20) -> web.Application:
+    """The aiohttp application with every route and /openapi.json."""
+    app = web.Application(middlewares=[middleware], client_max_size=max_body)
+    app[SERVICE] = service
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
+    document = build_openapi(ROUTES, __version__)
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app.router.add_get("/openapi.json", openapi)
+    return app

@@ -1,0 +1,228 @@
+"""`netd daemon`: wire the seams together and serve the API on the Unix socket.
+
+Start-up order: refuse a wrong namespace → take the single-instance lock on the state directory
+→ open the store → build driver/firewall/DNS → start the service (converge the kernel) → bind the
+socket (or take systemd's) → serve until SIGTERM/SIGINT. Shutdown leaves the data plane up:
+containers keep their network while netd restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import grp
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import struct
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .api.server import make_app
+from .config import Config
+from .errors import ConfigError, NetdError
+from .ipam.subnets import parse_pool, ula_from_machine_id
+from .service import Service
+
+log = logging.getLogger("netd.daemon")
+SD_LISTEN_FDS_START = 3
+
+
+class InstanceLock:
+    """An flock on ``<state_dir>/netd.lock`` holding our pid; names the holder when taken."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "netd.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise ConfigError naming the pid that holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(
+                f"another netd (pid {holder}) holds {self.path}; stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drop the lock."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def check_namespace(expected: str | None) -> None:
+    """Refuse to run outside the namespace we were told to manage."""
+    if expected is None:
+        return
+    try:
+        want = os.stat(expected).st_ino
+    except OSError as exc:
+        raise ConfigError(f"managed_netns {expected!r}: {exc.strerror}") from exc
+    if os.stat("/proc/self/ns/net").st_ino != want:
+        raise ConfigError(
+            f"netd runs in network namespace inode {os.stat('/proc/self/ns/net').st_ino} but "
+            f"managed_netns {expected!r} is inode {want}; start it inside that namespace"
+        )
+
+
+def _peer_pid(path: Path) -> int | None:
+    """The pid of whoever answers on a Unix socket, or None if nobody does."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1)
+        probe.connect(str(path))
+        raw = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        return int(struct.unpack("3i", raw)[0])
+    except OSError:
+        return None
+    finally:
+        probe.close()
+
+
+def systemd_socket() -> socket.socket | None:
+    """The listening socket passed by systemd socket activation (LISTEN_PID/LISTEN_FDS)."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    if int(os.environ.get("LISTEN_FDS", "0")) < 1:
+        return None
+    for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(key, None)
+    return socket.socket(fileno=SD_LISTEN_FDS_START)
+
+
+def bind_socket(path: Path, group: str) -> socket.socket:
+    """Bind the API socket (mode 0660, owned by ``group`` if it exists); refuse if in use."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        holder = _peer_pid(path)
+        if holder is not None:
+            raise ConfigError(f"another daemon (pid {holder}) is serving {path}")
+        path.unlink()  # stale socket of a dead daemon
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o117)  # the socket is never world-accessible, not even briefly
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o660)
+    with contextlib.suppress(KeyError):
+        os.chown(path, 0, grp.getgrnam(group).gr_gid)
+    sock.listen(512)
+    return sock
+
+
+def _machine_id() -> str:
+    for candidate in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        with contextlib.suppress(OSError):
+            return Path(candidate).read_text().strip()
+    return socket.gethostname()
+
+
+def make_dns(config: Config) -> Any:
+    """The DNS manager (unprivileged worker process) configured from the daemon config."""
+    from .dns.manager import DnsManager
+
+    return DnsManager(domain=config.dns_domain, ttl=config.dns_ttl, user=config.dns_user,
+                      host_listen=config.dns_host_listen)
+
+
+def validate_netns_path(path: str) -> None:
+    """InvalidInput unless ``path`` is a network namespace other than the daemon's own."""
+    from .kernel.netns import open_netns
+
+    os.close(open_netns(path))
+
+
+def build_service(config: Config) -> tuple[Service, Any, Any]:
+    """Construct the service, its store and its DNS manager from the config."""
+    from .drivers import get_driver
+    from .firewall import make_firewall
+    from .kernel.hostroutes import host_routes
+    from .store import open_store
+
+    store = open_store(config.store, config.state_dir)
+    firewall = make_firewall(config.firewall_backend)
+    dns = make_dns(config)
+    pools = [parse_pool(p) for p in config.default_address_pools]
+    ula = ula_from_machine_id(_machine_id())
+    assert isinstance(ula, ipaddress.IPv6Network)
+    service = Service(
+        store=store,
+        drivers={"bridge": get_driver("bridge")},
+        firewall=firewall,
+        dns=dns,
+        pools=pools,
+        ula=ula,
+        host_routes=host_routes,
+        dns_domain=config.dns_domain,
+        validate_netns=validate_netns_path,
+    )
+    return service, store, dns
+
+
+async def serve(config: Config) -> None:
+    """Run the daemon until a stop signal."""
+    check_namespace(config.managed_netns)
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = InstanceLock(config.state_dir)
+    lock.acquire()
+    runner: web.AppRunner | None = None
+    store: Any = None
+    dns: Any = None
+    try:
+        service, store, dns = build_service(config)
+        dns.start()
+        await service.start()
+        sock = systemd_socket() or bind_socket(config.socket, config.socket_group)
+        runner = web.AppRunner(make_app(service, max_body=config.max_body_bytes),
+                               access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        log.info("netd listening on %s (pid %d, firewall %s)", config.socket, os.getpid(),
+                 service.firewall.name)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping; the data plane stays up")
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+            with contextlib.suppress(OSError):
+                if _peer_pid(config.socket) is None:
+                    config.socket.unlink()
+        if dns is not None:
+            with contextlib.suppress(Exception):
+                dns.stop()
+        if store is not None:
+            store.close()
+        lock.release()
+
+
+def run(config: Config) -> int:
+    """Blocking entry point for `netd daemon`; returns the exit code."""
+    try:
+        asyncio.run(serve(config))
+    except NetdError as exc:
+        log.error("%s", exc)
+        return 1
+    except OSError as exc:
+        if exc.errno == errno.EACCES:
+            log.error("permission denied: %s (netd daemon must run as root)", exc)
+            return 1
+        raise
+    return 0

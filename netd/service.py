@@ -1,0 +1,462 @@
+"""The daemon's operations: create/remove networks, attach/detach/check/gc endpoints.
+
+This is the one place where the seams meet. Each operation validates everything first, then
+applies its steps in order while keeping an undo list, and on failure undoes in reverse
+(STYLE.md, after netavark's setup.rs). State changes are serialised per network (one asyncio
+lock per network id) so unrelated networks never wait on each other; creating and removing
+networks takes a global lock because names and subnets are global. Blocking work (SQLite,
+netlink, libnftables) runs in worker threads.
+
+What it does not do: parse HTTP or CNI (``netd.api``, ``netd.cni.handler``), or talk to the kernel
+itself (drivers, firewall, DNS do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeVar
+
+from . import faults
+from .drivers.base import Driver
+from .errors import Conflict, InvalidInput, NetdError, NotFound, Unavailable
+from .firewall.base import Firewall
+from .ipam.allocator import NetworkAllocator
+from .ipam.subnets import DefaultPool
+from .model import AttachRequest, Caller, Endpoint, IPNetwork, Network, NetworkSpec
+from .names import bridge_name, check_container_id, check_ifname, check_network_name, host_veth_name
+from .spec import build_network
+from .store.base import Store
+
+log = logging.getLogger("netd.service")
+T = TypeVar("T")
+
+
+class DnsSink(Protocol):
+    """What the service needs from DNS: the desired record state, pushed after each change."""
+
+    def set_state(self, networks: list[tuple[Network, list[Endpoint]]]) -> None:
+        """Replace the served records with this state."""
+        ...
+
+
+class NullDns:
+    """DNS disabled: records go nowhere."""
+
+    def set_state(self, networks: list[tuple[Network, list[Endpoint]]]) -> None:
+        """Nothing to serve."""
+
+
+class Undo:
+    """A stack of compensating actions, run in reverse on failure (best effort, all of them)."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+
+    def push(self, what: str, step: Callable[[], Awaitable[Any]]) -> None:
+        """Remember how to undo ``what``."""
+        self._steps.append((what, step))
+
+    async def run(self) -> None:
+        """Undo everything pushed so far, newest first; log and carry on past failures."""
+        while self._steps:
+            what, step = self._steps.pop()
+            try:
+                await step()
+            except Exception:
+                log.exception("rollback: undoing %s failed", what)
+
+
+class Service:
+    """The daemon's operations over store, IPAM, driver, firewall and DNS."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        drivers: dict[str, Driver],
+        firewall: Firewall,
+        dns: DnsSink | None = None,
+        pools: Iterable[DefaultPool] = (),
+        ula: ipaddress.IPv6Network,
+        host_routes: Callable[[], list[IPNetwork]] = list,
+        dns_domain: str = "dns.netd",
+        validate_netns: Callable[[str], None] = lambda path: None,
+    ) -> None:
+        self.store = store
+        self.drivers = drivers
+        self.firewall = firewall
+        self.dns: DnsSink = dns or NullDns()
+        self.pools = tuple(pools)
+        self.ula = ula
+        self.host_routes = host_routes
+        self.dns_domain = dns_domain
+        self.validate_netns = validate_netns
+        self.ready = False
+        self._networks: dict[str, Network] = {}  # by id
+        self._endpoints: dict[str, dict[tuple[str, str], Endpoint]] = {}  # net id → key → ep
+        self._ipam: dict[str, NetworkAllocator] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._global = asyncio.Lock()
+
+    # --- start-up -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load state, converge the kernel to it, and finish interrupted attaches."""
+        networks = await asyncio.to_thread(self.store.list_networks)
+        for net in networks:
+            eps = await asyncio.to_thread(self.store.list_endpoints, net.id)
+            cursors = await asyncio.to_thread(self.store.get_cursors, net.id)
+            self._networks[net.id] = net
+            self._endpoints[net.id] = {ep.key: ep for ep in eps}
+            taken = [a.ip for ep in eps for a in ep.addresses]
+            self._ipam[net.id] = NetworkAllocator(net, taken, cursors)
+        for net in networks:
+            await asyncio.to_thread(self._driver(net).ensure_network, net)
+        await self._sync_firewall()
+        # An attach that was interrupted (crash between record and plumbing) never reached the
+        # runtime as a success: undo it so a retried ADD starts clean.
+        for net in networks:
+            for ep in list(self._endpoints[net.id].values()):
+                if ep.state != "ready":
+                    log.warning(
+                        "start: removing interrupted attachment %s/%s on %s",
+                        ep.container_id, ep.ifname, net.name,
+                    )
+                    await self._remove_endpoint(net, ep)
+        self._publish_dns()
+        self.ready = True
+        log.info("service ready: %d networks", len(networks))
+
+    async def _sync_firewall(self) -> None:
+        nets = [(n, self.bridge_for(n)) for n in self._networks.values()]
+        eps = [ep for table in self._endpoints.values() for ep in table.values()]
+        await asyncio.to_thread(self.firewall.sync, nets, eps)
+
+    # --- lookups ---------------------------------------------------------------------------
+
+    def _driver(self, network: Network) -> Driver:
+        return self.drivers[network.driver]
+
+    def _lock(self, network_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(network_id, asyncio.Lock())
+
+    def find_network(self, name_or_id: str) -> Network:
+        """A network by name, full id or unique id prefix (≥ 3 chars, as docker accepts)."""
+        for net in self._networks.values():
+            if net.name == name_or_id or net.id == name_or_id:
+                return net
+        if len(name_or_id) >= 3:
+            hits = [n for n in self._networks.values() if n.id.startswith(name_or_id)]
+            if len(hits) == 1:
+                return hits[0]
+        raise NotFound(f"network {name_or_id!r} not found", field="network", value=name_or_id)
+
+    def list_networks(self) -> list[Network]:
+        """All networks by creation time."""
+        return sorted(self._networks.values(), key=lambda n: n.created)
+
+    def endpoints(self, network: Network) -> list[Endpoint]:
+        """The network's endpoints, oldest first."""
+        return sorted(self._endpoints.get(network.id, {}).values(), key=lambda e: e.created)
+
+    def bridge_for(self, network: Network) -> str:
+        """The bridge interface name of a network."""
+        return network.options.get("bridge") or bridge_name(network.id)
+
+    def dns_for(self, network: Network) -> dict[str, list[str]]:
+        """What a container on ``network`` should put in resolv.conf."""
+        if not network.dns_enabled:
+            return {"nameservers": [], "search": []}
+        servers = [str(s.gateway) for s in network.subnets if s.gateway is not None]
+        return {"nameservers": servers, "search": [self.dns_domain]}
+
+    def utilisation(self, network: Network) -> dict[str, tuple[int, int]]:
+        """IPAM use per subnet: (used, size)."""
+        return self._ipam[network.id].utilisation()
+
+    def _publish_dns(self) -> None:
+        state = [(n, self.endpoints(n)) for n in self.list_networks()]
+        try:
+            self.dns.set_state(state)
+        except Exception:  # DNS trouble must never fail a network operation
+            log.exception("pushing DNS records failed")
+
+    # --- networks --------------------------------------------------------------------------
+
+    async def create_network(self, spec: NetworkSpec, caller: Caller | None = None) -> Network:
+        """Validate and create a network: bridge, firewall, record."""
+        if spec.driver not in self.drivers:
+            raise InvalidInput(
+                "driver", spec.driver, f"unknown driver; available: {', '.join(self.drivers)}"
+            )
+        driver = self.drivers[spec.driver]
+        async with self._global:
+            routes = await asyncio.to_thread(self.host_routes)
+            net = build_network(
+                spec,
+                existing=list(self._networks.values()),
+                host_routes=routes,
+                pools=self.pools,
+                ula=self.ula,
+                validate_options=driver.validate_options,
+                owner_uid=caller.uid if caller else 0,
+            )
+            bridge = self.bridge_for(net)
+            for other in self._networks.values():
+                if self.bridge_for(other) == bridge:
+                    raise Conflict(
+                        f"bridge {bridge!r} is already used by network {other.name!r}",
+                        field="options.bridge", value=bridge,
+                    )
+            undo = Undo()
+            try:
+                await asyncio.to_thread(driver.ensure_network, net)
+                undo.push("bridge", lambda: asyncio.to_thread(driver.teardown_network, net))
+                faults.point("service.network_plumbed")
+                await asyncio.to_thread(self.firewall.ensure_network, net, bridge)
+                undo.push(
+                    "firewall", lambda: asyncio.to_thread(self.firewall.remove_network, net, bridge)
+                )
+                await asyncio.to_thread(self.store.create_network, net)
+            except BaseException:
+                await undo.run()
+                raise
+            self._networks[net.id] = net
+            self._endpoints[net.id] = {}
+            self._ipam[net.id] = NetworkAllocator(net, [], {})
+        log.info("created network %s (%s) %s", net.name, net.short_id,
+                 ", ".join(str(s.subnet) for s in net.subnets))
+        self._publish_dns()
+        return net
+
+    async def ensure_network(self, spec: NetworkSpec) -> Network:
+        """Return the named network, creating it from ``spec`` when it does not exist."""
+        name = check_network_name(spec.name)
+        try:
+            return self.find_network(name)
+        except NotFound:
+            pass
+        try:
+            return await self.create_network(spec)
+        except Conflict:
+            # A parallel ADD created it first: that is the network we want.
+            return self.find_network(name)
+
+    async def remove_network(self, name: str) -> Network:
+        """Remove a network without endpoints (Docker refuses while endpoints are active)."""
+        async with self._global:
+            net = self.find_network(name)
+            async with self._lock(net.id):
+                eps = self._endpoints.get(net.id, {})
+                if eps:
+                    ids = ", ".join(sorted({e.container_id[:12] for e in eps.values()}))
+                    raise Conflict(
+                        f"network {net.name!r} has active endpoints ({ids}); disconnect them first",
+                        field="network", value=net.name,
+                    )
+                await asyncio.to_thread(self.store.delete_network, net.id)
+                del self._networks[net.id]
+                self._endpoints.pop(net.id, None)
+                self._ipam.pop(net.id, None)
+                failures: list[str] = []
+                try:
+                    await asyncio.to_thread(
+                        self.firewall.remove_network, net, self.bridge_for(net)
+                    )
+                except NetdError as exc:
+                    failures.append(str(exc))
+                failures += await asyncio.to_thread(self._driver(net).teardown_network, net)
+                for failure in failures:
+                    log.error("removing network %s: %s", net.name, failure)
+        self._locks.pop(net.id, None)
+        log.info("removed network %s (%s)", net.name, net.short_id)
+        self._publish_dns()
+        return net
+
+    async def prune(self) -> list[str]:
+        """Remove every network without endpoints; returns their names."""
+        removed = []
+        for net in self.list_networks():
+            if not self._endpoints.get(net.id):
+                try:
+                    await self.remove_network(net.id)
+                    removed.append(net.name)
+                except (Conflict, NotFound):
+                    continue  # gained an endpoint or vanished meanwhile
+        return removed
+
+    # --- endpoints -------------------------------------------------------------------------
+
+    async def get_network(self, name: str) -> Network:
+        """CniBackend: a network by name."""
+        return self.find_network(name)
+
+    async def status(self) -> None:
+        """CniBackend: raise Unavailable until start-up has finished."""
+        if not self.ready:
+            raise Unavailable("netd is starting; try again")
+
+    async def attach(
+        self, req: AttachRequest, *, plumb: bool = True, caller: Caller | None = None
+    ) -> tuple[Network, Endpoint]:
+        """Allocate addresses, plumb the interface, add firewall elements, record; or nothing."""
+        net = self.find_network(req.network)
+        cid = check_container_id(req.container_id)
+        ifname = check_ifname(req.ifname)
+        if plumb:
+            self.validate_netns(req.netns)
+        async with self._lock(net.id):
+            if net.id not in self._networks:
+                raise NotFound(f"network {req.network!r} not found", field="network",
+                               value=req.network)
+            existing = self._endpoints[net.id].get((cid, ifname))
+            if existing is not None:
+                if existing.state == "ready" and not plumb:
+                    return net, existing  # IPAM-only ADD is idempotent per (id, ifname)
+                if existing.state == "ready":
+                    raise Conflict(
+                        f"container {cid!r} is already attached to network {net.name!r} "
+                        f"as {ifname!r}",
+                        field="container_id", value=cid,
+                    )
+                await self._remove_endpoint(net, existing)
+            return net, await self._attach_locked(net, req, cid, ifname, plumb, caller)
+
+    async def _attach_locked(
+        self, net: Network, req: AttachRequest, cid: str, ifname: str, plumb: bool,
+        caller: Caller | None,
+    ) -> Endpoint:
+        allocator = self._ipam[net.id]
+        addresses, cursors = allocator.allocate(req.static_ips)
+        ep = Endpoint(
+            network_id=net.id,
+            container_id=cid,
+            ifname=ifname,
+            netns=req.netns,
+            host_ifname=host_veth_name(cid, ifname) if plumb else "",
+            addresses=tuple(addresses),
+            mac=req.mac,
+            name=req.name,
+            hostname=req.hostname,
+            aliases=req.aliases,
+            port_mappings=req.port_mappings,
+            dns_servers=req.dns_servers,
+            state="creating",
+            created=time.time(),
+            owner_uid=caller.uid if caller else 0,
+            origin=req.origin,
+        )
+        undo = Undo()
+        try:
+            # The record (state "creating") is durable before any kernel object exists, so a
+            # crash from here on is found and undone at the next start.
+            await asyncio.to_thread(self.store.put_endpoint, ep, cursors)
+            allocator.commit([a.ip for a in addresses], cursors)
+            self._endpoints[net.id][ep.key] = ep
+            undo.push("record", lambda: self._forget(net, ep))
+            faults.point("service.recorded")
+            if plumb:
+                driver = self._driver(net)
+                ep = await asyncio.to_thread(driver.setup_endpoint, net, ep)
+                plumbed = ep
+                undo.push(
+                    "interfaces",
+                    lambda: asyncio.to_thread(driver.teardown_endpoint, net, plumbed),
+                )
+                faults.point("service.plumbed")
+                await asyncio.to_thread(self.firewall.add_endpoint, net, ep)
+                undo.push(
+                    "firewall", lambda: asyncio.to_thread(self.firewall.remove_endpoint, net, plumbed)
+                )
+                faults.point("service.firewalled")
+            ep = dataclasses.replace(ep, state="ready")
+            await asyncio.to_thread(self.store.put_endpoint, ep, cursors)
+            self._endpoints[net.id][ep.key] = ep
+        except BaseException:
+            await undo.run()
+            raise
+        log.info("attached %s/%s to %s: %s", cid[:12], ifname, net.name,
+                 " ".join(str(a) for a in ep.addresses))
+        self._publish_dns()
+        return ep
+
+    async def _forget(self, net: Network, ep: Endpoint) -> None:
+        """Drop an endpoint's record and addresses (store first, then memory)."""
+        await asyncio.to_thread(self.store.delete_endpoint, net.id, ep.container_id, ep.ifname)
+        self._endpoints[net.id].pop(ep.key, None)
+        self._ipam[net.id].release([a.ip for a in ep.addresses])
+
+    async def _remove_endpoint(self, net: Network, ep: Endpoint, netns: str | None = None) -> None:
+        """Best-effort teardown of everything an endpoint owns; the address is always released."""
+        failures: list[str] = []
+        try:
+            await asyncio.to_thread(self.firewall.remove_endpoint, net, ep)
+        except NetdError as exc:
+            failures.append(str(exc))
+        if ep.host_ifname:
+            target = ep if netns is None or netns == ep.netns else dataclasses.replace(
+                ep, netns=netns
+            )
+            failures += await asyncio.to_thread(self._driver(net).teardown_endpoint, net, target)
+        await self._forget(net, ep)
+        for failure in failures:
+            log.error("detaching %s/%s from %s: %s", ep.container_id[:12], ep.ifname, net.name,
+                      failure)
+
+    async def detach(
+        self, network: str, container_id: str, ifname: str, netns: str | None
+    ) -> None:
+        """Idempotent detach: a missing network, endpoint or namespace is not an error."""
+        try:
+            net = self.find_network(network)
+        except NotFound:
+            return
+        async with self._lock(net.id):
+            ep = self._endpoints.get(net.id, {}).get((container_id, ifname))
+            if ep is None:
+                return
+            await self._remove_endpoint(net, ep, netns or None)
+        log.info("detached %s/%s from %s", container_id[:12], ifname, net.name)
+        self._publish_dns()
+
+    async def check(self, network: str, container_id: str, ifname: str, netns: str) -> None:
+        """Raise NotFound/KernelError naming the first thing that is not as recorded."""
+        from .errors import KernelError
+
+        net = self.find_network(network)
+        ep = self._endpoints.get(net.id, {}).get((container_id, ifname))
+        if ep is None or ep.state != "ready":
+            raise NotFound(
+                f"container {container_id!r} has no attachment {ifname!r} on network {net.name!r}",
+                field="container_id", value=container_id,
+            )
+        target = ep if not netns or netns == ep.netns else dataclasses.replace(ep, netns=netns)
+        status = await asyncio.to_thread(self._driver(net).check_endpoint, net, target)
+        if status.problems:
+            raise KernelError("; ".join(status.problems))
+
+    async def gc(self, network: str, valid: set[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Remove CNI attachments of ``network`` that the runtime no longer lists."""
+        try:
+            net = self.find_network(network)
+        except NotFound:
+            return []
+        removed = []
+        async with self._lock(net.id):
+            for ep in list(self._endpoints.get(net.id, {}).values()):
+                if ep.origin == "cni" and ep.key not in valid:
+                    await self._remove_endpoint(net, ep)
+                    removed.append(ep.key)
+        if removed:
+            log.info("gc on %s removed %d attachments", net.name, len(removed))
+            self._publish_dns()
+        return removed
+
+    def find_endpoints(self, network: Network, container_id: str) -> list[Endpoint]:
+        """Endpoints of one container on one network."""
+        return [e for e in self.endpoints(network) if e.container_id == container_id]
