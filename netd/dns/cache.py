@@ -1,0 +1,83 @@
+"""Cache of upstream answers, served with decremented TTLs (pure; time is passed in).
+
+Positive answers live for their smallest answer TTL, negative ones (NXDOMAIN, NODATA) for the
+SOA minimum (RFC 2308 §5); SERVFAIL, truncated and SOA-less negative answers are not cached.
+An entry remembers where its TTL fields are, so a hit rewrites only those bytes, and at most
+once per second. It does not decide whether to forward, nor talk to upstreams.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Hashable
+
+from .wire import NOERROR, NXDOMAIN, Walk
+
+_U32 = struct.Struct("!I")
+
+
+class _Entry:
+    __slots__ = ("expires", "msg", "offsets", "rendered", "rendered_at", "stored")
+
+    def __init__(self, msg: bytes, offsets: list[int], stored: float, expires: float) -> None:
+        self.msg = msg
+        self.offsets = offsets
+        self.stored = stored
+        self.expires = expires
+        self.rendered = msg
+        self.rendered_at = 0
+
+
+class Cache:
+    """A bounded TTL cache of whole upstream responses keyed by the caller."""
+
+    def __init__(self, max_entries: int = 20000, max_ttl: int = 3600) -> None:
+        self.max_entries = max_entries
+        self.max_ttl = max_ttl
+        self._d: dict[Hashable, _Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def get(self, key: Hashable, now: float) -> bytes | None:
+        """The cached response with TTLs counted down, or None if absent or expired."""
+        e = self._d.get(key)
+        if e is None:
+            return None
+        if now >= e.expires:
+            del self._d[key]
+            return None
+        age = int(now - e.stored)
+        if age != e.rendered_at:
+            buf = bytearray(e.msg)
+            for off in e.offsets:
+                (ttl,) = _U32.unpack_from(buf, off)
+                _U32.pack_into(buf, off, max(0, ttl - age))
+            e.rendered = bytes(buf)
+            e.rendered_at = age
+        return e.rendered
+
+    @staticmethod
+    def lifetime(walk: Walk) -> int:
+        """Seconds a response may be cached (0: not at all)."""
+        if walk.tc:
+            return 0
+        if walk.rcode == NOERROR and walk.ancount:
+            return walk.min_ttl or 0
+        if walk.rcode in (NOERROR, NXDOMAIN):
+            return walk.negative_ttl or 0
+        return 0
+
+    def put(self, key: Hashable, msg: bytes, walk: Walk, now: float) -> None:
+        """Store a response (as walked by ``wire.walk_response``) if it is cacheable."""
+        ttl = min(self.lifetime(walk), self.max_ttl)
+        if ttl <= 0:
+            return
+        if key not in self._d and len(self._d) >= self.max_entries:
+            # Oldest insertion first: cheap, and a flood of unique names cannot grow memory.
+            self._d.pop(next(iter(self._d)))
+        self._d[key] = _Entry(msg, walk.ttl_offsets, now, now + ttl)
+
+    def clear(self) -> None:
+        """Forget everything (upstream set changed)."""
+        self._d.clear()
