@@ -135,8 +135,12 @@ def make_dns(config: Config) -> Any:
     """The DNS manager (unprivileged worker process) configured from the daemon config."""
     from .dns.manager import DnsManager
 
-    return DnsManager(domain=config.dns_domain, ttl=config.dns_ttl, user=config.dns_user,
-                      host_listen=config.dns_host_listen)
+    return DnsManager(
+        domain=config.dns_domain,
+        ttl=config.dns_ttl,
+        user=config.dns_user,
+        host_listen=config.dns_host_listen,
+    )
 
 
 def validate_netns_path(path: str) -> None:
@@ -161,7 +165,7 @@ def build_service(config: Config) -> tuple[Service, Any, Any]:
     assert isinstance(ula, ipaddress.IPv6Network)
     service = Service(
         store=store,
-        drivers={"bridge": get_driver("bridge")},
+        drivers={"bridge": get_driver("bridge", allow_initial_netns=config.managed_netns is None)},
         firewall=firewall,
         dns=dns,
         pools=pools,
@@ -187,12 +191,17 @@ async def serve(config: Config) -> None:
         dns.start()
         await service.start()
         sock = systemd_socket() or bind_socket(config.socket, config.socket_group)
-        runner = web.AppRunner(make_app(service, max_body=config.max_body_bytes),
-                               access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            make_app(service, max_body=config.max_body_bytes), access_log=None, handle_signals=False
+        )
         await runner.setup()
         await web.SockSite(runner, sock).start()
-        log.info("netd listening on %s (pid %d, firewall %s)", config.socket, os.getpid(),
-                 service.firewall.name)
+        log.info(
+            "netd listening on %s (pid %d, firewall %s)",
+            config.socket,
+            os.getpid(),
+            service.firewall.name,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -125,7 +125,9 @@ class Service:
                 if ep.state != "ready":
                     log.warning(
                         "start: removing interrupted attachment %s/%s on %s",
-                        ep.container_id, ep.ifname, net.name,
+                        ep.container_id,
+                        ep.ifname,
+                        net.name,
                     )
                     await self._remove_endpoint(net, ep)
         self._publish_dns()
@@ -211,7 +213,8 @@ class Service:
                 if self.bridge_for(other) == bridge:
                     raise Conflict(
                         f"bridge {bridge!r} is already used by network {other.name!r}",
-                        field="options.bridge", value=bridge,
+                        field="options.bridge",
+                        value=bridge,
                     )
             undo = Undo()
             try:
@@ -229,8 +232,12 @@ class Service:
             self._networks[net.id] = net
             self._endpoints[net.id] = {}
             self._ipam[net.id] = NetworkAllocator(net, [], {})
-        log.info("created network %s (%s) %s", net.name, net.short_id,
-                 ", ".join(str(s.subnet) for s in net.subnets))
+        log.info(
+            "created network %s (%s) %s",
+            net.name,
+            net.short_id,
+            ", ".join(str(s.subnet) for s in net.subnets),
+        )
         self._publish_dns()
         return net
 
@@ -257,7 +264,8 @@ class Service:
                     ids = ", ".join(sorted({e.container_id[:12] for e in eps.values()}))
                     raise Conflict(
                         f"network {net.name!r} has active endpoints ({ids}); disconnect them first",
-                        field="network", value=net.name,
+                        field="network",
+                        value=net.name,
                     )
                 await asyncio.to_thread(self.store.delete_network, net.id)
                 del self._networks[net.id]
@@ -265,9 +273,7 @@ class Service:
                 self._ipam.pop(net.id, None)
                 failures: list[str] = []
                 try:
-                    await asyncio.to_thread(
-                        self.firewall.remove_network, net, self.bridge_for(net)
-                    )
+                    await asyncio.to_thread(self.firewall.remove_network, net, self.bridge_for(net))
                 except NetdError as exc:
                     failures.append(str(exc))
                 failures += await asyncio.to_thread(self._driver(net).teardown_network, net)
@@ -312,8 +318,9 @@ class Service:
             self.validate_netns(req.netns)
         async with self._lock(net.id):
             if net.id not in self._networks:
-                raise NotFound(f"network {req.network!r} not found", field="network",
-                               value=req.network)
+                raise NotFound(
+                    f"network {req.network!r} not found", field="network", value=req.network
+                )
             existing = self._endpoints[net.id].get((cid, ifname))
             if existing is not None:
                 if existing.state == "ready" and not plumb:
@@ -322,13 +329,19 @@ class Service:
                     raise Conflict(
                         f"container {cid!r} is already attached to network {net.name!r} "
                         f"as {ifname!r}",
-                        field="container_id", value=cid,
+                        field="container_id",
+                        value=cid,
                     )
                 await self._remove_endpoint(net, existing)
             return net, await self._attach_locked(net, req, cid, ifname, plumb, caller)
 
     async def _attach_locked(
-        self, net: Network, req: AttachRequest, cid: str, ifname: str, plumb: bool,
+        self,
+        net: Network,
+        req: AttachRequest,
+        cid: str,
+        ifname: str,
+        plumb: bool,
         caller: Caller | None,
     ) -> Endpoint:
         allocator = self._ipam[net.id]
@@ -371,7 +384,8 @@ class Service:
                 faults.point("service.plumbed")
                 await asyncio.to_thread(self.firewall.add_endpoint, net, ep)
                 undo.push(
-                    "firewall", lambda: asyncio.to_thread(self.firewall.remove_endpoint, net, plumbed)
+                    "firewall",
+                    lambda: asyncio.to_thread(self.firewall.remove_endpoint, net, plumbed),
                 )
                 faults.point("service.firewalled")
             ep = dataclasses.replace(ep, state="ready")
@@ -380,8 +394,13 @@ class Service:
         except BaseException:
             await undo.run()
             raise
-        log.info("attached %s/%s to %s: %s", cid[:12], ifname, net.name,
-                 " ".join(str(a) for a in ep.addresses))
+        log.info(
+            "attached %s/%s to %s: %s",
+            cid[:12],
+            ifname,
+            net.name,
+            " ".join(str(a) for a in ep.addresses),
+        )
         self._publish_dns()
         return ep
 
@@ -399,18 +418,17 @@ class Service:
         except NetdError as exc:
             failures.append(str(exc))
         if ep.host_ifname:
-            target = ep if netns is None or netns == ep.netns else dataclasses.replace(
-                ep, netns=netns
+            target = (
+                ep if netns is None or netns == ep.netns else dataclasses.replace(ep, netns=netns)
             )
             failures += await asyncio.to_thread(self._driver(net).teardown_endpoint, net, target)
         await self._forget(net, ep)
         for failure in failures:
-            log.error("detaching %s/%s from %s: %s", ep.container_id[:12], ep.ifname, net.name,
-                      failure)
+            log.error(
+                "detaching %s/%s from %s: %s", ep.container_id[:12], ep.ifname, net.name, failure
+            )
 
-    async def detach(
-        self, network: str, container_id: str, ifname: str, netns: str | None
-    ) -> None:
+    async def detach(self, network: str, container_id: str, ifname: str, netns: str | None) -> None:
         """Idempotent detach: a missing network, endpoint or namespace is not an error."""
         try:
             net = self.find_network(network)
@@ -433,7 +451,8 @@ class Service:
         if ep is None or ep.state != "ready":
             raise NotFound(
                 f"container {container_id!r} has no attachment {ifname!r} on network {net.name!r}",
-                field="container_id", value=container_id,
+                field="container_id",
+                value=container_id,
             )
         target = ep if not netns or netns == ep.netns else dataclasses.replace(ep, netns=netns)
         status = await asyncio.to_thread(self._driver(net).check_endpoint, net, target)

@@ -72,8 +72,11 @@ def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
         paths.setdefault(route.path, {})[route.method.lower()] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": "netd API", "version": version,
-                 "description": "netd's local API on its Unix socket"},
+        "info": {
+            "title": "netd API",
+            "version": version,
+            "description": "netd's local API on its Unix socket",
+        },
         "paths": paths,
         "components": {"schemas": defs},
     }

@@ -145,7 +145,9 @@ def endpoint_out(ep: Endpoint) -> dict[str, Any]:
 
 
 def network_out(
-    net: Network, bridge: str, endpoints: list[Endpoint] | None = None,
+    net: Network,
+    bridge: str,
+    endpoints: list[Endpoint] | None = None,
     usage: dict[str, tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """Serialise a network for the API."""

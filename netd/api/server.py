@@ -246,8 +246,11 @@ async def disconnect(request: web.Request) -> web.Response:
     cid = body.container_id or container_id_for_netns(body.netns or "")
     eps = [e for e in svc.find_endpoints(net, cid) if body.ifname in (None, e.ifname)]
     if not eps:
-        raise NotFound(f"container {cid!r} is not attached to network {net.name!r}",
-                       field="container_id", value=cid)
+        raise NotFound(
+            f"container {cid!r} is not attached to network {net.name!r}",
+            field="container_id",
+            value=cid,
+        )
     for ep in eps:
         await svc.detach(net.name, ep.container_id, ep.ifname, body.netns)
     return web.json_response({"disconnected": [f"{e.container_id}/{e.ifname}" for e in eps]})
@@ -274,25 +277,46 @@ async def cni(request: web.Request) -> web.Response:
 
     body = await read_body(request, schemas.CniCall)
     backend = _CniBackend(_service(request), request["caller"])
-    status, result = await handle_cni(body.model_dump(), backend)  # type: ignore[arg-type]
+    status, result = await handle_cni(body.model_dump(), backend)
     return web.json_response({"exit": status, "result": result})
 
 
 ROUTES: list[Route] = [
     Route("GET", "/v1/status", get_status, "Daemon health and counts"),
     Route("GET", "/v1/networks", list_networks, "List networks", None, list[schemas.NetworkOut]),
-    Route("POST", "/v1/networks", create_network, "Create a network", schemas.NetworkCreate,
-          schemas.NetworkOut, 201),
+    Route(
+        "POST",
+        "/v1/networks",
+        create_network,
+        "Create a network",
+        schemas.NetworkCreate,
+        schemas.NetworkOut,
+        201,
+    ),
     Route("POST", "/v1/networks/prune", prune_networks, "Remove networks without endpoints"),
-    Route("GET", "/v1/networks/{name}", inspect_network, "Inspect a network", None,
-          schemas.NetworkOut),
+    Route(
+        "GET", "/v1/networks/{name}", inspect_network, "Inspect a network", None, schemas.NetworkOut
+    ),
     Route("DELETE", "/v1/networks/{name}", remove_network, "Remove a network"),
-    Route("POST", "/v1/networks/{name}/connect", connect, "Attach a namespace",
-          schemas.ConnectIn, schemas.EndpointOut, 201),
-    Route("POST", "/v1/networks/{name}/disconnect", disconnect, "Detach a container",
-          schemas.DisconnectIn),
-    Route("POST", "/v1/cni", cni, "Forwarded CNI call (used by the netd CNI plugin)",
-          schemas.CniCall),
+    Route(
+        "POST",
+        "/v1/networks/{name}/connect",
+        connect,
+        "Attach a namespace",
+        schemas.ConnectIn,
+        schemas.EndpointOut,
+        201,
+    ),
+    Route(
+        "POST",
+        "/v1/networks/{name}/disconnect",
+        disconnect,
+        "Detach a container",
+        schemas.DisconnectIn,
+    ),
+    Route(
+        "POST", "/v1/cni", cni, "Forwarded CNI call (used by the netd CNI plugin)", schemas.CniCall
+    ),
 ]
 
 

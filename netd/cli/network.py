@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .main import Ctx, fail, kv_pairs, table
+from .base import Ctx, fail, kv_pairs, table
 
 _PUBLISH = re.compile(
     r"^(?:(?P<ip>\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(?P<host>\d+)(?:-(?P<host_end>\d+))?"
@@ -33,15 +33,21 @@ def parse_publish(spec: str) -> list[dict[str, Any]]:
     host_end = int(m["host_end"] or host)
     cont_end = int(m["cont_end"] or (cont + host_end - host))
     if not (0 < host <= host_end <= 65535 and 0 < cont <= cont_end <= 65535):
-        raise click.BadParameter(f"{spec!r}: ports must be 1-65535, ranges ascending",
-                                 param_hint="--publish")
+        raise click.BadParameter(
+            f"{spec!r}: ports must be 1-65535, ranges ascending", param_hint="--publish"
+        )
     if host_end - host != cont_end - cont:
-        raise click.BadParameter(f"{spec!r}: host and container ranges differ in length",
-                                 param_hint="--publish")
+        raise click.BadParameter(
+            f"{spec!r}: host and container ranges differ in length", param_hint="--publish"
+        )
     ip = m["ip"].strip("[]") if m["ip"] else None
     return [
-        {"host_port": host + i, "container_port": cont + i, "protocol": m["proto"] or "tcp",
-         "host_ip": ip}
+        {
+            "host_port": host + i,
+            "container_port": cont + i,
+            "protocol": m["proto"] or "tcp",
+            "host_ip": ip,
+        }
         for i in range(host_end - host + 1)
     ]
 
@@ -80,24 +86,40 @@ def network() -> None:
 @click.option("--label", multiple=True, help="KEY=VALUE")
 @click.option("--format", "fmt", type=click.Choice(["id", "json"]), default="id")
 @click.pass_obj
-def create(obj: Ctx, name: str, driver: str, subnet: tuple[str, ...], gateway: tuple[str, ...],
-           ip_range: tuple[str, ...], aux_address: tuple[str, ...], ipv6: bool, ipv4: bool,
-           internal: bool, opt: tuple[str, ...], label: tuple[str, ...], fmt: str) -> None:
+def create(
+    obj: Ctx,
+    name: str,
+    driver: str,
+    subnet: tuple[str, ...],
+    gateway: tuple[str, ...],
+    ip_range: tuple[str, ...],
+    aux_address: tuple[str, ...],
+    ipv6: bool,
+    ipv4: bool,
+    internal: bool,
+    opt: tuple[str, ...],
+    label: tuple[str, ...],
+    fmt: str,
+) -> None:
     """Create a network; prints its id."""
     subnets: list[dict[str, Any]] = [{"subnet": s, "aux_addresses": {}} for s in subnet]
     for gw in gateway:
         target = _subnet_of(gw, subnets, "--gateway")
         if "gateway" in target:
-            raise click.BadParameter(f"two gateways for {target['subnet']}",
-                                     param_hint="--gateway")
+            raise click.BadParameter(f"two gateways for {target['subnet']}", param_hint="--gateway")
         target["gateway"] = gw
     for rng in ip_range:
         _subnet_of(rng, subnets, "--ip-range")["ip_range"] = rng
     for key, value in kv_pairs(aux_address, "--aux-address").items():
         _subnet_of(value, subnets, "--aux-address")["aux_addresses"][key] = value
     body = {
-        "name": name, "driver": driver, "subnets": subnets, "ipv6": ipv6, "ipv4": ipv4,
-        "internal": internal, "options": kv_pairs(opt, "--opt"),
+        "name": name,
+        "driver": driver,
+        "subnets": subnets,
+        "ipv6": ipv6,
+        "ipv4": ipv4,
+        "internal": internal,
+        "options": kv_pairs(opt, "--opt"),
         "labels": kv_pairs(label, "--label"),
     }
     data = obj.call("POST", "/v1/networks", body)
@@ -118,8 +140,13 @@ def ls(obj: Ctx, fmt: str, quiet: bool, filters: tuple[str, ...]) -> None:
         click.echo(json.dumps(nets, indent=2))
     else:
         rows = [
-            [n["id"][:12], n["name"], n["driver"], ",".join(s["subnet"] for s in n["subnets"]),
-             "yes" if n["internal"] else "no"]
+            [
+                n["id"][:12],
+                n["name"],
+                n["driver"],
+                ",".join(s["subnet"] for s in n["subnets"]),
+                "yes" if n["internal"] else "no",
+            ]
             for n in nets
         ]
         click.echo(table(["NETWORK ID", "NAME", "DRIVER", "SUBNETS", "INTERNAL"], rows))
@@ -185,19 +212,37 @@ def prune(obj: Ctx, force: bool) -> None:
 @click.option("--ip", "ips", multiple=True, help="static address (IPv4 and/or IPv6)")
 @click.option("--alias", multiple=True)
 @click.option("--mac")
-@click.option("--publish", "-p", multiple=True,
-              help="[HOSTIP:]HOSTPORT[-END]:CONTAINERPORT[/tcp|udp|sctp]")
+@click.option(
+    "--publish", "-p", multiple=True, help="[HOSTIP:]HOSTPORT[-END]:CONTAINERPORT[/tcp|udp|sctp]"
+)
 @click.option("--dns", "dns_servers", multiple=True, help="upstream DNS servers for this endpoint")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.pass_obj
-def connect(obj: Ctx, net: str, netns: str, container_id: str | None, ifname: str | None,
-            name: str | None, hostname: str | None, ips: tuple[str, ...], alias: tuple[str, ...],
-            mac: str | None, publish: tuple[str, ...], dns_servers: tuple[str, ...],
-            fmt: str) -> None:
+def connect(
+    obj: Ctx,
+    net: str,
+    netns: str,
+    container_id: str | None,
+    ifname: str | None,
+    name: str | None,
+    hostname: str | None,
+    ips: tuple[str, ...],
+    alias: tuple[str, ...],
+    mac: str | None,
+    publish: tuple[str, ...],
+    dns_servers: tuple[str, ...],
+    fmt: str,
+) -> None:
     """Attach a network namespace to a network."""
     body = {
-        "netns": netns, "container_id": container_id, "ifname": ifname, "name": name,
-        "hostname": hostname, "ips": list(ips), "aliases": list(alias), "mac": mac,
+        "netns": netns,
+        "container_id": container_id,
+        "ifname": ifname,
+        "name": name,
+        "hostname": hostname,
+        "ips": list(ips),
+        "aliases": list(alias),
+        "mac": mac,
         "publish": [p for spec in publish for p in parse_publish(spec)],
         "dns_servers": list(dns_servers),
     }
@@ -205,9 +250,20 @@ def connect(obj: Ctx, net: str, netns: str, container_id: str | None, ifname: st
     if fmt == "json":
         click.echo(json.dumps(ep, indent=2))
     else:
-        click.echo(table(["CONTAINER", "IFNAME", "ADDRESSES", "MAC", "HOST VETH"],
-                         [[ep["container_id"][:12], ep["ifname"], " ".join(ep["addresses"]),
-                           ep["mac"] or "", ep["host_ifname"]]]))
+        click.echo(
+            table(
+                ["CONTAINER", "IFNAME", "ADDRESSES", "MAC", "HOST VETH"],
+                [
+                    [
+                        ep["container_id"][:12],
+                        ep["ifname"],
+                        " ".join(ep["addresses"]),
+                        ep["mac"] or "",
+                        ep["host_ifname"],
+                    ]
+                ],
+            )
+        )
 
 
 @network.command("disconnect")
@@ -216,11 +272,15 @@ def connect(obj: Ctx, net: str, netns: str, container_id: str | None, ifname: st
 @click.option("--container-id")
 @click.option("--ifname", help="only this interface")
 @click.pass_obj
-def disconnect(obj: Ctx, net: str, netns: str | None, container_id: str | None,
-               ifname: str | None) -> None:
+def disconnect(
+    obj: Ctx, net: str, netns: str | None, container_id: str | None, ifname: str | None
+) -> None:
     """Detach a namespace (or container id) from a network."""
     if not netns and not container_id:
         raise click.UsageError("give --netns or --container-id")
-    data = obj.call("POST", f"/v1/networks/{_path(net)}/disconnect",
-                    {"netns": netns, "container_id": container_id, "ifname": ifname})
+    data = obj.call(
+        "POST",
+        f"/v1/networks/{_path(net)}/disconnect",
+        {"netns": netns, "container_id": container_id, "ifname": ifname},
+    )
     click.echo("\n".join(data["disconnected"]))

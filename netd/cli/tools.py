@@ -13,10 +13,18 @@ def cni() -> None:
 
 
 @cni.command("install")
-@click.option("--bin-dir", type=click.Path(path_type=Path), default=Path("/opt/cni/bin"),
-              show_default=True, help="the runtime's CNI_PATH directory")
-@click.option("--conf-dir", type=click.Path(path_type=Path),
-              help="also write an example conflist here (e.g. /etc/cni/net.d)")
+@click.option(
+    "--bin-dir",
+    type=click.Path(path_type=Path),
+    default=Path("/opt/cni/bin"),
+    show_default=True,
+    help="the runtime's CNI_PATH directory",
+)
+@click.option(
+    "--conf-dir",
+    type=click.Path(path_type=Path),
+    help="also write an example conflist here (e.g. /etc/cni/net.d)",
+)
 @click.option("--network", default="netd", show_default=True, help="network name in the conflist")
 @click.option("--socket", "sock", help="daemon socket to put in the conflist")
 def install(bin_dir: Path, conf_dir: Path | None, network: str, sock: str | None) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from netns_fixtures import Sandbox, leftovers
+from netns_fixtures import Namespace, Sandbox, leftovers
+from netns_fixtures.daemon import Daemon
 
 
 @pytest.fixture
@@ -18,3 +19,21 @@ def sandbox() -> Iterator[Sandbox]:
         failures = box.close()
         assert not failures, failures
         assert not leftovers(box.prefix), leftovers(box.prefix)
+
+
+@pytest.fixture
+def host(sandbox: Sandbox) -> Namespace:
+    """The sandbox's host namespace (forwarding on)."""
+    return sandbox.add_host()
+
+
+@pytest.fixture
+def daemon(host: Namespace) -> Iterator[Daemon]:
+    """A running netd daemon managing the sandbox host (firewall backend: none)."""
+    d = Daemon(host).start()
+    try:
+        yield d
+    finally:
+        log = d.log()
+        d.close()
+        assert "Traceback" not in log, log

@@ -1,0 +1,168 @@
+"""Start a real `netd daemon` inside a sandbox host namespace, and talk to it.
+
+The daemon runs with ``--managed-netns`` pointing at the sandbox host, so it refuses to start
+anywhere else; its socket and state live in a temporary directory (Unix sockets are reached by
+path, so the test process can call it from outside the namespace).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import Namespace
+
+ROOT = Path(__file__).resolve().parents[2]
+NETD = str(Path(sys.executable).parent / "netd")
+
+
+class Daemon:
+    """A netd daemon process in ``host`` with its own state dir and socket."""
+
+    def __init__(
+        self,
+        host: Namespace,
+        *,
+        firewall: str = "none",
+        state_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        extra: list[str] | None = None,
+    ) -> None:
+        self.host = host
+        self._tmp = tempfile.mkdtemp(prefix="netd-test-")
+        self.state_dir = state_dir or Path(self._tmp) / "state"
+        self.socket = Path(self._tmp) / "netd.sock"
+        self.log_path = Path(self._tmp) / "daemon.log"
+        self.firewall = firewall
+        self.env = env or {}
+        self.extra = extra or []
+        self.proc: subprocess.Popen[Any] | None = None
+
+    def argv(self) -> list[str]:
+        """The daemon's command line (run inside the host namespace)."""
+        return [
+            NETD,
+            "--socket",
+            str(self.socket),
+            "daemon",
+            "--state-dir",
+            str(self.state_dir),
+            "--firewall-backend",
+            self.firewall,
+            "--managed-netns",
+            self.host.path,
+            "--config",
+            str(self.config_path()),
+            *self.extra,
+        ]
+
+    def config_path(self) -> Path:
+        """An empty config file, so /etc/netd/netd.toml of the machine is never read."""
+        path = Path(self._tmp) / "netd.toml"
+        if not path.exists():
+            path.write_text("# test config: defaults\n")
+        return path
+
+    def start(self, timeout: float = 20) -> Daemon:
+        """Start and wait until the API answers."""
+        env = {**os.environ, **self.env}
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = self.host.spawn(
+            *self.argv(), stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"netd daemon exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                status, body = self.request("GET", "/v1/status")
+                if status == 200 and body.get("ready"):
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"netd daemon did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        """What the daemon has logged so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = 15) -> int | None:
+        """Signal the daemon (SIGTERM by default) and wait; returns its exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(timeout=5)
+        self._log.close()
+        code = self.proc.returncode
+        self.host.sandbox.processes.remove(self.proc)
+        self.proc = None
+        return code
+
+    def close(self) -> None:
+        """Stop and remove the temporary directory."""
+        self.stop()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def request(
+        self, method: str, path: str, body: Any = None, timeout: float = 60
+    ) -> tuple[int, Any]:
+        """One raw HTTP request on the daemon's socket (independent of netd's own client)."""
+        if isinstance(body, bytes):
+            payload = body
+        else:
+            payload = b"" if body is None else json.dumps(body).encode()
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: netd\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.socket))
+            sock.sendall(head + payload)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        raw = b"".join(chunks)
+        header, _, content = raw.partition(b"\r\n\r\n")
+        status = int(header.split(b" ", 2)[1])
+        if b"transfer-encoding: chunked" in header.lower():
+            content = _dechunk(content)
+        return status, json.loads(content) if content.strip() else None
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the `netd` CLI against this daemon (from outside the namespace)."""
+        proc = subprocess.run(
+            [NETD, "--socket", str(self.socket), *args], capture_output=True, text=True, timeout=120
+        )
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"netd {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+        return proc
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, rest = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        data = rest[size + 2 :]
+    return bytes(out)
