@@ -29,7 +29,9 @@ def check_labels(labels: object, field: str = "labels") -> dict[str, str]:
         raise InvalidInput(field, len(labels), f"at most {MAX_LABELS} labels")
     for key, value in labels.items():
         if not isinstance(key, str) or not key or len(key) > MAX_LABEL_LEN:
-            raise InvalidInput(f"{field}.key", key, f"a non-empty string of at most {MAX_LABEL_LEN}")
+            raise InvalidInput(
+                f"{field}.key", key, f"a non-empty string of at most {MAX_LABEL_LEN}"
+            )
         if not isinstance(value, str) or len(value) > MAX_LABEL_LEN:
             raise InvalidInput(f"{field}.{key}", value, f"a string of at most {MAX_LABEL_LEN}")
     return dict(labels)
@@ -49,8 +51,9 @@ def build_network(
     name = check_network_name(spec.name)
     for net in existing:
         if net.name == name:
-            raise Conflict(f"network {name!r} already exists (id {net.short_id})", field="name",
-                           value=name)
+            raise Conflict(
+                f"network {name!r} already exists (id {net.short_id})", field="name", value=name
+            )
     if not spec.ipv4 and not spec.ipv6:
         raise InvalidInput("enable_ipv4", False, "a network needs IPv4 or IPv6 enabled")
     options = validate_options(dict(spec.options))
