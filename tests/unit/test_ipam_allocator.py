@@ -367,7 +367,7 @@ DYN4 = {ip_address("10.0.0.0") + i for i in range(8)} | {
 }
 DYN6 = {ipaddress.IPv6Address("fd00::") + i for i in range(16)}
 # Dynamic ranges of PROPERTY_NET per subnet, in order, for the round-robin model.
-RANGES = {
+RANGES: dict[str, list[IPAddress]] = {
     "10.0.0.0/28": [ip_address("10.0.0.0") + i for i in range(8)],
     "10.0.1.0/29": [ip_address("10.0.1.0") + i for i in range(8)],
     "fd00::/124": sorted(DYN6),
