@@ -278,7 +278,10 @@ async def cni(request: web.Request) -> web.Response:
     body = await read_body(request, schemas.CniCall)
     backend = _CniBackend(_service(request), request["caller"])
     status, result = await handle_cni(body.model_dump(), backend)
-    return web.json_response({"exit": status, "result": result})
+    if status == 0:
+        return web.json_response(result)  # the CNI result itself (null for DEL/CHECK/GC)
+    # The plugin prints a CNI error object from any non-200 body carrying ``code`` and ``msg``.
+    return web.json_response(result, status=422)
 
 
 ROUTES: list[Route] = [
