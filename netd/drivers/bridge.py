@@ -14,6 +14,7 @@ records. All namespace switching is in :mod:`netd.kernel.netns`.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import ipaddress
 import logging
 import os
@@ -27,7 +28,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from .. import faults
 from ..errors import ConfigError, InvalidInput, KernelError, NetdError
 from ..kernel import links
-from ..kernel.netns import iproute_in_fd, is_initial_netns, open_netns
+from ..kernel.netns import iproute_in_fd, is_initial_netns, netlink_socket_in, open_netns
+from ..kernel.rtnl import Rtnl, add_default_route
 from ..kernel.sysctl import ensure_sysctl
 from ..model import Endpoint, IPAddress, Network
 from ..names import bridge_name, bridge_tag, check_ifname, endpoint_tag
@@ -77,6 +79,8 @@ class BridgeDriver:
         self._local = threading.local()
         self._opened: list[IPRoute] = []
         self._lock = threading.Lock()
+        # bridge name -> (ifindex, MTU); a plain dict: single assignments are atomic in CPython.
+        self._bridges: dict[str, tuple[int, int]] = {}
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -113,6 +117,21 @@ class BridgeDriver:
             ipr.close()
             raise
 
+    def _bridge_link(
+        self, ipr: IPRoute, name: str, operation: str, *, fresh: bool = False
+    ) -> tuple[int, int]:
+        """(index, MTU) of bridge ``name``, cached: one lookup less per endpoint."""
+        cached = None if fresh else self._bridges.get(name)
+        if cached is not None:
+            return cached
+        link = links.get_link(ipr, name)
+        if link is None or links.link_kind(link) != "bridge":
+            self._bridges.pop(name, None)
+            raise KernelError(f'{operation}: bridge "{name}" does not exist')
+        found = (int(link["index"]), int(link.get_attr("IFLA_MTU")))
+        self._bridges[name] = found
+        return found
+
     def _guard(self, operation: str) -> None:
         if not self.allow_initial_netns and is_initial_netns():
             raise ConfigError(
@@ -134,6 +153,7 @@ class BridgeDriver:
         with self._host() as ipr:
             mtu = int(options["mtu"]) if "mtu" in options else links.default_route_mtu(ipr)
             link = links.ensure_bridge(ipr, name, bridge_tag(network.id), mtu)
+            self._bridges[name] = (int(link["index"]), mtu)
             for subnet in network.subnets:
                 if subnet.gateway is None:
                     continue
@@ -149,6 +169,7 @@ class BridgeDriver:
     def teardown_network(self, network: Network) -> list[str]:
         """Delete the bridge; a missing bridge is not a failure."""
         name = bridge_for(network)
+        self._bridges.pop(name, None)
         try:
             with self._host() as ipr:
                 links.delete_link(ipr, name)
@@ -169,22 +190,33 @@ class BridgeDriver:
         created = False
         try:
             with self._host() as ipr:
-                br = links.get_link(ipr, bridge)
-                if br is None:
-                    raise KernelError(f'{operation}: bridge "{bridge}" does not exist')
-                mtu = int(options.get("mtu") or br.get_attr("IFLA_MTU"))
                 faults.point("bridge.netns_opened")
                 host_mac = links.random_mac()
-                ipr.link(
-                    "add",
-                    ifname=host,
-                    kind="veth",
-                    address=host_mac,
-                    mtu=mtu,
-                    master=br["index"],
-                    state="up",
-                    peer={"ifname": endpoint.ifname, "net_ns_fd": fd, "mtu": mtu, "address": mac},
-                )
+                for attempt in (1, 2):
+                    br_index, br_mtu = self._bridge_link(ipr, bridge, operation, fresh=attempt > 1)
+                    mtu = int(options.get("mtu") or br_mtu)
+                    try:
+                        ipr.link(
+                            "add",
+                            ifname=host,
+                            kind="veth",
+                            address=host_mac,
+                            mtu=mtu,
+                            master=br_index,
+                            state="up",
+                            peer={
+                                "ifname": endpoint.ifname,
+                                "net_ns_fd": fd,
+                                "mtu": mtu,
+                                "address": mac,
+                            },
+                        )
+                    except NetlinkError as exc:
+                        # ENODEV: the cached bridge index is stale (bridge re-created): retry.
+                        if exc.code == errno.ENODEV and attempt == 1:
+                            continue
+                        raise
+                    break
                 created = True
                 faults.point("bridge.veth_created")
                 # ifalias is ignored at creation, so it rides with the bridge-port settings.
@@ -208,16 +240,14 @@ class BridgeDriver:
         return dataclasses.replace(endpoint, mac=mac, host_mac=host_mac)
 
     def _configure_container(self, fd: int, endpoint: Endpoint, gateways: list[IPAddress]) -> None:
-        with iproute_in_fd(fd) as cipr:
-            index = cipr.link("get", ifname=endpoint.ifname)[0]["index"]
-            for iface in endpoint.addresses:
-                links.add_address(cipr, index, iface)
+        with Rtnl(netlink_socket_in(fd)) as rtnl:
+            index = rtnl.link_index(endpoint.ifname)
+            rtnl.add_addresses(index, endpoint.ifname, endpoint.addresses)
             faults.point("bridge.addresses_added")
-            cipr.link("set", index=index, state="up")
-            cipr.link("set", ifname="lo", state="up")
+            rtnl.set_up({index: endpoint.ifname, rtnl.link_index("lo"): "lo"})
             faults.point("bridge.links_up")
             for gateway in gateways:
-                links.add_default_route(cipr, gateway, index)
+                add_default_route(rtnl, gateway, index)
             faults.point("bridge.routes_added")
 
     def _undo_veth(self, host: str, operation: str) -> None:

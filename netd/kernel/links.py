@@ -137,13 +137,6 @@ def addresses_of(ipr: IPRoute, index: int) -> set[IPInterface]:
     return out
 
 
-def add_default_route(ipr: IPRoute, gateway: IPAddress, index: int) -> None:
-    """``ip route add default via <gateway> dev <index>``."""
-    family = socket.AF_INET if gateway.version == 4 else socket.AF_INET6
-    dst = "0.0.0.0/0" if gateway.version == 4 else "::/0"
-    ipr.route("add", family=family, dst=dst, gateway=str(gateway), oif=index)
-
-
 def default_gateways(ipr: IPRoute, index: int) -> set[IPAddress]:
     """Gateways of the default routes (main table) that leave through link ``index``."""
     out: set[IPAddress] = set()

@@ -1,0 +1,199 @@
+"""A minimal rtnetlink client for the hot path: batches of requests on one socket.
+
+pyroute2's ``IPRoute`` spends ~0.6 ms of Python (an asyncio round per call) on each request;
+configuring a container takes seven of them. Here pyroute2's message classes still encode every
+message, but a whole step (all addresses, all links up, all routes) goes out in one ``send`` per
+message and the kernel's acks are read back in order: ~0.05 ms per request.
+
+It knows four requests (get link index, add address, set link up, add route) and nothing else;
+everything else uses ``IPRoute`` through :mod:`netd.kernel.links`. It never opens namespaces:
+pass it a socket from :func:`netd.kernel.netns.netlink_socket_in`.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyroute2.netlink import (
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+)
+from pyroute2.netlink.rtnl import RTM_GETLINK, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+from ..model import IPAddress, IPInterface
+
+IFF_UP = 0x1
+IFA_F_NODAD = 0x02
+RT_TABLE_MAIN = 254
+RTPROT_STATIC = 4
+RT_SCOPE_UNIVERSE = 0
+RTN_UNICAST = 1
+MAX_DEFAULT_ROUTES = 64  # per family in one namespace: more networks than a container has
+_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid (linux/netlink.h)
+_CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+
+
+class RtnlError(OSError):
+    """A request in a batch was refused; ``errno`` is the kernel's, ``request`` says which."""
+
+    def __init__(self, code: int, request: str) -> None:
+        super().__init__(code, f"{request}: {os.strerror(code)}")
+        self.request = request
+
+
+@dataclass
+class _Pending:
+    seq: int
+    what: str
+    msg: Any = field(repr=False)
+
+
+class Rtnl:
+    """Requests on one NETLINK_ROUTE socket (owned: :meth:`close` closes it)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        """Wrap ``sock``, a NETLINK_ROUTE socket (any namespace)."""
+        self.sock = sock
+        self._seq = itertools.count(1)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+    def __enter__(self) -> Rtnl:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def link_index(self, ifname: str) -> int:
+        """Index of link ``ifname`` (RTM_GETLINK by name); RtnlError ENODEV if missing."""
+        msg = ifinfmsg()
+        msg["attrs"] = [("IFLA_IFNAME", ifname)]
+        seq = self._send(msg, RTM_GETLINK, NLM_F_REQUEST)
+        for mtype, body in self._replies(seq):
+            if mtype == NLMSG_ERROR:
+                code = -struct.unpack_from("=i", body)[0]
+                raise RtnlError(code or errno.EIO, f'looking up link "{ifname}"')
+            if mtype == RTM_NEWLINK:
+                reply = ifinfmsg(_NLMSGHDR.pack(len(body) + 16, mtype, 0, seq, 0) + body)
+                reply.decode()
+                return int(reply["index"])
+        raise RtnlError(errno.EIO, f'looking up link "{ifname}"')
+
+    def add_addresses(self, index: int, ifname: str, addresses: tuple[IPInterface, ...]) -> None:
+        """Add every address to link ``index`` (IPv6 with IFA_F_NODAD)."""
+        pending = []
+        for iface in addresses:
+            msg = ifaddrmsg()
+            msg["family"] = socket.AF_INET if iface.version == 4 else socket.AF_INET6
+            msg["prefixlen"] = iface.network.prefixlen
+            msg["index"] = index
+            attrs: list[tuple[str, Any]] = [("IFA_LOCAL", str(iface.ip))]
+            attrs.append(("IFA_ADDRESS", str(iface.ip)))
+            if iface.version == 6:
+                attrs.append(("IFA_FLAGS", IFA_F_NODAD))
+            msg["attrs"] = attrs
+            seq = self._send(msg, RTM_NEWADDR, _CREATE)
+            pending.append(_Pending(seq, f'adding address {iface} to "{ifname}"', msg))
+        self._check(pending)
+
+    def set_up(self, links: dict[int, str]) -> None:
+        """Bring up each link ``{index: name}``."""
+        pending = []
+        for index, name in links.items():
+            msg = ifinfmsg()
+            msg["index"] = index
+            msg["flags"] = IFF_UP
+            msg["change"] = IFF_UP
+            seq = self._send(msg, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK)
+            pending.append(_Pending(seq, f'setting "{name}" up', msg))
+        self._check(pending)
+
+    def add_default_route(self, gateway: IPAddress, index: int, metric: int) -> None:
+        """``ip route add default via <gateway> dev <index> metric <metric>`` (EEXIST raises)."""
+        msg = rtmsg()
+        msg["family"] = socket.AF_INET if gateway.version == 4 else socket.AF_INET6
+        msg["table"] = RT_TABLE_MAIN
+        msg["proto"] = RTPROT_STATIC
+        msg["scope"] = RT_SCOPE_UNIVERSE
+        msg["type"] = RTN_UNICAST
+        msg["attrs"] = [
+            ("RTA_GATEWAY", str(gateway)),
+            ("RTA_OIF", index),
+            ("RTA_PRIORITY", metric),
+        ]
+        seq = self._send(msg, RTM_NEWROUTE, _CREATE)
+        self._check([_Pending(seq, f"adding default route via {gateway}", msg)])
+
+    # --- wire -------------------------------------------------------------------------------
+
+    def _send(self, msg: Any, mtype: int, flags: int) -> int:
+        seq = next(self._seq)
+        msg["header"]["type"] = mtype
+        msg["header"]["flags"] = flags
+        msg["header"]["sequence_number"] = seq
+        msg.encode()
+        self.sock.send(msg.data)
+        return seq
+
+    def _replies(self, seq: int) -> Any:
+        """(type, body) of each reply message to ``seq``, until its ack/error or DONE."""
+        while True:
+            data = self.sock.recv(65536)
+            offset = 0
+            while offset + _NLMSGHDR.size <= len(data):
+                length, mtype, _flags, rseq, _pid = _NLMSGHDR.unpack_from(data, offset)
+                body = data[offset + _NLMSGHDR.size : offset + length]
+                offset += (length + 3) & ~3
+                if rseq != seq:
+                    continue  # a stale reply to an earlier, abandoned request
+                yield mtype, body
+                if mtype in (NLMSG_ERROR, NLMSG_DONE):
+                    return
+
+    def _check(self, pending: list[_Pending]) -> None:
+        """Read one ack per pending request, in order; raise the first refusal."""
+        first: RtnlError | None = None
+        for item in pending:
+            for mtype, body in self._replies(item.seq):
+                if mtype == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", body)[0]
+                    if code and first is None:
+                        first = RtnlError(code, item.what)
+        if first is not None:
+            raise first
+
+
+def add_default_route(rtnl: Rtnl, gateway: IPAddress, index: int) -> int:
+    """A default route via ``gateway`` on link ``index``; returns the metric used.
+
+    A container on several networks gets one default route per network: the first keeps the
+    kernel's default metric (0 for IPv4, 1024 for IPv6), later ones the next free metric, so
+    the first network stays the default and the next takes over when it is detached.
+    """
+    base = 0 if gateway.version == 4 else 1024
+    for metric in range(base, base + MAX_DEFAULT_ROUTES):
+        try:
+            rtnl.add_default_route(gateway, index, metric)
+        except RtnlError as exc:
+            if exc.errno == errno.EEXIST:
+                continue
+            raise
+        return metric
+    raise RtnlError(errno.EEXIST, f"adding default route via {gateway}: all metrics taken")
