@@ -29,6 +29,7 @@ class Migration:
 
     version: int
     summary: str
+    creates: frozenset[str]  # tables this step adds; what a database at `version` must hold
     statements: tuple[str, ...]
 
 
@@ -36,6 +37,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
         summary="networks, endpoints and address allocations",
+        creates=frozenset({"networks", "endpoints", "allocations"}),
         statements=(
             # A network's record is a JSON document (netd.model.to_json) so that an etcd store
             # can keep the very same bytes; only what SQLite must enforce or sort by is a column.
@@ -76,6 +78,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=2,
         summary="IPAM cursors; allocations indexed by holder",
+        creates=frozenset({"cursors"}),
         statements=(
             # The cursor remembers the last address handed out per subnet, so IPAM walks
             # forward instead of immediately reusing an address that was just released.
@@ -98,9 +101,14 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 LATEST_VERSION = MIGRATIONS[-1].version
 
-# What a database at LATEST_VERSION must contain; checked at open so a file whose header claims
-# to be ours but whose tables are missing is reported as corrupt, not used.
-EXPECTED_TABLES = frozenset({"networks", "endpoints", "allocations", "cursors"})
+
+def expected_tables(version: int) -> frozenset[str]:
+    """The tables a database at schema ``version`` must contain.
+
+    Checked at open, so a file whose header claims to be ours but whose tables are missing is
+    reported as corrupt instead of being used (or "migrated" on top of).
+    """
+    return frozenset().union(*(m.creates for m in MIGRATIONS if m.version <= version))
 
 
 def pending(current: int) -> tuple[Migration, ...]:

@@ -51,9 +51,10 @@ def open_connection(path: Path, busy_timeout: float) -> tuple[sqlite3.Connection
     try:
         version = _check_header(conn, path)
         _check_integrity(conn, path)
+        _check_tables(conn, path, version)
         _configure(conn, path)
         version = _migrate(conn, path, version)
-        _check_tables(conn, path)
+        _check_tables(conn, path, version)
     except BaseException:
         conn.close()
         raise
@@ -217,14 +218,14 @@ def _migrate(conn: sqlite3.Connection, path: Path, version: int) -> int:
     return new
 
 
-def _check_tables(conn: sqlite3.Connection, path: Path) -> None:
+def _check_tables(conn: sqlite3.Connection, path: Path, version: int) -> None:
     try:
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     except sqlite3.Error as e:
         raise _translate(e, path, "listing the tables of") from e
-    missing = migrations.EXPECTED_TABLES - {str(r[0]) for r in rows}
+    missing = migrations.expected_tables(version) - {str(r[0]) for r in rows}
     if missing:
         raise StoreCorrupt(
-            f"state database {path} claims to be netd's but lacks tables: "
+            f"state database {path} claims netd schema version {version} but lacks tables: "
             + ", ".join(sorted(missing))
         )
