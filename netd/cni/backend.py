@@ -1,0 +1,56 @@
+"""The seam between the CNI handler and the daemon: what CNI needs from netd's service.
+
+``netd.service.Service`` implements it; ``netd.cni.fake.FakeCniBackend`` is the in-memory fake the
+handler's unit tests use. The handler speaks CNI; the backend speaks netd records and raises
+netd errors, which the handler maps to CNI error codes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..model import AttachRequest, Endpoint, Network, NetworkSpec
+
+
+class CniBackend(Protocol):
+    """The daemon operations behind CNI ADD, DEL, CHECK, GC and STATUS."""
+
+    async def get_network(self, name: str) -> Network:
+        """The network called ``name``; NotFound if there is none."""
+        ...
+
+    async def ensure_network(self, spec: NetworkSpec) -> Network:
+        """Create the network if it is missing, else return the existing one unchanged."""
+        ...
+
+    async def attach(self, req: AttachRequest, *, plumb: bool = True) -> tuple[Network, Endpoint]:
+        """Attach a container; ``plumb=False`` only allocates and records (IPAM-only mode).
+
+        Errors: NotFound, InvalidInput, Conflict (e.g. the attachment exists), AddressExhausted,
+        KernelError.
+        """
+        ...
+
+    async def detach(self, network: str, container_id: str, ifname: str, netns: str | None) -> None:
+        """Detach; idempotent: a missing network, endpoint or namespace is fine."""
+        ...
+
+    async def check(self, network: str, container_id: str, ifname: str, netns: str) -> None:
+        """Verify an attachment; raise NotFound/KernelError naming the precise problem."""
+        ...
+
+    async def gc(self, network: str, valid: set[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Remove the network's CNI attachments not in ``valid``; return the removed keys."""
+        ...
+
+    async def status(self) -> None:
+        """Return when ready to serve ADD; raise Unavailable when not."""
+        ...
+
+    def dns_for(self, network: Network) -> dict[str, list[str]]:
+        """The DNS for containers on ``network``: ``{"nameservers": [...], "search": [...]}``."""
+        ...
+
+    def bridge_for(self, network: Network) -> str:
+        """The name of the network's bridge interface."""
+        ...

@@ -1,0 +1,162 @@
+"""The CNI plugin executable: a thin client that forwards one CNI call to the netd daemon.
+
+STANDARD LIBRARY ONLY, started as ``python3 -I -S`` by the launcher ``netd cni install`` writes:
+every import here costs start-up time on every container start. It checks what it can without
+the daemon (the environment, that stdin is JSON), answers VERSION itself, and forwards every
+other verb as one ``POST /v1/cni`` on the daemon's Unix socket. All CNI semantics (version
+negotiation, config parsing, results) live in the daemon (``netd.cni.handler``), so the plugin
+and the daemon can never disagree about them.
+
+Socket: the config key ``socket`` > the environment variable ``NETD_SOCKET`` >
+``/run/netd/netd.sock``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from typing import IO, Any
+
+from . import spec
+from .wire import DEFAULT_SOCKET, DEFAULT_TIMEOUT, request_json
+
+# Which environment variables each verb needs (SPEC.md "Parameters"). CNI_PATH is required by
+# the spec for the runtime to set, but netd never execs another plugin, so it is not enforced.
+REQUIRED_ENV = {
+    "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
+    "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
+    "DEL": ("CNI_CONTAINERID", "CNI_IFNAME"),
+    "GC": (),
+    "STATUS": (),
+    "VERSION": (),
+}
+
+
+def read_config(raw: bytes, command: str) -> dict[str, Any]:
+    """Decode the stdin config; CniError(6) when it is not a JSON object."""
+    if not raw.strip():
+        if command == "VERSION":
+            return {}
+        raise spec.CniError(spec.DECODE_FAILURE, f"CNI {command}: no network config on stdin")
+    try:
+        config = json.loads(raw)
+    except ValueError as exc:
+        raise spec.CniError(
+            spec.DECODE_FAILURE, f"CNI {command}: decoding the config on stdin: {exc}"
+        ) from exc
+    if not isinstance(config, dict):
+        raise spec.CniError(
+            spec.DECODE_FAILURE,
+            f"CNI {command}: the config on stdin must be a JSON object, "
+            f"not {type(config).__name__}",
+        )
+    return config
+
+
+def check_env(env: Mapping[str, str]) -> str:
+    """The command, after checking the variables it needs are set; CniError(4) otherwise."""
+    command = env.get("CNI_COMMAND", "")
+    if not command:
+        raise spec.CniError(
+            spec.INVALID_ENVIRONMENT, "required env variable CNI_COMMAND is missing"
+        )
+    if command not in REQUIRED_ENV:
+        raise spec.CniError(
+            spec.INVALID_ENVIRONMENT,
+            f"unknown CNI_COMMAND {command!r}; expected one of {', '.join(spec.COMMANDS)}",
+        )
+    missing = [name for name in REQUIRED_ENV[command] if not env.get(name)]
+    if missing:
+        raise spec.CniError(
+            spec.INVALID_ENVIRONMENT,
+            f"CNI {command}: required env variables missing: {', '.join(missing)}",
+        )
+    return command
+
+
+def socket_path(config: dict[str, Any], env: Mapping[str, str]) -> str:
+    """Where the daemon listens: config ``socket`` > NETD_SOCKET > the default."""
+    try:
+        configured = spec.flatten_config(config).get("socket")
+    except spec.CniError:
+        configured = None  # the daemon reports the bad conflist with its own words
+    if isinstance(configured, str) and configured:
+        return configured
+    return env.get("NETD_SOCKET") or DEFAULT_SOCKET
+
+
+def _answer_error(status: int, body: Any) -> spec.CniError:
+    """Turn a non-200 answer into the CniError to print."""
+    if isinstance(body, dict) and isinstance(body.get("code"), int) and "msg" in body:
+        return spec.CniError(body["code"], str(body["msg"]), str(body.get("details") or ""))
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    code = {403: spec.PERMISSION_DENIED, 503: spec.TRY_AGAIN_LATER}.get(status, spec.INTERNAL)
+    return spec.CniError(code, f"netd daemon answered HTTP {status}: {message or body!r}")
+
+
+def forward(command: str, config: dict[str, Any], env: Mapping[str, str], timeout: float) -> Any:
+    """POST the call to the daemon; the result (None for verbs without output) or CniError."""
+    path = socket_path(config, env)
+    call = {
+        "command": command,
+        "containerId": env.get("CNI_CONTAINERID", ""),
+        "netns": env.get("CNI_NETNS", ""),
+        "ifname": env.get("CNI_IFNAME", ""),
+        "args": env.get("CNI_ARGS", ""),
+        "path": env.get("CNI_PATH", ""),
+        "config": config,
+    }
+    # A daemon that cannot be reached makes the plugin unavailable for STATUS (code 50) and
+    # means "try again later" for everything else (code 11).
+    down = spec.PLUGIN_NOT_AVAILABLE if command == "STATUS" else spec.TRY_AGAIN_LATER
+    try:
+        status, body = request_json(path, "POST", "/v1/cni", call, timeout=timeout)
+    except TimeoutError as exc:
+        raise spec.CniError(
+            down, f"netd daemon at {path} did not answer CNI {command} within {timeout:g} s"
+        ) from exc
+    except OSError as exc:
+        raise spec.CniError(
+            down,
+            f"netd daemon not reachable at {path}: {exc}; "
+            "start it with `netd daemon` (or systemctl start netd)",
+        ) from exc
+    except ValueError as exc:
+        raise spec.CniError(spec.INTERNAL, f"netd daemon at {path}: {exc}") from exc
+    if status != 200:
+        raise _answer_error(status, body)
+    return body or None
+
+
+def run(
+    env: Mapping[str, str], stdin: bytes, stdout: IO[str], timeout: float = DEFAULT_TIMEOUT
+) -> int:
+    """One plugin invocation: write the result or error object to ``stdout``; the exit code."""
+    config: dict[str, Any] = {}
+    try:
+        command = check_env(env)
+        config = read_config(stdin, command)
+        if command == "VERSION":
+            result: Any = spec.version_result(config)
+        else:
+            result = forward(command, config, env, timeout)
+    except spec.CniError as exc:
+        stdout.write(json.dumps(exc.to_result(spec.reply_version(config))) + "\n")
+        return 1
+    if result is not None:
+        stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+def main() -> None:
+    """Entry point of the ``netd`` CNI plugin executable."""
+    code = run(os.environ, sys.stdin.buffer.read(), sys.stdout)
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
