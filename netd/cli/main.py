@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from .base import cli
+from .demo import demo
 from .network import network
 from .tools import cni
 
 cli.add_command(network)
 cli.add_command(cni)
+cli.add_command(demo)
 
 
 def main() -> None:
