@@ -1,0 +1,248 @@
+"""The nftables firewall backend: netd's tables kept in step with its state via libnftables.
+
+Every change is one libnftables JSON batch, which the kernel applies atomically: a network or
+an endpoint only adds or deletes set/map elements (``ruleset.py`` holds the fixed rules), and
+``sync`` rebuilds both tables in one batch. The backend keeps a :class:`DesiredState` so it
+can refuse a taken host port (naming the holder) and re-apply everything after someone
+flushed netd's tables (``check``/``repair``, driven by :mod:`netd.firewall.monitor`).
+
+It does not decide *when* to repair (the monitor does) nor touch any table but netd's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from ..errors import FirewallError, NotFound
+from ..model import Endpoint, Network
+from . import ruleset
+from .localnet import enable_route_localnet
+from .policy import NetworkPolicy, build_policy, icc_port
+from .state import DesiredState, endpoint_key
+
+log = logging.getLogger(__name__)
+
+
+def load_nftables() -> Any:
+    """A libnftables context (python3-nftables); FirewallError if the library is missing."""
+    try:
+        import nftables  # Debian python3-nftables, a ctypes wrapper of libnftables.so.1
+
+        return nftables.Nftables()
+    except (ImportError, OSError) as exc:
+        raise FirewallError(f"loading libnftables: {exc}") from exc
+
+
+class NftablesFirewall:
+    """Firewall backend on nftables (tables ``inet netd`` and ``bridge netd``)."""
+
+    name = "nftables"
+
+    def __init__(self, nft: Any = None) -> None:
+        self._nft = nft if nft is not None else load_nftables()
+        self._lock = threading.RLock()  # libnftables contexts are not thread-safe
+        self._state = DesiredState()
+
+    # --- the transaction ------------------------------------------------------------------
+
+    def _run(self, cmds: list[ruleset.Cmd], op: str) -> Any:
+        rc, out, err = self._nft.json_cmd({"nftables": cmds})
+        if rc != 0:
+            raise FirewallError(f"{op}: {err.strip() or f'libnftables returned {rc}'}")
+        return out
+
+    def _commit(
+        self, new: DesiredState, add: list[ruleset.Elem], delete: list[ruleset.Elem], op: str
+    ) -> None:
+        """Apply an element change; if the tables are not as expected, rebuild them instead."""
+        if not self._state.networks or not new.networks:
+            self._run(ruleset.build_ruleset_from_state(new), op)
+        else:
+            try:
+                self._run(ruleset.build_element_changes(add, delete), op)
+            except FirewallError as exc:
+                # Someone flushed or deleted our tables (or an element we knew of): converge
+                # from the full state instead, still in one batch.
+                log.warning("%s; rebuilding netd's nftables tables from state", exc)
+                self._run(ruleset.build_ruleset_from_state(new), op)
+        self._state = new
+
+    # --- the Firewall protocol ---------------------------------------------------------------
+
+    def ensure_network(self, network: Network, bridge: str) -> None:
+        """Add the network's set elements (bridge, masquerade/SNAT, internal, DNS)."""
+        policy = build_policy(network, bridge)
+        op = f'adding firewall rules for network "{network.name}" (bridge {bridge})'
+        with self._lock:
+            old = self._state.policy(network.id)
+            new = self._state.copy()
+            new.networks[network.id] = (network, policy)
+            if old is not None and old != policy:
+                # Options changed: endpoints' elements may change too; rebuild everything.
+                new = DesiredState.build(
+                    [(n, p.bridge) for n, p in new.networks.values()],
+                    [ep for ep, _ in new.endpoints.values()],
+                )
+                self._run(ruleset.build_ruleset_from_state(new), op)
+                self._state = new
+            else:
+                self._commit(new, ruleset.build_network_elements(policy), [], op)
+            self._localnet(policy)
+
+    def remove_network(self, network: Network, bridge: str) -> None:
+        """Delete the network's and its endpoints' elements (the tables go with the last one)."""
+        op = f'removing firewall rules for network "{network.name}" (bridge {bridge})'
+        with self._lock:
+            policy = self._state.policy(network.id)
+            if policy is None:
+                return
+            new = self._state.copy()
+            gone = ruleset.build_network_elements(policy)
+            for ep in new.endpoints_of(network.id):
+                entry = new.drop_endpoint(endpoint_key(ep))
+                if entry is not None:
+                    gone += ruleset.build_endpoint_elements(policy, icc_port(policy, ep), entry[1])
+            del new.networks[network.id]
+            self._commit(new, [], gone, op)
+
+    def add_endpoint(self, network: Network, endpoint: Endpoint) -> None:
+        """Add the endpoint's DNAT and ICC elements; Conflict names a host port's holder."""
+        op = f"adding firewall rules for container {endpoint.container_id} on {network.name}"
+        with self._lock:
+            policy = self._policy(network, op)
+            rules = self._state.check_ports(endpoint)
+            add = ruleset.build_endpoint_elements(policy, icc_port(policy, endpoint), rules)
+            old = self._state.endpoints.get(endpoint_key(endpoint))
+            delete: list[ruleset.Elem] = []
+            if old is not None:
+                was = ruleset.build_endpoint_elements(policy, icc_port(policy, old[0]), old[1])
+                delete = [e for e in was if e not in add]
+            new = self._state.copy()
+            new.put_endpoint(endpoint, rules)
+            self._commit(new, add, delete, op)
+
+    def remove_endpoint(self, network: Network, endpoint: Endpoint) -> None:
+        """Delete the endpoint's elements; nothing to do if netd does not know it."""
+        op = f"removing firewall rules for container {endpoint.container_id} on {network.name}"
+        with self._lock:
+            policy = self._state.policy(network.id)
+            old = self._state.endpoints.get(endpoint_key(endpoint))
+            if policy is None or old is None:
+                return
+            new = self._state.copy()
+            new.drop_endpoint(endpoint_key(endpoint))
+            gone = ruleset.build_endpoint_elements(policy, icc_port(policy, old[0]), old[1])
+            self._commit(new, [], gone, op)
+
+    def sync(self, networks: list[tuple[Network, str]], endpoints: list[Endpoint]) -> None:
+        """Rebuild both tables from state in one batch (start-up, repair)."""
+        new = DesiredState.build(networks, endpoints)
+        with self._lock:
+            self._run(ruleset.build_ruleset_from_state(new), "rebuilding netd's nftables tables")
+            self._state = new
+            for policy in new.policies():
+                self._localnet(policy)
+
+    # --- self-repair -------------------------------------------------------------------------
+
+    def check(self) -> bool:
+        """True if the kernel's netd tables have every chain, rule count and network we expect."""
+        with self._lock:
+            problems = self._problems()
+        for p in problems:
+            log.warning("nftables check: %s", p)
+        return not problems
+
+    def _problems(self) -> list[str]:
+        self._nft.set_terse_output(True)
+        try:
+            found: list[dict[str, Any]] = []
+            for family in (ruleset.INET, ruleset.BRIDGE):
+                rc, out, _ = self._nft.json_cmd(
+                    {"nftables": [{"list": {"table": {"family": family, "name": ruleset.TABLE}}}]}
+                )
+                if rc == 0 and out:
+                    found += out.get("nftables", [])
+                elif self._state.networks:
+                    return [f"table {family} {ruleset.TABLE} is missing"]
+        finally:
+            self._nft.set_terse_output(False)
+        if not self._state.networks:
+            return []
+        counts: dict[tuple[str, str], int] = {}
+        chains, sets = set(), set()
+        for obj in found:
+            if "rule" in obj:
+                key = (obj["rule"]["family"], obj["rule"]["chain"])
+                counts[key] = counts.get(key, 0) + 1
+            elif "chain" in obj:
+                chains.add((obj["chain"]["family"], obj["chain"]["name"]))
+            elif "set" in obj or "map" in obj:
+                sets.add((obj.get("set") or obj["map"])["name"])
+        problems = [f"set {s} is missing" for s in ruleset.SETS if s not in sets]
+        for (family, chain), n in ruleset.rule_counts().items():
+            if (family, chain) not in chains:
+                problems.append(f"chain {family} {chain} is missing")
+            elif counts.get((family, chain), 0) != n:
+                problems.append(
+                    f"chain {family} {chain} has {counts.get((family, chain), 0)} "
+                    f"rules, expected {n}"
+                )
+        if not problems:
+            rc, out, _ = self._nft.json_cmd(
+                {
+                    "nftables": [
+                        {
+                            "list": {
+                                "set": {
+                                    "family": ruleset.INET,
+                                    "table": ruleset.TABLE,
+                                    "name": "bridges",
+                                }
+                            }
+                        }
+                    ]
+                }
+            )
+            elems = out["nftables"][1]["set"].get("elem", []) if rc == 0 and out else []
+            if len(elems) != len(self._state.networks):
+                problems.append(
+                    f"set bridges has {len(elems)} elements, expected {len(self._state.networks)}"
+                )
+        return problems
+
+    def repair(self) -> None:
+        """Re-apply the whole ruleset from the state netd last applied."""
+        with self._lock:
+            self._run(ruleset.build_ruleset_from_state(self._state), "repairing netd's tables")
+            for policy in self._state.policies():
+                self._localnet(policy)
+        log.warning(
+            "restored netd's nftables tables (%d networks, %d endpoints)",
+            len(self._state.networks),
+            len(self._state.endpoints),
+        )
+
+    def show(self) -> str:
+        """The live ruleset of netd's tables, in nft syntax."""
+        parts = []
+        with self._lock:
+            for family in (ruleset.INET, ruleset.BRIDGE):
+                rc, out, err = self._nft.cmd(f"list table {family} {ruleset.TABLE}")
+                parts.append(out if rc == 0 else f"# table {family} {ruleset.TABLE}: absent\n")
+        return "".join(parts)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _policy(self, network: Network, op: str) -> NetworkPolicy:
+        policy = self._state.policy(network.id)
+        if policy is None:
+            raise NotFound(f"{op}: network {network.id[:12]} has no firewall rules yet")
+        return policy
+
+    @staticmethod
+    def _localnet(policy: NetworkPolicy) -> None:
+        if not policy.internal and policy.subnets4:
+            enable_route_localnet(policy.bridge)
