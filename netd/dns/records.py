@@ -189,10 +189,20 @@ def build_net_table(doc: NetworkDoc, domain: str) -> NetTable:
 class Tables:
     """All networks' tables plus the client (source address) map, built once per update."""
 
-    def __init__(self, docs: Mapping[str, NetworkDoc], domain: str) -> None:
+    def __init__(
+        self,
+        docs: Mapping[str, NetworkDoc],
+        domain: str,
+        reuse: Mapping[str, NetTable] | None = None,
+    ) -> None:
+        """Index ``docs``; ``reuse`` holds tables of networks whose documents did not change."""
         self.domain = domain
         self.docs = dict(docs)
-        self.nets = {nid: build_net_table(doc, domain) for nid, doc in self.docs.items()}
+        reuse = reuse or {}
+        self.nets = {
+            nid: reuse[nid] if nid in reuse else build_net_table(doc, domain)
+            for nid, doc in self.docs.items()
+        }
         self.scopes: list[tuple[str, ...]] = []
         self.clients: dict[str, Client] = {}
         by_cid: dict[str, list[str]] = {}
