@@ -89,12 +89,26 @@ def demo(keep: bool) -> None:
             ("backend", "db", []),
             ("frontend", "client", []),
         ]
+        servers: dict[str, list[str]] = {name: [] for name in ns}
         for net, name, extra in attach:
-            out = daemon.cli(
-                "network", "connect", net, "--netns", ns[name].path, "--name", name, *extra
-            ).stdout
-            say.show(out.splitlines()[-1])
-        _resolv(ns, daemon)
+            ep = json.loads(
+                daemon.cli(
+                    "network",
+                    "connect",
+                    net,
+                    "--netns",
+                    ns[name].path,
+                    "--name",
+                    name,
+                    "--format",
+                    "json",
+                    *extra,
+                ).stdout
+            )
+            servers[name] += ep["dns"]["nameservers"]
+            say.show(f"{name:<7}{net:<10}{' '.join(ep['addresses']):<28}veth {ep['host_ifname']}")
+        for name, n in ns.items():
+            _write_resolv(n.name, servers[name])
 
         say.step("Traffic")
         web_fe = _addr(daemon, "frontend", "web")
@@ -169,20 +183,12 @@ def _addr(daemon: Any, net: str, name: str) -> str:
     raise click.ClickException(f"{name} not on {net}")
 
 
-def _resolv(ns: dict[str, Any], daemon: Any) -> None:
-    """resolv.conf per container (ip netns exec bind-mounts /etc/netns/<ns>/resolv.conf)."""
-    for name, n in ns.items():
-        status, body = daemon.request("GET", "/v1/networks")
-        servers: list[str] = []
-        for net in body:
-            info = daemon.request("GET", f"/v1/networks/{net['name']}")[1]
-            if any(ep["container_id"] == name for ep in info["endpoints"]):
-                servers += [s["gateway"] for s in info["subnets"] if s.get("gateway")]
-        etc = Path("/etc/netns") / n.name
-        etc.mkdir(parents=True, exist_ok=True)
-        (etc / "resolv.conf").write_text(
-            "".join(f"nameserver {s}\n" for s in servers[:3]) + "search dns.netd\n"
-        )
+def _write_resolv(ns_name: str, servers: list[str]) -> None:
+    """resolv.conf for one container (``ip netns exec`` bind-mounts /etc/netns/<ns>/)."""
+    etc = Path("/etc/netns") / ns_name
+    etc.mkdir(parents=True, exist_ok=True)
+    lines = [f"nameserver {s}" for s in servers[:3]] + ["search dns.netd", "options timeout:1"]
+    (etc / "resolv.conf").write_text("\n".join(lines) + "\n")
 
 
 def _unresolv(box: Any) -> None:
