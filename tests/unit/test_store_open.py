@@ -77,6 +77,8 @@ def test_fresh_database_is_wal_private_and_current(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+        for name in ("netd.db-wal", "netd.db-shm"):  # SQLite copies the main file's mode
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     header = path.read_bytes()[:100]
     assert header[18] == header[19] == 2  # file format 2 = WAL (sqlite fileformat.html)
