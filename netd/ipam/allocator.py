@@ -65,14 +65,13 @@ class _SubnetState:
     lo: int
     hi: int
     index: AddressIndex = field(default_factory=AddressIndex)
+    # Both derived once: they are read on every allocation.
+    net: IPNetwork = field(init=False)
+    key: str = field(init=False)
 
-    @property
-    def net(self) -> IPNetwork:
-        return self.subnet.subnet
-
-    @property
-    def key(self) -> str:
-        return str(self.subnet.subnet)
+    def __post_init__(self) -> None:
+        self.net = self.subnet.subnet
+        self.key = str(self.subnet.subnet)
 
     def describe(self) -> str:
         if self.subnet.ip_range is not None and self.subnet.ip_range != self.net:
@@ -229,19 +228,19 @@ class NetworkAllocator:
 
         cursors = dict(self._cursors)
         for version in (4, 6):
-            candidates = [s for s in self._subnets if s.net.version == version]
+            candidates = [(p, s) for p, s in enumerate(self._subnets) if s.net.version == version]
             if not candidates or version in static_families:
                 continue
-            for state in candidates:
+            for pos, state in candidates:
                 cursor = cursors.get(state.key)
                 start = int(cursor) + 1 if cursor is not None else state.lo
                 value = state.index.next_free(start, state.lo, state.hi)
                 if value is not None:
-                    picked[self._subnets.index(state)] = (value, state)
+                    picked[pos] = (value, state)
                     cursors[state.key] = ipaddress.ip_address(value)
                     break
             else:
-                full = ", ".join(s.describe() for s in candidates)
+                full = ", ".join(s.describe() for _, s in candidates)
                 noun = "subnet" if len(candidates) == 1 else "subnets"
                 raise AddressExhausted(
                     f"no free {family_name(version)} address in network "
