@@ -22,6 +22,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import KernelError
 from ..model import IPAddress, IPInterface
+from .rtnl import RtnlError
 
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02  # linux/include/uapi/linux/if_addr.h
@@ -30,7 +31,12 @@ DEFAULT_MTU = 1500
 
 
 def errno_text(exc: BaseException) -> str:
-    """The errno text of a netlink/OS error (``File exists``), else ``str(exc)``."""
+    """The errno text of a netlink/OS error (``File exists``), else ``str(exc)``.
+
+    A refused batched request keeps its description: ``adding address ...: Permission denied``.
+    """
+    if isinstance(exc, RtnlError):
+        return f"{exc.request}: {os.strerror(exc.errno or errno.EIO)}"
     code = getattr(exc, "code", None) if isinstance(exc, NetlinkError) else None
     if code is None and isinstance(exc, OSError):
         code = exc.errno
