@@ -81,7 +81,9 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"netd daemon exited {self.proc.returncode}:\n{self.log()}")
+                code = self.proc.returncode
+                self.stop()
+                raise RuntimeError(f"netd daemon exited {code}:\n{self.log()}")
             try:
                 status, body = self.request("GET", "/v1/status")
                 if status == 200 and body.get("ready"):
@@ -89,6 +91,7 @@ class Daemon:
             except OSError:
                 pass
             time.sleep(0.05)
+        self.stop()
         raise RuntimeError(f"netd daemon did not become ready:\n{self.log()}")
 
     def log(self) -> str:
