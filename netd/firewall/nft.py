@@ -230,7 +230,7 @@ class NftablesFirewall:
         parts = []
         with self._lock:
             for family in (ruleset.INET, ruleset.BRIDGE):
-                rc, out, err = self._nft.cmd(f"list table {family} {ruleset.TABLE}")
+                rc, out, _err = self._nft.cmd(f"list table {family} {ruleset.TABLE}")
                 parts.append(out if rc == 0 else f"# table {family} {ruleset.TABLE}: absent\n")
         return "".join(parts)
 
