@@ -10,9 +10,12 @@ upstreams that timed out so the next queries try the others first. Nothing here 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 
 from ..errors import InvalidInput
+
+log = logging.getLogger(__name__)
 
 SYSTEMD_RESOLV = "/run/systemd/resolve/resolv.conf"
 BAD_FOR = 30.0  # seconds an unresponsive upstream is tried last
@@ -53,7 +56,10 @@ def read_nameservers(path: str) -> tuple[list[str], bool]:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = f.read(65536).splitlines()
-    except OSError:
+    except FileNotFoundError:
+        return [], False
+    except OSError as exc:
+        log.warning("reading upstream resolvers from %s: %s", path, exc)
         return [], False
     for line in lines:
         parts = line.split()

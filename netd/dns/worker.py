@@ -164,6 +164,7 @@ async def serve(ctrl: socket.socket, domain: str, ttl: int, upstreams_from: str)
     consumer = asyncio.ensure_future(worker.consume())
     await worker.done
     consumer.cancel()
+    loop.remove_signal_handler(signal.SIGTERM)
     loop.remove_reader(ctrl.fileno())
     await server.close()
 
