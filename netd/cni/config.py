@@ -314,7 +314,8 @@ def _dns(value: object) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ..
 
 def parse_runtime_options(call: CniCall) -> RuntimeOptions:
     """Merge runtimeConfig, ``args.cni`` and CNI_ARGS into the per-container options."""
-    runtime = call.config.get("runtimeConfig") or {}
+    runtime = call.config.get("runtimeConfig")
+    runtime = {} if runtime is None else runtime
     if not isinstance(runtime, dict):
         raise invalid(spec.INVALID_CONFIG, "runtimeConfig", runtime, "must be an object")
     args = call.config.get("args") or {}

@@ -16,11 +16,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping
-from typing import IO, Any
 
 from . import spec
-from .wire import DEFAULT_SOCKET, DEFAULT_TIMEOUT, request_json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and collections.abc cost start-up time; annotations are strings
+    from collections.abc import Mapping
+    from typing import IO, Any
+
+TIMEOUT = 60.0  # seconds of daemon silence; an ADD may queue behind others under load
 
 # Which environment variables each verb needs (SPEC.md "Parameters"). CNI_PATH is required by
 # the spec for the runtime to set, but netd never execs another plugin, so it is not enforced.
@@ -77,13 +81,17 @@ def check_env(env: Mapping[str, str]) -> str:
 
 
 def socket_path(config: dict[str, Any], env: Mapping[str, str]) -> str:
-    """Where the daemon listens: config ``socket`` > NETD_SOCKET > the default."""
+    """Where the daemon listens: config ``socket`` (or ``ipam.socket``) > NETD_SOCKET > default."""
     try:
-        configured = spec.flatten_config(config).get("socket")
+        flat = spec.flatten_config(config)
     except spec.CniError:
-        configured = None  # the daemon reports the bad conflist with its own words
-    if isinstance(configured, str) and configured:
-        return configured
+        flat = {}  # the daemon reports the bad conflist with its own words
+    ipam = flat.get("ipam")
+    for configured in (flat.get("socket"), ipam.get("socket") if isinstance(ipam, dict) else None):
+        if isinstance(configured, str) and configured:
+            return configured
+    from .wire import DEFAULT_SOCKET
+
     return env.get("NETD_SOCKET") or DEFAULT_SOCKET
 
 
@@ -99,6 +107,9 @@ def _answer_error(status: int, body: Any) -> spec.CniError:
 
 def forward(command: str, config: dict[str, Any], env: Mapping[str, str], timeout: float) -> Any:
     """POST the call to the daemon; the result (None for verbs without output) or CniError."""
+    # Imported here so that VERSION, which Podman asks of every plugin, does not pay for it.
+    from .wire import request_json
+
     path = socket_path(config, env)
     call = {
         "command": command,
@@ -131,9 +142,7 @@ def forward(command: str, config: dict[str, Any], env: Mapping[str, str], timeou
     return body or None
 
 
-def run(
-    env: Mapping[str, str], stdin: bytes, stdout: IO[str], timeout: float = DEFAULT_TIMEOUT
-) -> int:
+def run(env: Mapping[str, str], stdin: bytes, stdout: IO[str], timeout: float = TIMEOUT) -> int:
     """One plugin invocation: write the result or error object to ``stdout``; the exit code."""
     config: dict[str, Any] = {}
     try:

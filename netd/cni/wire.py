@@ -1,38 +1,64 @@
 """JSON over HTTP/1.1 on a Unix socket: the client half shared by the CNI plugin and the CLI.
 
-STANDARD LIBRARY ONLY (the plugin imports it under ``python3 -I -S``). It moves one request and
-one response; it does not retry, authenticate or interpret netd's error objects — callers do.
+STANDARD LIBRARY ONLY (the plugin imports it under ``python3 -I -S``). ``request_json`` speaks
+the little HTTP it needs (one request, ``Connection: close``, a Content-Length or chunked answer)
+directly on the socket: importing ``http.client`` drags in ``email`` and ``ssl`` and would
+double the plugin's start-up time. ``UnixHTTPConnection`` is the ``http.client`` flavour for
+callers that want a full client (streaming, keep-alive); it is built on first use for the same
+reason. This module moves one request and one response; it does not retry, authenticate or
+interpret netd's error objects — callers do.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here anyway
+    from typing import Any
 
 DEFAULT_SOCKET = "/run/netd/netd.sock"
 DEFAULT_TIMEOUT = 60.0
+MAX_ANSWER = 64 * 1024 * 1024  # a runaway answer must not eat the plugin's memory
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """An ``http.client`` connection whose transport is a Unix stream socket."""
+def _dechunk(data: bytes) -> bytes:
+    """Decode a ``Transfer-Encoding: chunked`` body (RFC 9112 §7.1)."""
+    out: list[bytes] = []
+    while True:
+        size_line, sep, data = data.partition(b"\r\n")
+        if not sep:
+            raise ConnectionError("truncated chunked HTTP answer")
+        size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+        if size == 0:
+            return b"".join(out)
+        if len(data) < size + 2:
+            raise ConnectionError("truncated chunked HTTP answer")
+        out.append(data[:size])
+        data = data[size + 2 :]
 
-    def __init__(self, socket_path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        # The host only fills the Host header; "localhost" keeps servers that check it happy.
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = socket_path
 
-    def connect(self) -> None:
-        """Connect to the Unix socket instead of a TCP address."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+def _parse_answer(raw: bytes) -> tuple[int, bytes]:
+    head, sep, rest = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise ConnectionError("the daemon closed the connection before a full HTTP answer")
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise ConnectionError(f"not an HTTP answer: {lines[0][:80]!r}")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+        return int(parts[1]), _dechunk(rest)
+    length = headers.get(b"content-length")
+    if length is not None:
+        if len(rest) < int(length):
+            raise ConnectionError("truncated HTTP answer")
+        rest = rest[: int(length)]
+    return int(parts[1]), rest
 
 
 def request_json(
@@ -44,29 +70,66 @@ def request_json(
 ) -> tuple[int, Any]:
     """Send ``body`` as JSON and return ``(HTTP status, decoded JSON or None)``.
 
-    Raises OSError (FileNotFoundError, ConnectionRefusedError, PermissionError, TimeoutError)
-    when the daemon cannot be reached or does not answer in time, and ValueError when the
-    answer is not JSON.
+    Raises OSError (FileNotFoundError, ConnectionRefusedError, PermissionError, TimeoutError,
+    ConnectionError for a broken answer) when the daemon cannot be reached or does not answer
+    within ``timeout`` seconds of silence, and ValueError when the answer is not JSON.
     """
-    conn = UnixHTTPConnection(socket_path, timeout=timeout)
-    try:
-        headers = {"Accept": "application/json"}
-        data: bytes | None = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        conn.request(method, path, body=data, headers=headers)
-        response = conn.getresponse()
-        raw = response.read()
-        status = response.status
-    except http.client.HTTPException as exc:
-        # A daemon that closes the connection mid-answer is as unreachable as one that is down.
-        raise ConnectionError(f"{method} {path}: {exc!r}") from exc
-    finally:
-        conn.close()
+    data = b"" if body is None else json.dumps(body).encode()
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
+        f"Connection: close\r\nContent-Length: {len(data)}\r\n"
+    )
+    if body is not None:
+        head += "Content-Type: application/json\r\n"
+    chunks: list[bytes] = []
+    received = 0
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+        sock.sendall(head.encode() + b"\r\n" + data)
+        while chunk := sock.recv(65536):
+            received += len(chunk)
+            if received > MAX_ANSWER:
+                raise ConnectionError(f"{method} {path}: answer larger than {MAX_ANSWER} bytes")
+            chunks.append(chunk)
+    status, raw = _parse_answer(b"".join(chunks))
     if not raw.strip():
         return status, None
     try:
         return status, json.loads(raw)
     except ValueError as exc:
         raise ValueError(f"{method} {path}: answer is not JSON: {raw[:200]!r}") from exc
+
+
+def _build_connection_class() -> type:
+    import http.client
+
+    class UnixHTTPConnection(http.client.HTTPConnection):
+        """An ``http.client`` connection whose transport is a Unix stream socket."""
+
+        def __init__(self, socket_path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+            # The host only fills the Host header.
+            super().__init__("localhost", timeout=timeout)
+            self.socket_path = socket_path
+
+        def connect(self) -> None:
+            """Connect to the Unix socket instead of a TCP address."""
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.socket_path)
+            except BaseException:
+                sock.close()
+                raise
+            self.sock = sock
+
+    return UnixHTTPConnection
+
+
+def __getattr__(name: str) -> Any:
+    """Build ``UnixHTTPConnection`` (an ``http.client.HTTPConnection``) on first access."""
+    if name == "UnixHTTPConnection":
+        cls = _build_connection_class()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
