@@ -1,0 +1,69 @@
+"""The plugin installer: an executable launcher and an example conflist."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from netd.cni.install import install_plugin, launcher_text
+from netd.errors import InvalidInput
+
+
+def test_install_writes_executable_launcher_and_conflist(tmp_path: Path) -> None:
+    paths = install_plugin(
+        tmp_path / "bin", conf_dir=tmp_path / "net.d", network="web", socket="/run/x.sock"
+    )
+    launcher, conf = paths
+    assert launcher == tmp_path / "bin" / "netd"
+    assert stat.S_IMODE(launcher.stat().st_mode) == 0o755
+    assert launcher.read_text().startswith("#!") and "-IS\n" in launcher.read_text()
+    assert conf == tmp_path / "net.d" / "10-netd-web.conflist"
+    assert json.loads(conf.read_text()) == {
+        "cniVersion": "1.0.0",
+        "cniVersions": ["1.0.0", "1.1.0"],
+        "name": "web",
+        "plugins": [
+            {
+                "type": "netd",
+                "capabilities": {
+                    "portMappings": True,
+                    "ips": True,
+                    "mac": True,
+                    "dns": True,
+                    "aliases": True,
+                },
+                "socket": "/run/x.sock",
+            }
+        ],
+    }
+    assert not [p for p in tmp_path.rglob(".*")]  # no temporary files left behind
+    proc = subprocess.run(
+        [str(launcher)],
+        input=b'{"cniVersion": "1.0.0"}',
+        env={"CNI_COMMAND": "VERSION"},
+        capture_output=True,
+        check=True,
+    )
+    assert json.loads(proc.stdout)["cniVersion"] == "1.0.0"
+
+
+def test_install_replaces_existing_launcher(tmp_path: Path) -> None:
+    (tmp_path / "netd").write_text("old")
+    assert install_plugin(tmp_path) == [tmp_path / "netd"]
+    assert (tmp_path / "netd").read_text() == launcher_text()
+    assert os.access(tmp_path / "netd", os.X_OK)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"), [({"network": "bad name"}, "network"), ({"socket": "rel.sock"}, "socket")]
+)
+def test_install_rejects_bad_input(tmp_path: Path, kwargs: dict[str, str], field: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        install_plugin(tmp_path / "bin", conf_dir=tmp_path, **kwargs)
+    assert info.value.field == field
+    assert not (tmp_path / "bin").exists()
