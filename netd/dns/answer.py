@@ -101,7 +101,8 @@ class Answerer:
         if client is None:
             client = self.tables.clients.get(src)
         counts = data[4:12]
-        if client is None or data[2] & 0xF8 or (counts != _PLAIN and counts != _EDNS):
+        # counts is 8 bytes only if the header is complete, so data[2] is safe after it.
+        if client is None or (counts != _PLAIN and counts != _EDNS) or data[2] & 0xF8:
             return self._slow(data, client, tcp)
         qend = data.find(0, 12) + 5
         if qend < 17 or qend > len(data):
