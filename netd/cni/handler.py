@@ -82,12 +82,14 @@ def map_error(exc: NetdError, call: CniCall) -> CniError:
     return CniError(code, f"{where}: {exc.message}", details)
 
 
-async def _network(call: CniCall, backend: CniBackend) -> Network:
+async def _network(call: CniCall, backend: CniBackend, *, create: bool = True) -> Network:
     """The call's network, created from the inline definition when missing; code 7 on conflict."""
     definition = parse_definition(call.config, call.ipam_only)
     try:
         network = await backend.get_network(call.network)
     except NotFound:
+        if not create:
+            raise
         if not definition.defines:
             raise CniError(
                 spec.INVALID_CONFIG,
@@ -149,7 +151,7 @@ async def _check(call: CniCall, backend: CniBackend) -> dict[str, Any]:
         )
     if not isinstance(prev, dict) or not isinstance(prev.get("ips", []), list):
         raise CniError(spec.DECODE_FAILURE, "CNI CHECK: prevResult is not a CNI result object")
-    await _network(call, backend)
+    await _network(call, backend, create=False)  # CHECK changes nothing
     await backend.check(call.network, call.container_id, call.ifname, call.netns)
     return {}
 

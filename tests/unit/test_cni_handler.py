@@ -489,6 +489,13 @@ def test_check() -> None:
     assert "unknown" in msg
 
 
+def test_check_of_missing_network_is_3_and_creates_nothing() -> None:
+    backend = FakeCniBackend()
+    config = netconf(prevResult={"ips": []}, ipam={"subnet": "10.1.0.0/24"})
+    assert "web" in error(run(call("CHECK", config), backend), spec.UNKNOWN_CONTAINER)
+    assert not backend.networks
+
+
 def test_check_requires_prev_result() -> None:
     assert "prevResult" in error(run(call("CHECK", netconf()), seeded()), spec.INVALID_CONFIG)
     bad = netconf(prevResult=[1])
