@@ -1,0 +1,26 @@
+"""Authorisation and audit of API callers.
+
+``policy`` decides by the caller's kernel-verified identity, ``authz_hook`` asks an optional
+external program, ``audit`` appends the trail, ``middleware`` ties them to the aiohttp app,
+``audit_reader`` reads the trail back for ``netd audit``. Crash safety, rootless networks and
+seccomp are not here.
+"""
+
+from __future__ import annotations
+
+from .audit import AuditConfig, AuditLog, make_record
+from .authz_hook import AuthzHook
+from .middleware import make_auth_middleware
+from .policy import Decision, Policy, PolicyConfig, is_mutation
+
+__all__ = [
+    "AuditConfig",
+    "AuditLog",
+    "AuthzHook",
+    "Decision",
+    "Policy",
+    "PolicyConfig",
+    "is_mutation",
+    "make_auth_middleware",
+    "make_record",
+]

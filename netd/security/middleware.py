@@ -1,0 +1,231 @@
+"""The aiohttp middleware that authorises every API request and audits changes and denials.
+
+Order in ``make_app``: after the API's own middleware (which sets ``request["caller"]`` from
+SO_PEERCRED and turns exceptions into the JSON error shape), so this one sees handler exceptions
+first, records their outcome and re-raises them unchanged.
+
+For each request: route template (``/v1/networks/{name}``) → for non-GET requests, the body
+(``request.read()`` caches it, so the handler reads it again) → :meth:`Policy.authorize` → for
+allowed mutations, the optional hook → 403 ``permission_denied`` (audited) or the handler
+(mutations audited with their outcome). Reads that are allowed are not audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from ..errors import NetdError
+from ..model import Caller
+from .audit import AuditLog, Outcome, make_record
+from .authz_hook import AuthzHook, hook_document
+from .policy import CNI_ROUTE, Policy, is_mutation
+from .procinfo import read_cmdline
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+def route_template(request: web.Request) -> str:
+    """The matched route's template (``/v1/networks/{name}``), else the raw path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else request.path
+
+
+def parse_body(raw: bytes) -> Any:
+    """The body as JSON when it is JSON, else as (replacement-decoded) text; None if empty."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return raw.decode("utf-8", "replace")
+
+
+def cni_verb(route: str, body: Any) -> str | None:
+    """The CNI verb of a ``POST /v1/cni`` body (None for other routes or a malformed body)."""
+    if route != CNI_ROUTE or not isinstance(body, dict):
+        return None
+    command = body.get("command")
+    return command if isinstance(command, str) else None
+
+
+def audit_target(match_info: Mapping[str, str], body: Any) -> dict[str, Any]:
+    """What a request acts on: network name, container id, namespace, CNI verb (where given)."""
+    target: dict[str, Any] = {}
+    if "name" in match_info:
+        target["network"] = match_info["name"]
+    if isinstance(body, dict):
+        config = body.get("config")
+        if "network" not in target:
+            name = body.get("name")
+            if name is None and isinstance(config, dict):
+                name = config.get("name")  # CNI: the network config's name
+            if isinstance(name, str):
+                target["network"] = name
+        cid = body.get("container_id", body.get("containerId"))
+        if isinstance(cid, str) and cid:
+            target["container_id"] = cid
+        if isinstance(body.get("netns"), str) and body["netns"]:
+            target["netns"] = body["netns"]
+        if isinstance(body.get("command"), str):
+            target["cni_command"] = body["command"]
+    return target
+
+
+def failure_of(exc: BaseException) -> tuple[int, str]:
+    """The HTTP status and message the API's own middleware will answer for ``exc``."""
+    if isinstance(exc, NetdError):
+        return exc.http_status, exc.message
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        return 400, f"invalid {field}: {err['msg']}"
+    if isinstance(exc, web.HTTPException):
+        return exc.status, exc.reason
+    if isinstance(exc, asyncio.CancelledError):
+        return 499, "request cancelled (client went away)"
+    return 500, f"internal error: {type(exc).__name__}"
+
+
+def response_error(response: web.StreamResponse) -> str | None:
+    """The error message inside a ≥400 JSON response (API or CNI error shape)."""
+    if response.status < 400 or not isinstance(response, web.Response):
+        return None
+    try:
+        data = json.loads(response.body) if isinstance(response.body, bytes) else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])
+        if isinstance(data.get("msg"), str):
+            return str(data["msg"])
+    return response.reason
+
+
+def denied_response(caller: Caller | None, method: str, route: str, reason: str) -> web.Response:
+    """The 403 answer, naming who may not do what and why."""
+    who = f"uid {caller.uid}" if caller is not None else "this caller"
+    message = f"{who} may not {method} {route}: {reason}"
+    return web.json_response(
+        {"error": {"code": "permission_denied", "message": message}}, status=403
+    )
+
+
+def make_auth_middleware(
+    policy: Policy,
+    audit: AuditLog | None = None,
+    hook: AuthzHook | None = None,
+    *,
+    max_param_bytes: int = 4096,
+) -> Middleware:
+    """The middleware authorising each request with ``policy`` (+ ``hook``) and auditing it."""
+
+    def record(
+        caller: Caller | None,
+        cmdline: str | None,
+        action: str,
+        target: dict[str, Any],
+        body: Any,
+        outcome: Outcome,
+        status: int,
+        error: str | None,
+        reason: str,
+        started: float,
+    ) -> None:
+        if audit is None:
+            return
+        who = None
+        if caller is not None:
+            who = {"uid": caller.uid, "gid": caller.gid, "pid": caller.pid, "cmdline": cmdline}
+        audit.write(
+            make_record(
+                caller=who,
+                action=action,
+                target=target,
+                parameters=body,
+                outcome=outcome,
+                status=status,
+                error=error,
+                reason=reason,
+                duration_ms=(time.monotonic() - started) * 1000,
+                max_param_bytes=max_param_bytes,
+            )
+        )
+
+    @web.middleware
+    async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.monotonic()
+        caller: Caller | None = request.get("caller")
+        method = request.method
+        route = route_template(request)
+        body: Any = None
+        if method not in ("GET", "HEAD"):
+            try:
+                body = parse_body(await request.read())
+            except web.HTTPException as exc:  # too large: the handler answers it again
+                body = {"unreadable": exc.reason}
+        cni_command = cni_verb(route, body)
+        mutation = is_mutation(method, route, cni_command)
+        decision = policy.authorize(caller, method, route, cni_command)
+        # Read at request time: the caller may be gone by the time the writer runs.
+        cmdline = (
+            read_cmdline(caller.pid)
+            if caller is not None and (mutation or not decision.allowed)
+            else None
+        )
+        if decision.allowed and mutation and hook is not None and caller is not None:
+            decision = await hook.check(
+                hook_document(caller, cmdline, method, request.path, route, body)
+            )
+        action = f"{method} {route}"
+        target = audit_target(request.match_info, body)
+        if not decision.allowed:
+            reply = denied_response(caller, method, route, decision.reason)
+            record(
+                caller, cmdline, action, target, body, "denied", 403, None, decision.reason, started
+            )
+            return reply
+        if not mutation:
+            return await handler(request)
+        try:
+            response = await handler(request)
+        except BaseException as exc:
+            status, message = failure_of(exc)
+            record(
+                caller,
+                cmdline,
+                action,
+                target,
+                body,
+                "error",
+                status,
+                message,
+                decision.reason,
+                started,
+            )
+            raise
+        outcome: Outcome = "ok" if response.status < 400 else "error"
+        record(
+            caller,
+            cmdline,
+            action,
+            target,
+            body,
+            outcome,
+            response.status,
+            response_error(response),
+            decision.reason,
+            started,
+        )
+        return response
+
+    return authorize
