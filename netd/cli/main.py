@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .audit import audit
 from .base import cli
 from .demo import demo
 from .network import network
@@ -10,6 +11,7 @@ from .tools import cni
 cli.add_command(network)
 cli.add_command(cni)
 cli.add_command(demo)
+cli.add_command(audit)
 
 
 def main() -> None:
