@@ -454,6 +454,12 @@ class Service:
                 field="container_id",
                 value=container_id,
             )
+        allocator = self._ipam[net.id]
+        lost = [str(a) for a in ep.addresses if not allocator.taken(a.ip)]
+        if lost:
+            raise KernelError(f"allocation of {', '.join(lost)} on network {net.name!r} is lost")
+        if not ep.host_ifname:
+            return  # IPAM-only attachment: the interfaces belong to another plugin
         target = ep if not netns or netns == ep.netns else dataclasses.replace(ep, netns=netns)
         status = await asyncio.to_thread(self._driver(net).check_endpoint, net, target)
         if status.problems:
