@@ -20,6 +20,7 @@ per answer (utime+stime from /proc/PID/stat before and after). Then netd's worke
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
@@ -56,19 +57,18 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
 
 
-def server_pid(pid: int) -> int:
-    """The server's pid: `ip netns exec` may fork and wait, so follow it to its child."""
+def server_pid(host: Namespace, comm: str) -> int:
+    """The server's pid, found among the host namespace's processes by name.
+
+    `ip netns exec` may fork, and aardvark-dns daemonizes, so the spawned pid is not it.
+    """
     for _ in range(100):
-        try:
-            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        except OSError:
-            return pid
-        if kids:
-            return int(kids[0])
-        if Path(f"/proc/{pid}/exe").resolve().name != "ip":
-            return pid
-        time.sleep(0.02)
-    return pid
+        for pid in host.run("ip", "netns", "pids", host.name).split():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+                    return int(pid)
+        time.sleep(0.05)
+    raise RuntimeError(f"no {comm} process in {host.name}")
 
 
 def rss_kb(pid: int) -> int:
@@ -110,10 +110,8 @@ def dnsperf(client: Namespace, query_file: Path, clients: int, seconds: int,
     qps = completed = lost = 0.0
     for line in out.splitlines():
         if line.startswith("> "):
-            try:
+            with contextlib.suppress(ValueError):
                 lat.append(float(line.split()[-1]))
-            except ValueError:
-                pass
         elif "Queries per second:" in line:
             qps = float(line.split(":")[1])
         elif "Queries completed:" in line:
@@ -184,8 +182,9 @@ def run(seconds: int, out_path: Path) -> list[dict[str, Any]]:
         client.run("ip", "addr", "add", "10.88.0.2/16", "dev", "eth0")
         client.run("ip", "link", "set", "eth0", "up")
         box.wire(host, up, "10.90.0.1/24", "10.90.0.2/24")
-        up.spawn("dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--listen-address=10.90.0.2",
-                 "--bind-interfaces", "--address=/example.test/1.2.3.4", "--local-ttl=3600",
+        up.spawn("dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts",
+                 "--listen-address=10.90.0.2", "--bind-interfaces",
+                 "--address=/example.test/1.2.3.4", "--local-ttl=3600",
                  "--user=root", "--pid-file=", stderr=subprocess.DEVNULL)  # fmt: skip
         files = {}
         for label, q in QUERIES.items():
@@ -198,7 +197,8 @@ def run(seconds: int, out_path: Path) -> list[dict[str, Any]]:
         state_file = tmp / "state.json"
         state_file.write_text(json.dumps(state(0)))
         proc = host.spawn(PY, "-m", "netd.dns.standalone", str(state_file), "--upstreams-from",
-                          str(upstreams), stdout=subprocess.PIPE, text=True, cwd=str(ROOT))  # fmt: skip
+                          str(upstreams), stdout=subprocess.PIPE, text=True,
+                          cwd=str(ROOT))  # fmt: skip
         assert proc.stdout is not None
         worker = json.loads(proc.stdout.readline())["worker_pid"]
         wait_port(host)
@@ -235,7 +235,7 @@ def run(seconds: int, out_path: Path) -> list[dict[str, Any]]:
             proc = host.spawn(AARDVARK, "--config", str(conf), "-p", "53", "run",
                               stderr=subprocess.DEVNULL)  # fmt: skip
             wait_port(host)
-            measure("aardvark", server_pid(proc.pid), client, files, seconds, rows)
+            measure("aardvark", server_pid(host, "aardvark-dns"), client, files, seconds, rows)
             stop(proc)
 
         # dnsmasq
@@ -246,7 +246,7 @@ def run(seconds: int, out_path: Path) -> list[dict[str, Any]]:
                               "--host-record=bench,10.88.0.2", "--cache-size=10000",
                               "--user=root", "--pid-file=", stderr=subprocess.DEVNULL)  # fmt: skip
             wait_port(host)
-            measure("dnsmasq", server_pid(proc.pid), client, files, seconds, rows)
+            measure("dnsmasq", server_pid(host, "dnsmasq"), client, files, seconds, rows)
             stop(proc)
     finally:
         box.close()
@@ -259,8 +259,11 @@ def run(seconds: int, out_path: Path) -> list[dict[str, Any]]:
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    lines = ["| query | clients | server | queries/s | p50 µs @5k q/s | p99 µs @5k q/s | CPU µs/answer | vs netd q/s |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| query | clients | server | queries/s | p50 µs @5k q/s | p99 µs @5k q/s "
+        "| CPU µs/answer | netd q/s ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     perf = [r for r in rows if r["query"] != "memory"]
     for r in perf:
         base = next(x for x in perf if x["server"] == "netd" and x["query"] == r["query"]
@@ -268,7 +271,7 @@ def render(rows: list[dict[str, Any]]) -> str:
         ratio = base["qps"] / r["qps"] if r["qps"] else float("nan")
         lines.append(f"| {r['query']} | {r['clients']} | {r['server']} | {r['qps']:.0f} | "
                      f"{r['p50']:.0f} | {r['p99']:.0f} | {r['cpu_us']:.1f} | "
-                     f"{'—' if r['server'] == 'netd' else f'{ratio:.2f}×'} |")  # fmt: skip
+                     f"{'—' if r['server'] == 'netd' else f'{ratio:.2f}x'} |")  # fmt: skip
     for r in rows:
         if r["query"] == "memory":
             lines.append("")
