@@ -43,6 +43,8 @@ SETS: dict[str, tuple[str, list[str] | str, str | None, bool]] = {
     "internal_ifs": (INET, "ifname", None, False),
     "internal_nets4": (INET, ["ifname", "ipv4_addr"], None, True),
     "internal_nets6": (INET, ["ifname", "ipv6_addr"], None, True),
+    "nets4": (INET, ["ifname", "ipv4_addr"], None, True),
+    "nets6": (INET, ["ifname", "ipv6_addr"], None, True),
     "gateways4": (INET, ["ifname", "ipv4_addr"], None, False),
     "gateways6": (INET, ["ifname", "ipv6_addr"], None, False),
     "masq4": (INET, "ipv4_addr", None, True),
@@ -247,14 +249,20 @@ def build_dnat_rules(chain: str) -> list[Cmd]:
 def build_postrouting_rules() -> list[Cmd]:
     """postrouting: hairpin, host loopback, outbound masquerade/SNAT."""
     masq = {"masquerade": None}
-    rules: list[Cmd] = [
-        # ct status dnat iifname . oifname @self_pairs masquerade   (hairpin to a published port)
-        _rule(
-            "postrouting",
-            _match({"ct": {"key": "status"}}, "dnat", "in"),
-            _match(SAME_BRIDGE, "@self_pairs"),
-            masq,
-        ),
+    rules: list[Cmd] = []
+    for v in (4, 6):
+        # ct status dnat oifname . ip saddr @nets4 masquerade   (and ip6)
+        # Hairpin: a container reached a published port of its own network. (iifname is
+        # always empty in postrouting, so the source subnet tells where the packet came from.)
+        rules.append(
+            _rule(
+                "postrouting",
+                _match({"ct": {"key": "status"}}, "dnat", "in"),
+                _match(_concat(_meta("oifname"), _payload(_ipfam(v), "saddr")), f"@nets{v}"),
+                masq,
+            )
+        )
+    rules += [
         # ip saddr 127.0.0.0/8 oifname @bridges masquerade   (host loopback to a published port)
         _rule(
             "postrouting",
@@ -355,6 +363,8 @@ def build_network_elements(policy: NetworkPolicy) -> list[Elem]:
     br, tag = policy.bridge, policy.tag
     out = [Elem.of("bridges", br, comment=tag), Elem.of("self_pairs", _concat(br, br), comment=tag)]
     for v in (4, 6):
+        for net in policy.subnets(v):
+            out.append(Elem.of(f"nets{v}", _concat(br, _prefix(net)), comment=tag))
         for gw in policy.gateways(v):
             out.append(Elem.of(f"gateways{v}", _concat(br, str(gw)), comment=tag))
         if policy.internal:
