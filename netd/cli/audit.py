@@ -21,8 +21,8 @@ HEADERS = ["TIME", "UID", "PID", "ACTION", "TARGET", "OUTCOME", "STATUS", "DETAI
 
 def _row(record: dict[str, Any]) -> list[str]:
     if "event" in record:  # e.g. audit_dropped: the trail has a gap
-        detail = ", ".join(f"{k}={v}" for k, v in record.items() if k not in ("time", "event"))
-        return [str(record.get("time", "")), "", "", record["event"], "", "", "", detail]
+        extra = ", ".join(f"{k}={v}" for k, v in record.items() if k not in ("time", "event"))
+        return [str(record.get("time", "")), "", "", str(record["event"]), "", "", "", extra]
     caller = record.get("caller") or {}
     target = record.get("target") or {}
     detail = record.get("error") or (
