@@ -177,6 +177,17 @@ def build_service(config: Config) -> tuple[Service, Any, Any]:
     return service, store, dns
 
 
+def _firewall_monitor(firewall: Any) -> Any:
+    """Start self-repair for backends that can check and repair their rules."""
+    if not (hasattr(firewall, "check") and hasattr(firewall, "repair")):
+        return None
+    from .firewall import FirewallMonitor
+
+    monitor = FirewallMonitor(firewall.check, firewall.repair, interval=2.0)
+    monitor.start()
+    return monitor
+
+
 async def serve(config: Config) -> None:
     """Run the daemon until a stop signal."""
     check_namespace(config.managed_netns)
@@ -184,12 +195,14 @@ async def serve(config: Config) -> None:
     lock = InstanceLock(config.state_dir)
     lock.acquire()
     runner: web.AppRunner | None = None
+    monitor: Any = None
     store: Any = None
     dns: Any = None
     try:
         service, store, dns = build_service(config)
         dns.start()
         await service.start()
+        monitor = _firewall_monitor(service.firewall)
         sock = systemd_socket() or bind_socket(config.socket, config.socket_group)
         runner = web.AppRunner(
             make_app(service, max_body=config.max_body_bytes), access_log=None, handle_signals=False
@@ -214,6 +227,8 @@ async def serve(config: Config) -> None:
             with contextlib.suppress(OSError):
                 if _peer_pid(config.socket) is None:
                     config.socket.unlink()
+        if monitor is not None:
+            monitor.stop()
         if dns is not None:
             with contextlib.suppress(Exception):
                 dns.stop()

@@ -11,6 +11,7 @@ It does not listen on TCP: the daemon hands it a Unix socket (or systemd's).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -254,6 +255,14 @@ async def disconnect(request: web.Request) -> web.Response:
     for ep in eps:
         await svc.detach(net.name, ep.container_id, ep.ifname, body.netns)
     return web.json_response({"disconnected": [f"{e.container_id}/{e.ifname}" for e in eps]})
+
+
+async def firewall_show(request: web.Request) -> web.Response:
+    """The live ruleset of netd's tables/chains, as text."""
+    fw = _service(request).firewall
+    show = getattr(fw, "show", None)
+    text = await asyncio.to_thread(show) if show else f"firewall backend {fw.name}: no rules\n"
+    return web.json_response({"backend": fw.name, "ruleset": text})
 
 
 class _CniBackend:

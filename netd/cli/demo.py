@@ -178,7 +178,7 @@ def demo(keep: bool) -> None:
 def _addr(daemon: Any, net: str, name: str) -> str:
     data = json.loads(daemon.cli("network", "inspect", net).stdout)[0]
     for ep in data["endpoints"]:
-        if ep["container_id"] == name:
+        if ep["name"] == name:
             return str(ep["addresses"][0].split("/")[0])
     raise click.ClickException(f"{name} not on {net}")
 

@@ -6,10 +6,11 @@ from .audit import audit
 from .base import cli
 from .demo import demo
 from .network import network
-from .tools import cni
+from .tools import cni, firewall
 
 cli.add_command(network)
 cli.add_command(cni)
+cli.add_command(firewall)
 cli.add_command(demo)
 cli.add_command(audit)
 

@@ -1,10 +1,12 @@
-"""`netd cni ...`: install the CNI plugin for runtimes."""
+"""`netd cni ...` (install the CNI plugin) and `netd firewall show`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+
+from .base import Ctx
 
 
 @click.group()
@@ -33,3 +35,17 @@ def install(bin_dir: Path, conf_dir: Path | None, network: str, sock: str | None
 
     for path in install_plugin(bin_dir, conf_dir=conf_dir, network=network, socket=sock):
         click.echo(str(path))
+
+
+@click.group()
+def firewall() -> None:
+    """Inspect netd's firewall rules."""
+
+
+@firewall.command("show")
+@click.pass_obj
+def firewall_show(obj: Ctx) -> None:
+    """Print the live ruleset of netd's tables (nft syntax) or chains (iptables-save)."""
+    data = obj.call("GET", "/v1/firewall")
+    click.echo(f"# backend: {data['backend']}")
+    click.echo(data["ruleset"].rstrip())
