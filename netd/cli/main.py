@@ -6,12 +6,16 @@ from .audit import audit
 from .base import cli
 from .demo import demo
 from .network import network
+from .ops import completion, doctor, graph
 from .tools import cni, firewall
 
 cli.add_command(network)
 cli.add_command(cni)
 cli.add_command(firewall)
 cli.add_command(demo)
+cli.add_command(doctor)
+cli.add_command(graph)
+cli.add_command(completion)
 cli.add_command(audit)
 
 
