@@ -235,8 +235,15 @@ def run(seconds: int, out_path: Path) -> list[dict[str, Any]]:
             proc = host.spawn(AARDVARK, "--config", str(conf), "-p", "53", "run",
                               stderr=subprocess.DEVNULL)  # fmt: skip
             wait_port(host)
-            measure("aardvark", server_pid(host, "aardvark-dns"), client, files, seconds, rows)
+            daemon = server_pid(host, "aardvark-dns")
+            measure("aardvark", daemon, client, files, seconds, rows)
             stop(proc)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(daemon, signal.SIGTERM)  # it daemonized out of our process group
+            for _ in range(100):
+                if not Path(f"/proc/{daemon}").exists():
+                    break
+                time.sleep(0.05)
 
         # dnsmasq
         if shutil.which("dnsmasq"):
