@@ -112,9 +112,9 @@ if __name__ == "__main__" and sys.argv[1:] == ["driver"]:
 
 # --- the lab ---------------------------------------------------------------------------------
 
-from netd.model import Endpoint, Network, PortMapping, Subnet, to_json  # noqa: E402
 from netns_fixtures import Namespace, Sandbox  # noqa: E402
 
+from netd.model import Endpoint, Network, PortMapping, Subnet, to_json  # noqa: E402
 
 DRIVERS: list[Driver] = []
 
@@ -349,7 +349,7 @@ def test_published_ports(box: Sandbox, backend: str) -> None:
 def test_port_conflict_names_holder(box: Sandbox, backend: str) -> None:
     lab = build_lab(box, backend)
     lab.container("a1", "A", ["10.1.0.2/24"], ports=(PortMapping(8080, 80),))
-    net, bridge = lab.networks["B"]
+    net, _bridge = lab.networks["B"]
     ep = Endpoint(
         network_id=net.id,
         container_id="ctr-late",

@@ -1,0 +1,134 @@
+"""The nftables ruleset builder: golden JSON, constant rule count, element changes."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from pathlib import Path
+
+from netd.firewall import ruleset
+from netd.firewall.policy import build_policy
+from netd.firewall.state import DesiredState
+from netd.model import Endpoint, Network, PortMapping, Subnet
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def net(nid: str, cidrs: list[tuple[str, str]], **kw: object) -> Network:
+    subnets = tuple(Subnet(ipaddress.ip_network(c), ipaddress.ip_address(g)) for c, g in cidrs)
+    return Network(id=nid * 64, name=f"n{nid}", driver="bridge", subnets=subnets, **kw)  # type: ignore[arg-type]
+
+
+NET_A = net("a", [("10.1.0.0/24", "10.1.0.1"), ("fd00:a::/64", "fd00:a::1")], ipv6=True)
+NET_I = net("b", [("10.2.0.0/24", "10.2.0.1")], internal=True)
+NET_C = net(
+    "c", [("10.3.0.0/24", "10.3.0.1")], options={"enable_icc": "false", "host_ipv4": "192.0.2.1"}
+)
+
+
+def ep(
+    network: Network, cid: str, addrs: list[str], ports: tuple[PortMapping, ...] = ()
+) -> Endpoint:
+    return Endpoint(
+        network_id=network.id,
+        container_id=cid,
+        ifname="eth0",
+        netns=f"/run/netns/{cid}",
+        host_ifname=f"nv{cid}",
+        addresses=tuple(ipaddress.ip_interface(a) for a in addrs),
+        port_mappings=ports,
+    )
+
+
+WEB = ep(
+    NET_A,
+    "web",
+    ["10.1.0.2/24", "fd00:a::2/64"],
+    (PortMapping(8080, 80), PortMapping(53, 53, "udp", ipaddress.ip_address("192.0.2.1"))),
+)
+DB = ep(NET_C, "db", ["10.3.0.2/24"], (PortMapping(9000, 90, "sctp"),))
+NETWORKS = [(NET_A, "nd-a"), (NET_I, "nd-b"), (NET_C, "nd-c")]
+
+
+def check_golden(name: str, data: object) -> None:
+    path = GOLDEN / name
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} differs; UPDATE_GOLDEN=1 rewrites it after review"
+
+
+def test_full_ruleset_matches_golden() -> None:
+    check_golden("firewall_ruleset.json", ruleset.build_ruleset(NETWORKS, [WEB, DB]))
+
+
+def test_endpoint_elements_match_golden() -> None:
+    policy = build_policy(NET_C, "nd-c")
+    state = DesiredState.build(NETWORKS, [])
+    rules = state.check_ports(DB)
+    elems = ruleset.build_endpoint_elements(policy, "nvdb", rules)
+    check_golden("firewall_add_endpoint.json", ruleset.build_element_changes(elems, []))
+
+
+def _rules(cmds: list[ruleset.Cmd]) -> int:
+    return sum(1 for c in cmds if "add" in c and "rule" in c["add"])
+
+
+def test_rule_count_does_not_grow_with_ports_or_networks() -> None:
+    small = ruleset.build_ruleset([(NET_A, "nd-a")], [WEB])
+    many = [
+        ep(NET_A, f"c{i}", [f"10.1.{i // 250}.{i % 250 + 2}/16"], (PortMapping(10000 + i, 80),))
+        for i in range(300)
+    ]
+    big_net = net("a", [("10.1.0.0/16", "10.1.0.1")])
+    big = ruleset.build_ruleset([*NETWORKS[1:], (big_net, "nd-a")], many)
+    assert _rules(small) == _rules(big) == len(ruleset.build_rules())
+    elements = sum(len(c["add"]["element"]["elem"]) for c in big if "element" in c.get("add", {}))
+    assert elements > 600
+
+
+def test_no_networks_only_removes_tables() -> None:
+    cmds = ruleset.build_ruleset([], [])
+    assert cmds == [
+        {"add": {"table": {"family": "inet", "name": "netd"}}},
+        {"delete": {"table": {"family": "inet", "name": "netd"}}},
+        {"add": {"table": {"family": "bridge", "name": "netd"}}},
+        {"delete": {"table": {"family": "bridge", "name": "netd"}}},
+    ]
+
+
+def test_internal_network_has_no_nat_and_no_ports() -> None:
+    policy = build_policy(NET_I, "nd-b")
+    sets = {e.set for e in ruleset.build_network_elements(policy)}
+    assert sets == {"bridges", "self_pairs", "nets4", "gateways4", "internal_nets4", "internal_ifs"}
+    state = DesiredState.build(NETWORKS, [])
+    assert state.check_ports(ep(NET_I, "x", ["10.2.0.5/24"], (PortMapping(80, 80),))) == ()
+
+
+def test_masquerade_off_and_snat() -> None:
+    off = net("d", [("10.4.0.0/24", "10.4.0.1")], options={"enable_ip_masquerade": "false"})
+    sets = {e.set for e in ruleset.build_network_elements(build_policy(off, "nd-d"))}
+    assert not sets & {"masq4", "snat4"}
+    snat = ruleset.build_network_elements(build_policy(NET_C, "nd-c"))
+    assert [e for e in snat if e.set == "snat4"] == [
+        ruleset.Elem.of(
+            "snat4", {"prefix": {"addr": "10.3.0.0", "len": 24}}, "192.0.2.1", "netd:cccccccccccc"
+        )
+    ]
+
+
+def test_delete_commands_carry_keys_only() -> None:
+    elem = ruleset.Elem.of("pub4_any", {"concat": ["tcp", 80]}, "10.0.0.2", "netd:x:c")
+    assert ruleset.build_element_changes([], [elem]) == [
+        {
+            "delete": {
+                "element": {
+                    "family": "inet",
+                    "table": "netd",
+                    "name": "pub4_any",
+                    "elem": [{"concat": ["tcp", 80]}],
+                }
+            }
+        }
+    ]
