@@ -1,4 +1,4 @@
-"""CNI benchmark: netd's plugin against the reference bridge + host-local (and netavark). Not a test.
+"""CNI benchmark: netd's plugin against the reference bridge + host-local and netavark. Not a test.
 
 Run as root from the repository root:
 
@@ -28,7 +28,9 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,11 +41,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402 - after the path set-up above
+from common import (
     PluginError,
     exec_plugin,
     format_table,
     machine_description,
+    post_json,
     ratio,
     run_chain,
     summarize,
@@ -57,6 +60,9 @@ WINDOW = 10  # first/last N serial ADDs compared for flatness
 # "Within noise" for flatness: the last 10 may be this much slower than the first 10.
 FLAT_TOLERANCE = 1.10
 FLAT_SLACK_MS = 2.0
+API_ONLY = "netd daemon only (API)"
+NETAVARK_ATTEMPTS = 3
+RETRIES: dict[str, int] = {}  # worker side: calls retried per implementation
 
 
 # --------------------------------------------------------------------------- implementations
@@ -104,22 +110,34 @@ def implementations(
             "env": {"NETD_SOCKET": str(socket)},
         }
     ]
+    # Diagnostic: the same calls straight to the daemon's API, no plugin process; the
+    # difference to "netd" is what the plugin exec costs.
+    impls.append({**impls[0], "name": API_ONLY, "kind": "netd-api"})
     if (REFERENCE_DIR / "bridge").exists() and (REFERENCE_DIR / "host-local").exists():
         ref = bridge_conflist(tmp / "host-local", "refnet", "cni-ref0", "10.210.0.0/16")
         impls.append(
-            {"name": "bridge+host-local", "kind": "cni", "bin_dirs": [str(REFERENCE_DIR)],
-             "conflist": ref}
+            {
+                "name": "bridge+host-local",
+                "kind": "cni",
+                "bin_dirs": [str(REFERENCE_DIR)],
+                "conflist": ref,
+            }
         )
         if (REFERENCE_DIR / "portmap").exists() and (REFERENCE_DIR / "firewall").exists():
-            chain = bridge_conflist(tmp / "host-local-chain", "refchain", "cni-ref1",
-                                    "10.212.0.0/16")
+            chain = bridge_conflist(
+                tmp / "host-local-chain", "refchain", "cni-ref1", "10.212.0.0/16"
+            )
             chain["plugins"] += [
                 {"type": "portmap", "capabilities": {"portMappings": True}},
                 {"type": "firewall"},
             ]
             impls.append(
-                {"name": "bridge+portmap+firewall", "kind": "cni",
-                 "bin_dirs": [str(REFERENCE_DIR)], "conflist": chain}
+                {
+                    "name": "bridge+portmap+firewall",
+                    "kind": "cni",
+                    "bin_dirs": [str(REFERENCE_DIR)],
+                    "conflist": chain,
+                }
             )
         else:
             notes.append("reference portmap/firewall not installed: chain not measured")
@@ -138,8 +156,10 @@ def netavark_config(container: str, index: int) -> dict[str, Any]:
         "container_id": container,
         "container_name": container,
         "networks": {
-            "nvbench": {"interface_name": "eth0", "static_ips": [f"10.211.{index // 250}."
-                                                                 f"{index % 250 + 2}"]}
+            "nvbench": {
+                "interface_name": "eth0",
+                "static_ips": [f"10.211.{index // 250}.{index % 250 + 2}"],
+            }
         },
         "network_info": {
             "nvbench": {
@@ -167,8 +187,16 @@ def _calls(impl: dict[str, Any], containers: list[list[str]]) -> tuple[Call, Cal
 
         def nv(verb: str, i: int) -> None:
             name, path = containers[i]
-            res = exec_plugin(NETAVARK, verb, netavark_config(name, i),
-                              argv=["--config", cfg, verb, path])
+            for _ in range(NETAVARK_ATTEMPTS):
+                res = exec_plugin(
+                    NETAVARK, verb, netavark_config(name, i), argv=["--config", cfg, verb, path]
+                )
+                # netavark 1.4 checks, then creates its iptables chains: a chain that appears
+                # in between fails the call. Podman would fail the container; we retry (the
+                # retry's time counts) and report how often it happened.
+                if res.code == 0 or "already exists" not in str(res.out):
+                    break
+                RETRIES[impl["name"]] = RETRIES.get(impl["name"], 0) + 1
             if res.code != 0:
                 raise PluginError(
                     f"netavark {verb} {name} exited {res.code}: {res.out or res.err.strip()}"
@@ -180,6 +208,8 @@ def _calls(impl: dict[str, Any], containers: list[list[str]]) -> tuple[Call, Cal
 
         return (lambda i: nv("setup", i)), (lambda i: nv("teardown", i)), nv_version
 
+    if impl["kind"] == "netd-api":
+        return _api_calls(impl, containers)
     bin_dirs = [Path(d) for d in impl["bin_dirs"]]
     conflist = impl["conflist"]
     env = impl.get("env", {})
@@ -194,8 +224,15 @@ def _calls(impl: dict[str, Any], containers: list[list[str]]) -> tuple[Call, Cal
 
     def delete(i: int) -> None:
         name, path = containers[i]
-        run_chain(bin_dirs, conflist, "DEL", container_id=name, netns=path,
-                  prev_result=results.pop(i, None), env=env)
+        run_chain(
+            bin_dirs,
+            conflist,
+            "DEL",
+            container_id=name,
+            netns=path,
+            prev_result=results.pop(i, None),
+            env=env,
+        )
 
     first = conflist["plugins"][0]["type"]
     binary = next(d / first for d in bin_dirs if (d / first).exists())
@@ -206,6 +243,39 @@ def _calls(impl: dict[str, Any], containers: list[list[str]]) -> tuple[Call, Cal
             raise PluginError(f"{first} VERSION exited {res.code}: {res.out or res.err}")
 
     return add, delete, version
+
+
+def _api_calls(impl: dict[str, Any], containers: list[list[str]]) -> tuple[Call, Call, Call]:
+    """The plugin's one ``POST /v1/cni`` per verb, sent from this process (no exec)."""
+    sock = impl["env"]["NETD_SOCKET"]
+    plugin = impl["conflist"]["plugins"][0]
+    conf = {
+        "cniVersion": impl["conflist"]["cniVersion"],
+        "name": impl["conflist"]["name"],
+        **plugin,
+    }
+
+    def call(command: str, i: int) -> None:
+        name, path = containers[i]
+        body = {
+            "command": command,
+            "containerId": name,
+            "netns": path,
+            "ifname": "eth0",
+            "args": "",
+            "path": "",
+            "config": conf,
+        }
+        status, answer = post_json(sock, "/v1/cni", body)
+        if status >= 300:
+            raise PluginError(f"POST /v1/cni {command} for {name}: HTTP {status}: {answer}")
+
+    def status(_: int) -> None:
+        code, answer = post_json(sock, "/v1/cni", {"command": "VERSION", "config": conf})
+        if code >= 300:
+            raise PluginError(f"POST /v1/cni VERSION: HTTP {code}: {answer}")
+
+    return (lambda i: call("ADD", i)), (lambda i: call("DEL", i)), status
 
 
 def _timed(fn: Call, i: int) -> float:
@@ -244,6 +314,7 @@ def measure(impl: dict[str, Any], containers: list[list[str]], width: int) -> di
         "last10_ms": statistics.median(adds[-WINDOW:]),
         "parallel_add_s": par_add,
         "parallel_del_s": par_del,
+        "retries": RETRIES.get(impl["name"], 0),
     }
 
 
@@ -273,52 +344,99 @@ def report(results: list[dict[str, Any]], n: int, width: int) -> tuple[str, dict
     """The printed tables and the targets verdict."""
     rows = [
         [
-            r["name"], r["version_ms"]["p50"], r["add_ms"]["p50"], r["add_ms"]["p95"],
-            r["add_ms"]["max"], r["del_ms"]["p50"], r["del_ms"]["p95"], r["del_ms"]["max"],
-            r["first10_ms"], r["last10_ms"], r["parallel_add_s"], r["parallel_del_s"],
+            r["name"],
+            r["version_ms"]["p50"],
+            r["add_ms"]["p50"],
+            r["add_ms"]["p95"],
+            r["add_ms"]["max"],
+            r["del_ms"]["p50"],
+            r["del_ms"]["p95"],
+            r["del_ms"]["max"],
+            r["first10_ms"],
+            r["last10_ms"],
+            r["parallel_add_s"],
+            r["parallel_del_s"],
         ]
         for r in results
     ]
-    headers = ["implementation", "VERSION p50", "ADD p50", "ADD p95", "ADD max", "DEL p50",
-               "DEL p95", "DEL max", "first 10", "last 10",
-               f"{n} ADD ∥{width} (s)", f"{n} DEL ∥{width} (s)"]
-    text = [f"Latency in ms ({n} containers serially; first/last 10 = median of those ADDs)",
-            "", format_table(headers, rows), ""]
+    headers = [
+        "implementation",
+        "VERSION p50",
+        "ADD p50",
+        "ADD p95",
+        "ADD max",
+        "DEL p50",
+        "DEL p95",
+        "DEL max",
+        "first 10",
+        "last 10",
+        f"{n} ADD ∥{width} (s)",
+        f"{n} DEL ∥{width} (s)",
+    ]
+    text = [
+        f"Latency in ms ({n} containers serially; first/last 10 = median of those ADDs)",
+        "",
+        format_table(headers, rows),
+        "",
+    ]
     by = {r["name"]: r for r in results}
     ours = by.get("netd")
     verdict: dict[str, Any] = {}
     if ours is not None:
         ratio_rows = []
-        for ref in (r for r in results if r["name"] != "netd"):
-            ratio_rows.append([
-                ref["name"],
-                ratio(ours["add_ms"]["p50"], ref["add_ms"]["p50"]),
-                ratio(ours["del_ms"]["p50"], ref["del_ms"]["p50"]),
-                ratio(ours["parallel_add_s"], ref["parallel_add_s"]),
-                ratio(ours["version_ms"]["p50"], ref["version_ms"]["p50"]),
-            ])
+        for ref in (r for r in results if r["name"] not in ("netd", API_ONLY)):
+            ratio_rows.append(
+                [
+                    ref["name"],
+                    ratio(ours["add_ms"]["p50"], ref["add_ms"]["p50"]),
+                    ratio(ours["del_ms"]["p50"], ref["del_ms"]["p50"]),
+                    ratio(ours["parallel_add_s"], ref["parallel_add_s"]),
+                    ratio(ours["version_ms"]["p50"], ref["version_ms"]["p50"]),
+                ]
+            )
         if ratio_rows:
-            text += ["netd / reference (lower is better)", "",
-                     format_table(["reference", "ADD p50", "DEL p50", f"∥ ADD wall",
-                                   "VERSION p50"], ratio_rows), ""]
-        ref = by.get("bridge+host-local")
-        add_r = ratio(ours["add_ms"]["p50"], ref["add_ms"]["p50"]) if ref else None
-        par_r = ratio(ours["parallel_add_s"], ref["parallel_add_s"]) if ref else None
+            text += [
+                "netd / reference (lower is better)",
+                "",
+                format_table(
+                    ["reference", "ADD p50", "DEL p50", "∥ ADD wall", "VERSION p50"], ratio_rows
+                ),
+                "",
+            ]
+        bridge = by.get("bridge+host-local")
+        add_r = ratio(ours["add_ms"]["p50"], bridge["add_ms"]["p50"]) if bridge else None
+        par_r = ratio(ours["parallel_add_s"], bridge["parallel_add_s"]) if bridge else None
         verdict = {
             "add_p50_half_of_bridge": None if add_r is None else add_r <= 0.5,
             "parallel_quarter_of_bridge": None if par_r is None else par_r <= 0.25,
             "flat": flat(ours["first10_ms"], ours["last10_ms"]),
         }
         target_rows = [
-            ["netd ADD p50 ≤ ½ × bridge ADD p50", add_r, "≤ 0.50",
-             _yes(verdict["add_p50_half_of_bridge"])],
-            [f"{n} ∥ ADDs ≤ ¼ × bridge wall", par_r, "≤ 0.25",
-             _yes(verdict["parallel_quarter_of_bridge"])],
-            ["netd last 10 ≤ first 10 (noise)", ratio(ours["last10_ms"], ours["first10_ms"]),
-             f"≤ {FLAT_TOLERANCE:.2f} or +{FLAT_SLACK_MS:g} ms", _yes(verdict["flat"])],
+            [
+                "netd ADD p50 ≤ ½ x bridge ADD p50",
+                add_r,
+                "≤ 0.50",
+                _yes(verdict["add_p50_half_of_bridge"]),
+            ],
+            [
+                f"{n} ∥ ADDs ≤ ¼ x bridge wall",
+                par_r,
+                "≤ 0.25",
+                _yes(verdict["parallel_quarter_of_bridge"]),
+            ],
+            [
+                "netd last 10 ≤ first 10 (noise)",
+                ratio(ours["last10_ms"], ours["first10_ms"]),
+                f"≤ {FLAT_TOLERANCE:.2f} or +{FLAT_SLACK_MS:g} ms",
+                _yes(verdict["flat"]),
+            ],
         ]
-        text += ["Targets (issue 3)", "",
-                 format_table(["target", "ratio", "needed", "met"], target_rows), ""]
+        text += [
+            "Targets (issue 3)",
+            "",
+            format_table(["target", "ratio", "needed", "met"], target_rows),
+            "",
+        ]
     return "\n".join(text), verdict
 
 
@@ -327,6 +445,32 @@ def _yes(flag: bool | None) -> str:
 
 
 # --------------------------------------------------------------------------- driver side
+def _start_py_spy(daemon: Any, out: str) -> subprocess.Popen[bytes]:
+    """Sample the daemon (by PID) into a collapsed-stack file until SIGINT; py-spy from PATH
+    or the venv (``pip install py-spy``). Reading another process's stacks changes no network
+    state, so this runs from the driver."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    proc = subprocess.Popen(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(daemon.proc.pid),
+            "--format",
+            "raw",
+            "--rate",
+            "500",
+            "--output",
+            out,
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # let py-spy attach before the first sample matters
+    return proc
+
+
 def drive(args: argparse.Namespace) -> int:
     """Build the sandbox, start netd, run the worker in the host namespace, print the tables."""
     from netns_fixtures import Sandbox
@@ -339,20 +483,35 @@ def drive(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     with Sandbox(prefix=f"nbench-{os.getpid()}") as box:
         host = box.add_host()
-        daemon = Daemon(host, firewall=args.firewall,
-                        extra=["--log-level", args.log_level]).start()
+        daemon = Daemon(host, firewall=args.firewall, extra=["--log-level", args.log_level]).start()
         try:
             install_plugin(tmp / "bin")
             impls, notes = implementations(tmp, tmp / "bin", daemon.socket)
             if args.only:
                 impls = [i for i in impls if i["name"] in args.only]
-            containers = [[ns.name, ns.path] for ns in
-                          (box.add_ns(f"c{i}") for i in range(args.containers))]
+            containers = [
+                [ns.name, ns.path] for ns in (box.add_ns(f"c{i}") for i in range(args.containers))
+            ]
             plan = {"impls": impls, "containers": containers, "parallel": args.parallel}
-            print(f"sandbox ready in {time.monotonic() - t0:.1f}s; measuring "
-                  f"{', '.join(i['name'] for i in impls)}", file=sys.stderr, flush=True)
-            raw = host.run(sys.executable, str(Path(__file__).resolve()), "--worker",
-                           input=json.dumps(plan), timeout=3600)
+            print(
+                f"sandbox ready in {time.monotonic() - t0:.1f}s; measuring "
+                f"{', '.join(i['name'] for i in impls)}",
+                file=sys.stderr,
+                flush=True,
+            )
+            spy = _start_py_spy(daemon, args.py_spy) if args.py_spy else None
+            try:
+                raw = host.run(
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--worker",
+                    input=json.dumps(plan),
+                    timeout=3600,
+                )
+            finally:
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(timeout=60)
             out = json.loads(raw)
             log = daemon.log()
             if args.keep_log:
@@ -361,21 +520,35 @@ def drive(args: argparse.Namespace) -> int:
             daemon.close()
             shutil.rmtree(tmp, ignore_errors=True)
     notes += [f"{name} failed: {msg}" for name, msg in out["errors"].items()]
+    notes += [
+        f"{r['name']}: {r['retries']} calls retried after 'Chain already exists'"
+        for r in out["results"]
+        if r.get("retries")
+    ]
     if "Traceback" in log:
         notes.append("netd daemon logged a Traceback (see the daemon log)")
     text, verdict = report(out["results"], args.containers, args.parallel)
     machine = machine_description()
-    print(f"Machine: {machine['cpu']}, {machine['cpus']} CPUs, {machine['mem_gib']} GiB, "
-          f"kernel {machine['kernel']}, Python {machine['python']}; netd firewall backend: "
-          f"{args.firewall}\n")
+    print(
+        f"Machine: {machine['cpu']}, {machine['cpus']} CPUs, {machine['mem_gib']} GiB, "
+        f"kernel {machine['kernel']}, Python {machine['python']}; netd firewall backend: "
+        f"{args.firewall}\n"
+    )
     print(text)
     for note in notes:
         print(f"note: {note}")
-    path = write_results("bench_cni", {
-        "machine": machine, "containers": args.containers, "parallel": args.parallel,
-        "firewall": args.firewall, "results": out["results"], "verdict": verdict,
-        "notes": notes,
-    })
+    path = write_results(
+        "bench_cni",
+        {
+            "machine": machine,
+            "containers": args.containers,
+            "parallel": args.parallel,
+            "firewall": args.firewall,
+            "results": out["results"],
+            "verdict": verdict,
+            "notes": notes,
+        },
+    )
     print(f"results written to {path}")
     return 0 if not out["errors"] else 1
 
@@ -388,6 +561,11 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="measure only these implementations")
     parser.add_argument("--log-level", default="info", choices=["debug", "info"])
     parser.add_argument("--keep-log", help="copy the netd daemon log to this file")
+    parser.add_argument(
+        "--py-spy",
+        metavar="FILE",
+        help="sample the netd daemon with py-spy into FILE (collapsed stacks)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

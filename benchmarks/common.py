@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import socket
 import subprocess
 import sys
 import time
@@ -93,9 +94,14 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
         ]
         return "| " + " | ".join(padded) + " |"
 
-    rule = "|" + "|".join(
-        "-" * (w + 1) + ":" if num else "-" * (w + 2) for w, num in zip(widths, numeric, strict=True)
-    ) + "|"
+    rule = (
+        "|"
+        + "|".join(
+            "-" * (w + 1) + ":" if num else "-" * (w + 2)
+            for w, num in zip(widths, numeric, strict=True)
+        )
+        + "|"
+    )
     return "\n".join([line(list(headers)), rule, *(line(r) for r in cells)])
 
 
@@ -222,7 +228,12 @@ def run_chain(
         if prev is not None:
             conf["prevResult"] = prev
         res = exec_plugin(
-            binary, command, conf, container_id=container_id, netns=netns, cni_path=cni_path,
+            binary,
+            command,
+            conf,
+            container_id=container_id,
+            netns=netns,
+            cni_path=cni_path,
             env=env,
         )
         if res.code != 0:
@@ -233,3 +244,40 @@ def run_chain(
         if command == "ADD":
             prev = res.out
     return prev if command == "ADD" else None
+
+
+def post_json(socket_path: str, path: str, body: Any, timeout: float = 120) -> tuple[int, Any]:
+    """One ``POST`` with a JSON body over a Unix socket (HTTP/1.1, Connection: close).
+
+    Used to time the daemon alone, without a plugin process; independent of netd's client.
+    """
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: netd\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+        sock.sendall(head + payload)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    header, _, content = b"".join(chunks).partition(b"\r\n\r\n")
+    status = int(header.split(b" ", 2)[1])
+    if b"transfer-encoding: chunked" in header.lower():
+        content = dechunk(content)
+    return status, json.loads(content) if content.strip() else None
+
+
+def dechunk(data: bytes) -> bytes:
+    """Decode an HTTP/1.1 chunked body."""
+    out = bytearray()
+    while data:
+        size_line, _, rest = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        data = rest[size + 2 :]
+    return bytes(out)
