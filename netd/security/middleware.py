@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
 from ..errors import NetdError
@@ -29,7 +30,6 @@ from .policy import CNI_ROUTE, Policy, is_mutation
 from .procinfo import read_cmdline
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def route_template(request: web.Request) -> str:
@@ -126,8 +126,13 @@ def make_auth_middleware(
     hook: AuthzHook | None = None,
     *,
     max_param_bytes: int = 4096,
+    caller_of: Callable[[web.Request], Caller | None] = lambda r: r.get("caller"),
 ) -> Middleware:
-    """The middleware authorising each request with ``policy`` (+ ``hook``) and auditing it."""
+    """The middleware authorising each request with ``policy`` (+ ``hook``) and auditing it.
+
+    ``caller_of`` finds the SO_PEERCRED caller the API's middleware stored on the request
+    (``request["caller"]`` today; pass a getter if that becomes a ``web.RequestKey``).
+    """
 
     def record(
         caller: Caller | None,
@@ -164,7 +169,7 @@ def make_auth_middleware(
     @web.middleware
     async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.monotonic()
-        caller: Caller | None = request.get("caller")
+        caller = caller_of(request)
         method = request.method
         route = route_template(request)
         body: Any = None
