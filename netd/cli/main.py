@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .audit import audit
 from .base import cli
+from .compose import compose
 from .demo import demo
 from .network import network
 from .ops import completion, doctor, graph
@@ -13,6 +14,7 @@ cli.add_command(network)
 cli.add_command(cni)
 cli.add_command(firewall)
 cli.add_command(demo)
+cli.add_command(compose)
 cli.add_command(doctor)
 cli.add_command(graph)
 cli.add_command(completion)
