@@ -26,7 +26,7 @@ from ..errors import NetdError
 from ..model import Caller
 from .audit import AuditLog, Outcome, make_record
 from .authz_hook import AuthzHook, hook_document
-from .policy import CNI_ROUTE, Policy, is_mutation
+from .policy import CNI_ROUTE, Decision, Policy, is_mutation
 from .procinfo import read_cmdline
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -188,9 +188,12 @@ def make_auth_middleware(
             else None
         )
         if decision.allowed and mutation and hook is not None and caller is not None:
-            decision = await hook.check(
+            verdict = await hook.check(
                 hook_document(caller, cmdline, method, request.path, route, body)
             )
+            # A denial names only the hook's reason; an approval keeps the policy's as well.
+            reason = f"{decision.reason}; {verdict.reason}" if verdict.allowed else verdict.reason
+            decision = Decision(verdict.allowed, reason, decision.role)
         action = f"{method} {route}"
         target = audit_target(request.match_info, body)
         if not decision.allowed:

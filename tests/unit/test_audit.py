@@ -321,7 +321,7 @@ def test_hook_denial_is_audited_and_changes_nothing(tmp_path: Path) -> None:
     assert [n["name"] for n in answers[2][1]] == ["fine"]
     assert [(r["outcome"], r["reason"]) for r in audit] == [
         ("denied", "authz hook: name forbidden"),
-        ("ok", "authz hook: fine"),
+        ("ok", "uid 0 is root; authz hook: fine"),
     ]
 
 
