@@ -94,9 +94,11 @@ def merge(base: Any, override: Any, path: tuple[str, ...] = ()) -> Any:
     return override
 
 
-def _display(path: Path) -> str:
+def _display(path: Path, start: Path | None = None) -> str:
+    """A file name for messages: relative to where the user is, when that is shorter."""
     try:
-        return os.path.relpath(path)
+        rel = os.path.relpath(path, start)
+        return rel if len(rel) < len(str(path)) else str(path)
     except ValueError:
         return str(path)
 
@@ -104,20 +106,23 @@ def _display(path: Path) -> str:
 class Loader:
     """Loads files of one project with one environment; resolves include and extends."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], cwd: Path | None = None) -> None:
         self.env = env
+        self.cwd = cwd
 
     def load(self, path: Path, depth: int = 0) -> LocDict:
         """One file, interpolated, with its extends and include resolved."""
         if depth > MAX_DEPTH:
             raise ComposeError(
-                (_display(path), 0), "include", None, "include/extends nest too deep"
+                (_display(path, self.cwd), 0), "include", None, "include/extends nest too deep"
             )
-        raw = load_file(path, _display(path))
+        raw = load_file(path, _display(path, self.cwd))
         if raw is None:
-            raw = LocDict(where=(_display(path), 1))
+            raw = LocDict(where=(_display(path, self.cwd), 1))
         if not isinstance(raw, dict):
-            raise ComposeError((_display(path), 1), "", None, "a compose file must be a mapping")
+            raise ComposeError(
+                (_display(path, self.cwd), 1), "", None, "a compose file must be a mapping"
+            )
         tree = interpolate(raw, self.env)
         services = tree.get("services")
         if isinstance(services, dict):
@@ -150,7 +155,7 @@ class Loader:
                     where,
                     f"services.{name}.extends.service",
                     base_name,
-                    f"is not a service of {_display(other)}",
+                    f"is not a service of {_display(other, self.cwd)}",
                 )
             base = other_services[base_name]
         else:
@@ -194,7 +199,7 @@ class Loader:
                             position(mine, key),
                             f"{section}.{key}",
                             None,
-                            f"is also defined by included file {_display(files[0])}",
+                            f"is also defined by included file {_display(files[0], self.cwd)}",
                         )
                     mine[key] = value
                     mine.lines.setdefault(key, position(theirs, key) or where)
@@ -219,9 +224,9 @@ def project_env(
     return out
 
 
-def load_tree(files: list[Path], env: Mapping[str, str]) -> LocDict:
+def load_tree(files: list[Path], env: Mapping[str, str], cwd: Path | None = None) -> LocDict:
     """Every ``-f`` file loaded and merged in order (later files override)."""
-    loader = Loader(env)
+    loader = Loader(env, cwd)
     tree: Any = None
     for f in files:
         one = loader.load(f)

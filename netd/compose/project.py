@@ -113,7 +113,7 @@ def load_project(
     paths = find_files(files, cwd, environ)
     project_dir = paths[0].parent
     env = project_env(project_dir, environ, [cwd / e for e in env_files])
-    tree = load_tree(paths, env)
+    tree = load_tree(paths, env, cwd)
     if not isinstance(tree, dict):
         raise ComposeError(None, "", None, "a compose file must be a mapping")
     name = project_name(project, tree, env, project_dir)
