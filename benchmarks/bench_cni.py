@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,7 @@ FLAT_TOLERANCE = 1.10
 FLAT_SLACK_MS = 2.0
 API_ONLY = "netd daemon only (API)"
 NETAVARK_ATTEMPTS = 3
+NETAVARK_LOCK = threading.Lock()
 RETRIES: dict[str, int] = {}  # worker side: calls retried per implementation
 
 
@@ -188,9 +190,16 @@ def _calls(impl: dict[str, Any], containers: list[list[str]]) -> tuple[Call, Cal
         def nv(verb: str, i: int) -> None:
             name, path = containers[i]
             for _ in range(NETAVARK_ATTEMPTS):
-                res = exec_plugin(
-                    NETAVARK, verb, netavark_config(name, i), argv=["--config", cfg, verb, path]
-                )
+                # Podman holds its network lock around every netavark call (netavark 1.4 is
+                # not safe against itself: a parallel teardown removes the bridge under
+                # another); the lock is what a Podman host does, so parallel runs serialize.
+                with NETAVARK_LOCK:
+                    res = exec_plugin(
+                        NETAVARK,
+                        verb,
+                        netavark_config(name, i),
+                        argv=["--config", cfg, verb, path],
+                    )
                 # netavark 1.4 checks, then creates its iptables chains: a chain that appears
                 # in between fails the call. Podman would fail the container; we retry (the
                 # retry's time counts) and report how often it happened.
