@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import grp
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -38,6 +39,7 @@ CNI_ROUTE = "/v1/cni"
 CNI_READ_COMMANDS = frozenset({"VERSION", "STATUS"})
 # Mutations a manage-group member may make: networks, their endpoints, and CNI calls.
 MANAGE_PREFIXES = ("/v1/networks", CNI_ROUTE)
+GROUP_TTL = 10.0
 
 
 class PolicyConfig(BaseModel):
@@ -116,6 +118,16 @@ class Policy:
         self._groups_of = groups_of
         self._gid_of = gid_of
         self._warned_missing = False
+        self._gid_cache: tuple[float, int | None] | None = None
+
+    def manage_gid(self) -> int | None:
+        """The manage group's gid, looked up at most every GROUP_TTL seconds."""
+        now = time.monotonic()
+        if self._gid_cache is None or now - self._gid_cache[0] >= GROUP_TTL:
+            # Cached because a miss can cost ~0.5 ms (NSS asks systemd); re-read so that a
+            # group created or removed while the daemon runs takes effect within GROUP_TTL.
+            self._gid_cache = (now, self._gid_of(self.config.manage_group))
+        return self._gid_cache[1]
 
     def role(self, caller: Caller) -> tuple[Role, str]:
         """The caller's role and the reason for it."""
@@ -124,8 +136,7 @@ class Policy:
         if caller.uid in self.config.admins:
             return "admin", f"uid {caller.uid} is in policy.admins"
         group = self.config.manage_group
-        # Looked up per request, so a group created after start-up takes effect at once.
-        gid = self._gid_of(group)
+        gid = self.manage_gid()
         if gid is None:
             if not self._warned_missing:
                 log.warning("policy.manage_group %r does not exist: nobody is a manager", group)

@@ -246,3 +246,19 @@ def test_hook_that_cannot_start_denies(tmp_path: Path) -> None:
 def test_parse_answer_without_reason() -> None:
     d = parse_answer(b'{"allow": true}')
     assert d.allowed and d.reason == "authz hook: no reason given"
+
+
+def test_manage_group_lookup_is_cached() -> None:
+    calls: list[str] = []
+
+    def gid_of(name: str) -> int | None:
+        calls.append(name)
+        return None
+
+    p = Policy(PolicyConfig(), groups_of=lambda c: frozenset({c.gid}), gid_of=gid_of)
+    for _ in range(100):
+        assert not p.authorize(BOB, "POST", "/v1/networks").allowed
+    assert calls == ["netd"]
+    p._gid_cache = (p._gid_cache[0] - 11, None) if p._gid_cache else None  # ten seconds later
+    p.authorize(BOB, "POST", "/v1/networks")
+    assert calls == ["netd", "netd"]
