@@ -4,13 +4,15 @@
 external program, ``audit`` appends the trail, ``middleware`` ties them to the aiohttp app,
 ``audit_reader`` reads the trail back for ``netd audit``. Crash safety, rootless networks and
 seccomp are not here.
+
+``make_auth_middleware`` is imported from ``netd.security.middleware`` (not re-exported here), so
+that loading the config models does not import aiohttp.
 """
 
 from __future__ import annotations
 
 from .audit import AuditConfig, AuditLog, make_record
 from .authz_hook import AuthzHook
-from .middleware import make_auth_middleware
 from .policy import Decision, Policy, PolicyConfig, is_mutation
 
 __all__ = [
@@ -21,6 +23,5 @@ __all__ = [
     "Policy",
     "PolicyConfig",
     "is_mutation",
-    "make_auth_middleware",
     "make_record",
 ]

@@ -38,7 +38,8 @@ from netd.api.server import make_app
 from netd.drivers import get_driver
 from netd.firewall.base import NullFirewall
 from netd.ipam.subnets import parse_pool
-from netd.security import AuditLog, AuthzHook, Policy, PolicyConfig, make_auth_middleware
+from netd.security import AuditLog, AuthzHook, Policy, PolicyConfig
+from netd.security.middleware import make_auth_middleware
 from netd.service import Service
 from netd.store import open_store
 
