@@ -167,11 +167,15 @@ def world() -> Iterator[World]:
     # The worker runs as nobody and reads the upstream list itself: pytest's tmp dirs are 0700.
     tmp = Path(tempfile.mkdtemp(prefix="netd-dns-test-"))
     tmp.chmod(0o755)
+    w: World | None = None
     try:
-        yield World(box, tmp)
+        w = World(box, tmp)
+        yield w
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         failures = box.close()
+        if w is not None and w.proc.stdout is not None:
+            w.proc.stdout.close()
         assert not failures, failures
         assert not leftovers(box.prefix)
 
