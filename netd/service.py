@@ -29,6 +29,7 @@ from .ipam.allocator import NetworkAllocator
 from .ipam.subnets import DefaultPool
 from .model import AttachRequest, Caller, Endpoint, IPNetwork, Network, NetworkSpec
 from .names import bridge_name, check_container_id, check_ifname, check_network_name, host_veth_name
+from .reconcile import plan_orphans
 from .spec import build_network
 from .store.base import Store
 
@@ -115,6 +116,7 @@ class Service:
             self._endpoints[net.id] = {ep.key: ep for ep in eps}
             taken = [a.ip for ep in eps for a in ep.addresses]
             self._ipam[net.id] = NetworkAllocator(net, taken, cursors)
+        await asyncio.to_thread(self._remove_orphans)
         for net in networks:
             await asyncio.to_thread(self._driver(net).ensure_network, net)
         await self._sync_firewall()
@@ -133,6 +135,18 @@ class Service:
         self._publish_dns()
         self.ready = True
         log.info("service ready: %d networks", len(networks))
+
+    def _remove_orphans(self) -> None:
+        """Delete netd-tagged links that no record owns (leftovers of a crash); log each."""
+        eps = [ep for table in self._endpoints.values() for ep in table.values()]
+        for driver in self.drivers.values():
+            list_tagged = getattr(driver, "list_tagged_links", None)
+            remove = getattr(driver, "remove_link", None)
+            if list_tagged is None or remove is None:
+                continue
+            for ifname, tag in plan_orphans(list_tagged(), self._networks.values(), eps):
+                log.warning("reconcile: removing %s (tag %r): no record owns it", ifname, tag)
+                remove(ifname)
 
     async def _sync_firewall(self) -> None:
         nets = [(n, self.bridge_for(n)) for n in self._networks.values()]
@@ -268,6 +282,7 @@ class Service:
                         value=net.name,
                     )
                 await asyncio.to_thread(self.store.delete_network, net.id)
+                faults.point("service.network_unrecorded")
                 del self._networks[net.id]
                 self._endpoints.pop(net.id, None)
                 self._ipam.pop(net.id, None)
@@ -422,6 +437,7 @@ class Service:
                 ep if netns is None or netns == ep.netns else dataclasses.replace(ep, netns=netns)
             )
             failures += await asyncio.to_thread(self._driver(net).teardown_endpoint, net, target)
+        faults.point("service.endpoint_torn_down")
         await self._forget(net, ep)
         for failure in failures:
             log.error(

@@ -337,3 +337,8 @@ class BridgeDriver:
         """``{ifalias tag: ifname}`` of every netd-tagged link (bridges and host veths)."""
         with self._host() as ipr:
             return links.tagged_links(ipr, TAG_PREFIX)
+
+    def remove_link(self, ifname: str) -> bool:
+        """Delete one link by name (reconciliation of orphans); False if already gone."""
+        with self._host() as ipr:
+            return links.delete_link(ipr, ifname)

@@ -144,6 +144,8 @@ class Daemon:
                 chunks.append(chunk)
         raw = b"".join(chunks)
         header, _, content = raw.partition(b"\r\n\r\n")
+        if not header.startswith(b"HTTP/"):
+            raise ConnectionError(f"no HTTP answer on {self.socket} (daemon died?)")
         status = int(header.split(b" ", 2)[1])
         if b"transfer-encoding: chunked" in header.lower():
             content = _dechunk(content)
