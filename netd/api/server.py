@@ -265,6 +265,22 @@ async def firewall_show(request: web.Request) -> web.Response:
     return web.json_response({"backend": fw.name, "ruleset": text})
 
 
+async def dns_lookup(request: web.Request) -> web.Response:
+    """Resolve a container name as netd's DNS would (host-side lookup)."""
+    name = request.query.get("name", "")
+    if not name:
+        raise InvalidInput("name", name, "give ?name=")
+    network = request.query.get("network") or None
+    svc = _service(request)
+    if network is not None:
+        network = svc.find_network(network).id
+    lookup = getattr(svc.dns, "lookup", None)
+    if lookup is None:
+        raise NotFound("DNS is disabled in this daemon", field="name", value=name)
+    addresses = await asyncio.to_thread(lookup, name, network)
+    return web.json_response({"name": name, "addresses": addresses})
+
+
 class _CniBackend:
     """The service as seen by the CNI handler: attachments it makes are marked origin=cni."""
 
@@ -326,6 +342,8 @@ ROUTES: list[Route] = [
         "Detach a container",
         schemas.DisconnectIn,
     ),
+    Route("GET", "/v1/dns/lookup", dns_lookup, "Resolve a container name (?name=&network=)"),
+    Route("GET", "/v1/firewall", firewall_show, "The live ruleset of netd's firewall"),
     Route(
         "POST", "/v1/cni", cni, "Forwarded CNI call (used by the netd CNI plugin)", schemas.CniCall
     ),

@@ -8,11 +8,12 @@ from .compose import compose
 from .demo import demo
 from .network import network
 from .ops import completion, doctor, graph
-from .tools import cni, firewall
+from .tools import cni, dns, firewall
 
 cli.add_command(network)
 cli.add_command(cni)
 cli.add_command(firewall)
+cli.add_command(dns)
 cli.add_command(demo)
 cli.add_command(compose)
 cli.add_command(doctor)

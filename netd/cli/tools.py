@@ -1,12 +1,13 @@
-"""`netd cni ...` (install the CNI plugin) and `netd firewall show`."""
+"""`netd cni install`, `netd firewall show` and `netd dns lookup`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
-from .base import Ctx
+from .base import Ctx, fail
 
 
 @click.group()
@@ -49,3 +50,27 @@ def firewall_show(obj: Ctx) -> None:
     data = obj.call("GET", "/v1/firewall")
     click.echo(f"# backend: {data['backend']}")
     click.echo(data["ruleset"].rstrip())
+
+
+@click.group()
+def dns() -> None:
+    """Query netd's DNS from the host."""
+
+
+@dns.command("lookup")
+@click.argument("name")
+@click.option("--network", help="only this network's names")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.pass_obj
+def dns_lookup(obj: Ctx, name: str, network: str | None, fmt: str) -> None:
+    """Resolve a container name, alias or hostname; exit 1 if it has no address."""
+    from urllib.parse import urlencode
+
+    query = urlencode({"name": name, **({"network": network} if network else {})})
+    data = obj.call("GET", f"/v1/dns/lookup?{query}")
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo("\n".join(data["addresses"]))
+    if not data["addresses"]:
+        fail(f"Error: {name!r} does not resolve", 1)

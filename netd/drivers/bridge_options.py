@@ -96,6 +96,8 @@ VALIDATORS: dict[str, Callable[[str, str], str]] = {
     "host_ipv4": _address(4),
     "host_ipv6": _address(6),
     "dns_servers": _address_list,
+    "dns": _bool,  # "false" turns the network's DNS server off
+    "dns_forward_internal": _bool,  # internal networks forward to upstreams only if "true"
     "isolate": _bool,
 }
 
