@@ -2,7 +2,7 @@
 
 Topology per test (all namespaces from the sandbox; nothing in the initial namespace):
 
-    out (the "internet", 192.0.2.2 / 2001:db8::2, no route to container subnets)
+    out (the "internet", 192.0.2.2 / 2001:db8::2, routes 10/8 and fd00::/8 back via host)
      │ veth
     host (192.0.2.1 / 2001:db8::1; runs the backend in a driver subprocess)
      ├── nd-a  10.1.0.1/24 fd00:a::1/64   a1 (.2)  a2 (.3)
@@ -246,6 +246,10 @@ def build_lab(box: Sandbox, backend: str, icc: bool = True, **a_opts: str) -> La
     box.wire(host, out, "192.0.2.1/24", "192.0.2.2/24")
     host.run("ip", "addr", "add", "2001:db8::1/64", "dev", "up0", "nodad")
     out.run("ip", "addr", "add", "2001:db8::2/64", "dev", "down0", "nodad")
+    # The outside can route back to container subnets, so only NAT explains seeing the host's
+    # address, and only the firewall explains an internal network not getting out.
+    out.run("ip", "route", "add", "10.0.0.0/8", "via", "192.0.2.1")
+    out.run("ip", "-6", "route", "add", "fd00::/8", "via", "2001:db8::1")
     lab = Lab(box, host, out, Driver(host, backend))
     opts = dict(a_opts)
     if not icc:
@@ -298,6 +302,7 @@ def test_outbound_isolation_internal(box: Sandbox, backend: str) -> None:
     assert not i1.ping("192.0.2.2", timeout=1)
     assert lab.blocked(i1, "10.2.0.2", 7000)
     assert lab.blocked(a1, "10.3.0.3", 7000)
+    assert lab.blocked(lab.out, "10.3.0.2", 7000)
     assert lab.ask(i1, "10.3.0.3", 7000) == "10.3.0.2"
     assert i1.ping("10.3.0.1")
     # Internal containers do not reach the host's other addresses either.
@@ -411,8 +416,7 @@ def test_snat_and_no_masquerade(box: Sandbox, backend: str) -> None:
     lab.serve(lab.out, 7000)
     lab.wait_serving(lab.out, "127.0.0.1", 7000)
     assert lab.ask(s1, "192.0.2.2", 7000) == "192.0.2.100"
-    # Routed, not NATed: with a route back the outside sees the container itself.
-    lab.out.run("ip", "route", "add", "10.5.0.0/24", "via", "192.0.2.1")
+    # Routed, not NATed: the outside (which has a route back) sees the container itself.
     assert lab.ask(r1, "192.0.2.2", 7000) == "10.5.0.2"
 
 
