@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from netns_fixtures import Namespace, Sandbox
 from netns_fixtures.daemon import Daemon
-from test_compose_up import Compose, compose  # noqa: F401 - the fixture
+from test_compose_up import Compose, compose_project
+
+
+@pytest.fixture
+def compose(sandbox: Sandbox, daemon: Daemon, tmp_path: Path) -> Iterator[Compose]:
+    """A compose project bound to the test's daemon (see test_compose_up)."""
+    yield from compose_project(sandbox, daemon, tmp_path)
+
 
 KEYS = """
     services:
@@ -160,7 +168,8 @@ def _snapshot(compose: Compose) -> tuple[object, list[str]]:
             "(netd supports: bridge)",
         ),
         (
-            "services: {web: {networks: [x]}}\nnetworks: {x: {external: true, name: missing-net}}\n",
+            "services: {web: {networks: [x]}}\n"
+            "networks: {x: {external: true, name: missing-net}}\n",
             'networks.x: "missing-net" is an external network that does not exist '
             "(create it first: netd network create)",
         ),

@@ -88,15 +88,20 @@ class Compose:
                 Path(path).unlink(missing_ok=True)
 
 
-@pytest.fixture
-def compose(sandbox: Sandbox, daemon: Daemon, tmp_path: Path) -> Iterator[Compose]:
-    """A compose project bound to the test's daemon; everything it made is removed after."""
+def compose_project(sandbox: Sandbox, daemon: Daemon, tmp_path: Path) -> Iterator[Compose]:
+    """Body of the `compose` fixture (other test modules wrap it in their own fixture)."""
     c = Compose(sandbox, daemon, tmp_path)
     try:
         yield c
     finally:
         c.cleanup()
         assert not c.leftovers()
+
+
+@pytest.fixture
+def compose(sandbox: Sandbox, daemon: Daemon, tmp_path: Path) -> Iterator[Compose]:
+    """A compose project bound to the test's daemon; everything it made is removed after."""
+    yield from compose_project(sandbox, daemon, tmp_path)
 
 
 THREE = """
@@ -160,6 +165,6 @@ def test_up_traffic_dns_idempotent_down(compose: Compose, host: Namespace) -> No
     # down leaves nothing
     compose.run("down", "-v")
     assert not compose.leftovers()
-    status, nets = compose.daemon.request("GET", "/v1/networks")
+    _, nets = compose.daemon.request("GET", "/v1/networks")
     assert [n for n in nets if n["name"].startswith(compose.name)] == []
     assert not [n for n in host.links() if n.startswith(("nd-", "nv"))]
