@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import FirewallError, NotFound
@@ -54,19 +55,30 @@ class NftablesFirewall:
         return out
 
     def _commit(
-        self, new: DesiredState, add: list[ruleset.Elem], delete: list[ruleset.Elem], op: str
+        self,
+        change: Callable[[DesiredState], object],
+        add: list[ruleset.Elem],
+        delete: list[ruleset.Elem],
+        op: str,
+        rebuild: bool = False,
     ) -> None:
-        """Apply an element change; if the tables are not as expected, rebuild them instead."""
-        if not self._state.networks or not new.networks:
-            self._run(ruleset.build_ruleset_from_state(new), op)
-        else:
+        """Apply an element change, then record it with ``change``; rebuild when needed.
+
+        The common path costs O(elements changed): the state is changed in place only after
+        the kernel accepted. The first network, the last one's removal and a failed increment
+        (someone flushed or deleted our tables) rebuild both tables in one batch instead.
+        """
+        if not rebuild and self._state.networks:
             try:
                 self._run(ruleset.build_element_changes(add, delete), op)
             except FirewallError as exc:
-                # Someone flushed or deleted our tables (or an element we knew of): converge
-                # from the full state instead, still in one batch.
                 log.warning("%s; rebuilding netd's nftables tables from state", exc)
-                self._run(ruleset.build_ruleset_from_state(new), op)
+            else:
+                change(self._state)
+                return
+        new = self._state.copy()
+        change(new)
+        self._run(ruleset.build_ruleset_from_state(new), op)
         self._state = new
 
     # --- the Firewall protocol ---------------------------------------------------------------
@@ -77,18 +89,22 @@ class NftablesFirewall:
         op = f'adding firewall rules for network "{network.name}" (bridge {bridge})'
         with self._lock:
             old = self._state.policy(network.id)
-            new = self._state.copy()
-            new.networks[network.id] = (network, policy)
             if old is not None and old != policy:
                 # Options changed: endpoints' elements may change too; rebuild everything.
+                nets = [
+                    (n, p.bridge) for n, p in self._state.networks.values() if n.id != network.id
+                ]
                 new = DesiredState.build(
-                    [(n, p.bridge) for n, p in new.networks.values()],
-                    [ep for ep, _ in new.endpoints.values()],
+                    [*nets, (network, bridge)], [ep for ep, _ in self._state.endpoints.values()]
                 )
                 self._run(ruleset.build_ruleset_from_state(new), op)
                 self._state = new
             else:
-                self._commit(new, ruleset.build_network_elements(policy), [], op)
+
+                def change(state: DesiredState) -> None:
+                    state.networks[network.id] = (network, policy)
+
+                self._commit(change, ruleset.build_network_elements(policy), [], op)
             self._localnet(policy)
 
     def remove_network(self, network: Network, bridge: str) -> None:
@@ -98,14 +114,19 @@ class NftablesFirewall:
             policy = self._state.policy(network.id)
             if policy is None:
                 return
-            new = self._state.copy()
             gone = ruleset.build_network_elements(policy)
-            for ep in new.endpoints_of(network.id):
-                entry = new.drop_endpoint(endpoint_key(ep))
-                if entry is not None:
-                    gone += ruleset.build_endpoint_elements(policy, icc_port(policy, ep), entry[1])
-            del new.networks[network.id]
-            self._commit(new, [], gone, op)
+            eps = self._state.endpoints_of(network.id)
+            for ep in eps:
+                rules = self._state.endpoints[endpoint_key(ep)][1]
+                gone += ruleset.build_endpoint_elements(policy, icc_port(policy, ep), rules)
+
+            def change(state: DesiredState) -> None:
+                for ep in eps:
+                    state.drop_endpoint(endpoint_key(ep))
+                del state.networks[network.id]
+
+            last = list(self._state.networks) == [network.id]
+            self._commit(change, [], gone, op, rebuild=last)
 
     def add_endpoint(self, network: Network, endpoint: Endpoint) -> None:
         """Add the endpoint's DNAT and ICC elements; Conflict names a host port's holder."""
@@ -119,9 +140,7 @@ class NftablesFirewall:
             if old is not None:
                 was = ruleset.build_endpoint_elements(policy, icc_port(policy, old[0]), old[1])
                 delete = [e for e in was if e not in add]
-            new = self._state.copy()
-            new.put_endpoint(endpoint, rules)
-            self._commit(new, add, delete, op)
+            self._commit(lambda state: state.put_endpoint(endpoint, rules), add, delete, op)
 
     def remove_endpoint(self, network: Network, endpoint: Endpoint) -> None:
         """Delete the endpoint's elements; nothing to do if netd does not know it."""
@@ -131,10 +150,8 @@ class NftablesFirewall:
             old = self._state.endpoints.get(endpoint_key(endpoint))
             if policy is None or old is None:
                 return
-            new = self._state.copy()
-            new.drop_endpoint(endpoint_key(endpoint))
             gone = ruleset.build_endpoint_elements(policy, icc_port(policy, old[0]), old[1])
-            self._commit(new, [], gone, op)
+            self._commit(lambda state: state.drop_endpoint(endpoint_key(endpoint)), [], gone, op)
 
     def sync(self, networks: list[tuple[Network, str]], endpoints: list[Endpoint]) -> None:
         """Rebuild both tables from state in one batch (start-up, repair)."""
