@@ -135,16 +135,16 @@ def wait_port(host: Namespace, proto: str = "u") -> None:
     raise RuntimeError("server did not start listening on :53")
 
 
-def measure(name: str, pid: int, client: Namespace, files: dict[str, Path], seconds: int,
+def measure(name: str, pids: list[int], client: Namespace, files: dict[str, Path], seconds: int,
             rows: list[dict[str, Any]]) -> None:  # fmt: skip
     for label, path in files.items():
         # Warm up (fills netd's precomputed answers and every server's cache).
         client.run("dig", "@10.88.0.1", "+short", *QUERIES[label].split()[:1],
                    QUERIES[label].split()[1])  # fmt: skip
         for clients in (1, 10):
-            before = cpu_ticks(pid)
+            before = sum(cpu_ticks(p) for p in pids)
             r = dnsperf(client, path, clients, seconds)
-            ticks = cpu_ticks(pid) - before
+            ticks = sum(cpu_ticks(p) for p in pids) - before
             r["cpu_us"] = ticks / TICK * 1e6 / r["completed"] if r["completed"] else float("nan")
             lat = dnsperf(client, path, clients, 2, verbose=True)
             r.update(p50=lat["p50"], p99=lat["p99"], p999=lat["p999"])
@@ -164,7 +164,9 @@ def stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait()
 
 
-def run(seconds: int, out_path: Path) -> list[dict[str, Any]]:
+def run(
+    seconds: int, out_path: Path, servers: set[str], workers: int
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     tmp = Path(tempfile.mkdtemp(prefix="netd-bench-"))
     tmp.chmod(0o755)
@@ -190,71 +192,13 @@ def run(seconds: int, out_path: Path) -> list[dict[str, Any]]:
         for label, q in QUERIES.items():
             files[label] = tmp / f"{label.replace(' ', '_')}.txt"
             files[label].write_text(q + "\n")
-        upstreams = tmp / "resolv.conf"
-        upstreams.write_text("nameserver 10.90.0.2\n")
-
-        # netd
-        state_file = tmp / "state.json"
-        state_file.write_text(json.dumps(state(0)))
-        proc = host.spawn(PY, "-m", "netd.dns.standalone", str(state_file), "--upstreams-from",
-                          str(upstreams), stdout=subprocess.PIPE, text=True,
-                          cwd=str(ROOT))  # fmt: skip
-        assert proc.stdout is not None
-        worker = json.loads(proc.stdout.readline())["worker_pid"]
-        wait_port(host)
-        measure("netd", worker, client, files, seconds, rows)
-        # Memory per 10,000 records: same worker, before and after a reload with 10k more.
-        time.sleep(0.2)
-        base = rss_kb(worker)
-        state_file.write_text(json.dumps(state(10000)))
-        t0 = time.monotonic()
-        os.kill(proc.pid, signal.SIGHUP)
-        proc.stdout.readline()
-        reload_ms = (time.monotonic() - t0) * 1000
-        for i in (5, 500, 9999):  # touch some names so lookups work on the big table
-            client.run("dig", "@10.88.0.1", "+short", f"x{i}")
-        mem = rss_kb(worker) - base
-        rows.append({"server": "netd", "query": "memory", "rss_kb_10k": mem,
-                     "reload_ms": reload_ms, "rss_kb_base": base})  # fmt: skip
-        print(
-            f"netd worker RSS {base} kB; +{mem} kB per 10,000 records; "
-            f"set_state with 10,000 records {reload_ms:.0f} ms",
-            flush=True,
-        )
-        stop(proc)
-
-        # aardvark-dns
-        if os.access(AARDVARK, os.X_OK):
-            conf = tmp / "aardvark"
-            conf.mkdir()
-            (conf / "bench").write_text(
-                "10.88.0.1 10.90.0.2\n"
-                + "b" * 64 + " 10.88.0.2  bench\n"
-                + "w" * 64 + " 10.88.0.3  web\n"
-            )  # fmt: skip
-            proc = host.spawn(AARDVARK, "--config", str(conf), "-p", "53", "run",
-                              stderr=subprocess.DEVNULL)  # fmt: skip
-            wait_port(host)
-            daemon = server_pid(host, "aardvark-dns")
-            measure("aardvark", daemon, client, files, seconds, rows)
-            stop(proc)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(daemon, signal.SIGTERM)  # it daemonized out of our process group
-            for _ in range(100):
-                if not Path(f"/proc/{daemon}").exists():
-                    break
-                time.sleep(0.05)
-
-        # dnsmasq
-        if shutil.which("dnsmasq"):
-            proc = host.spawn("dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts",
-                              "--listen-address=10.88.0.1", "--bind-interfaces",
-                              "--server=10.90.0.2", "--host-record=web,10.88.0.3",
-                              "--host-record=bench,10.88.0.2", "--cache-size=10000",
-                              "--user=root", "--pid-file=", stderr=subprocess.DEVNULL)  # fmt: skip
-            wait_port(host)
-            measure("dnsmasq", server_pid(host, "dnsmasq"), client, files, seconds, rows)
-            stop(proc)
+        (tmp / "resolv.conf").write_text("nameserver 10.90.0.2\n")
+        if "netd" in servers:
+            run_netd(host, client, files, tmp, seconds, rows, workers)
+        if "aardvark" in servers and os.access(AARDVARK, os.X_OK):
+            run_aardvark(host, client, files, tmp, seconds, rows)
+        if "dnsmasq" in servers and shutil.which("dnsmasq"):
+            run_dnsmasq(host, client, files, seconds, rows)
     finally:
         box.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -263,6 +207,74 @@ def run(seconds: int, out_path: Path) -> list[dict[str, Any]]:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(table)
     return rows
+
+
+def run_netd(host: Namespace, client: Namespace, files: dict[str, Path], tmp: Path,
+             seconds: int, rows: list[dict[str, Any]], workers: int) -> None:  # fmt: skip
+    upstreams = tmp / "resolv.conf"
+    state_file = tmp / "state.json"
+    state_file.write_text(json.dumps(state(0)))
+    proc = host.spawn(PY, "-m", "netd.dns.standalone", str(state_file), "--upstreams-from",
+                      str(upstreams), "--workers", str(workers), stdout=subprocess.PIPE,
+                      text=True, cwd=str(ROOT))  # fmt: skip
+    assert proc.stdout is not None
+    pids = json.loads(proc.stdout.readline())["worker_pids"]
+    wait_port(host)
+    measure("netd", pids, client, files, seconds, rows)
+    # Memory per 10,000 records: same workers, before and after a reload with 10k more.
+    time.sleep(0.2)
+    base = sum(rss_kb(p) for p in pids)
+    state_file.write_text(json.dumps(state(10000)))
+    t0 = time.monotonic()
+    os.kill(proc.pid, signal.SIGHUP)
+    proc.stdout.readline()
+    reload_ms = (time.monotonic() - t0) * 1000
+    for i in (5, 500, 9999):  # touch some names so lookups work on the big table
+        client.run("dig", "@10.88.0.1", "+short", f"x{i}")
+    mem = sum(rss_kb(p) for p in pids) - base
+    rows.append({"server": "netd", "query": "memory", "rss_kb_10k": mem,
+                 "reload_ms": reload_ms, "rss_kb_base": base, "workers": len(pids)})  # fmt: skip
+    print(
+        f"netd {len(pids)} worker(s) RSS {base} kB; +{mem} kB per 10,000 records; "
+        f"set_state with 10,000 records {reload_ms:.0f} ms",
+        flush=True,
+    )
+    stop(proc)
+
+
+def run_aardvark(host: Namespace, client: Namespace, files: dict[str, Path], tmp: Path,
+                 seconds: int, rows: list[dict[str, Any]]) -> None:  # fmt: skip
+    conf = tmp / "aardvark"
+    conf.mkdir()
+    (conf / "bench").write_text(
+        "10.88.0.1 10.90.0.2\n"
+        + "b" * 64 + " 10.88.0.2  bench\n"
+        + "w" * 64 + " 10.88.0.3  web\n"
+    )  # fmt: skip
+    proc = host.spawn(AARDVARK, "--config", str(conf), "-p", "53", "run",
+                      stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_port(host)
+    daemon = server_pid(host, "aardvark-dns")
+    measure("aardvark", [daemon], client, files, seconds, rows)
+    stop(proc)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(daemon, signal.SIGTERM)  # it daemonized out of our process group
+    for _ in range(100):
+        if not Path(f"/proc/{daemon}").exists():
+            break
+        time.sleep(0.05)
+
+
+def run_dnsmasq(host: Namespace, client: Namespace, files: dict[str, Path], seconds: int,
+                rows: list[dict[str, Any]]) -> None:  # fmt: skip
+    proc = host.spawn("dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts",
+                      "--listen-address=10.88.0.1", "--bind-interfaces",
+                      "--server=10.90.0.2", "--host-record=web,10.88.0.3",
+                      "--host-record=bench,10.88.0.2", "--cache-size=10000",
+                      "--user=root", "--pid-file=", stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_port(host)
+    measure("dnsmasq", [server_pid(host, "dnsmasq")], client, files, seconds, rows)
+    stop(proc)
 
 
 def render(rows: list[dict[str, Any]]) -> str:
@@ -292,8 +304,12 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "dns.md")
+    p.add_argument("--servers", default="netd,aardvark,dnsmasq",
+                   help="comma-separated subset of netd,aardvark,dnsmasq")  # fmt: skip
+    p.add_argument("--workers", type=int, default=0,
+                   help="netd DNS worker processes (0: the manager's default)")  # fmt: skip
     args = p.parse_args()
-    run(args.seconds, args.out)
+    run(args.seconds, args.out, set(args.servers.split(",")), args.workers)
 
 
 if __name__ == "__main__":

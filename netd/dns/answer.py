@@ -32,6 +32,20 @@ MAX_HOT = 50000
 _FORWARD = object()
 
 
+class _State:
+    """The record tables and the answers precomputed from them, swapped as one object.
+
+    Serving threads read ``Answerer._state`` once per query, so an answer built from old
+    tables can only land in the old state's ``hot`` dict, never in the new one.
+    """
+
+    __slots__ = ("hot", "tables")
+
+    def __init__(self, tables: Tables) -> None:
+        self.tables = tables
+        self.hot: dict[tuple[int, bytes], object] = {}
+
+
 class _Local:
     """A precomputed local answer: four headers (RD x EDNS) and the rotated bodies."""
 
@@ -76,8 +90,7 @@ class Answerer:
     def __init__(self, domain: str = "dns.netd", ttl: int = 5) -> None:
         self.domain = domain.strip(".").lower()
         self.ttl = ttl
-        self.tables = Tables({}, self.domain)
-        self.hot: dict[tuple[int, bytes], object] = {}
+        self._state = _State(Tables({}, self.domain))
         self.cache = Cache()
         d = wire.encode_name(self.domain)
         soa_rdata = (
@@ -87,40 +100,51 @@ class Answerer:
         )
         self._soa = wire.rr(d, wire.SOA, ttl, soa_rdata)
 
+    @property
+    def tables(self) -> Tables:
+        """The record tables being served."""
+        return self._state.tables
+
     def set_tables(self, tables: Tables) -> None:
-        """Atomically replace the records (one assignment each; the loop is single-threaded)."""
-        self.hot = {}
-        self.tables = tables
+        """Atomically replace the records and drop the answers built from the old ones.
+
+        One attribute assignment: safe against the serving threads (see :class:`_State`).
+        """
+        self._state = _State(tables)
 
     # --- hot path -------------------------------------------------------------------------
 
     def handle(
-        self, data: bytes, src: str, *, tcp: bool = False, client: Client | None = None
+        self, data: bytes, src: str, *, tcp: bool = False, host: bool = False
     ) -> bytes | Forward | None:
-        """Response bytes, a Forward request, or None (drop) for one received message."""
-        if client is None:
-            client = self.tables.clients.get(src)
+        """Response bytes, a Forward request, or None (drop) for one received message.
+
+        ``src`` is the sender's address; ``host`` means it arrived on the host listener,
+        which sees every network. Safe to call from several threads.
+        """
+        st = self._state
+        client = st.tables.host_client if host else st.tables.clients.get(src)
         counts = data[4:12]
         # counts is 8 bytes only if the header is complete, so data[2] is safe after it.
         if client is None or (counts != _PLAIN and counts != _EDNS) or data[2] & 0xF8:
-            return self._slow(data, client, tcp)
+            return self._slow(st, data, client, tcp)
         qend = data.find(0, 12) + 5
         if qend < 17 or qend > len(data):
-            return self._slow(data, client, tcp)
+            return self._slow(st, data, client, tcp)
         edns = counts == _EDNS
         limit = 65535 if tcp else 512
         if edns:
             if data[qend : qend + 3] != _OPT_HEAD or len(data) < qend + 11 or data[qend + 6]:
-                return self._slow(data, client, tcp)
+                return self._slow(st, data, client, tcp)
             if not tcp:
                 limit = max(512, min((data[qend + 3] << 8) | data[qend + 4], MAX_UDP))
         qkey = data[12:qend].lower()
-        entry = self.hot.get((client.scope, qkey))
+        entry = st.hot.get((client.scope, qkey))
         if entry is None:
-            return self._slow(data, client, tcp)
+            return self._slow(st, data, client, tcp)
         if entry is _FORWARD:
             if not client.forward:
-                return self._slow(data, client, tcp)
+                return self._slow(st, data, client, tcp)
             return self._from_cache(data, qend, qkey, client, edns, limit)
         assert isinstance(entry, _Local)
         bodies = entry.bodies
@@ -170,7 +194,9 @@ class Answerer:
 
     # --- slow path ------------------------------------------------------------------------
 
-    def _slow(self, data: bytes, client: Client | None, tcp: bool) -> bytes | Forward | None:
+    def _slow(
+        self, st: _State, data: bytes, client: Client | None, tcp: bool
+    ) -> bytes | Forward | None:
         if len(data) < 12 or data[2] & 0x80:
             return None  # not a query: never answer responses (no reflection loops)
         opcode = (data[2] >> 3) & 0xF
@@ -195,10 +221,10 @@ class Answerer:
             return self._simple(data, qend, rd, wire.REFUSED, edns)
         limit = 65535 if tcp else max(512, min(size, MAX_UDP)) if edns else 512
         qkey = question.lower()
-        entry = self._build(qkey, qend, client)
-        if len(self.hot) >= MAX_HOT:
-            self.hot.clear()  # bounded: random names cannot grow memory without limit
-        self.hot[(client.scope, qkey)] = entry
+        entry = self._build(st.tables, qkey, client)
+        if len(st.hot) >= MAX_HOT:
+            st.hot.clear()  # bounded: random names cannot grow memory without limit
+        st.hot[(client.scope, qkey)] = entry
         if entry is _FORWARD:
             if not client.forward:
                 return self._simple(data, qend, rd, wire.REFUSED, edns)
@@ -265,14 +291,13 @@ class Answerer:
 
     # --- building local answers -----------------------------------------------------------
 
-    def _build(self, qkey: bytes, qend: int, client: Client) -> object:
+    def _build(self, t: Tables, qkey: bytes, client: Client) -> object:
         """The hot-table entry for a question in a scope: a _Local answer or _FORWARD."""
         labels = wire.name_labels(qkey)
         name = wire.labels_to_text(labels)
         qtype = struct.unpack_from("!H", qkey, len(qkey) - 4)[0]
         if name is None:
             return _FORWARD
-        t = self.tables
         scope = client.scope
         d = self.domain
         in_domain = name == d or name.endswith("." + d)
@@ -304,15 +329,14 @@ class Answerer:
                 )
             return self._negative(wire.NOERROR, ra)
         if t.exists(scope, name):
-            return self._records(name, qtype, scope, ra)
+            return self._records(t, name, qtype, scope, ra)
         if in_domain or ("." not in name and name):
             # Single-label names never leave the host (dnsmasq's domain-needed): they are
             # container names or typos, and upstreams cannot know them.
             return self._negative(wire.NXDOMAIN, ra)
         return _FORWARD
 
-    def _records(self, name: str, qtype: int, scope: int, ra: bool) -> _Local:
-        t = self.tables
+    def _records(self, t: Tables, name: str, qtype: int, scope: int, ra: bool) -> _Local:
         ttl = self.ttl
         if qtype in (wire.A, wire.AAAA, wire.ANY):
             v4 = t.addresses(scope, name, 4) if qtype != wire.AAAA else []

@@ -3,11 +3,14 @@
 Positive answers live for their smallest answer TTL, negative ones (NXDOMAIN, NODATA) for the
 SOA minimum (RFC 2308 §5); SERVFAIL, truncated and SOA-less negative answers are not cached.
 An entry remembers where its TTL fields are, so a hit rewrites only those bytes, and at most
-once per second. It does not decide whether to forward, nor talk to upstreams.
+once per second. Safe to read from several threads while one thread writes (dict operations
+are atomic under the GIL; the few check-then-act steps tolerate a concurrent removal). It does
+not decide whether to forward, nor talk to upstreams.
 """
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Hashable
 
@@ -45,7 +48,7 @@ class Cache:
         if e is None:
             return None
         if now >= e.expires:
-            del self._d[key]
+            self._d.pop(key, None)  # pop: another serving thread may have removed it
             return None
         age = int(now - e.stored)
         if age != e.rendered_at:
@@ -75,7 +78,9 @@ class Cache:
             return
         if key not in self._d and len(self._d) >= self.max_entries:
             # Oldest insertion first: cheap, and a flood of unique names cannot grow memory.
-            self._d.pop(next(iter(self._d)))
+            # A serving thread may drop an expired entry meanwhile: then there is room anyway.
+            with contextlib.suppress(RuntimeError, KeyError, StopIteration):
+                self._d.pop(next(iter(self._d)))
         self._d[key] = _Entry(msg, walk.ttl_offsets, now, now + ttl)
 
     def clear(self) -> None:

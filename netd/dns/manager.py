@@ -6,10 +6,12 @@ not have), passes the sockets to the unprivileged worker process (:mod:`netd.dns
 a socketpair with SCM_RIGHTS, and pushes the networks' record documents
 (:func:`~netd.dns.records.build_network_doc`), only those that changed. Each push is applied
 atomically by the worker and acknowledged, so when :meth:`DnsManager.set_state` returns the
-worker answers from the new records. If the worker dies, a supervisor thread starts a new one
-and re-sends sockets and records; the daemon keeps its copies of the sockets, so queries that
-arrive meanwhile wait in the socket buffers. It does not answer queries itself, except
-:meth:`DnsManager.lookup` for the CLI.
+worker answers from the new records. With ``workers`` > 1 there are that many worker processes,
+each with its own SO_REUSEPORT UDP socket per address (the kernel spreads clients over them by
+source address and port); TCP listeners go to the first worker. If a worker dies, a supervisor
+thread starts a new one and re-sends its sockets and the records; the daemon keeps its copies
+of the sockets, so queries that arrive meanwhile wait in the socket buffers. It does not
+answer queries itself, except :meth:`DnsManager.lookup` for the CLI.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import select
 import socket
 import subprocess
@@ -36,6 +39,30 @@ IP_FREEBIND = 15  # linux/in.h: bind before the address is configured (bridge se
 ACK_TIMEOUT = 5.0
 RESTART_WINDOW = 10.0
 RESTART_BURST = 5
+MAX_DEFAULT_WORKERS = 1
+
+
+class _Sock:
+    """A socket the daemon holds for a worker: which worker serves it, and in which view."""
+
+    __slots__ = ("host", "owner", "sock")
+
+    def __init__(self, sock: socket.socket, host: bool, owner: int) -> None:
+        self.sock = sock
+        self.host = host  # the host listener: sees every network
+        self.owner = owner  # index of the worker that serves it
+
+
+class _Worker:
+    """One worker process and its control socket."""
+
+    __slots__ = ("ctrl", "index", "proc", "restarts")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ctrl: socket.socket | None = None
+        self.restarts: list[float] = []
 
 
 def _parse_listen(text: str) -> tuple[str, int]:
@@ -49,8 +76,16 @@ def _parse_listen(text: str) -> tuple[str, int]:
         raise ConfigError(f"invalid DNS host_listen {text!r}: expected ADDRESS:PORT") from exc
 
 
-def bind_dns_socket(addr: str, port: int, kind: int) -> socket.socket:
-    """A UDP socket bound to, or a TCP socket listening on, ``addr``:``port``."""
+def default_workers() -> int:
+    """Worker processes by default: one per CPU up to :data:`MAX_DEFAULT_WORKERS`."""
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
+
+
+def bind_dns_socket(addr: str, port: int, kind: int, reuseport: bool = False) -> socket.socket:
+    """A UDP socket bound to, or a TCP socket listening on, ``addr``:``port``.
+
+    ``reuseport``: one of several UDP sockets on the same address (one per worker).
+    """
     fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
     sock = socket.socket(fam, kind)
     try:
@@ -61,6 +96,8 @@ def bind_dns_socket(addr: str, port: int, kind: int) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            if reuseport:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((addr, port))
         if kind == socket.SOCK_STREAM:
             sock.listen(128)
@@ -72,7 +109,7 @@ def bind_dns_socket(addr: str, port: int, kind: int) -> socket.socket:
 
 
 class DnsManager:
-    """Runs the unprivileged DNS worker and keeps its sockets and records current."""
+    """Runs the unprivileged DNS worker(s) and keeps their sockets and records current."""
 
     def __init__(
         self,
@@ -83,7 +120,10 @@ class DnsManager:
         upstreams_from: str = "/etc/resolv.conf",
         host_listen: str | None = None,
         port: int = 53,
+        workers: int | None = None,
     ) -> None:
+        if workers is not None and not 1 <= workers <= 64:
+            raise ConfigError(f"invalid DNS workers {workers!r}: expected 1 to 64")
         self.domain = domain.strip(".").lower()
         self.ttl = ttl
         self.user = user or "nobody"
@@ -92,97 +132,119 @@ class DnsManager:
         self.port = port
         self._lock = threading.RLock()
         self._docs: dict[str, NetworkDoc] = {}
-        self._socks: dict[str, tuple[socket.socket, bool]] = {}  # key -> (socket, host view)
+        self._socks: dict[str, _Sock] = {}
         self._tables = Tables({}, self.domain)
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._ctrl: socket.socket | None = None
+        self._workers = [_Worker(i) for i in range(workers or default_workers())]
         self._seq = 0
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
-        self._restarts: list[float] = []
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Bind the host listener (if configured) and spawn the worker."""
+        """Bind the host listener (if configured) and spawn the workers."""
         with self._lock:
             self._stopping.clear()
             if self.host_listen:
                 addr, port = self.host_listen
-                for kind, name in ((socket.SOCK_DGRAM, "udp"), (socket.SOCK_STREAM, "tcp")):
-                    key = f"host-{name}:{addr}:{port}"
+                for key, (a, tcp, owner) in self._socket_keys(addr, port, "host-").items():
                     if key not in self._socks:
-                        self._socks[key] = (bind_dns_socket(addr, port, kind), True)
-            self._spawn()
+                        self._socks[key] = _Sock(self._bind(a, port, tcp), True, owner)
+            for w in self._workers:
+                self._spawn(w)
             self._supervisor = threading.Thread(
                 target=self._supervise, name="netd-dns-supervisor", daemon=True
             )
             self._supervisor.start()
 
     def stop(self) -> None:
-        """Stop the worker and close every socket."""
+        """Stop the workers and close every socket."""
         self._stopping.set()
         with self._lock:
-            self._kill_worker()
-            for sock, _host in self._socks.values():
-                sock.close()
+            for w in self._workers:
+                self._kill_worker(w)
+            for s in self._socks.values():
+                s.sock.close()
             self._socks.clear()
         if self._supervisor is not None:
             self._supervisor.join(timeout=5)
             self._supervisor = None
 
     def worker_pid(self) -> int | None:
-        """PID of the running worker, if any."""
-        proc = self._proc
-        return proc.pid if proc is not None and proc.poll() is None else None
+        """PID of the first worker, if running."""
+        return self.worker_pids()[0]
+
+    def worker_pids(self) -> list[int | None]:
+        """PIDs of the workers (None for one not running), in worker order."""
+        return [
+            w.proc.pid if w.proc is not None and w.proc.poll() is None else None
+            for w in self._workers
+        ]
 
     # --- state ----------------------------------------------------------------------------
 
+    def _socket_keys(
+        self, addr: str, port: int, prefix: str = ""
+    ) -> dict[str, tuple[str, bool, int]]:
+        """Socket key -> (address, TCP?, owning worker) for one listening address."""
+        n = len(self._workers)
+        keys = {f"{prefix}tcp:{addr}:{port}": (addr, True, 0)}
+        if n == 1:
+            keys[f"{prefix}udp:{addr}:{port}"] = (addr, False, 0)
+        else:
+            for i in range(n):
+                keys[f"{prefix}udp:{addr}:{port}#{i}"] = (addr, False, i)
+        return keys
+
+    def _bind(self, addr: str, port: int, tcp: bool) -> socket.socket:
+        stype = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
+        return bind_dns_socket(addr, port, stype, reuseport=len(self._workers) > 1)
+
     def set_state(self, networks: list[tuple[Network, list[Endpoint]]]) -> None:
-        """Make the worker serve exactly these networks (only changes are sent)."""
+        """Make the workers serve exactly these networks (only changes are sent)."""
         docs = {net.id: build_network_doc(net, eps) for net, eps in networks if net.dns_enabled}
-        wanted: dict[str, tuple[str, int]] = {}
+        wanted: dict[str, tuple[str, bool, int]] = {}
         for net, _eps in networks:
             if not net.dns_enabled:
                 continue
             for sub in net.subnets:
                 if sub.gateway is not None:
-                    for kind in ("udp", "tcp"):
-                        wanted[f"{kind}:{sub.gateway}:{self.port}"] = (
-                            str(sub.gateway),
-                            kind == "tcp",
-                        )
+                    wanted.update(self._socket_keys(str(sub.gateway), self.port))
         with self._lock:
             changed = {nid: d for nid, d in docs.items() if self._docs.get(nid) != d}
             removed = [nid for nid in self._docs if nid not in docs]
-            gone = [k for k, (_s, host) in self._socks.items() if not host and k not in wanted]
-            new: dict[str, tuple[socket.socket, bool]] = {}
-            for key, (addr, tcp) in wanted.items():
+            gone = [k for k, s in self._socks.items() if not s.host and k not in wanted]
+            new: dict[str, _Sock] = {}
+            for key, (addr, tcp, owner) in wanted.items():
                 if key in self._socks:
                     continue
-                stype = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
                 try:
-                    new[key] = (bind_dns_socket(addr, self.port, stype), False)
+                    new[key] = _Sock(self._bind(addr, self.port, tcp), False, owner)
                 except KernelError as exc:
                     # Other networks keep working; the next set_state retries this one.
                     log.error("%s", exc)
             reuse = {n: t for n, t in self._tables.nets.items() if n not in changed}
             self._tables = Tables(docs, self.domain, reuse)
             self._docs = docs
-            try:
-                if changed or removed:
-                    self._request({"op": "records", "set": changed, "del": removed})
-                if gone:
-                    self._request({"op": "sockets", "add": [], "del": gone})
-            except Unavailable as exc:
-                log.warning("DNS worker not reachable (%s); it gets the state on restart", exc)
+            for w in self._workers:
+                mine = [k for k in gone if self._socks[k].owner == w.index]
+                try:
+                    if changed or removed:
+                        self._request(w, {"op": "records", "set": changed, "del": removed})
+                    if mine:
+                        self._request(w, {"op": "sockets", "add": [], "del": mine})
+                except Unavailable as exc:
+                    log.warning("DNS worker not reachable (%s); it gets the state on restart", exc)
             for key in gone:
-                self._socks.pop(key)[0].close()
+                self._socks.pop(key).sock.close()
             self._socks.update(new)
-            try:
-                self._send_sockets(list(new))
-            except Unavailable as exc:
-                log.warning("DNS worker not reachable (%s); it gets the sockets on restart", exc)
+            for w in self._workers:
+                try:
+                    self._send_sockets(w, [k for k, s in new.items() if s.owner == w.index])
+                except Unavailable as exc:
+                    log.warning(
+                        "DNS worker not reachable (%s); it gets the sockets on restart", exc
+                    )
 
     def lookup(self, name: str, network: str | None = None) -> list[str]:
         """Addresses (A then AAAA) of ``name`` as the host sees them, or in one network."""
@@ -195,13 +257,15 @@ class DnsManager:
         return tables.addresses(scope, key, 4) + tables.addresses(scope, key, 6)
 
     def stats(self) -> dict[str, Any]:
-        """The worker's own figures (memory, counts)."""
+        """The first worker's own figures (memory, counts), and the number of workers."""
         with self._lock:
-            return self._request({"op": "stats"})
+            reply = self._request(self._workers[0], {"op": "stats"})
+        reply["workers"] = len(self._workers)
+        return reply
 
-    # --- worker ---------------------------------------------------------------------------
+    # --- workers --------------------------------------------------------------------------
 
-    def _spawn(self) -> None:
+    def _spawn(self, w: _Worker) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             cmd = [
@@ -212,24 +276,26 @@ class DnsManager:
                 "--ttl", str(self.ttl),
                 "--upstreams-from", self.upstreams_from,
             ]  # fmt: skip
-            self._proc = subprocess.Popen(cmd, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL)
+            w.proc = subprocess.Popen(cmd, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL)
         finally:
             child.close()
-        self._ctrl = parent
-        self._request({"op": "records", "set": self._docs, "del": []})
-        self._send_sockets(list(self._socks))
+        w.ctrl = parent
+        self._request(w, {"op": "records", "set": self._docs, "del": []})
+        self._send_sockets(w, [k for k, s in self._socks.items() if s.owner == w.index])
 
-    def _send_sockets(self, keys: list[str]) -> None:
+    def _send_sockets(self, w: _Worker, keys: list[str]) -> None:
         for i in range(0, len(keys), MAX_FDS):
             batch = keys[i : i + MAX_FDS]
-            add = [{"key": k, "host": self._socks[k][1]} for k in batch]
-            fds = [self._socks[k][0].fileno() for k in batch]
-            self._request({"op": "sockets", "add": add, "del": []}, fds)
+            add = [{"key": k, "host": self._socks[k].host} for k in batch]
+            fds = [self._socks[k].sock.fileno() for k in batch]
+            self._request(w, {"op": "sockets", "add": add, "del": []}, fds)
 
-    def _request(self, msg: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
-        ctrl = self._ctrl
+    def _request(
+        self, w: _Worker, msg: dict[str, Any], fds: list[int] | None = None
+    ) -> dict[str, Any]:
+        ctrl = w.ctrl
         if ctrl is None:
-            raise Unavailable("DNS worker is not running")
+            raise Unavailable(f"DNS worker {w.index} is not running")
         self._seq += 1
         msg["seq"] = self._seq
         try:
@@ -239,18 +305,18 @@ class DnsManager:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0 or not select.select([ctrl], [], [], left)[0]:
-                    raise Unavailable(f"DNS worker did not acknowledge {msg['op']!r}")
+                    raise Unavailable(f"DNS worker {w.index} did not acknowledge {msg['op']!r}")
                 got = receiver.read()
                 if got is not None and got[0].get("ack") == self._seq:
                     return got[0]
         except (OSError, ChannelClosed) as exc:
-            raise Unavailable(f"sending {msg['op']!r} to the DNS worker: {exc}") from exc
+            raise Unavailable(f"sending {msg['op']!r} to DNS worker {w.index}: {exc}") from exc
 
-    def _kill_worker(self) -> None:
-        proc, self._proc = self._proc, None
-        if self._ctrl is not None:
-            self._ctrl.close()
-            self._ctrl = None
+    def _kill_worker(self, w: _Worker) -> None:
+        proc, w.proc = w.proc, None
+        if w.ctrl is not None:
+            w.ctrl.close()
+            w.ctrl = None
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
@@ -260,34 +326,33 @@ class DnsManager:
                 proc.wait()
 
     def _supervise(self) -> None:
-        while not self._stopping.is_set():
-            proc = self._proc
-            if proc is None:
-                if self._stopping.wait(0.05):
-                    return
-                continue
-            while proc.poll() is None:
-                if self._stopping.wait(0.02):
-                    return
-            with self._lock:
-                if self._stopping.is_set() or proc is not self._proc:
+        while not self._stopping.wait(0.02):
+            for w in self._workers:
+                proc = w.proc
+                if proc is None or proc.poll() is None:
                     continue
-                log.error("DNS worker %d exited with %s; restarting", proc.pid, proc.returncode)
-                now = time.monotonic()
-                self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW]
-                if len(self._restarts) >= RESTART_BURST:
-                    time.sleep(1.0)  # crash loop: do not spin
-                self._restarts.append(now)
-                if self._ctrl is not None:
-                    self._ctrl.close()
-                    self._ctrl = None
-                try:
-                    self._spawn()
-                except (OSError, Unavailable) as exc:
-                    log.error("restarting the DNS worker: %s", exc)
-                    with contextlib.suppress(OSError):
-                        if self._proc is not None:
-                            self._proc.kill()
+                with self._lock:
+                    if self._stopping.is_set() or proc is not w.proc:
+                        continue
+                    self._restart(w, proc)
+
+    def _restart(self, w: _Worker, proc: subprocess.Popen[bytes]) -> None:
+        log.error("DNS worker %d exited with %s; restarting", proc.pid, proc.returncode)
+        now = time.monotonic()
+        w.restarts = [t for t in w.restarts if now - t < RESTART_WINDOW]
+        if len(w.restarts) >= RESTART_BURST:
+            time.sleep(1.0)  # crash loop: do not spin
+        w.restarts.append(now)
+        if w.ctrl is not None:
+            w.ctrl.close()
+            w.ctrl = None
+        try:
+            self._spawn(w)
+        except (OSError, Unavailable) as exc:
+            log.error("restarting DNS worker %d: %s", w.index, exc)
+            with contextlib.suppress(OSError):
+                if w.proc is not None:
+                    w.proc.kill()
 
 
 def worker_capabilities(pid: int) -> dict[str, str]:

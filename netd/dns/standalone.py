@@ -3,7 +3,8 @@
 ``python -m netd.dns.standalone STATE.json [--host-listen 127.0.0.1:5353] ...`` serves the
 networks and endpoints in STATE.json (a list of ``{"network": ..., "endpoints": [...]}`` in the
 store's JSON form, :func:`netd.model.to_json`), re-reads it on SIGHUP, and prints one JSON line
-``{"worker_pid": N, "generation": G}`` to stdout after each (re)load and each worker restart.
+``{"worker_pid": N, "worker_pids": [N, ...], "generation": G}`` to stdout after each (re)load
+and each worker restart.
 It is the harness for the DNS benchmark and integration tests and a debugging aid; it must run
 inside the namespace whose gateways it serves. It adds no behaviour of its own.
 """
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--user", default=None)
     p.add_argument("--upstreams-from", default="/etc/resolv.conf")
     p.add_argument("--host-listen", default=None)
+    p.add_argument("--workers", type=int, default=0, help="worker processes (0: default)")
     args = p.parse_args(argv)
     mgr = DnsManager(
         domain=args.domain,
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         user=args.user,
         upstreams_from=args.upstreams_from,
         host_listen=args.host_listen,
+        workers=args.workers or None,
     )
     stop = threading.Event()
     reload = threading.Event()
@@ -56,18 +59,19 @@ def main(argv: list[str] | None = None) -> None:
     mgr.start()
     generation = 0
     mgr.set_state(load_state(args.state))
-    last_pid = None
+    last_pids: list[int | None] | None = None
     try:
         while not stop.is_set():
             if reload.is_set():
                 reload.clear()
                 mgr.set_state(load_state(args.state))
                 generation += 1
-                last_pid = None
-            pid = mgr.worker_pid()
-            if pid is not None and pid != last_pid:
-                last_pid = pid
-                print(json.dumps({"worker_pid": pid, "generation": generation}), flush=True)
+                last_pids = None
+            pids = mgr.worker_pids()
+            if pids and None not in pids and pids != last_pids:
+                last_pids = pids
+                line = {"worker_pid": pids[0], "worker_pids": pids, "generation": generation}
+                print(json.dumps(line), flush=True)
             stop.wait(0.02)
     finally:
         mgr.stop()

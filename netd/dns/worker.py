@@ -28,6 +28,7 @@ from .answer import Answerer
 from .control import ChannelClosed, Receiver, send_message
 from .forward import Forwarder
 from .records import Tables
+from .seccomp import install_filter
 from .server import Server
 from .upstreams import HostUpstreams
 
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     ctrl = socket.socket(fileno=args.control_fd)
     drop_privileges(args.user)
+    install_filter()  # allow-list of system calls, after the privilege drop (seccomp.py)
     logging.basicConfig(level=logging.WARNING, format="netd-dns[%(process)d]: %(message)s")
     asyncio.run(serve(ctrl, args.domain, args.ttl, args.upstreams_from))
 
