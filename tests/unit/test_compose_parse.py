@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - exact error messages and YAML snippets are clearer unwrapped
 """Parsing compose files: merge, include, extends, interpolation, project names, exact errors."""
 
 from __future__ import annotations
