@@ -39,7 +39,7 @@ def launcher_text(python: str | None = None, root: Path | None = None) -> str:
     return (
         f"#!{python} -IS\n"
         f"import sys; sys.path.insert(0, {str(root)!r}); "
-        "from netd.cni.plugin import main; main()\n"
+        "from netd.cni.fast import main; main()\n"
     )
 
 

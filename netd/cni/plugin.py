@@ -105,6 +105,56 @@ def _answer_error(status: int, body: Any) -> spec.CniError:
     return spec.CniError(code, f"netd daemon answered HTTP {status}: {message or body!r}")
 
 
+def unreachable_error(command: str, path: str, exc: OSError, timeout: float) -> spec.CniError:
+    """The error for a daemon that cannot be reached or did not answer in time."""
+    # Unavailable for STATUS (code 50); "try again later" for everything else (code 11).
+    down = spec.PLUGIN_NOT_AVAILABLE if command == "STATUS" else spec.TRY_AGAIN_LATER
+    if isinstance(exc, TimeoutError):
+        return spec.CniError(
+            down, f"netd daemon at {path} did not answer CNI {command} within {timeout:g} s"
+        )
+    return spec.CniError(
+        down,
+        f"netd daemon not reachable at {path}: {exc}; "
+        "start it with `netd daemon` (or systemctl start netd)",
+    )
+
+
+def _print_error(err: spec.CniError, config: bytes, out: IO[bytes]) -> int:
+    try:
+        parsed: Any = json.loads(config)
+    except ValueError:
+        parsed = {}
+    out.write(json.dumps(err.to_result(spec.reply_version(parsed))).encode() + b"\n")
+    return 1
+
+
+def report_unreachable(command: str, config: bytes, path: str, exc: OSError, out: IO[bytes]) -> int:
+    """Fast path's rare case: print the unreachable-daemon error; the exit code."""
+    from .fast import TIMEOUT
+
+    return _print_error(unreachable_error(command, path, exc, TIMEOUT), config, out)
+
+
+def report_answer(
+    command: str, config: bytes, answer: tuple[int, bytes] | None, out: IO[bytes]
+) -> int:
+    """Fast path's rare case: an answer that is not 200/422 (or not plain HTTP); exit code."""
+    try:
+        read_config(config, command)  # the daemon refused stdin that is not JSON: code 6
+    except spec.CniError as decode_error:
+        return _print_error(decode_error, config, out)
+    if answer is None:
+        not_http = spec.CniError(spec.INTERNAL, f"CNI {command}: the daemon's answer is not HTTP")
+        return _print_error(not_http, config, out)
+    status, body = answer
+    try:
+        parsed: Any = json.loads(body) if body.strip() else None
+    except ValueError:
+        parsed = body[:200].decode("utf-8", "replace")
+    return _print_error(_answer_error(status, parsed), config, out)
+
+
 def forward(command: str, config: dict[str, Any], env: Mapping[str, str], timeout: float) -> Any:
     """POST the call to the daemon; the result (None for verbs without output) or CniError."""
     # Imported here so that VERSION, which Podman asks of every plugin, does not pay for it.
@@ -120,21 +170,10 @@ def forward(command: str, config: dict[str, Any], env: Mapping[str, str], timeou
         "path": env.get("CNI_PATH", ""),
         "config": config,
     }
-    # A daemon that cannot be reached makes the plugin unavailable for STATUS (code 50) and
-    # means "try again later" for everything else (code 11).
-    down = spec.PLUGIN_NOT_AVAILABLE if command == "STATUS" else spec.TRY_AGAIN_LATER
     try:
         status, body = request_json(path, "POST", "/v1/cni", call, timeout=timeout)
-    except TimeoutError as exc:
-        raise spec.CniError(
-            down, f"netd daemon at {path} did not answer CNI {command} within {timeout:g} s"
-        ) from exc
     except OSError as exc:
-        raise spec.CniError(
-            down,
-            f"netd daemon not reachable at {path}: {exc}; "
-            "start it with `netd daemon` (or systemctl start netd)",
-        ) from exc
+        raise unreachable_error(command, path, exc, timeout) from exc
     except ValueError as exc:
         raise spec.CniError(spec.INTERNAL, f"netd daemon at {path}: {exc}") from exc
     if status != 200:
