@@ -27,6 +27,7 @@ from .errors import Conflict, InvalidInput, NetdError, NotFound, Unavailable
 from .firewall.base import Firewall
 from .ipam.allocator import NetworkAllocator
 from .ipam.subnets import DefaultPool
+from .metrics import METRICS
 from .model import AttachRequest, Caller, Endpoint, IPNetwork, Network, NetworkSpec
 from .names import bridge_name, check_container_id, check_ifname, check_network_name, host_veth_name
 from .reconcile import plan_orphans
@@ -103,6 +104,7 @@ class Service:
         self._ipam: dict[str, NetworkAllocator] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._global = asyncio.Lock()
+        self._dns_lock = asyncio.Lock()
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -132,7 +134,7 @@ class Service:
                         net.name,
                     )
                     await self._remove_endpoint(net, ep)
-        self._publish_dns()
+        await self._publish_dns()
         self.ready = True
         log.info("service ready: %d networks", len(networks))
 
@@ -147,6 +149,7 @@ class Service:
             for ifname, tag in plan_orphans(list_tagged(), self._networks.values(), eps):
                 log.warning("reconcile: removing %s (tag %r): no record owns it", ifname, tag)
                 remove(ifname)
+                METRICS.reconcile_repairs.labels("orphan_link").inc()
 
     async def _sync_firewall(self) -> None:
         nets = [(n, self.bridge_for(n)) for n in self._networks.values()]
@@ -195,12 +198,18 @@ class Service:
         """IPAM use per subnet: (used, size)."""
         return self._ipam[network.id].utilisation()
 
-    def _publish_dns(self) -> None:
-        state = [(n, self.endpoints(n)) for n in self.list_networks()]
-        try:
-            self.dns.set_state(state)
-        except Exception:  # DNS trouble must never fail a network operation
-            log.exception("pushing DNS records failed")
+    async def _publish_dns(self) -> None:
+        """Push the record state to DNS, off the event loop, one publication at a time.
+
+        The snapshot is taken after acquiring the lock, so a publication always carries every
+        change made before it and an older snapshot can never overwrite a newer one.
+        """
+        async with self._dns_lock:
+            state = [(n, self.endpoints(n)) for n in self.list_networks()]
+            try:
+                await asyncio.to_thread(self.dns.set_state, state)
+            except Exception:  # DNS trouble must never fail a network operation
+                log.exception("pushing DNS records failed")
 
     # --- networks --------------------------------------------------------------------------
 
@@ -252,7 +261,7 @@ class Service:
             net.short_id,
             ", ".join(str(s.subnet) for s in net.subnets),
         )
-        self._publish_dns()
+        await self._publish_dns()
         return net
 
     async def ensure_network(self, spec: NetworkSpec) -> Network:
@@ -296,7 +305,7 @@ class Service:
                     log.error("removing network %s: %s", net.name, failure)
         self._locks.pop(net.id, None)
         log.info("removed network %s (%s)", net.name, net.short_id)
-        self._publish_dns()
+        await self._publish_dns()
         return net
 
     async def prune(self) -> list[str]:
@@ -416,7 +425,7 @@ class Service:
             net.name,
             " ".join(str(a) for a in ep.addresses),
         )
-        self._publish_dns()
+        await self._publish_dns()
         return ep
 
     async def _forget(self, net: Network, ep: Endpoint) -> None:
@@ -456,7 +465,7 @@ class Service:
                 return
             await self._remove_endpoint(net, ep, netns or None)
         log.info("detached %s/%s from %s", container_id[:12], ifname, net.name)
-        self._publish_dns()
+        await self._publish_dns()
 
     async def check(self, network: str, container_id: str, ifname: str, netns: str) -> None:
         """Raise NotFound/KernelError naming the first thing that is not as recorded."""
@@ -495,7 +504,7 @@ class Service:
                     removed.append(ep.key)
         if removed:
             log.info("gc on %s removed %d attachments", net.name, len(removed))
-            self._publish_dns()
+            await self._publish_dns()
         return removed
 
     def find_endpoints(self, network: Network, container_id: str) -> list[Endpoint]:

@@ -119,10 +119,10 @@ def run_fast(env: dict[str, str], raw: bytes, out: IO[bytes]) -> int | None:
     """Exit code after handling the call, or None when the full path must handle it."""
     command = env.get("CNI_COMMAND", "")
     if command == "VERSION":
-        answer = version_answer(raw.strip())
-        if answer is None:
+        version = version_answer(raw.strip())
+        if version is None:
             return None
-        out.write(answer + b"\n")
+        out.write(version + b"\n")
         return 0
     needed = REQUIRED.get(command)
     if needed is None or any(not env.get(name) for name in needed):
