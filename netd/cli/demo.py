@@ -1,9 +1,12 @@
 """`netd demo`: the daemon end to end inside a disposable sandbox, narrated.
 
-Builds a sandbox "host" namespace (never the machine's own), starts `netd daemon` in it with the
-embedded SQLite store, creates a public ``frontend`` network and an internal ``backend`` network,
-attaches three container namespaces (web on both, db on backend, client on frontend) and shows
-real traffic and real DNS. Everything is deleted at the end, also on failure or Ctrl-C.
+Builds a sandbox "host" namespace (never the machine's own) wired to an "internet" namespace,
+starts `netd daemon` in it with the embedded SQLite store and the nftables firewall, and brings up
+the bundled three-tier compose example (examples/three-tier) with `netd compose up`: a public
+``frontend`` network and an internal ``backend`` network holding the database. It then shows
+real DNS (glibc's resolver inside the sandboxes), real traffic, the internal network's isolation
+and a published port reached from the "internet". Everything is deleted at the end, also on
+failure or Ctrl-C.
 
 It runs from a source checkout: the sandbox comes from ``netns-fixtures/`` next to the package.
 """
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +25,7 @@ from typing import Any
 import click
 
 ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "three-tier" / "compose.yaml"
 
 
 def _fixtures() -> Any:
@@ -76,126 +82,113 @@ def demo(keep: bool) -> None:
         say.show(f"socket {daemon.socket}, state {daemon.state_dir}")
         say.show(daemon.cli("status").stdout)
 
-        say.step("Create networks: frontend (public) and backend (internal)")
-        daemon.cli("network", "create", "frontend", "--subnet", "10.201.0.0/24")
-        daemon.cli("network", "create", "backend", "--internal", "--subnet", "10.202.0.0/24")
+        compose = ["compose", "-f", str(EXAMPLE), "-p", box.prefix]
+        say.step(f"`netd compose up` the bundled three-tier example ({EXAMPLE.relative_to(ROOT)})")
+        say.show("frontend (public): web, client; backend (internal): web, api, db")
+        daemon.cli(*compose, "up")
+        say.show(daemon.cli(*compose, "ps").stdout)
         say.show(daemon.cli("network", "ls").stdout)
 
-        say.step("Attach containers (network namespaces): web on both, db on backend, client")
-        ns = {name: box.add_ns(name) for name in ("web", "db", "client")}
-        attach = [
-            ("frontend", "web", ["-p", "8080:80"]),
-            ("backend", "web", []),
-            ("backend", "db", []),
-            ("frontend", "client", []),
-        ]
-        servers: dict[str, list[str]] = {name: [] for name in ns}
-        for net, name, extra in attach:
-            ep = json.loads(
-                daemon.cli(
-                    "network",
-                    "connect",
-                    net,
-                    "--netns",
-                    ns[name].path,
-                    "--name",
-                    name,
-                    "--format",
-                    "json",
-                    *extra,
-                ).stdout
-            )
-            servers[name] += ep["dns"]["nameservers"]
-            say.show(f"{name:<7}{net:<10}{' '.join(ep['addresses']):<28}veth {ep['host_ifname']}")
-        for name, n in ns.items():
-            _write_resolv(n.name, servers[name])
+        def run(service: str, *cmd: str) -> bool:
+            proc = daemon.cli(*compose, "exec", service, "--", *cmd, check=False)
+            return proc.returncode == 0
 
-        say.step("Traffic")
-        web_fe = _addr(daemon, "frontend", "web")
-        db_be = _addr(daemon, "backend", "db")
-        say.check(f"client -> web on frontend ({web_fe})", ns["client"].ping(web_fe))
-        say.check(f"web -> db on backend ({db_be})", ns["web"].ping(db_be))
-        say.check(
-            f"client -> db on internal backend ({db_be}) is blocked",
-            ns["client"].ping(db_be),
-            expect=False,
-        )
-        say.check("client -> the internet (192.0.2.2), masqueraded", ns["client"].ping("192.0.2.2"))
-        say.check(
-            "db (internal network) -> the internet is blocked",
-            ns["db"].ping("192.0.2.2"),
-            expect=False,
-        )
+        def resolve(service: str, name: str) -> str:
+            proc = daemon.cli(*compose, "exec", service, "--", "getent", "hosts", name, check=False)
+            return proc.stdout.split()[0] if proc.returncode == 0 and proc.stdout else ""
 
-        say.step("DNS: containers find each other by name")
+        say.step("DNS: services find each other by name, only on networks they share")
         for who, name, expect in (
-            ("web", "db", True),
             ("client", "web", True),
+            ("web", "db", True),
+            ("web", "api.internal", True),
+            ("client", "www", True),
             ("client", "db", False),
         ):
-            out = ns[who].run("getent", "hosts", name, check=False).strip()
-            say.check(f"{who}: getent hosts {name} -> {out or 'not found'}", bool(out), expect)
+            got = resolve(who, name)
+            say.check(f"{who}: getent hosts {name} -> {got or 'not found'}", bool(got), expect)
+
+        say.step("Traffic")
+        ping = ("ping", "-n", "-q", "-c", "1", "-W", "2")
+        say.check("client -> web (frontend)", run("client", *ping, "web"))
+        say.check("web -> db (backend)", run("web", *ping, "db"))
+        say.check(
+            "client -> db's address 10.210.1.10 on the internal backend is blocked",
+            run("client", *ping, "10.210.1.10"),
+            expect=False,
+        )
+        say.check(
+            "client -> the internet (192.0.2.2), masqueraded", run("client", *ping, "192.0.2.2")
+        )
+        say.check(
+            "db (internal network only) -> the internet is blocked",
+            run("db", *ping, "192.0.2.2"),
+            expect=False,
+        )
 
         say.step("Published port: web's :80 as host :8080, reached from the internet")
-        server = ns["web"].spawn(sys.executable, "-c", _HTTP_ONE_SHOT)
-        time.sleep(0.5)
-        got = outside.run("curl", "-s", "-m", "3", "http://192.0.2.1:8080/", check=False)
-        say.check(
-            f"curl http://192.0.2.1:8080/ from the internet -> {got.strip()!r}",
-            "hello from web" in got,
+        server = subprocess.Popen(
+            [
+                fx.daemon.NETD,
+                "--socket",
+                str(daemon.socket),
+                *compose,
+                "exec",
+                "web",
+                "--",
+                sys.executable,
+                "-c",
+                _HTTP_ONE_SHOT,
+            ],
+            start_new_session=True,
         )
-        server.kill()
-
-        say.step("What netd did (network inspect frontend, abridged)")
-        data = json.loads(daemon.cli("network", "inspect", "frontend").stdout)[0]
-        say.show(
-            json.dumps({k: data[k] for k in ("name", "bridge", "subnets", "ipam_usage")}, indent=2)
-        )
-        for ep in data["endpoints"]:
-            say.show(
-                f"endpoint {ep['container_id']}: {ep['ifname']} {ep['addresses']} "
-                f"host veth {ep['host_ifname']}"
+        try:
+            got = ""
+            for _ in range(20):
+                time.sleep(0.25)
+                got = outside.run("curl", "-s", "-m", "2", "http://192.0.2.1:8080/", check=False)
+                if got:
+                    break
+            say.check(
+                f"curl http://192.0.2.1:8080/ from the internet -> {got.strip()!r}",
+                "hello from web" in got,
             )
+        finally:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+        say.step("What netd did (network inspect, abridged)")
+        for net in json.loads(
+            daemon.cli(
+                "network", "inspect", f"{box.prefix}_frontend", f"{box.prefix}_backend"
+            ).stdout
+        ):
+            say.show(
+                f"{net['name']}: bridge {net['bridge']}, {net['subnets'][0]['subnet']}, "
+                f"internal={net['internal']}, {len(net['endpoints'])} endpoints"
+            )
+            for ep in net["endpoints"]:
+                say.show(
+                    f"  {ep['name']:<8}{ep['ifname']:<6}{' '.join(ep['addresses']):<18}"
+                    f"host veth {ep['host_ifname']}"
+                )
         if keep:
             click.prompt("sandbox kept; press Enter to tear down", default="", show_default=False)
 
-        say.step("Tear down: disconnect, remove networks, stop the daemon")
-        for net, name, _ in attach:
-            daemon.cli("network", "disconnect", net, "--netns", ns[name].path)
-        daemon.cli("network", "rm", "frontend", "backend")
+        say.step("`netd compose down`: remove sandboxes, endpoints and networks")
+        daemon.cli(*compose, "down")
         links = [n for n in host.links() if n.startswith(("nd-", "nv"))]
         say.check("no netd bridge or veth left in the host namespace", not links)
+        say.check("no project network left", not daemon.cli("network", "ls", "-q").stdout.strip())
     finally:
         if daemon is not None:
+            # Best effort on the failure path: compose down removes the project's sandboxes.
+            daemon.cli("compose", "-f", str(EXAMPLE), "-p", box.prefix, "down", check=False)
             daemon.close()
-        _unresolv(box)
         box.close()
     if say.failed:
         raise click.ClickException(f"{say.failed} demo check(s) failed")
     click.echo(click.style("\nDemo complete: sandbox deleted, nothing left behind.", bold=True))
-
-
-def _addr(daemon: Any, net: str, name: str) -> str:
-    data = json.loads(daemon.cli("network", "inspect", net).stdout)[0]
-    for ep in data["endpoints"]:
-        if ep["name"] == name:
-            return str(ep["addresses"][0].split("/")[0])
-    raise click.ClickException(f"{name} not on {net}")
-
-
-def _write_resolv(ns_name: str, servers: list[str]) -> None:
-    """resolv.conf for one container (``ip netns exec`` bind-mounts /etc/netns/<ns>/)."""
-    etc = Path("/etc/netns") / ns_name
-    etc.mkdir(parents=True, exist_ok=True)
-    lines = [f"nameserver {s}" for s in servers[:3]] + ["search dns.netd", "options timeout:1"]
-    (etc / "resolv.conf").write_text("\n".join(lines) + "\n")
-
-
-def _unresolv(box: Any) -> None:
-    import shutil
-
-    for n in box.namespaces:
-        shutil.rmtree(Path("/etc/netns") / n.name, ignore_errors=True)
 
 
 _HTTP_ONE_SHOT = """
