@@ -163,11 +163,10 @@ class Answerer:
     ) -> bytes | Forward | None:
         do = edns and bool(data[qend + 7] & 0x80)
         key = (client.upstreams, qkey, edns + do)
-        cached = self.cache.get(key, time.monotonic())
-        if cached is None:
+        parts = self.cache.get_parts(key, time.monotonic(), qend)
+        if parts is None:
             return self._forward(data, qend, key, client, edns, limit)
-        flags = bytes([(cached[2] & 0xFE) | (data[2] & 1), cached[3]])
-        resp = data[:2] + flags + cached[4:12] + data[12:qend] + cached[qend:]
+        resp = data[:2] + parts[data[2] & 1] + data[12:qend] + parts[2]
         if len(resp) > limit:
             return truncate(resp, qend, edns)
         return resp

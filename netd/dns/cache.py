@@ -20,7 +20,7 @@ _U32 = struct.Struct("!I")
 
 
 class _Entry:
-    __slots__ = ("expires", "msg", "offsets", "rendered", "rendered_at", "stored")
+    __slots__ = ("expires", "msg", "offsets", "parts", "rendered", "rendered_at", "stored")
 
     def __init__(self, msg: bytes, offsets: list[int], stored: float, expires: float) -> None:
         self.msg = msg
@@ -29,6 +29,7 @@ class _Entry:
         self.expires = expires
         self.rendered = msg
         self.rendered_at = 0
+        self.parts: tuple[bytes, bytes, bytes, bytes] | None = None
 
 
 class Cache:
@@ -59,6 +60,32 @@ class Cache:
             e.rendered = bytes(buf)
             e.rendered_at = age
         return e.rendered
+
+    def get_parts(
+        self, key: Hashable, now: float, qend: int
+    ) -> tuple[bytes, bytes, bytes, bytes] | None:
+        """The cached response cut for splicing into an answer, or None if absent or expired.
+
+        (flags+counts with RD clear, the same with RD set, everything after the question that
+        ends at ``qend``, the whole rendered message): the hot path then only prepends the
+        query's id and appends its own question, with no per-query slicing of the message.
+        """
+        msg = self.get(key, now)
+        if msg is None:
+            return None
+        e = self._d.get(key)
+        parts = e.parts if e is not None else None
+        if parts is None or parts[3] is not msg:
+            counts = msg[4:12]
+            parts = (
+                bytes([msg[2] & 0xFE, msg[3]]) + counts,
+                bytes([msg[2] | 0x01, msg[3]]) + counts,
+                msg[qend:],
+                msg,
+            )
+            if e is not None:
+                e.parts = parts
+        return parts
 
     @staticmethod
     def lifetime(walk: Walk) -> int:
