@@ -14,6 +14,7 @@ It does not create or delete namespaces (the runtime owns them) and does no link
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -90,8 +91,9 @@ def is_initial_netns() -> bool:
 def open_netns(path: str) -> int:
     """Open ``path`` as a network namespace and return the fd (O_CLOEXEC); caller closes it.
 
-    Refuses (InvalidInput on field ``netns``) anything that is not an nsfs network namespace, and
-    the daemon's own namespace: configuring a "container" there would change the host.
+    Refuses (InvalidInput on field ``netns``) anything that is not an nsfs network namespace, the
+    daemon's own namespace and the machine's initial one: configuring a "container" there would
+    change the host. Never blocks: FIFOs and devices are refused without being opened.
     """
     if not isinstance(path, str) or not path or "\0" in path:
         raise InvalidInput("netns", path, "must be a non-empty path to a network namespace")
@@ -100,17 +102,34 @@ def open_netns(path: str) -> int:
     # Resolve first, then refuse symlinks on the final open: the checked file is the opened one.
     # /proc/<pid>/ns/net is a "magic" link whose target ("net:[4026...]") is no path; it is
     # followed as is, which is safe because the opened file is checked below either way.
-    real = os.path.realpath(path)
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
-    if not os.path.lexists(real) and _is_proc_ns_link(path):
-        real, flags = path, os.O_RDONLY | os.O_CLOEXEC
     try:
-        fd = os.open(real, flags)
+        real = os.path.realpath(path)
+    except OSError as exc:  # e.g. EACCES on a hidden /proc/1/ns
+        raise InvalidInput("netns", path, f"cannot resolve: {exc.strerror}") from exc
+    # O_PATH first: opening a FIFO for reading would block the daemon until a writer came, and
+    # opening a device can have side effects (a watchdog arms, a tape rewinds). An O_PATH open
+    # does neither; only a file proven to be on nsfs is then opened for real.
+    flags = os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW
+    if not os.path.lexists(real) and _is_proc_ns_link(path):
+        real, flags = path, os.O_PATH | os.O_CLOEXEC
+    try:
+        pfd = os.open(real, flags)
     except FileNotFoundError as exc:
         raise InvalidInput("netns", path, "no such file") from exc
     except OSError as exc:
         raise InvalidInput("netns", path, f"cannot open: {exc.strerror}") from exc
     try:
+        st = _check_nsfs_file(pfd, path)
+        # Reopen the very file the O_PATH fd holds (setns and ioctl need a real fd).
+        fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InvalidInput("netns", path, f"cannot open: {exc.strerror}") from exc
+    finally:
+        os.close(pfd)
+    try:
+        again = _check_nsfs_file(fd, path)
+        if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
+            raise InvalidInput("netns", path, "changed while being opened")
         _check_netns_fd(fd, path)
     except BaseException:
         os.close(fd)
@@ -125,10 +144,11 @@ def _is_proc_ns_link(path: str) -> bool:
         return False
 
 
-def _check_netns_fd(fd: int, path: str) -> None:
+def _check_nsfs_file(fd: int, path: str) -> os.stat_result:
+    """The file behind ``fd`` (O_PATH is enough) must be a regular file on nsfs."""
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
-        # nsfs files are regular files to fstat; a directory or device is never a namespace.
+        # nsfs files are regular files to fstat; a directory, FIFO, device or symlink never is.
         raise InvalidInput("netns", path, "not a namespace file")
     buf = _StatFs()
     if _libc.fstatfs(fd, ctypes.byref(buf)) != 0:
@@ -136,14 +156,31 @@ def _check_netns_fd(fd: int, path: str) -> None:
         raise KernelError(f'checking netns "{path}": {os.strerror(err)}')
     if buf.f_type != NSFS_MAGIC:
         raise InvalidInput("netns", path, "not a namespace file (not on nsfs)")
+    return st
+
+
+def _initial_netns_inodes() -> set[int]:
+    inodes = {PROC_NET_INIT_INO}  # fixed on recent kernels; older ones number init_net freely
+    # Where /proc/1/ns is hidden (containers, CI) the fixed inode is all we have.
+    with contextlib.suppress(OSError):
+        inodes.add(netns_inode("/proc/1/ns/net"))
+    return inodes
+
+
+def _check_netns_fd(fd: int, path: str) -> None:
     try:
         nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
     except OSError as exc:
         raise InvalidInput("netns", path, f"NS_GET_NSTYPE failed: {exc.strerror}") from exc
     if nstype != CLONE_NEWNET:
         raise InvalidInput("netns", path, "not a network namespace")
-    if st.st_ino == own_netns_inode():
+    ino = os.fstat(fd).st_ino
+    if ino == own_netns_inode():
         raise InvalidInput("netns", path, "is the daemon's own network namespace")
+    # When the daemon itself runs in a namespace (tests, a container), the machine's initial
+    # namespace is not its own, yet configuring a "container" there would change the host.
+    if ino in _initial_netns_inodes():
+        raise InvalidInput("netns", path, "is the machine's initial network namespace")
 
 
 def netlink_socket_in(fd: int) -> socket.socket:
