@@ -164,9 +164,7 @@ def stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait()
 
 
-def run(
-    seconds: int, out_path: Path, servers: set[str], workers: int
-) -> list[dict[str, Any]]:
+def run(seconds: int, out_path: Path, servers: set[str], workers: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     tmp = Path(tempfile.mkdtemp(prefix="netd-bench-"))
     tmp.chmod(0o755)
