@@ -8,6 +8,7 @@ used to check the ordering.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -180,3 +181,38 @@ def test_bad_settings_are_refused(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as exc:
         make_limits_middleware(**kwargs)
     assert exc.value.field == field
+
+
+def test_keepalive_timeout_cuts_a_client_trickling_its_headers(tmp_path: Any) -> None:
+    # The setting docs/security.md recommends for the daemon's AppRunner, at a test scale.
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def main() -> float:
+        app = web.Application()
+        app.router.add_get("/x", ok)
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=0.5)
+        await runner.setup()
+        path = str(tmp_path / "s.sock")
+        await web.UnixSite(runner, path).start()
+        try:
+            reader, writer = await asyncio.open_unix_connection(path)
+            t0 = asyncio.get_running_loop().time()
+            writer.write(b"GET /x HTTP/1.1\r\n")
+            for _ in range(50):  # one header byte every 0.1 s: 5 s if never cut
+                try:
+                    writer.write(b"X")
+                    await writer.drain()
+                except ConnectionError:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    if await asyncio.wait_for(reader.read(1), 0.1) == b"":
+                        break  # EOF: the server closed the connection
+            elapsed = asyncio.get_running_loop().time() - t0
+            writer.close()
+            return elapsed
+        finally:
+            await runner.cleanup()
+
+    elapsed = asyncio.run(main())
+    assert elapsed < 2.0
