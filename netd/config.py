@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .security.audit import AuditConfig
+from .security.policy import PolicyConfig
 
 DEFAULT_CONFIG = Path("/etc/netd/netd.toml")
 DEFAULT_STATE_DIR = Path("/var/lib/netd")
@@ -36,12 +38,18 @@ class Config(BaseModel):
     dns_ttl: int = Field(5, ge=0, le=86400)
     dns_user: str = "nobody"
     dns_host_listen: str | None = None
+    dns_workers: int = Field(1, ge=1, le=64, description="DNS worker processes (SO_REUSEPORT)")
     managed_netns: str | None = Field(
         None,
         description="if set, refuse to start unless running in this network namespace",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="also serve /metrics on 127.0.0.1:PORT"
+    )
     max_body_bytes: int = Field(1 << 20, ge=1024)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
     @field_validator("socket_group", "dns_user")
     @classmethod

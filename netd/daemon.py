@@ -27,6 +27,7 @@ from aiohttp import web
 from .api.server import make_app
 from .config import Config
 from .errors import ConfigError, NetdError
+from .firewall.base import Firewall
 from .ipam.subnets import parse_pool, ula_from_machine_id
 from .service import Service
 
@@ -140,6 +141,7 @@ def make_dns(config: Config) -> Any:
         ttl=config.dns_ttl,
         user=config.dns_user,
         host_listen=config.dns_host_listen,
+        workers=config.dns_workers,
     )
 
 
@@ -177,15 +179,43 @@ def build_service(config: Config) -> tuple[Service, Any, Any]:
     return service, store, dns
 
 
-def _firewall_monitor(firewall: Any) -> Any:
-    """Start self-repair for backends that can check and repair their rules."""
-    if not (hasattr(firewall, "check") and hasattr(firewall, "repair")):
+def _firewall_monitor(firewall: Firewall) -> Any:
+    """Start self-repair (netlink events + periodic check); None for the null backend."""
+    if firewall.name == "none":
         return None
     from .firewall import FirewallMonitor
+    from .metrics import METRICS
 
-    monitor = FirewallMonitor(firewall.check, firewall.repair, interval=2.0)
+    def repair() -> None:
+        firewall.repair()
+        METRICS.firewall_restores.inc()
+
+    monitor = FirewallMonitor(firewall.check, repair, interval=2.0)
     monitor.start()
     return monitor
+
+
+def _install_authorisation(app: web.Application, config: Config) -> Any:
+    """Policy, optional hook and audit trail on every request; returns the audit log."""
+    from .security import AuditLog, AuthzHook, Policy
+    from .security.middleware import make_auth_middleware
+
+    audit = None
+    if config.audit.enabled:
+        audit = AuditLog.from_config(config.audit, config.state_dir).start()
+    hook = None
+    if config.policy.authz_command:
+        hook = AuthzHook(config.policy.authz_command, config.policy.authz_timeout)
+    # After the API middleware, which sets the caller from SO_PEERCRED and shapes errors.
+    app.middlewares.append(
+        make_auth_middleware(
+            Policy(config.policy),
+            audit,
+            hook,
+            max_param_bytes=config.audit.max_param_bytes,
+        )
+    )
+    return audit
 
 
 async def serve(config: Config) -> None:
@@ -195,6 +225,7 @@ async def serve(config: Config) -> None:
     lock = InstanceLock(config.state_dir)
     lock.acquire()
     runner: web.AppRunner | None = None
+    audit: Any = None
     monitor: Any = None
     store: Any = None
     dns: Any = None
@@ -203,10 +234,16 @@ async def serve(config: Config) -> None:
         dns.start()
         await service.start()
         monitor = _firewall_monitor(service.firewall)
+        if config.metrics_port is not None:
+            from .metrics import serve_tcp
+
+            serve_tcp(config.metrics_port)
         sock = systemd_socket() or bind_socket(config.socket, config.socket_group)
-        runner = web.AppRunner(
-            make_app(service, max_body=config.max_body_bytes), access_log=None, handle_signals=False
-        )
+        app = make_app(service, max_body=config.max_body_bytes)
+        audit = _install_authorisation(app, config)
+        # keepalive_timeout also cuts clients that trickle a request head (aiohttp arms it at
+        # accept), so a slow client cannot hold a connection for aiohttp's default hour.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=15)
         await runner.setup()
         await web.SockSite(runner, sock).start()
         log.info(
@@ -229,6 +266,8 @@ async def serve(config: Config) -> None:
                     config.socket.unlink()
         if monitor is not None:
             monitor.stop()
+        if audit is not None:
+            audit.close()
         if dns is not None:
             with contextlib.suppress(Exception):
                 dns.stop()

@@ -27,10 +27,12 @@ from pydantic import BaseModel, ValidationError
 
 from .. import __version__
 from ..errors import InvalidInput, NetdError, NotFound
+from ..metrics import Metrics, install
 from ..model import AttachRequest, Caller, NetworkSpec, PortMapping, SubnetRequest
 from ..names import check_container_id
 from ..service import Service
 from . import schemas
+from .limits import make_limits_middleware
 from .openapi import Route, build_openapi
 
 log = logging.getLogger("netd.api")
@@ -38,6 +40,7 @@ M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
+CALLER: web.RequestKey[Caller | None] = web.RequestKey("caller", Caller)
 _PEERCRED = struct.Struct("3i")
 
 
@@ -70,7 +73,7 @@ def _validation_error(exc: ValidationError) -> InvalidInput:
 @web.middleware
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Attach the caller; turn every failure into the JSON error shape."""
-    request["caller"] = peer_caller(request)
+    request[CALLER] = peer_caller(request)
     try:
         return await handler(request)
     except NetdError as exc:
@@ -154,7 +157,7 @@ async def create_network(request: web.Request) -> web.Response:
         labels=dict(body.labels),
     )
     svc = _service(request)
-    net = await svc.create_network(spec, request["caller"])
+    net = await svc.create_network(spec, request[CALLER])
     return web.json_response(schemas.network_out(net, svc.bridge_for(net)), status=201)
 
 
@@ -181,12 +184,16 @@ async def prune_networks(request: web.Request) -> web.Response:
 def container_id_for_netns(netns: str) -> str:
     """Stable container id for a user-managed namespace: its /run/netns name, else a hash."""
     base = os.path.basename(netns)
-    if os.path.dirname(os.path.realpath(netns)) in ("/run/netns", "/var/run/netns"):
+    try:
+        resolved = os.path.realpath(netns, strict=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidInput("netns", netns, f"cannot resolve the path: {exc}") from exc
+    if os.path.dirname(resolved) in ("/run/netns", "/var/run/netns"):
         try:
             return check_container_id(base)
         except InvalidInput:
             pass
-    return "ns-" + hashlib.sha256(os.path.realpath(netns).encode()).hexdigest()[:20]
+    return "ns-" + hashlib.sha256(resolved.encode()).hexdigest()[:20]
 
 
 async def connect(request: web.Request) -> web.Response:
@@ -222,7 +229,7 @@ async def connect(request: web.Request) -> web.Response:
         dns_servers=tuple(body.dns_servers),
         origin="api",
     )
-    _, ep = await svc.attach(req, caller=request["caller"])
+    _, ep = await svc.attach(req, caller=request[CALLER])
     out = schemas.endpoint_out(ep)
     out["dns"] = svc.dns_for(net)
     return web.json_response(out, status=201)
@@ -260,8 +267,7 @@ async def disconnect(request: web.Request) -> web.Response:
 async def firewall_show(request: web.Request) -> web.Response:
     """The live ruleset of netd's tables/chains, as text."""
     fw = _service(request).firewall
-    show = getattr(fw, "show", None)
-    text = await asyncio.to_thread(show) if show else f"firewall backend {fw.name}: no rules\n"
+    text = await asyncio.to_thread(fw.show)
     return web.json_response({"backend": fw.name, "ruleset": text})
 
 
@@ -301,7 +307,7 @@ async def cni(request: web.Request) -> web.Response:
     from ..cni.handler import handle_cni
 
     body = await read_body(request, schemas.CniCall)
-    backend = _CniBackend(_service(request), request["caller"])
+    backend = _CniBackend(_service(request), request[CALLER])
     status, result = await handle_cni(body.model_dump(), backend)
     if status == 0:
         return web.json_response(result)  # the CNI result itself (null for DEL/CHECK/GC)
@@ -350,9 +356,16 @@ ROUTES: list[Route] = [
 ]
 
 
-def make_app(service: Service, *, max_body: int = 1 << 20) -> web.Application:
+def make_app(
+    service: Service, *, max_body: int = 1 << 20, metrics: Metrics | None = None
+) -> web.Application:
     """The aiohttp application with every route and /openapi.json."""
-    app = web.Application(middlewares=[middleware], client_max_size=max_body)
+    # Outermost first: errors shaped and caller attributed, then per-caller limits (512
+    # concurrent requests: a runtime starting a burst of containers must not be refused).
+    app = web.Application(
+        middlewares=[middleware, make_limits_middleware(512, caller_key=CALLER)],  # type: ignore[list-item]
+        client_max_size=max_body,
+    )
     app[SERVICE] = service
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
@@ -362,4 +375,5 @@ def make_app(service: Service, *, max_body: int = 1 << 20) -> web.Application:
         return web.json_response(document)
 
     app.router.add_get("/openapi.json", openapi)
+    install(app, service, metrics)  # /metrics and the metrics middleware
     return app

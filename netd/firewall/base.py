@@ -37,6 +37,18 @@ class Firewall(Protocol):
         """Rebuild the whole ruleset from state in one transaction (start-up, repair)."""
         ...
 
+    def check(self) -> bool:
+        """True if the kernel still holds the ruleset last applied (self-repair asks this)."""
+        ...
+
+    def repair(self) -> None:
+        """Re-apply the ruleset last applied."""
+        ...
+
+    def show(self) -> str:
+        """The live ruleset of netd's tables/chains, for `netd firewall show`."""
+        ...
+
 
 class NullFirewall:
     """``firewall_backend = "none"``: the operator owns the firewall; netd adds no rules."""
@@ -57,3 +69,14 @@ class NullFirewall:
 
     def sync(self, networks: list[tuple[Network, str]], endpoints: list[Endpoint]) -> None:
         """Nothing to do."""
+
+    def check(self) -> bool:
+        """Nothing to check."""
+        return True
+
+    def repair(self) -> None:
+        """Nothing to repair."""
+
+    def show(self) -> str:
+        """Says who owns the firewall."""
+        return "# firewall backend none: netd adds no rules; the operator owns the firewall\n"

@@ -126,13 +126,20 @@ def make_auth_middleware(
     hook: AuthzHook | None = None,
     *,
     max_param_bytes: int = 4096,
-    caller_of: Callable[[web.Request], Caller | None] = lambda r: r.get("caller"),
+    caller_of: Callable[[web.Request], Caller | None] | None = None,
 ) -> Middleware:
     """The middleware authorising each request with ``policy`` (+ ``hook``) and auditing it.
 
     ``caller_of`` finds the SO_PEERCRED caller the API's middleware stored on the request
     (``request["caller"]`` today; pass a getter if that becomes a ``web.RequestKey``).
     """
+    if caller_of is None:
+        from ..api.server import CALLER
+
+        def default_caller(request: web.Request) -> Caller | None:
+            return request.get(CALLER)
+
+    get_caller: Callable[[web.Request], Caller | None] = caller_of or default_caller
 
     def record(
         caller: Caller | None,
@@ -169,7 +176,7 @@ def make_auth_middleware(
     @web.middleware
     async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.monotonic()
-        caller = caller_of(request)
+        caller = get_caller(request)
         method = request.method
         route = route_template(request)
         body: Any = None

@@ -39,9 +39,8 @@ CHECK = (
 )
 
 
-# server.container_id_for_netns() calls os.path.realpath() before validation: EACCES and a NUL
-# byte escape as 500s. Fix (server.py, not this area): catch (OSError, ValueError) there and
-# raise InvalidInput("netns", ...), or validate the path first. Tracked by the xfail below.
+# Paths the API resolves to derive a container id when none is given: EACCES and a NUL byte
+# must be 400s naming netns (server.container_id_for_netns), not 500s.
 DERIVED_ID_HOLES = ("/proc/1/ns/net", "/run/netns/x\0y")
 
 
@@ -147,7 +146,6 @@ def test_hostile_paths_are_refused_and_change_nothing(
     assert status == 200
 
 
-@pytest.mark.xfail(strict=True, reason="server.container_id_for_netns: 500 on EACCES/NUL")
 @pytest.mark.parametrize("path", DERIVED_ID_HOLES)
 def test_derived_container_id_paths(host: Namespace, path: str) -> None:
     if path == "/proc/1/ns/net" and os.access(path, os.R_OK):

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 
-from netd.api.server import make_app
+from netd.api.server import CALLER, make_app
 from netd.cli.main import cli
 from netd.drivers.null import NullDriver
 from netd.firewall.base import NullFirewall
@@ -34,7 +34,6 @@ from netd.store.sqlite import SqliteStore
 
 # netd.api.server stores the caller under a str key, which aiohttp >= 3.14 warns about (reported
 # to the lead: use a web.RequestKey); the warning is not what these tests are about.
-pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
@@ -185,7 +184,7 @@ def make_test_app(
 
     @web.middleware
     async def as_caller(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request["caller"] = caller  # TCP test client: no SO_PEERCRED, so say who calls
+        request[CALLER] = caller  # TCP test client: no SO_PEERCRED, so say who calls
         return await handler(request)
 
     policy = Policy(
