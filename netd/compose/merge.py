@@ -95,12 +95,15 @@ def merge(base: Any, override: Any, path: tuple[str, ...] = ()) -> Any:
 
 
 def _display(path: Path, start: Path | None = None) -> str:
-    """A file name for messages: relative to where the user is, when that is shorter."""
+    """A file name for messages: relative when under the current directory, else absolute.
+
+    (Never ``../``: the same file must read the same wherever the user runs from.)
+    """
     try:
         rel = os.path.relpath(path, start)
-        return rel if len(rel) < len(str(path)) else str(path)
     except ValueError:
         return str(path)
+    return str(path) if rel.startswith("..") else rel
 
 
 class Loader:
