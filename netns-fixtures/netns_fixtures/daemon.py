@@ -151,10 +151,16 @@ class Daemon:
             content = _dechunk(content)
         return status, json.loads(content) if content.strip() else None
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, cwd: str | Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the `netd` CLI against this daemon (from outside the namespace)."""
         proc = subprocess.run(
-            [NETD, "--socket", str(self.socket), *args], capture_output=True, text=True, timeout=120
+            [NETD, "--socket", str(self.socket), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=cwd,
         )
         if check and proc.returncode != 0:
             raise RuntimeError(f"netd {' '.join(args)} exited {proc.returncode}: {proc.stderr}")

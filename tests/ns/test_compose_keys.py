@@ -196,9 +196,7 @@ def test_errors_change_nothing(compose: Compose, text: str, message: str) -> Non
         before = _snapshot(compose)
         got = compose.run("up", check=False)
         assert got.returncode == 1
-        want = message.replace("P-", f"{compose.name}-").replace(
-            "compose.yaml:", f"{compose.dir}/compose.yaml:"
-        )
+        want = message.replace("P-", f"{compose.name}-")  # run from the project directory
         assert got.stderr.strip() == "Error: " + want, got
         assert _snapshot(compose) == before
     finally:

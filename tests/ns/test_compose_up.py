@@ -38,7 +38,8 @@ class Compose:
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """`netd compose -f ... -p NAME <args>`."""
         flags = [x for f in self.files for x in ("-f", f)]
-        return self.daemon.cli("compose", *flags, "-p", self.name, *args, check=check)
+        # Run from the project directory, as a user would: messages name "compose.yaml".
+        return self.daemon.cli("compose", *flags, "-p", self.name, *args, check=check, cwd=self.dir)
 
     def up(self) -> str:
         """`up`; returns its output."""
