@@ -42,7 +42,15 @@ class DnsSink(Protocol):
     """What the service needs from DNS: the desired record state, pushed after each change."""
 
     def set_state(self, networks: list[tuple[Network, list[Endpoint]]]) -> None:
-        """Replace the served records with this state."""
+        """Replace the served records with this state (start-up)."""
+        ...
+
+    def update_network(self, network: Network, endpoints: list[Endpoint]) -> None:
+        """Replace one network's records; others are untouched."""
+        ...
+
+    def remove_network(self, network_id: str) -> None:
+        """Stop serving one network."""
         ...
 
 
@@ -50,6 +58,12 @@ class NullDns:
     """DNS disabled: records go nowhere."""
 
     def set_state(self, networks: list[tuple[Network, list[Endpoint]]]) -> None:
+        """Nothing to serve."""
+
+    def update_network(self, network: Network, endpoints: list[Endpoint]) -> None:
+        """Nothing to serve."""
+
+    def remove_network(self, network_id: str) -> None:
         """Nothing to serve."""
 
 
@@ -198,16 +212,24 @@ class Service:
         """IPAM use per subnet: (used, size)."""
         return self._ipam[network.id].utilisation()
 
-    async def _publish_dns(self) -> None:
-        """Push the record state to DNS, off the event loop, one publication at a time.
+    async def _publish_dns(self, network: Network | None = None, *, removed: bool = False) -> None:
+        """Push records to DNS off the event loop, one publication at a time.
 
-        The snapshot is taken after acquiring the lock, so a publication always carries every
-        change made before it and an older snapshot can never overwrite a newer one.
+        With ``network``, only that network is sent (cost flat in the number of containers
+        elsewhere); without, the whole state (start-up). The snapshot is taken after acquiring
+        the lock, so a publication carries every change made before it and an older snapshot
+        never overwrites a newer one.
         """
         async with self._dns_lock:
-            state = [(n, self.endpoints(n)) for n in self.list_networks()]
             try:
-                await asyncio.to_thread(self.dns.set_state, state)
+                if network is None:
+                    state = [(n, self.endpoints(n)) for n in self.list_networks()]
+                    await asyncio.to_thread(self.dns.set_state, state)
+                elif removed:
+                    await asyncio.to_thread(self.dns.remove_network, network.id)
+                else:
+                    eps = self.endpoints(network)
+                    await asyncio.to_thread(self.dns.update_network, network, eps)
             except Exception:  # DNS trouble must never fail a network operation
                 log.exception("pushing DNS records failed")
 
@@ -261,7 +283,7 @@ class Service:
             net.short_id,
             ", ".join(str(s.subnet) for s in net.subnets),
         )
-        await self._publish_dns()
+        await self._publish_dns(net)
         return net
 
     async def ensure_network(self, spec: NetworkSpec) -> Network:
@@ -305,7 +327,7 @@ class Service:
                     log.error("removing network %s: %s", net.name, failure)
         self._locks.pop(net.id, None)
         log.info("removed network %s (%s)", net.name, net.short_id)
-        await self._publish_dns()
+        await self._publish_dns(net, removed=True)
         return net
 
     async def prune(self) -> list[str]:
@@ -425,7 +447,7 @@ class Service:
             net.name,
             " ".join(str(a) for a in ep.addresses),
         )
-        await self._publish_dns()
+        await self._publish_dns(net)
         return ep
 
     async def _forget(self, net: Network, ep: Endpoint) -> None:
@@ -465,7 +487,7 @@ class Service:
                 return
             await self._remove_endpoint(net, ep, netns or None)
         log.info("detached %s/%s from %s", container_id[:12], ifname, net.name)
-        await self._publish_dns()
+        await self._publish_dns(net)
 
     async def check(self, network: str, container_id: str, ifname: str, netns: str) -> None:
         """Raise NotFound/KernelError naming the first thing that is not as recorded."""
@@ -504,7 +526,7 @@ class Service:
                     removed.append(ep.key)
         if removed:
             log.info("gc on %s removed %d attachments", net.name, len(removed))
-            await self._publish_dns()
+            await self._publish_dns(net)
         return removed
 
     def find_endpoints(self, network: Network, container_id: str) -> list[Endpoint]:

@@ -132,6 +132,7 @@ class DnsManager:
         self.port = port
         self._lock = threading.RLock()
         self._docs: dict[str, NetworkDoc] = {}
+        self._served: dict[str, tuple[Network, NetworkDoc]] = {}
         self._socks: dict[str, _Sock] = {}
         self._tables = Tables({}, self.domain)
         self._workers = [_Worker(i) for i in range(workers or default_workers())]
@@ -202,49 +203,76 @@ class DnsManager:
 
     def set_state(self, networks: list[tuple[Network, list[Endpoint]]]) -> None:
         """Make the workers serve exactly these networks (only changes are sent)."""
-        docs = {net.id: build_network_doc(net, eps) for net, eps in networks if net.dns_enabled}
+        served = {
+            net.id: (net, build_network_doc(net, eps)) for net, eps in networks if net.dns_enabled
+        }
+        with self._lock:
+            self._apply(served)
+
+    def update_network(self, network: Network, endpoints: list[Endpoint]) -> None:
+        """Apply one network's change; the others are not rebuilt (cost flat in their size)."""
+        doc = build_network_doc(network, endpoints) if network.dns_enabled else None
+        with self._lock:
+            served = dict(self._served)
+            if doc is None:
+                served.pop(network.id, None)
+            else:
+                served[network.id] = (network, doc)
+            self._apply(served)
+
+    def remove_network(self, network_id: str) -> None:
+        """Stop serving one network."""
+        with self._lock:
+            served = {k: v for k, v in self._served.items() if k != network_id}
+            self._apply(served)
+
+    def _apply(self, served: dict[str, tuple[Network, NetworkDoc]]) -> None:
+        """Bind/close sockets and send changed records so the workers serve ``served``.
+
+        Called with ``self._lock`` held.
+        """
+        docs = {nid: doc for nid, (_, doc) in served.items()}
         wanted: dict[str, tuple[str, bool, int]] = {}
-        for net, _eps in networks:
-            if not net.dns_enabled:
-                continue
+        for net, _doc in served.values():
             for sub in net.subnets:
                 if sub.gateway is not None:
                     wanted.update(self._socket_keys(str(sub.gateway), self.port))
-        with self._lock:
-            changed = {nid: d for nid, d in docs.items() if self._docs.get(nid) != d}
-            removed = [nid for nid in self._docs if nid not in docs]
-            gone = [k for k, s in self._socks.items() if not s.host and k not in wanted]
-            new: dict[str, _Sock] = {}
-            for key, (addr, tcp, owner) in wanted.items():
-                if key in self._socks:
-                    continue
-                try:
-                    new[key] = _Sock(self._bind(addr, self.port, tcp), False, owner)
-                except KernelError as exc:
-                    # Other networks keep working; the next set_state retries this one.
-                    log.error("%s", exc)
-            reuse = {n: t for n, t in self._tables.nets.items() if n not in changed}
-            self._tables = Tables(docs, self.domain, reuse)
-            self._docs = docs
-            for w in self._workers:
-                mine = [k for k in gone if self._socks[k].owner == w.index]
-                try:
-                    if changed or removed:
-                        self._request(w, {"op": "records", "set": changed, "del": removed})
-                    if mine:
-                        self._request(w, {"op": "sockets", "add": [], "del": mine})
-                except Unavailable as exc:
-                    log.warning("DNS worker not reachable (%s); it gets the state on restart", exc)
-            for key in gone:
-                self._socks.pop(key).sock.close()
-            self._socks.update(new)
-            for w in self._workers:
-                try:
-                    self._send_sockets(w, [k for k, s in new.items() if s.owner == w.index])
-                except Unavailable as exc:
-                    log.warning(
-                        "DNS worker not reachable (%s); it gets the sockets on restart", exc
-                    )
+        self._served = served
+        # Unchanged networks keep their doc object: the identity test skips comparing them.
+        changed = {
+            nid: d for nid, d in docs.items() if (old := self._docs.get(nid)) is not d and old != d
+        }
+        removed = [nid for nid in self._docs if nid not in docs]
+        gone = [k for k, s in self._socks.items() if not s.host and k not in wanted]
+        new: dict[str, _Sock] = {}
+        for key, (addr, tcp, owner) in wanted.items():
+            if key in self._socks:
+                continue
+            try:
+                new[key] = _Sock(self._bind(addr, self.port, tcp), False, owner)
+            except KernelError as exc:
+                # Other networks keep working; the next set_state retries this one.
+                log.error("%s", exc)
+        reuse = {n: t for n, t in self._tables.nets.items() if n not in changed}
+        self._tables = Tables(docs, self.domain, reuse)
+        self._docs = docs
+        for w in self._workers:
+            mine = [k for k in gone if self._socks[k].owner == w.index]
+            try:
+                if changed or removed:
+                    self._request(w, {"op": "records", "set": changed, "del": removed})
+                if mine:
+                    self._request(w, {"op": "sockets", "add": [], "del": mine})
+            except Unavailable as exc:
+                log.warning("DNS worker not reachable (%s); it gets the state on restart", exc)
+        for key in gone:
+            self._socks.pop(key).sock.close()
+        self._socks.update(new)
+        for w in self._workers:
+            try:
+                self._send_sockets(w, [k for k, s in new.items() if s.owner == w.index])
+            except Unavailable as exc:
+                log.warning("DNS worker not reachable (%s); it gets the sockets on restart", exc)
 
     def lookup(self, name: str, network: str | None = None) -> list[str]:
         """Addresses (A then AAAA) of ``name`` as the host sees them, or in one network."""

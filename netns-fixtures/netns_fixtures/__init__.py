@@ -56,6 +56,15 @@ def in_initial_netns() -> bool:
         return own == PROC_NET_INIT_INO
 
 
+def is_initial_netns_path(path: str) -> bool:
+    """True if the namespace file ``path`` is the machine's initial network namespace."""
+    inode = netns_inode(path)
+    try:
+        return inode == netns_inode("/proc/1/ns/net")
+    except OSError:
+        return inode == PROC_NET_INIT_INO
+
+
 def refuse_initial_netns(what: str) -> None:
     """Raise InitialNamespaceError if ``what`` would run in the initial namespace."""
     if in_initial_netns():

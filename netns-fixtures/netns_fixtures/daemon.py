@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import Namespace
+from . import InitialNamespaceError, Namespace, is_initial_netns_path
 
 ROOT = Path(__file__).resolve().parents[2]
 NETD = str(Path(sys.executable).parent / "netd")
@@ -72,7 +72,12 @@ class Daemon:
         return path
 
     def start(self, timeout: float = 20) -> Daemon:
-        """Start and wait until the API answers."""
+        """Start and wait until the API answers; never in the machine's initial namespace."""
+        if is_initial_netns_path(self.host.path):
+            raise InitialNamespaceError(
+                f"refusing to start netd in {self.host.path}: it is the machine's initial "
+                "network namespace"
+            )
         env = {**os.environ, **self.env}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = self.host.spawn(
