@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,11 @@ def _install_authorisation(app: web.Application, config: Config) -> Any:
 async def serve(config: Config) -> None:
     """Run the daemon until a stop signal."""
     check_namespace(config.managed_netns)
+    # Blocking work (netlink, SQLite, libnftables) runs in threads; most of it waits on the
+    # kernel, so more threads than cores let parallel ADD/DEL overlap those waits.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=32, thread_name_prefix="netd-worker")
+    )
     config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = InstanceLock(config.state_dir)
     lock.acquire()

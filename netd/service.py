@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 from . import faults
 from .drivers.base import Driver
-from .errors import Conflict, InvalidInput, NetdError, NotFound, Unavailable
+from .errors import Conflict, InvalidInput, KernelError, NetdError, NotFound, Unavailable
 from .firewall.base import Firewall
 from .ipam.allocator import NetworkAllocator
 from .ipam.subnets import DefaultPool
@@ -119,6 +119,7 @@ class Service:
         self._locks: dict[str, asyncio.Lock] = {}
         self._global = asyncio.Lock()
         self._dns_lock = asyncio.Lock()
+        self._inflight: dict[str, set[tuple[str, str]]] = {}  # net id → keys being changed
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -353,21 +354,37 @@ class Service:
         if not self.ready:
             raise Unavailable("netd is starting; try again")
 
+    def _busy(self, net: Network, key: tuple[str, str]) -> None:
+        """Unavailable (CNI: try again) while another request changes this attachment."""
+        if key in self._inflight.setdefault(net.id, set()):
+            raise Unavailable(
+                f"attachment {key[0]!r}/{key[1]!r} on network {net.name!r} is being changed by "
+                "another request; try again"
+            )
+
     async def attach(
         self, req: AttachRequest, *, plumb: bool = True, caller: Caller | None = None
     ) -> tuple[Network, Endpoint]:
-        """Allocate addresses, plumb the interface, add firewall elements, record; or nothing."""
+        """Allocate addresses, plumb the interface, add firewall elements, record; or nothing.
+
+        The network's lock covers only the bookkeeping (IPAM, the record); the kernel and
+        firewall work runs outside it, so attaches to one network overlap their netlink waits.
+        The attachment is marked in flight meanwhile: a concurrent request for the same
+        (container, interface) gets Unavailable rather than racing it.
+        """
         net = self.find_network(req.network)
         cid = check_container_id(req.container_id)
         ifname = check_ifname(req.ifname)
         if plumb:
             self.validate_netns(req.netns)
+        key = (cid, ifname)
         async with self._lock(net.id):
             if net.id not in self._networks:
                 raise NotFound(
                     f"network {req.network!r} not found", field="network", value=req.network
                 )
-            existing = self._endpoints[net.id].get((cid, ifname))
+            self._busy(net, key)
+            existing = self._endpoints[net.id].get(key)
             if existing is not None:
                 if existing.state == "ready" and not plumb:
                     return net, existing  # IPAM-only ADD is idempotent per (id, ifname)
@@ -378,10 +395,33 @@ class Service:
                         field="container_id",
                         value=cid,
                     )
-                await self._remove_endpoint(net, existing)
-            return net, await self._attach_locked(net, req, cid, ifname, plumb, caller)
+                await self._remove_endpoint(net, existing)  # leftover of an interrupted attach
+            ep = await self._reserve(net, req, cid, ifname, plumb, caller)
+            self._inflight[net.id].add(key)
+        try:
+            faults.point("service.recorded")
+            ep = await self._plumb(net, ep) if plumb else ep
+            ep = dataclasses.replace(ep, state="ready")
+            await asyncio.to_thread(self.store.put_endpoint, ep, {})
+            async with self._lock(net.id):
+                self._endpoints[net.id][key] = ep
+        except BaseException:
+            async with self._lock(net.id):
+                await self._forget(net, ep)
+            raise
+        finally:
+            self._inflight[net.id].discard(key)
+        log.info(
+            "attached %s/%s to %s: %s",
+            cid[:12],
+            ifname,
+            net.name,
+            " ".join(str(a) for a in ep.addresses),
+        )
+        await self._publish_dns(net)
+        return net, ep
 
-    async def _attach_locked(
+    async def _reserve(
         self,
         net: Network,
         req: AttachRequest,
@@ -390,6 +430,11 @@ class Service:
         plumb: bool,
         caller: Caller | None,
     ) -> Endpoint:
+        """Allocate and durably record the endpoint in state "creating" (network lock held).
+
+        The record is durable before any kernel object exists, so a crash from here on is found
+        and undone at the next start.
+        """
         allocator = self._ipam[net.id]
         addresses, cursors = allocator.allocate(req.static_ips)
         ep = Endpoint(
@@ -410,45 +455,30 @@ class Service:
             owner_uid=caller.uid if caller else 0,
             origin=req.origin,
         )
+        await asyncio.to_thread(self.store.put_endpoint, ep, cursors)
+        allocator.commit([a.ip for a in addresses], cursors)
+        self._endpoints[net.id][ep.key] = ep
+        return ep
+
+    async def _plumb(self, net: Network, ep: Endpoint) -> Endpoint:
+        """Interfaces, then firewall elements; undoes what it did if a step fails."""
+        driver = self._driver(net)
         undo = Undo()
         try:
-            # The record (state "creating") is durable before any kernel object exists, so a
-            # crash from here on is found and undone at the next start.
-            await asyncio.to_thread(self.store.put_endpoint, ep, cursors)
-            allocator.commit([a.ip for a in addresses], cursors)
-            self._endpoints[net.id][ep.key] = ep
-            undo.push("record", lambda: self._forget(net, ep))
-            faults.point("service.recorded")
-            if plumb:
-                driver = self._driver(net)
-                ep = await asyncio.to_thread(driver.setup_endpoint, net, ep)
-                plumbed = ep
-                undo.push(
-                    "interfaces",
-                    lambda: asyncio.to_thread(driver.teardown_endpoint, net, plumbed),
-                )
-                faults.point("service.plumbed")
-                await asyncio.to_thread(self.firewall.add_endpoint, net, ep)
-                undo.push(
-                    "firewall",
-                    lambda: asyncio.to_thread(self.firewall.remove_endpoint, net, plumbed),
-                )
-                faults.point("service.firewalled")
-            ep = dataclasses.replace(ep, state="ready")
-            await asyncio.to_thread(self.store.put_endpoint, ep, cursors)
-            self._endpoints[net.id][ep.key] = ep
+            plumbed = await asyncio.to_thread(driver.setup_endpoint, net, ep)
+            undo.push(
+                "interfaces", lambda: asyncio.to_thread(driver.teardown_endpoint, net, plumbed)
+            )
+            faults.point("service.plumbed")
+            await asyncio.to_thread(self.firewall.add_endpoint, net, plumbed)
+            undo.push(
+                "firewall", lambda: asyncio.to_thread(self.firewall.remove_endpoint, net, plumbed)
+            )
+            faults.point("service.firewalled")
         except BaseException:
             await undo.run()
             raise
-        log.info(
-            "attached %s/%s to %s: %s",
-            cid[:12],
-            ifname,
-            net.name,
-            " ".join(str(a) for a in ep.addresses),
-        )
-        await self._publish_dns(net)
-        return ep
+        return plumbed
 
     async def _forget(self, net: Network, ep: Endpoint) -> None:
         """Drop an endpoint's record and addresses (store first, then memory)."""
@@ -456,8 +486,8 @@ class Service:
         self._endpoints[net.id].pop(ep.key, None)
         self._ipam[net.id].release([a.ip for a in ep.addresses])
 
-    async def _remove_endpoint(self, net: Network, ep: Endpoint, netns: str | None = None) -> None:
-        """Best-effort teardown of everything an endpoint owns; the address is always released."""
+    async def _teardown(self, net: Network, ep: Endpoint, netns: str | None = None) -> None:
+        """Best-effort removal of an endpoint's firewall elements and interfaces; logs failures."""
         failures: list[str] = []
         try:
             await asyncio.to_thread(self.firewall.remove_endpoint, net, ep)
@@ -469,30 +499,45 @@ class Service:
             )
             failures += await asyncio.to_thread(self._driver(net).teardown_endpoint, net, target)
         faults.point("service.endpoint_torn_down")
-        await self._forget(net, ep)
         for failure in failures:
             log.error(
                 "detaching %s/%s from %s: %s", ep.container_id[:12], ep.ifname, net.name, failure
             )
 
+    async def _remove_endpoint(self, net: Network, ep: Endpoint, netns: str | None = None) -> None:
+        """Teardown, then release the record and addresses (the address is always released)."""
+        await self._teardown(net, ep, netns)
+        await self._forget(net, ep)
+
     async def detach(self, network: str, container_id: str, ifname: str, netns: str | None) -> None:
-        """Idempotent detach: a missing network, endpoint or namespace is not an error."""
+        """Idempotent detach: a missing network, endpoint or namespace is not an error.
+
+        Like attach, the kernel work (a veth deletion waits ~20 ms for the kernel) runs outside
+        the network's lock with the attachment marked in flight; the address is released after
+        the interface is gone.
+        """
         try:
             net = self.find_network(network)
         except NotFound:
             return
+        key = (container_id, ifname)
         async with self._lock(net.id):
-            ep = self._endpoints.get(net.id, {}).get((container_id, ifname))
+            ep = self._endpoints.get(net.id, {}).get(key)
             if ep is None:
                 return
-            await self._remove_endpoint(net, ep, netns or None)
+            self._busy(net, key)
+            self._inflight[net.id].add(key)
+        try:
+            await self._teardown(net, ep, netns or None)
+            async with self._lock(net.id):
+                await self._forget(net, ep)
+        finally:
+            self._inflight[net.id].discard(key)
         log.info("detached %s/%s from %s", container_id[:12], ifname, net.name)
         await self._publish_dns(net)
 
     async def check(self, network: str, container_id: str, ifname: str, netns: str) -> None:
         """Raise NotFound/KernelError naming the first thing that is not as recorded."""
-        from .errors import KernelError
-
         net = self.find_network(network)
         ep = self._endpoints.get(net.id, {}).get((container_id, ifname))
         if ep is None or ep.state != "ready":
@@ -520,8 +565,9 @@ class Service:
             return []
         removed = []
         async with self._lock(net.id):
+            busy = self._inflight.get(net.id, set())
             for ep in list(self._endpoints.get(net.id, {}).values()):
-                if ep.origin == "cni" and ep.key not in valid:
+                if ep.origin == "cni" and ep.key not in valid and ep.key not in busy:
                     await self._remove_endpoint(net, ep)
                     removed.append(ep.key)
         if removed:

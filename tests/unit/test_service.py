@@ -201,3 +201,37 @@ def test_interrupted_attach_is_undone_at_start(tmp_path: Path) -> None:
         assert "teardown_endpoint" in [c[0] for c in driver.calls]
 
     run(scenario())
+
+
+class SlowDriver(NullDriver):
+    """Plumbing that takes a while, so requests overlap."""
+
+    def setup_endpoint(self, network, endpoint):  # type: ignore[no-untyped-def]
+        import time as _time
+
+        _time.sleep(0.2)
+        return super().setup_endpoint(network, endpoint)
+
+
+def test_same_attachment_twice_at_once_is_try_again(tmp_path: Path) -> None:
+    from netd.errors import Unavailable
+
+    async def scenario() -> None:
+        svc = make_service(tmp_path, SlowDriver())
+        await svc.start()
+        await svc.create_network(spec("web", "10.90.0.0/24"))
+        results = await asyncio.gather(
+            svc.attach(attach_req("web", "c1")),
+            svc.attach(attach_req("web", "c1")),
+            svc.attach(attach_req("web", "c2")),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert len(errors) == 1 and isinstance(errors[0], Unavailable), results
+        assert "try again" in str(errors[0])
+        assert {e.container_id for e in svc.store.list_endpoints()} == {"c1", "c2"}
+        # a detach racing nothing succeeds; the address is released after teardown
+        await svc.detach("web", "c1", "eth0", None)
+        assert {e.container_id for e in svc.store.list_endpoints()} == {"c2"}
+
+    run(scenario())
