@@ -130,7 +130,11 @@ class Loader:
         services = tree.get("services")
         if isinstance(services, dict):
             for name in list(services):
-                services[name] = self._extends(path, services, str(name), depth, set())
+                if not isinstance(name, str):  # `1:` or `true:` in YAML; found by fuzzing
+                    raise ComposeError(
+                        position(services, name), f"services.{name}", None, "name must be a string"
+                    )
+                services[name] = self._extends(path, services, name, depth, set())
         if "include" in tree:
             tree = self._include(path, tree, depth)
         return tree
