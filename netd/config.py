@@ -44,6 +44,9 @@ class Config(BaseModel):
         description="if set, refuse to start unless running in this network namespace",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json", "logfmt"] = Field(
+        "text", description="daemon log lines on stderr: text, json (one object a line) or logfmt"
+    )
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="also serve /metrics on 127.0.0.1:PORT"
     )

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from .. import __version__
 from ..errors import InvalidInput, NetdError, NotFound
+from ..logs import make_request_id_middleware
 from ..metrics import Metrics, install
 from ..model import AttachRequest, Caller, NetworkSpec, PortMapping, SubnetRequest
 from ..names import check_container_id
@@ -360,10 +361,15 @@ def make_app(
     service: Service, *, max_body: int = 1 << 20, metrics: Metrics | None = None
 ) -> web.Application:
     """The aiohttp application with every route and /openapi.json."""
-    # Outermost first: errors shaped and caller attributed, then per-caller limits (512
-    # concurrent requests: a runtime starting a burst of containers must not be refused).
+    # Outermost first: request id (so every later layer, log line and audit record sees it and
+    # error answers carry it too), errors shaped and caller attributed, then per-caller limits
+    # (512 concurrent requests: a runtime starting a burst of containers must not be refused).
     app = web.Application(
-        middlewares=[middleware, make_limits_middleware(512, caller_key=CALLER)],  # type: ignore[list-item]
+        middlewares=[
+            make_request_id_middleware(),
+            middleware,
+            make_limits_middleware(512, caller_key=CALLER),  # type: ignore[list-item]
+        ],
         client_max_size=max_body,
     )
     app[SERVICE] = service

@@ -9,7 +9,6 @@ Verbs, flags and output shapes follow `docker network` where they apply: tables 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -124,11 +123,9 @@ def daemon(
         )
     except ConfigError as exc:
         fail(f"Error: {exc}")
-    logging.basicConfig(
-        level=cfg.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from ..logs import setup_logging
+
+    setup_logging(cfg.log_level, cfg.log_format, sys.stderr)
     sys.exit(run(cfg))
 
 

@@ -23,6 +23,7 @@ from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
 from ..errors import NetdError
+from ..logs import current_request_id
 from ..model import Caller
 from .audit import AuditLog, Outcome, make_record
 from .authz_hook import AuthzHook, hook_document
@@ -158,20 +159,21 @@ def make_auth_middleware(
         who = None
         if caller is not None:
             who = {"uid": caller.uid, "gid": caller.gid, "pid": caller.pid, "cmdline": cmdline}
-        audit.write(
-            make_record(
-                caller=who,
-                action=action,
-                target=target,
-                parameters=body,
-                outcome=outcome,
-                status=status,
-                error=error,
-                reason=reason,
-                duration_ms=(time.monotonic() - started) * 1000,
-                max_param_bytes=max_param_bytes,
-            )
+        rec = make_record(
+            caller=who,
+            action=action,
+            target=target,
+            parameters=body,
+            outcome=outcome,
+            status=status,
+            error=error,
+            reason=reason,
+            duration_ms=(time.monotonic() - started) * 1000,
+            max_param_bytes=max_param_bytes,
         )
+        # Ties the audit line to the request's log lines and the X-Request-Id answer.
+        rec["request_id"] = current_request_id()
+        audit.write(rec)
 
     @web.middleware
     async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
