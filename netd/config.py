@@ -51,6 +51,9 @@ class Config(BaseModel):
         None, ge=1, le=65535, description="also serve /metrics on 127.0.0.1:PORT"
     )
     max_body_bytes: int = Field(1 << 20, ge=1024)
+    reconcile_interval: float = Field(
+        30.0, ge=0, description="seconds between reconciliation passes (0: only at start)"
+    )
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
 

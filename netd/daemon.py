@@ -27,7 +27,7 @@ from aiohttp import web
 
 from .api.server import make_app
 from .config import Config
-from .errors import ConfigError, NetdError
+from .errors import ConfigError, NetdError, StoreCorrupt
 from .firewall.base import Firewall
 from .ipam.subnets import parse_pool, ula_from_machine_id
 from .service import Service
@@ -233,12 +233,15 @@ async def serve(config: Config) -> None:
     runner: web.AppRunner | None = None
     audit: Any = None
     monitor: Any = None
+    reconciler: asyncio.Task[None] | None = None
     store: Any = None
     dns: Any = None
     try:
         service, store, dns = build_service(config)
         dns.start()
         await service.start()
+        if config.reconcile_interval > 0:
+            reconciler = asyncio.create_task(service.run_reconciler(config.reconcile_interval))
         monitor = _firewall_monitor(service.firewall)
         if config.metrics_port is not None:
             from .metrics import serve_tcp
@@ -270,6 +273,10 @@ async def serve(config: Config) -> None:
             with contextlib.suppress(OSError):
                 if _peer_pid(config.socket) is None:
                     config.socket.unlink()
+        if reconciler is not None:
+            reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciler
         if monitor is not None:
             monitor.stop()
         if audit is not None:
@@ -286,6 +293,14 @@ def run(config: Config) -> int:
     """Blocking entry point for `netd daemon`; returns the exit code."""
     try:
         asyncio.run(serve(config))
+    except StoreCorrupt as exc:
+        log.error(
+            "%s; it was left untouched. To rebuild the state from the kernel: `netd recover "
+            "--state-dir %s` (moves the damaged file aside, never deletes it)",
+            exc,
+            config.state_dir,
+        )
+        return 1
     except NetdError as exc:
         log.error("%s", exc)
         return 1

@@ -1,18 +1,22 @@
-"""Reconciliation of the kernel against the store: find netd-tagged links no record owns.
+"""Reconciliation of the kernel against the store: plan the repairs, never make them.
 
 The kernel is the truth about what exists; the store is the truth about what should. Every
 bridge and host veth netd creates carries an ifalias tag (``netd.names.bridge_tag`` /
 ``endpoint_tag``), so after a crash between "kernel object created" and "record written" (or the
 reverse on removal) the leftovers are found by tag, never by guessing from names.
 
-``plan_orphans`` is pure; the service applies the plan with the driver's kernel helpers and logs
-every repair. Live endpoints are never removed here: releasing an allocation is the runtime's
-call (CNI DEL or GC).
+``plan_orphans``, ``plan_links`` and ``plan_endpoints`` are pure: input the records and what
+the kernel shows, output a list of :class:`Action`. The
+service gathers the inventory, applies the plan with the driver's kernel helpers under each
+network's lock, and logs and counts every repair. Live endpoints are never removed here:
+releasing an allocation is the runtime's call (CNI DEL or GC).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
+from dataclasses import dataclass
+from typing import Literal
 
 from .model import Endpoint, Network
 from .names import bridge_tag, endpoint_tag
@@ -37,3 +41,84 @@ def plan_orphans(
     orphans = [(ifname, tag) for tag, ifname in tagged.items() if tag not in want]
     # Host veths first: deleting a bridge first would only detach them.
     return sorted(orphans, key=lambda o: (o[1].count(":") < 3, o[0]))
+
+
+# --- periodic reconciliation (pure planning) ----------------------------------------------
+
+RepairKind = Literal["missing_bridge", "orphan_link", "endpoint", "netns_gone"]
+EndpointId = tuple[str, str, str]  # (network id, container id, ifname)
+
+
+@dataclass(frozen=True)
+class Action:
+    """One repair for the service to make.
+
+    Kinds: ``orphan_link`` (delete link ``ifname``), ``missing_bridge`` (ensure_network of
+    ``network_id``), ``endpoint`` (tear down what is left of ``endpoint`` and set it up again with
+    the recorded addresses and MAC), ``netns_gone`` (nothing to do: the runtime's DEL/GC decides;
+    only logged). ``detail`` says what was found, for the log.
+    """
+
+    kind: RepairKind
+    network_id: str
+    detail: str
+    ifname: str = ""
+    endpoint: Endpoint | None = None
+
+
+def endpoint_id(ep: Endpoint) -> EndpointId:
+    """The key of ``ep`` across networks: (network id, container id, ifname)."""
+    return (ep.network_id, ep.container_id, ep.ifname)
+
+
+def needs_check(ep: Endpoint, inflight: Set[tuple[str, str]]) -> bool:
+    """Whether the reconciler looks at ``ep`` at all.
+
+    Only ``ready`` endpoints with interfaces of netd's own (not IPAM-only) and not being changed
+    by a request right now: an attach or detach in flight owns its endpoint.
+    """
+    return ep.state == "ready" and bool(ep.host_ifname) and ep.key not in inflight
+
+
+def plan_links(
+    tagged: dict[str, str], networks: Iterable[Network], endpoints: Iterable[Endpoint]
+) -> list[Action]:
+    """Orphan links to delete (veths, then bridges), then networks whose bridge is missing.
+
+    ``tagged`` is ``{ifalias tag: ifname}`` of the netd-tagged links, listed *before* the records
+    were read, so a link made by an operation running meanwhile always has its record here.
+    """
+    networks = list(networks)
+    actions = [
+        Action("orphan_link", "", f"tag {tag!r}: no record owns it", ifname=name)
+        for name, tag in plan_orphans(tagged, networks, endpoints)
+    ]
+    for net in networks:
+        if bridge_tag(net.id) not in tagged:
+            actions.append(
+                Action("missing_bridge", net.id, f"bridge of network {net.name!r} is missing")
+            )
+    return actions
+
+
+def plan_endpoints(
+    endpoints: Iterable[Endpoint],
+    problems: dict[EndpointId, list[str]],
+    netns_gone: Set[EndpointId],
+    inflight: Set[tuple[str, str]] = frozenset(),
+) -> list[Action]:
+    """Endpoints to re-plumb (the driver's check found problems) or to report (netns gone).
+
+    An endpoint whose namespace is gone is never repaired nor released: only the runtime knows
+    whether the container is dead (CNI DEL or GC releases it).
+    """
+    actions = []
+    for ep in endpoints:
+        if not needs_check(ep, inflight):
+            continue
+        key = endpoint_id(ep)
+        if key in netns_gone:
+            actions.append(Action("netns_gone", ep.network_id, ep.netns, endpoint=ep))
+        elif problems.get(key):
+            actions.append(Action("endpoint", ep.network_id, "; ".join(problems[key]), endpoint=ep))
+    return actions

@@ -30,7 +30,7 @@ from .ipam.subnets import DefaultPool
 from .metrics import METRICS
 from .model import AttachRequest, Caller, Endpoint, IPNetwork, Network, NetworkSpec
 from .names import bridge_name, check_container_id, check_ifname, check_network_name, host_veth_name
-from .reconcile import plan_orphans
+from .reconcile import Action, needs_check, plan_endpoints, plan_links, plan_orphans
 from .spec import build_network
 from .store.base import Store
 
@@ -120,6 +120,7 @@ class Service:
         self._global = asyncio.Lock()
         self._dns_lock = asyncio.Lock()
         self._inflight: dict[str, set[tuple[str, str]]] = {}  # net id → keys being changed
+        self._gone_logged: set[tuple[str, str, str]] = set()  # netns-gone endpoints, logged once
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -165,6 +166,121 @@ class Service:
                 log.warning("reconcile: removing %s (tag %r): no record owns it", ifname, tag)
                 remove(ifname)
                 METRICS.reconcile_repairs.labels("orphan_link").inc()
+
+    # --- periodic reconciliation -------------------------------------------------------------
+
+    async def run_reconciler(self, interval: float) -> None:
+        """Reconcile every ``interval`` seconds until cancelled; a failed pass is logged."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("reconcile: pass failed; retrying in %.0f s", interval)
+
+    async def reconcile(self) -> list[Action]:
+        """Compare the kernel with the records and repair it; returns the actions applied.
+
+        Links first, under the global lock (no network appears or vanishes meanwhile; the links
+        are listed before the records are read, so an attach running meanwhile is never taken
+        for an orphan); then each network's endpoints under that network's lock, skipping
+        attachments in flight. Pure planning is in :mod:`netd.reconcile`.
+        """
+        done: list[Action] = []
+        async with self._global:
+            tagged = await asyncio.to_thread(self._tagged_links)
+            eps = [ep for table in self._endpoints.values() for ep in table.values()]
+            for action in plan_links(tagged, list(self._networks.values()), eps):
+                async with self._lock(action.network_id or "-orphans"):
+                    if await self._repair(action):
+                        done.append(action)
+        for net in list(self._networks.values()):
+            async with self._lock(net.id):
+                if net.id not in self._networks:
+                    continue  # removed while we waited
+                busy = set(self._inflight.get(net.id, set()))
+                eps = [e for e in self._endpoints[net.id].values() if needs_check(e, busy)]
+                problems, gone = await asyncio.to_thread(self._check_endpoints, net, eps)
+                for action in plan_endpoints(eps, problems, gone, busy):
+                    if await self._repair(action):
+                        done.append(action)
+        return done
+
+    def _tagged_links(self) -> dict[str, str]:
+        tagged: dict[str, str] = {}
+        for driver in self.drivers.values():
+            list_tagged = getattr(driver, "list_tagged_links", None)
+            if list_tagged is not None:
+                tagged.update(list_tagged())
+        return tagged
+
+    def _check_endpoints(
+        self, net: Network, eps: list[Endpoint]
+    ) -> tuple[dict[tuple[str, str, str], list[str]], set[tuple[str, str, str]]]:
+        """The driver's findings per endpoint, and the endpoints whose namespace is gone."""
+        problems: dict[tuple[str, str, str], list[str]] = {}
+        gone: set[tuple[str, str, str]] = set()
+        for ep in eps:
+            key = (ep.network_id, ep.container_id, ep.ifname)
+            try:
+                self.validate_netns(ep.netns)
+            except InvalidInput:
+                gone.add(key)
+                continue
+            self._gone_logged.discard(key)
+            problems[key] = self._driver(net).check_endpoint(net, ep).problems
+        return problems, gone
+
+    async def _repair(self, action: Action) -> bool:
+        """Apply one repair, logging it; True if something was repaired (and counted)."""
+        ep = action.endpoint
+        if action.kind == "netns_gone" and ep is not None:
+            key = (ep.network_id, ep.container_id, ep.ifname)
+            if key not in self._gone_logged:
+                self._gone_logged.add(key)
+                log.warning(
+                    "reconcile: namespace %s of %s/%s is gone; keeping its addresses until the "
+                    "runtime's DEL or GC",
+                    ep.netns,
+                    ep.container_id[:12],
+                    ep.ifname,
+                )
+            return False
+        try:
+            if action.kind == "orphan_link":
+                log.warning("reconcile: removing %s (%s)", action.ifname, action.detail)
+                for driver in self.drivers.values():
+                    remove = getattr(driver, "remove_link", None)
+                    if remove is not None and remove(action.ifname):
+                        break
+            elif action.kind == "missing_bridge":
+                net = self._networks[action.network_id]
+                log.warning("reconcile: re-creating the %s", action.detail)
+                await asyncio.to_thread(self._driver(net).ensure_network, net)
+            elif action.kind == "endpoint" and ep is not None:
+                await self._replumb(self._networks[action.network_id], ep, action.detail)
+        except NetdError as exc:
+            log.error("reconcile: repairing %s failed: %s", action.detail, exc)
+            return False
+        METRICS.reconcile_repairs.labels(action.kind).inc()
+        return True
+
+    async def _replumb(self, net: Network, ep: Endpoint, found: str) -> None:
+        """Tear down what is left of a live endpoint and set it up again, same addresses and MAC."""
+        log.warning(
+            "reconcile: re-plumbing %s/%s on %s (%s) with %s",
+            ep.container_id[:12],
+            ep.ifname,
+            net.name,
+            found,
+            " ".join(str(a) for a in ep.addresses),
+        )
+        driver = self._driver(net)
+        for failure in await asyncio.to_thread(driver.teardown_endpoint, net, ep):
+            log.error("reconcile: tearing down %s: %s", ep.host_ifname, failure)
+        plumbed = await asyncio.to_thread(driver.setup_endpoint, net, ep)
+        await asyncio.to_thread(self.store.put_endpoint, plumbed, {})
+        self._endpoints[net.id][ep.key] = plumbed
 
     async def _sync_firewall(self) -> None:
         nets = [(n, self.bridge_for(n)) for n in self._networks.values()]
