@@ -163,12 +163,18 @@ async def create_network(request: web.Request) -> web.Response:
 
 
 async def inspect_network(request: web.Request) -> web.Response:
-    """One network with its endpoints and IPAM usage."""
+    """One network with its endpoints, IPAM usage and (``plumbing``) its live kernel state."""
+    from .plumbing import plumbing
+
     svc = _service(request)
     net = svc.find_network(request.match_info["name"])
-    return web.json_response(
-        schemas.network_out(net, svc.bridge_for(net), svc.endpoints(net), svc.utilisation(net))
-    )
+    bridge, endpoints = svc.bridge_for(net), svc.endpoints(net)
+    out = schemas.network_out(net, bridge, endpoints, svc.utilisation(net))
+    if request.query.get("plumbing", "1") not in ("0", "false", "no"):
+        out["plumbing"] = await asyncio.to_thread(
+            plumbing, net, bridge, endpoints, svc.firewall, svc.dns
+        )
+    return web.json_response(out)
 
 
 async def remove_network(request: web.Request) -> web.Response:

@@ -172,7 +172,11 @@ def _matches(net: dict[str, Any], filters: tuple[str, ...]) -> bool:
 @click.argument("names", nargs=-1, required=True)
 @click.pass_obj
 def inspect(obj: Ctx, names: tuple[str, ...]) -> None:
-    """Show networks as JSON, with endpoints and IPAM usage."""
+    """Show networks as JSON, with endpoints, IPAM usage and the live plumbing.
+
+    The ``plumbing`` key holds what the kernel has now: the bridge (up, MTU, addresses), each
+    endpoint's host veth, the firewall chains and elements the network owns, and its DNS records.
+    """
     click.echo(json.dumps([obj.call("GET", f"/v1/networks/{_path(n)}") for n in names], indent=2))
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from ..errors import ConfigError, KernelError, Unavailable
 from ..model import Endpoint, Network
 from .control import MAX_FDS, ChannelClosed, Receiver, send_message
-from .records import NetworkDoc, Tables, build_network_doc
+from .records import NetworkDoc, Tables, build_net_table, build_network_doc
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +283,36 @@ class DnsManager:
             return []
         key = name.strip(".").lower()
         return tables.addresses(scope, key, 4) + tables.addresses(scope, key, 6)
+
+    def records(self, network_id: str) -> dict[str, Any] | None:
+        """The records the workers serve for one network (None when it is not served).
+
+        Read-only, for ``netd network inspect``: the listening addresses and, per record type,
+        owner name → values, as built from the document last sent to the workers.
+        """
+        with self._lock:
+            doc = self._docs.get(network_id)
+            served = self._served.get(network_id)
+            bound = {key for key, sock in self._socks.items() if not sock.host}
+        if doc is None or served is None:
+            return None
+        table = build_net_table(doc, self.domain)
+        listen = []
+        for sub in served[0].subnets:
+            if sub.gateway is not None:
+                keys = self._socket_keys(str(sub.gateway), self.port)
+                listen.append(
+                    {"address": str(sub.gateway), "port": self.port, "bound": set(keys) <= bound}
+                )
+        return {
+            "domain": self.domain,
+            "listen": listen,
+            "forward": doc["forward"],
+            "A": {k: list(v) for k, v in sorted(table.v4.items())},
+            "AAAA": {k: list(v) for k, v in sorted(table.v6.items())},
+            "PTR": {k: list(v) for k, v in sorted(table.ptr.items())},
+            "SRV": {k: [f"{port} {target}" for port, target in v] for k, v in table.srv.items()},
+        }
 
     def stats(self) -> dict[str, Any]:
         """The first worker's own figures (memory, counts), and the number of workers."""

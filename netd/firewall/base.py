@@ -7,7 +7,7 @@ called from a worker thread while the service holds the affected network's lock.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..model import Endpoint, Network
 
@@ -49,6 +49,10 @@ class Firewall(Protocol):
         """The live ruleset of netd's tables/chains, for `netd firewall show`."""
         ...
 
+    def describe(self, network: Network) -> dict[str, Any]:
+        """What the kernel holds for ``network`` now (chains, elements/rules), read-only."""
+        ...
+
 
 class NullFirewall:
     """``firewall_backend = "none"``: the operator owns the firewall; netd adds no rules."""
@@ -80,3 +84,7 @@ class NullFirewall:
     def show(self) -> str:
         """Says who owns the firewall."""
         return "# firewall backend none: netd adds no rules; the operator owns the firewall\n"
+
+    def describe(self, network: Network) -> dict[str, Any]:
+        """No rules to describe."""
+        return {"backend": self.name, "note": "netd adds no rules; the operator owns the firewall"}

@@ -17,6 +17,7 @@ import logging
 import shutil
 import subprocess
 import threading
+from typing import Any
 
 from ..errors import FirewallError, NotFound
 from ..model import Endpoint, Network
@@ -186,3 +187,38 @@ class IptablesFirewall:
                 ]
                 parts.append(f"# IPv{version}\n" + "\n".join(keep) + "\n")
         return "".join(parts)
+
+    def describe(self, network: Network) -> dict[str, Any]:
+        """netd's live chains and the rules that belong to ``network``, per address family.
+
+        A rule belongs to the network when it names its bridge (``-i``/``-o``), jumps to or sits
+        in one of its own chains (``NETD-I-<net12>``), or is a DNAT rule commented with one of
+        its containers' ids.
+        """
+        with self._lock:
+            policy = self._state.policy(network.id)
+            bridge = policy.bridge if policy is not None else None
+            owners = {f"netd:{ep.container_id[:64]}" for ep in self._state.endpoints_of(network.id)}
+            own = f"-{network.id[:12]}"
+            out: dict[str, Any] = {"backend": self.name, "bridge": bridge}
+            for version in (4, 6):
+                text = self._tool(version, "save", f'describing firewall of "{network.name}"')
+                chains: list[str] = []
+                rules: list[str] = []
+                table = ""
+                for line in text.splitlines():
+                    if line.startswith("*"):
+                        table = line[1:]
+                    elif line.startswith(":NETD-"):
+                        chains.append(f"{table} {line[1:].split()[0]}")
+                    elif line.startswith("-A ") and "NETD-" in line:
+                        words = line.split()
+                        mine = (
+                            (bridge is not None and bridge in words)
+                            or any(w.startswith("NETD-") and w.endswith(own) for w in words)
+                            or any(o in words for o in owners)
+                        )
+                        if mine:
+                            rules.append(f"{table} {line}")
+                out[f"ipv{version}"] = {"chains": chains, "rules": rules}
+        return out

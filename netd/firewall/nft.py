@@ -251,6 +251,70 @@ class NftablesFirewall:
                 parts.append(out if rc == 0 else f"# table {family} {ruleset.TABLE}: absent\n")
         return "".join(parts)
 
+    def describe(self, network: Network) -> dict[str, Any]:
+        """netd's live chains (shared by all networks) and the elements ``network`` owns.
+
+        Elements are attributed by their owner comment (``netd:<net12>`` or
+        ``netd:<net12>:<container>``), read from the kernel, so flushed or foreign-edited sets
+        show here as fewer ``elements`` than ``expected_elements``.
+        """
+        tag = f"netd:{network.id[:12]}"
+        chains: list[dict[str, Any]] = []
+        elements: dict[str, list[dict[str, Any]]] = {}
+        tables: list[str] = []
+        with self._lock:
+            policy = self._state.policy(network.id)
+            expected = 0
+            if policy is not None:
+                expected = len(ruleset.build_network_elements(policy))
+                for ep in self._state.endpoints_of(network.id):
+                    rules = self._state.endpoints[endpoint_key(ep)][1]
+                    expected += len(
+                        ruleset.build_endpoint_elements(policy, icc_port(policy, ep), rules)
+                    )
+            for family in (ruleset.INET, ruleset.BRIDGE):
+                rc, out, _ = self._nft.json_cmd(
+                    {"nftables": [{"list": {"table": {"family": family, "name": ruleset.TABLE}}}]}
+                )
+                if rc != 0 or not out:
+                    continue
+                tables.append(f"{family} {ruleset.TABLE}")
+                counts: dict[str, int] = {}
+                for obj in out.get("nftables", []):
+                    if "rule" in obj:
+                        counts[obj["rule"]["chain"]] = counts.get(obj["rule"]["chain"], 0) + 1
+                    elif "chain" in obj:
+                        c = obj["chain"]
+                        chains.append(
+                            {
+                                "family": family,
+                                "name": c["name"],
+                                "type": c.get("type"),
+                                "hook": c.get("hook"),
+                                "priority": c.get("prio"),
+                            }
+                        )
+                    elif "set" in obj or "map" in obj:
+                        body = obj.get("set") or obj["map"]
+                        for elem in body.get("elem", []):
+                            owner, text = _element_text(elem)
+                            if owner == tag or owner.startswith(tag + ":"):
+                                item = {"element": text, "owner": owner}
+                                elements.setdefault(body["name"], []).append(item)
+                for chain in chains:
+                    if chain["family"] == family:
+                        chain["rules"] = counts.get(chain["name"], 0)
+        present = sum(len(v) for v in elements.values())
+        return {
+            "backend": self.name,
+            "tables": tables,
+            "bridge": policy.bridge if policy is not None else None,
+            "chains": chains,
+            "elements": elements,
+            "expected_elements": expected,
+            "present_elements": present,
+        }
+
     # --- helpers -----------------------------------------------------------------------------
 
     def _policy(self, network: Network, op: str) -> NetworkPolicy:
@@ -263,3 +327,32 @@ class NftablesFirewall:
     def _localnet(policy: NetworkPolicy) -> None:
         if not policy.internal and policy.subnets4:
             enable_route_localnet(policy.bridge)
+
+
+def _expr_text(value: Any) -> str:
+    """An nft JSON element expression as nft prints it (``br . 10.0.0.0/24``, ``tcp . 80``)."""
+    if isinstance(value, dict):
+        if "concat" in value:
+            return " . ".join(_expr_text(v) for v in value["concat"])
+        if "prefix" in value:
+            return f"{value['prefix']['addr']}/{value['prefix']['len']}"
+        if "range" in value:
+            low, high = value["range"]
+            return f"{_expr_text(low)}-{_expr_text(high)}"
+        if "elem" in value:
+            return _expr_text(value["elem"].get("val"))
+    return str(value)
+
+
+def _element_text(elem: Any) -> tuple[str, str]:
+    """(owner comment, element text) of one listed set/map element ("" when uncommented)."""
+    data = None
+    if isinstance(elem, list):  # map element: [key, data]
+        elem, data = elem
+    owner = ""
+    if isinstance(elem, dict) and "elem" in elem:
+        owner = str(elem["elem"].get("comment") or "")
+    text = _expr_text(elem)
+    if data is not None:
+        text += f" : {_expr_text(data)}"
+    return owner, text
