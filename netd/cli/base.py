@@ -16,7 +16,6 @@ from typing import Any, NoReturn
 
 import click
 
-from .. import __version__
 from ..config import DEFAULT_SOCKET
 
 EXIT_REFUSED = 1
@@ -71,9 +70,25 @@ def kv_pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
     return out
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    # Eager and lazy: the build lookup (maybe a git call) runs only when asked for.
+    if not value or ctx.resilient_parsing:
+        return
+    from .version import version_text
+
+    click.echo(version_text())
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(
-    __version__, "--version", "-v", prog_name="netd", message="%(prog)s version %(version)s"
+@click.option(
+    "--version",
+    "-v",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and build (git commit) and exit.",
 )
 @click.option(
     "--socket",
