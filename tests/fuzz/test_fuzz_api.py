@@ -1,0 +1,156 @@
+"""Schemathesis over the real daemon's ``/openapi.json``, on its Unix socket, in a sandbox.
+
+Every operation of the document is fuzzed with valid (positive) and schema-violating (negative)
+requests. Checks on every answer: never a 5xx; the answer conforms to the document (status,
+content type, body schema); a 4xx is a JSON error naming what was wrong; and a 4xx changed
+nothing: ``GET /v1/networks`` and the host namespace's links are the same before and after.
+No operation is excluded. ``NETD_FUZZ_EXAMPLES`` (default 50) sets the examples per operation
+and mode.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import requests
+import schemathesis
+from conftest import EXAMPLES
+from hypothesis import HealthCheck, given, settings
+from netns_fixtures import Namespace
+from netns_fixtures.daemon import Daemon
+from requests.adapters import HTTPAdapter
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from urllib3.connection import HTTPConnection
+from urllib3.connectionpool import HTTPConnectionPool
+
+BASE_URL = "http://netd"
+FUZZ_NET = {"name": "fuzz", "subnets": [{"subnet": "10.77.0.0/24"}]}
+CNI_CODES = {1, 2, 3, 4, 5, 6, 7, 11, 50, 51}
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+class UnixAdapter(HTTPAdapter):
+    """A requests transport that sends every request to one Unix socket (the daemon's)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def get_connection_with_tls_context(
+        self, request: Any, verify: Any, proxies: Any = None, cert: Any = None
+    ) -> HTTPConnectionPool:
+        path = self.path
+
+        class Connection(HTTPConnection):
+            def _new_conn(self) -> socket.socket:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(60)
+                sock.connect(path)
+                return sock
+
+        class Pool(HTTPConnectionPool):
+            ConnectionCls = Connection
+
+        return Pool("netd")
+
+
+def snapshot(daemon: Daemon, host: Namespace) -> tuple[Any, Any]:
+    """What a rejected request must not change: the API's networks and the host's links."""
+    status, nets = daemon.request("GET", "/v1/networks")
+    assert status == 200, nets
+    links = sorted(
+        (link["ifname"], link.get("address"), link.get("master"), link.get("ifalias"))
+        for link in host.links().values()
+    )
+    return nets, links
+
+
+def check_cni_error(body: dict[str, Any]) -> None:
+    """A CNI error object (SPEC.md "Error"): a valid code and a message."""
+    code = body["code"]
+    assert isinstance(code, int) and (code in CNI_CODES or code >= 100), body
+    assert isinstance(body["msg"], str) and body["msg"], body
+
+
+def fuzz_operation(
+    daemon: Daemon,
+    host: Namespace,
+    session: requests.Session,
+    cases: Any,
+    counts: dict[int, int],
+) -> None:
+    """Send EXAMPLES cases of one operation; check every answer; count answers by status."""
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(cases)
+    def fuzz(case: schemathesis.Case) -> None:
+        before = snapshot(daemon, host)
+        response = case.call(base_url=BASE_URL, session=session)
+        counts[response.status_code] = counts.get(response.status_code, 0) + 1
+        if case.operation.path == "/v1/cni" and response.status_code == 422:
+            # The plugin's channel: a CNI error object, not ErrorBody. The document does not
+            # describe it yet (reported), so it is checked here instead.
+            check_cni_error(json.loads(response.content))
+            assert snapshot(daemon, host) == before, case.as_curl_command()
+            return
+        case.validate_response(response, checks=CHECKS)
+        if 400 <= response.status_code < 500:
+            error = json.loads(response.content)["error"]
+            assert error["code"] and error["message"], error
+            assert snapshot(daemon, host) == before, (case.as_curl_command(), error)
+
+    fuzz()
+
+
+def test_openapi_operations(daemon: Daemon, host: Namespace) -> None:
+    status, doc = daemon.request("GET", "/openapi.json")
+    assert status == 200
+    schema = schemathesis.openapi.from_dict(doc)
+    session = requests.Session()
+    session.mount(BASE_URL, UnixAdapter(str(daemon.socket)))
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == sum(len(v) for v in doc["paths"].values())
+    seen: dict[str, dict[int, int]] = {}
+
+    # A network that exists, so {name} operations also get past the lookup to their bodies.
+    assert daemon.request("POST", "/v1/networks", FUZZ_NET)[0] == 201
+    runs: list[tuple[Any, GenerationMode, dict[str, str] | None]] = []
+    for operation in operations:
+        described = doc["paths"][operation.path][operation.method.lower()]
+        modes = [GenerationMode.POSITIVE]
+        # Only a body has a schema to violate: the path parameters are unconstrained strings, so
+        # their positive run already sends arbitrary text (a negative run is Unsatisfiable).
+        if described.get("requestBody"):
+            modes.append(GenerationMode.NEGATIVE)
+        runs += [(operation, mode, None) for mode in modes]
+        if "{name}" in operation.path and operation.method.upper() != "DELETE":
+            runs += [(operation, mode, {"name": "fuzz"}) for mode in modes]
+    for operation, mode, fixed in runs:
+        label = f"{operation.label} {mode.value}" + (" name=fuzz" if fixed else "")
+        counts = seen.setdefault(label, {})
+        if fixed:  # prune (or a fuzzed create/remove) may have removed it
+            daemon.request("POST", "/v1/networks", FUZZ_NET)
+        fuzz_operation(
+            daemon, host, session, operation.as_strategy(mode, path_parameters=fixed), counts
+        )
+    print(json.dumps(seen, indent=1))
+    log = daemon.log()
+    assert "Traceback" not in log, log
