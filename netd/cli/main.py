@@ -8,6 +8,7 @@ from .compose import compose
 from .demo import demo
 from .network import network
 from .ops import completion, doctor, graph
+from .recover import recover
 from .tools import cni, dns, firewall
 
 cli.add_command(network)
@@ -20,6 +21,7 @@ cli.add_command(doctor)
 cli.add_command(graph)
 cli.add_command(completion)
 cli.add_command(audit)
+cli.add_command(recover)
 
 
 def main() -> None:
