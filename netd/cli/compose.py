@@ -100,11 +100,15 @@ def up(
 ) -> None:
     """Create the networks and one sandbox namespace per service replica (idempotent)."""
     from ..compose.apply import up as do_up
+    from ..compose.plan import sandboxes
+    from .progress import live_actions
 
     proj = _load(ctx, files, project, env_files)
-    report = _run(lambda: do_up(_client(ctx), proj))
-    for line in report.lines:
-        click.echo(line)
+    # Each action is shown as it happens (a bar on a terminal): many services take a while.
+    units = [n.name for n in proj.networks.values() if not n.external]
+    units += [sb.name for sb in sandboxes(proj)]
+    with live_actions("netd.compose.apply", units, f"project {proj.name}"):
+        report = _run(lambda: do_up(_client(ctx), proj))
     if not report.lines:
         click.echo(f"project {proj.name}: up to date, nothing changed")
 
