@@ -140,6 +140,15 @@ def load_yaml(text: str, filename: str) -> Any:
         raise ComposeError((filename, line), "", None, f"invalid YAML: {exc.problem}") from exc
     except yaml.YAMLError as exc:
         raise ComposeError((filename, 0), "", None, f"invalid YAML: {exc}") from exc
+    except ComposeError:
+        raise
+    except RecursionError as exc:
+        raise ComposeError((filename, 0), "", None, "invalid YAML: nested too deeply") from exc
+    except Exception as exc:
+        # A tagged scalar PyYAML cannot build (found by fuzzing): its constructors raise bare
+        # ValueError (`!!int 08`), KeyError (`!!bool 08`), AttributeError (`!!timestamp x`)...
+        # without a mark, so the file is all that can be named.
+        raise ComposeError((filename, 0), "", None, f"invalid YAML value: {exc!r}") from exc
 
 
 def load_file(path: Path, display: str | None = None) -> Any:

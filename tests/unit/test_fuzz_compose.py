@@ -151,3 +151,38 @@ def test_non_string_service_name_is_a_compose_error(tmp_path: Path) -> None:
         assert str(exc) == "compose.yaml:2: services.0: name must be a string"
     else:
         raise AssertionError("a service named 0 (an integer) was accepted")
+
+
+TAGS = ["!!int", "!!float", "!!timestamp", "!!binary", "!!set", "!!str", "!!bool", "!!null"]
+SLOTS = [
+    "name: {}",
+    "services: {}",
+    "services: {{web: {}}}",
+    "services: {{web: {{image: x, ports: [{}]}}}}",
+    "services: {{web: {{image: x, networks: {}}}}}",
+    "services: {{web: {{image: x, networks: {{n: {{ipv4_address: {}}}}}}}}}\nnetworks: {{n: {{}}}}",
+    "networks: {{n: {{ipam: {{config: [{{subnet: {}}}]}}}}}}",
+    "networks: {{n: {{labels: {}, driver_opts: {{mtu: {}}}}}}}",
+]
+
+
+@FUZZ
+@given(
+    st.sampled_from(SLOTS),
+    st.sampled_from(TAGS),
+    st.sampled_from(["08", "2020-13-01", "abc", "aGk=", "{a: null}", "[1]", "1e999", "0x", "''"]),
+)
+def test_tagged_values(slot: str, tag: str, value: str) -> None:
+    """Explicit YAML tags build values no compose key expects (bytes, sets, dates) or fail."""
+    check(slot.replace("{}", f"{tag} {value}", 1).replace("{}", "1500"))
+
+
+def test_unbuildable_tagged_scalar_is_a_compose_error(tmp_path: Path) -> None:
+    """Regression (found by fuzzing): `!!int 08` raised a bare ValueError out of PyYAML."""
+    (tmp_path / "compose.yaml").write_text("services:\n  web: {image: x, scale: !!int 08}\n")
+    try:
+        load_project(["compose.yaml"], project="p", environ={}, cwd=tmp_path)
+    except ComposeError as exc:
+        assert str(exc).startswith("compose.yaml: invalid YAML value: ValueError("), str(exc)
+    else:
+        raise AssertionError("!!int 08 was accepted")
