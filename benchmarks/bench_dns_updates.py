@@ -7,7 +7,8 @@ starts a real :class:`~netd.dns.manager.DnsManager` with its unprivileged worker
 address, loads one network with N endpoints (``set_state``), then times
 ``update_network`` for one more endpoint (attach) and back (detach), ``--rounds`` times each,
 and checks with a real UDP query that the attached name resolves as soon as the call returned.
-Prints a Markdown table (median and p90 per call, in ms) and writes benchmarks/results/dns_updates.md.
+Prints a Markdown table (median and p90 per call, in ms) and appends it to
+benchmarks/results/dns_updates.md.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import ipaddress
 import struct
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from . import wire
 from .cache import Cache
@@ -39,11 +40,14 @@ class _State:
     tables can only land in the old state's ``hot`` dict, never in the new one.
     """
 
-    __slots__ = ("hot", "tables")
+    __slots__ = ("by_name", "hot", "tables")
 
     def __init__(self, tables: Tables) -> None:
         self.tables = tables
         self.hot: dict[tuple[int, bytes], object] = {}
+        # wire name (lower case) -> hot keys for it, so a change drops only the touched names;
+        # b"" holds every SRV question (its additional section depends on other names).
+        self.by_name: dict[bytes, list[tuple[int, bytes]]] = {}
 
 
 class _Local:
@@ -91,6 +95,9 @@ class Answerer:
         self.domain = domain.strip(".").lower()
         self.ttl = ttl
         self._state = _State(Tables({}, self.domain))
+        # Even while the tables are stable, odd during an in-place change (a sequence lock):
+        # the slow path builds an answer only from a stable, unchanged view.
+        self._seq = 0
         self.cache = Cache()
         d = wire.encode_name(self.domain)
         soa_rdata = (
@@ -111,6 +118,32 @@ class Answerer:
         One attribute assignment: safe against the serving threads (see :class:`_State`).
         """
         self._state = _State(tables)
+
+    def change_endpoints(self, nid: str, add: list[dict[str, Any]], delete: list[str]) -> None:
+        """Apply one network's endpoint changes in place, dropping only the touched answers.
+
+        Serving threads never act on a half-applied change: the slow path retries while
+        the sequence counter is odd or moved; answers of touched names are dropped before
+        the client map changes, so a client that sees its new scope builds a fresh answer.
+        """
+        st = self._state
+        self._seq += 1
+        try:
+            touched, cids = st.tables.change_endpoints(nid, add, delete)
+            for name in touched:
+                try:
+                    self._drop(st, wire.encode_name(name))
+                except WireError:
+                    continue  # too long to be asked: never cached
+            self._drop(st, b"")
+            st.tables.refresh_clients(cids)
+        finally:
+            self._seq += 1
+
+    @staticmethod
+    def _drop(st: _State, wname: bytes) -> None:
+        for key in st.by_name.pop(wname, ()):
+            st.hot.pop(key, None)
 
     # --- hot path -------------------------------------------------------------------------
 
@@ -220,10 +253,24 @@ class Answerer:
             return self._simple(data, qend, rd, wire.REFUSED, edns)
         limit = 65535 if tcp else max(512, min(size, MAX_UDP)) if edns else 512
         qkey = question.lower()
-        entry = self._build(st.tables, qkey, client)
+        while True:
+            seq = self._seq
+            if seq & 1:
+                time.sleep(0)  # a change is being applied: let it finish
+                continue
+            st = self._state
+            entry = self._build(st.tables, qkey, client)
+            if self._seq == seq:
+                break
         if len(st.hot) >= MAX_HOT:
             st.hot.clear()  # bounded: random names cannot grow memory without limit
-        st.hot[(client.scope, qkey)] = entry
+            st.by_name.clear()
+        hkey = (client.scope, qkey)
+        st.hot[hkey] = entry
+        srv = qkey[-4:-2] == b"\x00\x21"
+        st.by_name.setdefault(b"" if srv else qkey[:-4], []).append(hkey)
+        if self._seq != seq and st.hot.get(hkey) is entry:
+            st.hot.pop(hkey, None)  # a change began meanwhile and may have missed this entry
         if entry is _FORWARD:
             if not client.forward:
                 return self._simple(data, qend, rd, wire.REFUSED, edns)

@@ -31,7 +31,14 @@ from typing import Any
 from ..errors import ConfigError, KernelError, Unavailable
 from ..model import Endpoint, Network
 from .control import MAX_FDS, ChannelClosed, Receiver, send_message
-from .records import NetworkDoc, Tables, build_net_table, build_network_doc
+from .records import (
+    NetworkDoc,
+    Tables,
+    build_endpoint_doc,
+    build_net_table,
+    build_network_doc,
+    network_meta,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +115,25 @@ def bind_dns_socket(addr: str, port: int, kind: int, reuseport: bool = False) ->
     return sock
 
 
+def _dns_fields(ep: Endpoint) -> tuple[object, ...]:
+    """What of an endpoint its DNS records depend on (state changes do not count)."""
+    return (
+        ep.name, ep.hostname, ep.aliases, ep.addresses, ep.port_mappings, ep.dns_servers,
+    )  # fmt: skip
+
+
+class _DocsView:
+    """Read-only ``network id -> full document`` of what the manager serves (built on demand)."""
+
+    def __init__(self, manager: DnsManager) -> None:
+        self._manager = manager
+
+    def get(self, network_id: str) -> NetworkDoc | None:
+        """The network's full document, or None if it is not served."""
+        t = self._manager._tables.nets.get(network_id)
+        return None if t is None else {**t.meta, "endpoints": list(t.eps.values())}
+
+
 class DnsManager:
     """Runs the unprivileged DNS worker(s) and keeps their sockets and records current."""
 
@@ -131,8 +157,11 @@ class DnsManager:
         self.host_listen = _parse_listen(host_listen) if host_listen else None
         self.port = port
         self._lock = threading.RLock()
-        self._docs: dict[str, NetworkDoc] = {}
+        self._docs = _DocsView(self)
+        # network id -> (network, its document without endpoints)
         self._served: dict[str, tuple[Network, NetworkDoc]] = {}
+        # network id -> endpoint key -> the Endpoint last published (to diff the next update)
+        self._last: dict[str, dict[tuple[str, str], Endpoint]] = {}
         self._socks: dict[str, _Sock] = {}
         self._tables = Tables({}, self.domain)
         self._workers = [_Worker(i) for i in range(workers or default_workers())]
@@ -202,47 +231,81 @@ class DnsManager:
         return bind_dns_socket(addr, port, stype, reuseport=len(self._workers) > 1)
 
     def set_state(self, networks: list[tuple[Network, list[Endpoint]]]) -> None:
-        """Make the workers serve exactly these networks (only changes are sent)."""
-        served = {
-            net.id: (net, build_network_doc(net, eps)) for net, eps in networks if net.dns_enabled
-        }
+        """Make the workers serve exactly these networks (only changed networks are sent)."""
+        wanted = {net.id: (net, eps) for net, eps in networks if net.dns_enabled}
         with self._lock:
-            self._apply(served)
+            current = self._tables.docs
+            changed: dict[str, tuple[Network, NetworkDoc]] = {}
+            for nid, (net, eps) in wanted.items():
+                doc = build_network_doc(net, eps)
+                old = current.get(nid)
+                if old is None or old != doc or self._served[nid][0] != net:
+                    changed[nid] = (net, doc)
+                self._last[nid] = {e.key: e for e in eps}
+            self._apply(changed, [nid for nid in self._served if nid not in wanted])
 
     def update_network(self, network: Network, endpoints: list[Endpoint]) -> None:
-        """Apply one network's change; the others are not rebuilt (cost flat in their size)."""
-        doc = build_network_doc(network, endpoints) if network.dns_enabled else None
+        """Apply one network's change at the cost of what changed.
+
+        Endpoints are compared with the last published set (by key; identical objects are
+        skipped without comparing) and only the added, changed and removed ones are sent; a
+        change of the network itself (subnets, options, DNS on/off) re-sends its whole document.
+        """
+        nid = network.id
         with self._lock:
-            served = dict(self._served)
-            if doc is None:
-                served.pop(network.id, None)
-            else:
-                served[network.id] = (network, doc)
-            self._apply(served)
+            served = self._served.get(nid)
+            last = self._last.get(nid)
+            if not network.dns_enabled:
+                if served is not None:
+                    self._apply({}, [nid])
+                return
+            if served is None or last is None or served[0] != network:
+                self._apply({nid: (network, build_network_doc(network, endpoints))}, [])
+                self._last[nid] = {e.key: e for e in endpoints}
+                return
+            cur = {e.key: e for e in endpoints}
+            delete = [f"{ifname}/{cid}" for cid, ifname in last.keys() - cur.keys()]
+            add = [
+                build_endpoint_doc(e)
+                for k, e in cur.items()
+                if (o := last.get(k)) is not e and (o is None or _dns_fields(o) != _dns_fields(e))
+            ]
+            self._last[nid] = cur
+            if not add and not delete:
+                return
+            self._tables.change_endpoints(nid, add, delete)
+            self._tables.refresh_clients(
+                {e["cid"] for e in add} | {k[0] for k in last.keys() - cur.keys()}
+            )
+            msg = {"op": "endpoints", "net": nid, "add": add, "del": delete}
+            for w in self._workers:
+                try:
+                    self._request(w, dict(msg))
+                except Unavailable as exc:
+                    log.warning("DNS worker not reachable (%s); it gets the state on restart", exc)
 
     def remove_network(self, network_id: str) -> None:
         """Stop serving one network."""
         with self._lock:
-            served = {k: v for k, v in self._served.items() if k != network_id}
-            self._apply(served)
+            if network_id in self._served:
+                self._apply({}, [network_id])
 
-    def _apply(self, served: dict[str, tuple[Network, NetworkDoc]]) -> None:
-        """Bind/close sockets and send changed records so the workers serve ``served``.
+    def _apply(self, changed: dict[str, tuple[Network, NetworkDoc]], removed: list[str]) -> None:
+        """Send whole networks set or removed, then bind/close sockets to match.
 
         Called with ``self._lock`` held.
         """
-        docs = {nid: doc for nid, (_, doc) in served.items()}
+        for nid in removed:
+            self._served.pop(nid, None)
+            self._last.pop(nid, None)
+        for nid, (net, _doc) in changed.items():
+            self._served[nid] = (net, network_meta(net))
         wanted: dict[str, tuple[str, bool, int]] = {}
-        for net, _doc in served.values():
+        for net, _meta in self._served.values():
             for sub in net.subnets:
                 if sub.gateway is not None:
                     wanted.update(self._socket_keys(str(sub.gateway), self.port))
-        self._served = served
-        # Unchanged networks keep their doc object: the identity test skips comparing them.
-        changed = {
-            nid: d for nid, d in docs.items() if (old := self._docs.get(nid)) is not d and old != d
-        }
-        removed = [nid for nid in self._docs if nid not in docs]
+        docs = {nid: doc for nid, (_, doc) in changed.items()}
         gone = [k for k, s in self._socks.items() if not s.host and k not in wanted]
         new: dict[str, _Sock] = {}
         for key, (addr, tcp, owner) in wanted.items():
@@ -253,14 +316,12 @@ class DnsManager:
             except KernelError as exc:
                 # Other networks keep working; the next set_state retries this one.
                 log.error("%s", exc)
-        reuse = {n: t for n, t in self._tables.nets.items() if n not in changed}
-        self._tables = Tables(docs, self.domain, reuse)
-        self._docs = docs
+        self._tables = self._tables.replace(docs, removed)
         for w in self._workers:
             mine = [k for k in gone if self._socks[k].owner == w.index]
             try:
-                if changed or removed:
-                    self._request(w, {"op": "records", "set": changed, "del": removed})
+                if docs or removed:
+                    self._request(w, {"op": "records", "set": docs, "del": removed})
                 if mine:
                     self._request(w, {"op": "sockets", "add": [], "del": mine})
             except Unavailable as exc:
@@ -276,13 +337,13 @@ class DnsManager:
 
     def lookup(self, name: str, network: str | None = None) -> list[str]:
         """Addresses (A then AAAA) of ``name`` as the host sees them, or in one network."""
-        with self._lock:
-            tables = self._tables
-        scope = tables.scope_of(network)
-        if scope is None:
-            return []
         key = name.strip(".").lower()
-        return tables.addresses(scope, key, 4) + tables.addresses(scope, key, 6)
+        with self._lock:  # held while reading: updates change the tables in place
+            tables = self._tables
+            scope = tables.scope_of(network)
+            if scope is None:
+                return []
+            return tables.addresses(scope, key, 4) + tables.addresses(scope, key, 6)
 
     def records(self, network_id: str) -> dict[str, Any] | None:
         """The records the workers serve for one network (None when it is not served).
@@ -338,7 +399,7 @@ class DnsManager:
         finally:
             child.close()
         w.ctrl = parent
-        self._request(w, {"op": "records", "set": self._docs, "del": []})
+        self._request(w, {"op": "records", "set": self._tables.docs, "del": []})
         self._send_sockets(w, [k for k, s in self._socks.items() if s.owner == w.index])
 
     def _send_sockets(self, w: _Worker, keys: list[str]) -> None:

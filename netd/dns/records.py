@@ -71,10 +71,37 @@ def forwards(network: Network) -> bool:
     return network.options.get(OPT_FORWARD_INTERNAL, "").lower() in ("1", "true", "yes")
 
 
+def endpoint_key(ep: Endpoint) -> str:
+    """The endpoint's key in documents and incremental updates (interface names have no /)."""
+    return f"{ep.ifname}/{ep.container_id}"
+
+
+def network_meta(network: Network) -> NetworkDoc:
+    """The network-level part of a document: what an endpoint change cannot alter."""
+    return {
+        "id": network.id,
+        "name": network.name.lower(),
+        "forward": forwards(network),
+        "dns_servers": split_servers(network.options.get(OPT_DNS_SERVERS, "")),
+        "subnets": [str(s.subnet) for s in network.subnets],
+    }
+
+
+def build_endpoint_doc(ep: Endpoint) -> dict[str, Any]:
+    """The JSON-ready records of one endpoint (an item of a document's ``endpoints``)."""
+    return build_network_doc_endpoints([ep])[0]
+
+
 def build_network_doc(network: Network, endpoints: Iterable[Endpoint]) -> NetworkDoc:
     """The JSON-ready record document of one network (what the worker receives)."""
+    ordered = sorted(endpoints, key=lambda e: (e.created, e.container_id, e.ifname))
+    return {**network_meta(network), "endpoints": build_network_doc_endpoints(ordered)}
+
+
+def build_network_doc_endpoints(endpoints: Iterable[Endpoint]) -> list[dict[str, Any]]:
+    """Endpoint documents in the given order."""
     eps = []
-    for ep in sorted(endpoints, key=lambda e: (e.created, e.container_id, e.ifname)):
+    for ep in endpoints:
         names = _valid_names([ep.name, ep.hostname, *ep.aliases])
         srv = []
         for pm in ep.port_mappings:
@@ -83,6 +110,7 @@ def build_network_doc(network: Network, endpoints: Iterable[Endpoint]) -> Networ
             )
         eps.append(
             {
+                "key": endpoint_key(ep),
                 "cid": ep.container_id,
                 "names": names,
                 "addrs": [str(a.ip) for a in ep.addresses],
@@ -90,14 +118,7 @@ def build_network_doc(network: Network, endpoints: Iterable[Endpoint]) -> Networ
                 "dns": list(ep.dns_servers),
             }
         )
-    return {
-        "id": network.id,
-        "name": network.name.lower(),
-        "forward": forwards(network),
-        "dns_servers": split_servers(network.options.get(OPT_DNS_SERVERS, "")),
-        "subnets": [str(s.subnet) for s in network.subnets],
-        "endpoints": eps,
-    }
+    return eps
 
 
 def reverse_name(address: str) -> str:
@@ -121,15 +142,25 @@ def parse_reverse(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
     return None
 
 
+Counts = dict[Any, int]  # value -> how many endpoints contribute it (insertion-ordered)
+
+
 @dataclass
 class NetTable:
-    """Lookup maps of one network (all keys lower-case dotted names without trailing dot)."""
+    """Lookup maps of one network (all keys lower-case dotted names without trailing dot).
 
-    v4: dict[str, list[str]] = field(default_factory=dict)
-    v6: dict[str, list[str]] = field(default_factory=dict)
-    ptr: dict[str, list[str]] = field(default_factory=dict)
-    srv: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # (port, target)
-    names: set[str] = field(default_factory=set)  # every owner name, incl. empty non-terminals
+    Values are insertion-ordered dicts from a record's data to the number of endpoints that
+    contribute it, so one endpoint is added or removed in time proportional to its own records.
+    A value dict is never changed once stored (copy-on-write), so a reader iterating it is safe.
+    """
+
+    meta: NetworkDoc = field(default_factory=dict)  # the document without "endpoints"
+    eps: dict[str, dict[str, Any]] = field(default_factory=dict)  # endpoint key -> its doc
+    v4: dict[str, Counts] = field(default_factory=dict)
+    v6: dict[str, Counts] = field(default_factory=dict)
+    ptr: dict[str, Counts] = field(default_factory=dict)
+    srv: dict[str, Counts] = field(default_factory=dict)  # (port, target)
+    names: Counts = field(default_factory=dict)  # every owner name, incl. empty non-terminals
     subnets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
 
 
@@ -142,52 +173,86 @@ class Client:
     upstreams: tuple[str, ...]  # empty: the host's resolvers
 
 
-def _add(table: dict[str, list[str]], key: str, value: str) -> None:
-    lst = table.setdefault(key, [])
-    if value not in lst:
-        lst.append(value)
-
-
-def _add_owner(t: NetTable, owner: str, domain: str) -> None:
-    t.names.add(owner)
+def _owners_with_ancestors(owner: str, domain: str) -> list[str]:
+    out = [owner]
     # Ancestors inside the domain exist as empty non-terminals (NODATA, not NXDOMAIN; RFC 8020).
     if owner.endswith("." + domain):
         rest = owner[: -len(domain) - 1].split(".")
-        for i in range(1, len(rest)):
-            t.names.add(".".join(rest[i:]) + "." + domain)
+        out.extend(".".join(rest[i:]) + "." + domain for i in range(1, len(rest)))
+    return out
+
+
+def _contributions(ep: Mapping[str, Any], net: str, domain: str) -> list[tuple[str, str, Any]]:
+    """(map, owner, value) items one endpoint document puts into its network's table."""
+    out: list[tuple[str, str, Any]] = []
+    names: list[str] = ep["names"]
+    owners = [o for n in names for o in (n, f"{n}.{domain}", f"{n}.{net}")]
+    for addr in ep["addrs"]:
+        fam = "v6" if ":" in addr else "v4"
+        out.extend((fam, owner, addr) for owner in owners)
+        if names:
+            out.append(("ptr", reverse_name(addr), f"{names[0]}.{domain}"))
+    for owner in owners:
+        out.extend(("names", o, None) for o in _owners_with_ancestors(owner, domain))
+    if names:
+        target = f"{names[0]}.{domain}"
+        for proto, port, service in ep["srv"]:
+            for label in sorted({service, str(port)} - {None}):
+                for n in names:
+                    for base in (n, f"{n}.{domain}"):
+                        owner = f"_{label}._{proto}.{base}"
+                        out.append(("srv", owner, (port, target)))
+                        out.extend(
+                            ("names", o, None) for o in _owners_with_ancestors(owner, domain)
+                        )
+    return out
+
+
+def _change(t: NetTable, items: list[tuple[str, str, Any]], delta: int) -> set[str]:
+    """Add (delta 1) or remove (-1) contributions; return the owner names touched."""
+    touched: set[str] = set()
+    for kind, owner, value in items:
+        touched.add(owner)
+        if kind == "names":
+            n = t.names.get(owner, 0) + delta
+            if n > 0:
+                t.names[owner] = n
+            else:
+                t.names.pop(owner, None)
+            continue
+        table: dict[str, Counts] = getattr(t, kind)
+        new = dict(table.get(owner, {}))  # copy-on-write: readers may iterate the old one
+        n = new.get(value, 0) + delta
+        if n > 0:
+            new[value] = n
+        else:
+            new.pop(value, None)
+        if new:
+            table[owner] = new
+        else:
+            table.pop(owner, None)
+    return touched
 
 
 def build_net_table(doc: NetworkDoc, domain: str) -> NetTable:
     """Index one network document."""
-    t = NetTable(subnets=[ipaddress.ip_network(s) for s in doc["subnets"]])
-    net = doc["name"]
+    meta = {k: v for k, v in doc.items() if k != "endpoints"}
+    t = NetTable(meta=meta, subnets=[ipaddress.ip_network(s) for s in doc["subnets"]])
     for ep in doc["endpoints"]:
-        names: list[str] = ep["names"]
-        owners = [o for n in names for o in (n, f"{n}.{domain}", f"{n}.{net}")]
-        for addr in ep["addrs"]:
-            fam = t.v6 if ":" in addr else t.v4
-            for owner in owners:
-                _add(fam, owner, addr)
-            if names:
-                _add(t.ptr, reverse_name(addr), f"{names[0]}.{domain}")
-        for owner in owners:
-            _add_owner(t, owner, domain)
-        if names:
-            target = f"{names[0]}.{domain}"
-            for proto, port, service in ep["srv"]:
-                for label in {service, str(port)} - {None}:
-                    for n in names:
-                        for base in (n, f"{n}.{domain}"):
-                            owner = f"_{label}._{proto}.{base}"
-                            lst = t.srv.setdefault(owner, [])
-                            if (port, target) not in lst:
-                                lst.append((port, target))
-                            _add_owner(t, owner, domain)
+        key = ep.get("key") or f"?/{ep['cid']}/{len(t.eps)}"
+        t.eps[key] = ep
+        _change(t, _contributions(ep, doc["name"], domain), 1)
     return t
 
 
 class Tables:
-    """All networks' tables plus the client (source address) map, built once per update."""
+    """All networks' tables plus the client (source address) map.
+
+    Built whole from documents, or changed in place one endpoint at a time
+    (:meth:`change_endpoints` then :meth:`refresh_clients`); callers that change a Tables
+    being served keep readers from acting on a half-applied change (the answerer's sequence
+    counter, the manager's lock).
+    """
 
     def __init__(
         self,
@@ -197,59 +262,111 @@ class Tables:
     ) -> None:
         """Index ``docs``; ``reuse`` holds tables of networks whose documents did not change."""
         self.domain = domain
-        self.docs = dict(docs)
         reuse = reuse or {}
         self.nets = {
             nid: reuse[nid] if nid in reuse else build_net_table(doc, domain)
-            for nid, doc in self.docs.items()
+            for nid, doc in docs.items()
         }
         self.scopes: list[tuple[str, ...]] = []
+        self._scope_ids: dict[tuple[str, ...], int] = {}
         self.clients: dict[str, Client] = {}
-        by_cid: dict[str, list[str]] = {}
-        cid_addrs: dict[str, list[str]] = {}
-        cid_dns: dict[str, list[str]] = {}
-        for nid, doc in self.docs.items():
-            for ep in doc["endpoints"]:
-                nets = by_cid.setdefault(ep["cid"], [])
-                if nid not in nets:
-                    nets.append(nid)
-                cid_addrs.setdefault(ep["cid"], []).extend(ep["addrs"])
-                if ep["dns"] and ep["cid"] not in cid_dns:
-                    cid_dns[ep["cid"]] = ep["dns"]
-        scope_ids: dict[tuple[str, ...], int] = {}
-        for cid, nets in by_cid.items():
-            key = tuple(sorted(nets))
-            if key not in scope_ids:
-                scope_ids[key] = len(self.scopes)
-                self.scopes.append(key)
-            upstreams = cid_dns.get(cid) or [
-                s for nid in key for s in self.docs[nid]["dns_servers"]
-            ]
+        # container id -> network id -> keys of its endpoints there (for one-container updates)
+        self._cid_eps: dict[str, dict[str, list[str]]] = {}
+        self._cid_addrs: dict[str, list[str]] = {}
+        for nid, t in self.nets.items():
+            for key, ep in t.eps.items():
+                self._cid_eps.setdefault(ep["cid"], {}).setdefault(nid, []).append(key)
+        self.refresh_clients(self._cid_eps)
+        # The host view (host listener, `netd dns lookup`): every network, forwarding allowed.
+        self.host_scope = self._scope(tuple(sorted(self.nets)))
+        self.host_client = Client(scope=self.host_scope, forward=True, upstreams=())
+
+    @property
+    def docs(self) -> dict[str, NetworkDoc]:
+        """The full documents being served (rebuilt: for start-up of a worker and tests)."""
+        return {nid: {**t.meta, "endpoints": list(t.eps.values())} for nid, t in self.nets.items()}
+
+    def replace(self, changed: Mapping[str, NetworkDoc], removed: Iterable[str]) -> Tables:
+        """New tables with whole networks set or removed; the others' tables are reused."""
+        gone = set(removed)
+        docs = {nid: t.meta for nid, t in self.nets.items() if nid not in gone}
+        docs.update(changed)
+        reuse = {nid: t for nid, t in self.nets.items() if nid not in changed}
+        return Tables(docs, self.domain, reuse)
+
+    def change_endpoints(
+        self, nid: str, add: Iterable[Mapping[str, Any]], delete: Iterable[str]
+    ) -> tuple[set[str], set[str]]:
+        """Remove endpoints by key, add (or replace) endpoint documents, in place.
+
+        Returns (owner names touched, container ids whose client entry needs
+        :meth:`refresh_clients`). Cost: the changed endpoints' records only.
+        """
+        t = self.nets[nid]
+        net, domain = t.meta["name"], self.domain
+        touched: set[str] = set()
+        cids: set[str] = set()
+        add = list(add)
+        for key in [*delete, *(ep["key"] for ep in add)]:
+            old = t.eps.pop(key, None)
+            if old is None:
+                continue
+            touched |= _change(t, _contributions(old, net, domain), -1)
+            cids.add(old["cid"])
+            keys = self._cid_eps[old["cid"]][nid]
+            keys.remove(key)
+            if not keys:
+                del self._cid_eps[old["cid"]][nid]
+        for ep in add:
+            t.eps[ep["key"]] = dict(ep)
+            touched |= _change(t, _contributions(ep, net, domain), 1)
+            cids.add(ep["cid"])
+            self._cid_eps.setdefault(ep["cid"], {}).setdefault(nid, []).append(ep["key"])
+        return touched, cids
+
+    def refresh_clients(self, cids: Iterable[str]) -> None:
+        """Recompute the client entries of these containers from their endpoints."""
+        for cid in list(cids):
+            per_net = self._cid_eps.get(cid, {})
+            addrs: list[str] = []
+            dns: list[str] = []
+            for nid, keys in per_net.items():
+                for key in keys:
+                    ep = self.nets[nid].eps[key]
+                    addrs.extend(str(ipaddress.ip_address(a)) for a in ep["addrs"])
+                    if ep["dns"] and not dns:
+                        dns = ep["dns"]
+            for addr in self._cid_addrs.pop(cid, []):
+                if addr not in addrs:
+                    self.clients.pop(addr, None)
+            if not per_net:
+                self._cid_eps.pop(cid, None)
+                continue
+            nets = tuple(sorted(per_net))
+            metas = [self.nets[nid].meta for nid in nets]
+            upstreams = dns or [s for m in metas for s in m["dns_servers"]]
             client = Client(
-                scope=scope_ids[key],
-                forward=any(self.docs[nid]["forward"] for nid in key),
+                scope=self._scope(nets),
+                forward=any(m["forward"] for m in metas),
                 upstreams=tuple(dict.fromkeys(upstreams)),
             )
-            for addr in cid_addrs[cid]:
-                self.clients[str(ipaddress.ip_address(addr))] = client
-        # The host view (host listener, `netd dns lookup`): every network, forwarding allowed.
-        all_key = tuple(sorted(self.docs))
-        self.host_scope = scope_ids.get(all_key, len(self.scopes))
-        if self.host_scope == len(self.scopes):
-            self.scopes.append(all_key)
-        self.host_client = Client(scope=self.host_scope, forward=True, upstreams=())
+            self._cid_addrs[cid] = addrs
+            for addr in addrs:
+                self.clients[addr] = client
+
+    def _scope(self, key: tuple[str, ...]) -> int:
+        if key not in self._scope_ids:
+            self._scope_ids[key] = len(self.scopes)
+            self.scopes.append(key)
+        return self._scope_ids[key]
 
     def scope_of(self, network: str | None) -> int | None:
         """Scope index for one network (by id or name), or the host scope for None."""
         if network is None:
             return self.host_scope
-        for nid, doc in self.docs.items():
-            if network in (nid, doc["name"]):
-                key = (nid,)
-                if key in self.scopes:
-                    return self.scopes.index(key)
-                self.scopes.append(key)
-                return len(self.scopes) - 1
+        for nid, t in self.nets.items():
+            if network in (nid, t.meta["name"]):
+                return self._scope((nid,))
         return None
 
     def addresses(self, scope: int, name: str, family: int) -> list[str]:
@@ -292,4 +409,4 @@ class Tables:
 
     def network_names(self, scope: int) -> set[str]:
         """Names of the scope's networks (for Docker's ``name.network`` form)."""
-        return {self.docs[nid]["name"] for nid in self.scopes[scope]}
+        return {self.nets[nid].meta["name"] for nid in self.scopes[scope]}

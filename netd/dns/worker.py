@@ -5,8 +5,9 @@ anything else: empties the capability bounding set, clears supplementary groups,
 the configured user (``nobody`` by default) — which clears the permitted and effective
 capability sets — sets ``PR_SET_NO_NEW_PRIVS`` and checks /proc/self/status that no capability
 is left. Then it serves: listening sockets and record documents arrive on the control socket
-(see :mod:`netd.dns.control`); each message is applied in one step (records are swapped with a
-single assignment) and acknowledged. When the control socket closes, the worker exits.
+(see :mod:`netd.dns.control`); each message is applied in one step (whole networks: tables
+swapped with a single assignment; one network's endpoints: changed in place under the
+answerer's sequence lock) and acknowledged. When the control socket closes, the worker exits.
 It never binds a socket itself and never touches the kernel's network configuration.
 """
 
@@ -27,7 +28,6 @@ from typing import Any
 from .answer import Answerer
 from .control import ChannelClosed, Receiver, send_message
 from .forward import Forwarder
-from .records import Tables
 from .seccomp import install_filter
 from .server import Server
 from .upstreams import HostUpstreams
@@ -83,7 +83,6 @@ class Worker:
         self.ctrl = ctrl
         self.answerer = answerer
         self.server = server
-        self.docs: dict[str, Any] = {}
         self.receiver = Receiver(ctrl)
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.queue: asyncio.Queue[tuple[dict[str, Any], list[int]]] = asyncio.Queue()
@@ -122,22 +121,18 @@ class Worker:
             for item, fd in zip(msg.get("add", []), fds, strict=True):
                 await self.server.add(item["key"], socket.socket(fileno=fd), item["host"])
         elif op == "records":
-            changed = set(msg.get("set", {})) | set(msg.get("del", []))
-            docs = dict(self.docs)
-            docs.update(msg.get("set", {}))
-            for nid in msg.get("del", []):
-                docs.pop(nid, None)
-            old = self.answerer.tables.nets
-            reuse = {nid: t for nid, t in old.items() if nid not in changed and nid in docs}
-            tables = Tables(docs, self.answerer.domain, reuse)
-            self.docs = docs
+            # Whole networks (new, removed, or changed beyond their endpoints).
+            tables = self.answerer.tables.replace(msg.get("set", {}), msg.get("del", []))
             self.answerer.set_tables(tables)  # the atomic swap
+        elif op == "endpoints":
+            # One network's attach/detach: cost of the changed endpoints only.
+            self.answerer.change_endpoints(msg["net"], msg.get("add", []), msg.get("del", []))
         elif op == "stats":
             ru = resource.getrusage(resource.RUSAGE_SELF)
             reply.update(
                 maxrss_kb=ru.ru_maxrss,
                 rss_kb=_rss_kb(),
-                networks=len(self.docs),
+                networks=len(self.answerer.tables.nets),
                 clients=len(self.answerer.tables.clients),
                 cached=len(self.answerer.cache),
             )
