@@ -46,7 +46,7 @@ def read_config(raw: bytes, command: str) -> dict[str, Any]:
         raise spec.CniError(spec.DECODE_FAILURE, f"CNI {command}: no network config on stdin")
     try:
         config = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # deep nesting (`{"a":{"a":...`): found by fuzzing
         raise spec.CniError(
             spec.DECODE_FAILURE, f"CNI {command}: decoding the config on stdin: {exc}"
         ) from exc
@@ -123,7 +123,7 @@ def unreachable_error(command: str, path: str, exc: OSError, timeout: float) -> 
 def _print_error(err: spec.CniError, config: bytes, out: IO[bytes]) -> int:
     try:
         parsed: Any = json.loads(config)
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = {}
     out.write(json.dumps(err.to_result(spec.reply_version(parsed))).encode() + b"\n")
     return 1
@@ -150,7 +150,7 @@ def report_answer(
     status, body = answer
     try:
         parsed: Any = json.loads(body) if body.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = body[:200].decode("utf-8", "replace")
     return _print_error(_answer_error(status, parsed), config, out)
 
