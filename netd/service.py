@@ -23,7 +23,15 @@ from typing import Any, Protocol, TypeVar
 
 from . import faults
 from .drivers.base import Driver
-from .errors import Conflict, InvalidInput, KernelError, NetdError, NotFound, Unavailable
+from .errors import (
+    Conflict,
+    InvalidInput,
+    KernelError,
+    NetdError,
+    NotFound,
+    StoreCorrupt,
+    Unavailable,
+)
 from .firewall.base import Firewall
 from .ipam.allocator import NetworkAllocator
 from .ipam.subnets import DefaultPool
@@ -162,7 +170,18 @@ class Service:
             remove = getattr(driver, "remove_link", None)
             if list_tagged is None or remove is None:
                 continue
-            for ifname, tag in plan_orphans(list_tagged(), self._networks.values(), eps):
+            tagged = list_tagged()
+            if tagged and getattr(self.store, "fresh", False):
+                # A brand-new database next to netd's objects in the kernel means the database
+                # was lost, not that the objects are orphans: deleting them would cut live
+                # containers off. Refuse, and say how to rebuild the state.
+                raise StoreCorrupt(
+                    f"the state database was just created, but the kernel holds {len(tagged)} "
+                    f"netd-tagged links (e.g. {sorted(tagged.values())[:3]}): the database was "
+                    "probably lost. Run `netd recover` to rebuild it from the kernel (or delete "
+                    "those links) before starting the daemon"
+                )
+            for ifname, tag in plan_orphans(tagged, self._networks.values(), eps):
                 log.warning("reconcile: removing %s (tag %r): no record owns it", ifname, tag)
                 remove(ifname)
                 METRICS.reconcile_repairs.labels("orphan_link").inc()

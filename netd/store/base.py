@@ -16,6 +16,8 @@ from ..model import Endpoint, IPAddress, Network
 class Store(Protocol):
     """Durable home of networks, endpoints and their address allocations."""
 
+    fresh: bool  # True if opening the store created it (nothing was there before)
+
     def list_networks(self) -> list[Network]:
         """All networks, ordered by creation time."""
         ...

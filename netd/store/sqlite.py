@@ -73,6 +73,9 @@ class SqliteStore:
         self.path = path
         self._lock = threading.Lock()
         self._closed = False
+        # Whether this open created the database: a daemon that finds netd's objects in the
+        # kernel but a brand-new database must not take them for orphans (the db was lost).
+        self.fresh = not path.exists()
         self._conn, self.schema_version = open_connection(path, busy_timeout)
 
     def __enter__(self) -> SqliteStore:

@@ -112,3 +112,22 @@ def test_kill_during_teardown(host: Namespace, sandbox: Sandbox, point: str) -> 
         assert not tagged_links(host)
     finally:
         d.close()
+
+
+def test_lost_database_is_not_taken_for_orphans(host: Namespace, sandbox: Sandbox) -> None:
+    """A deleted netd.db must not make the next start delete live containers' links."""
+    d = Daemon(host).start()
+    c = sandbox.add_ns("c")
+    try:
+        assert d.request("POST", "/v1/networks", SUBNET)[0] == 201
+        assert d.request("POST", "/v1/networks/crash/connect", {"netns": c.path})[0] == 201
+        d.stop()
+        before = tagged_links(host)
+        for suffix in ("", "-wal", "-shm"):
+            (d.state_dir / f"netd.db{suffix}").unlink(missing_ok=True)
+        with pytest.raises(RuntimeError, match="netd recover"):
+            d.start(timeout=10)
+        assert tagged_links(host) == before  # nothing deleted
+        assert c.ping("10.130.0.1")  # the container still reaches its gateway
+    finally:
+        d.close()
