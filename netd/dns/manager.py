@@ -160,8 +160,9 @@ class DnsManager:
         self._docs = _DocsView(self)
         # network id -> (network, its document without endpoints)
         self._served: dict[str, tuple[Network, NetworkDoc]] = {}
-        # network id -> endpoint key -> the Endpoint last published (to diff the next update)
-        self._last: dict[str, dict[tuple[str, str], Endpoint]] = {}
+        # network id -> id(Endpoint) -> the Endpoint objects last published (to diff the next
+        # update; holding them keeps their ids from being reused)
+        self._last: dict[str, dict[int, Endpoint]] = {}
         self._socks: dict[str, _Sock] = {}
         self._tables = Tables({}, self.domain)
         self._workers = [_Worker(i) for i in range(workers or default_workers())]
@@ -241,14 +242,15 @@ class DnsManager:
                 old = current.get(nid)
                 if old is None or old != doc or self._served[nid][0] != net:
                     changed[nid] = (net, doc)
-                self._last[nid] = {e.key: e for e in eps}
+                self._last[nid] = {id(e): e for e in eps}
             self._apply(changed, [nid for nid in self._served if nid not in wanted])
 
     def update_network(self, network: Network, endpoints: list[Endpoint]) -> None:
         """Apply one network's change at the cost of what changed.
 
-        Endpoints are compared with the last published set (by key; identical objects are
-        skipped without comparing) and only the added, changed and removed ones are sent; a
+        Endpoints are compared with the last published set by object identity (a new object
+        under a known key counts only if its DNS data differ) and only the added, changed and
+        removed ones are sent, so the cost is flat in the endpoints that did not change; a
         change of the network itself (subnets, options, DNS on/off) re-sends its whole document.
         """
         nid = network.id
@@ -261,22 +263,24 @@ class DnsManager:
                 return
             if served is None or last is None or served[0] != network:
                 self._apply({nid: (network, build_network_doc(network, endpoints))}, [])
-                self._last[nid] = {e.key: e for e in endpoints}
+                self._last[nid] = {id(e): e for e in endpoints}
                 return
-            cur = {e.key: e for e in endpoints}
-            delete = [f"{ifname}/{cid}" for cid, ifname in last.keys() - cur.keys()]
-            add = [
-                build_endpoint_doc(e)
-                for k, e in cur.items()
-                if (o := last.get(k)) is not e and (o is None or _dns_fields(o) != _dns_fields(e))
-            ]
+            # By object identity, in C (set operations on dict views): the service keeps its
+            # Endpoint objects, so an attach or detach shows up as one new or one gone object.
+            cur = dict(zip(map(id, endpoints), endpoints, strict=True))
+            gone = {last[i].key: last[i] for i in last.keys() - cur.keys()}
+            add = []
+            for i in cur.keys() - last.keys():
+                e = cur[i]
+                o = gone.pop(e.key, None)  # same key, new object: replaced only if DNS differs
+                if o is None or _dns_fields(o) != _dns_fields(e):
+                    add.append(build_endpoint_doc(e))
+            delete = [f"{ifname}/{cid}" for cid, ifname in gone]
             self._last[nid] = cur
             if not add and not delete:
                 return
             self._tables.change_endpoints(nid, add, delete)
-            self._tables.refresh_clients(
-                {e["cid"] for e in add} | {k[0] for k in last.keys() - cur.keys()}
-            )
+            self._tables.refresh_clients({e["cid"] for e in add} | {k[0] for k in gone})
             msg = {"op": "endpoints", "net": nid, "add": add, "del": delete}
             for w in self._workers:
                 try:

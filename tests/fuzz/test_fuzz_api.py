@@ -154,3 +154,31 @@ def test_openapi_operations(daemon: Daemon, host: Namespace) -> None:
     print(json.dumps(seen, indent=1))
     log = daemon.log()
     assert "Traceback" not in log, log
+
+
+RAW_BODIES = [
+    b'{"name":' * 50_000 + b"1" + b"}" * 50_000,  # nesting past json's recursion limit
+    b"[" * 100_000,
+    b'{"name": "\xff\xfe"}',  # not UTF-8
+    b'{"name": "a", "name": "b"}',
+    b'{"name": NaN}',
+    b'{"name": 1e999999}',
+    b'{"name": ' + b"9" * 5000 + b"}",
+    b'{"name": "\\ud800"}',  # lone surrogate escape
+    b"\x00" * 100,
+    b"",
+    b"null",
+]
+
+
+def test_raw_hostile_bodies(daemon: Daemon, host: Namespace) -> None:
+    """Bodies no JSON generator makes: every POST answers a 4xx error naming it, no change."""
+    before = snapshot(daemon, host)
+    posts = ["/v1/networks", "/v1/networks/x/connect", "/v1/networks/x/disconnect", "/v1/cni"]
+    for path in posts:
+        for body in RAW_BODIES:
+            status, answer = daemon.request("POST", path, body)
+            assert 400 <= status < 500, (path, body[:40], status, answer)
+            assert answer["error"]["message"], answer
+    assert snapshot(daemon, host) == before
+    assert "Traceback" not in daemon.log()
