@@ -185,8 +185,11 @@ def parse_service(
     if any(p.host_port for p in ports) and mode is not None and mode != "host":
         raise _at(svc, "ports", path).fail(None, f"cannot publish ports with network_mode {mode}")
     expose: list[str] = []
-    for i, e in enumerate(svc.get("expose") or []):
-        expose += parse_expose(e, position(svc["expose"], i), f"{path}.expose[{i}]")
+    raw_expose = svc.get("expose") or []
+    if not isinstance(raw_expose, list):  # `expose: 5000` raised TypeError: found by fuzzing
+        raise _at(svc, "expose", path).fail(raw_expose, "must be a list")
+    for i, e in enumerate(raw_expose):
+        expose += parse_expose(e, position(raw_expose, i), f"{path}.expose[{i}]")
     replicas = _replicas(svc, path)
     container_name = svc.get("container_name")
     if container_name is not None:

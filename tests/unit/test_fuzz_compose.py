@@ -186,3 +186,14 @@ def test_unbuildable_tagged_scalar_is_a_compose_error(tmp_path: Path) -> None:
         assert str(exc).startswith("compose.yaml: invalid YAML value: ValueError("), str(exc)
     else:
         raise AssertionError("!!int 08 was accepted")
+
+
+def test_expose_not_a_list_is_a_compose_error(tmp_path: Path) -> None:
+    """Regression (found by fuzzing): `expose: 5000` raised TypeError ('int' not iterable)."""
+    (tmp_path / "compose.yaml").write_text("services:\n  web:\n    image: x\n    expose: 5000\n")
+    try:
+        load_project(["compose.yaml"], project="p", environ={}, cwd=tmp_path)
+    except ComposeError as exc:
+        assert str(exc) == "compose.yaml:4: services.web.expose: 5000 must be a list", str(exc)
+    else:
+        raise AssertionError("expose: 5000 was accepted")
