@@ -160,9 +160,9 @@ class DnsManager:
         self._docs = _DocsView(self)
         # network id -> (network, its document without endpoints)
         self._served: dict[str, tuple[Network, NetworkDoc]] = {}
-        # network id -> id(Endpoint) -> the Endpoint objects last published (to diff the next
-        # update; holding them keeps their ids from being reused)
-        self._last: dict[str, dict[int, Endpoint]] = {}
+        # network id -> (ids of the Endpoint objects last published, id -> object): to diff the
+        # next update; holding the objects keeps their ids from being reused.
+        self._last: dict[str, tuple[set[int], dict[int, Endpoint]]] = {}
         self._socks: dict[str, _Sock] = {}
         self._tables = Tables({}, self.domain)
         self._workers = [_Worker(i) for i in range(workers or default_workers())]
@@ -242,7 +242,7 @@ class DnsManager:
                 old = current.get(nid)
                 if old is None or old != doc or self._served[nid][0] != net:
                     changed[nid] = (net, doc)
-                self._last[nid] = {id(e): e for e in eps}
+                self._last[nid] = ({id(e) for e in eps}, {id(e): e for e in eps})
             self._apply(changed, [nid for nid in self._served if nid not in wanted])
 
     def update_network(self, network: Network, endpoints: list[Endpoint]) -> None:
@@ -263,20 +263,30 @@ class DnsManager:
                 return
             if served is None or last is None or served[0] != network:
                 self._apply({nid: (network, build_network_doc(network, endpoints))}, [])
-                self._last[nid] = {id(e): e for e in endpoints}
+                self._last[nid] = ({id(e) for e in endpoints}, {id(e): e for e in endpoints})
                 return
-            # By object identity, in C (set operations on dict views): the service keeps its
-            # Endpoint objects, so an attach or detach shows up as one new or one gone object.
-            cur = dict(zip(map(id, endpoints), endpoints, strict=True))
-            gone = {last[i].key: last[i] for i in last.keys() - cur.keys()}
-            add = []
-            for i in cur.keys() - last.keys():
-                e = cur[i]
-                o = gone.pop(e.key, None)  # same key, new object: replaced only if DNS differs
-                if o is None or _dns_fields(o) != _dns_fields(e):
-                    add.append(build_endpoint_doc(e))
+            # By object identity, in C (set operations): the service keeps its Endpoint
+            # objects, so an attach or detach shows up as one new or one gone object.
+            ids, objs = last
+            cur = set(map(id, endpoints))
+            gone_ids = ids - cur
+            new_ids = cur - ids
+            gone = {objs[i].key: objs.pop(i) for i in gone_ids}
+            added: list[Endpoint] = []
+            if new_ids:
+                # The list is oldest first: new objects are found at its end.
+                for e in reversed(endpoints):
+                    if id(e) not in new_ids:
+                        continue
+                    objs[id(e)] = e
+                    o = gone.pop(e.key, None)  # same key, new object: sent only if DNS differs
+                    if o is None or _dns_fields(o) != _dns_fields(e):
+                        added.append(e)
+                    if len(objs) == len(cur):
+                        break
+            add = [build_endpoint_doc(e) for e in reversed(added)]
             delete = [f"{ifname}/{cid}" for cid, ifname in gone]
-            self._last[nid] = cur
+            self._last[nid] = (cur, objs)
             if not add and not delete:
                 return
             self._tables.change_endpoints(nid, add, delete)
