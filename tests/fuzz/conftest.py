@@ -24,9 +24,6 @@ sandbox = _ns.sandbox
 host = _ns.host
 daemon = _ns.daemon
 
-# How many examples each property (or API operation) gets; raise for longer runs.
-EXAMPLES = int(os.environ.get("NETD_FUZZ_EXAMPLES") or 50)
-
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Fuzz tests against the daemon need root (namespaces); skip them loudly otherwise."""

@@ -11,13 +11,13 @@ and mode.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from typing import Any
 
 import pytest
 import requests
 import schemathesis
-from conftest import EXAMPLES
 from hypothesis import HealthCheck, given, settings
 from netns_fixtures import Namespace
 from netns_fixtures.daemon import Daemon
@@ -32,6 +32,8 @@ from schemathesis.specs.openapi.checks import (
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 
+# Examples per operation and mode / per property; raise for longer runs.
+EXAMPLES = int(os.environ.get("NETD_FUZZ_EXAMPLES") or 50)
 BASE_URL = "http://netd"
 FUZZ_NET = {"name": "fuzz", "subnets": [{"subnet": "10.77.0.0/24"}]}
 CNI_CODES = {1, 2, 3, 4, 5, 6, 7, 11, 50, 51}

@@ -12,18 +12,20 @@ never a traceback, and the daemon's networks and the host's links must not chang
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EXAMPLES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from netns_fixtures import Namespace
 from netns_fixtures.daemon import Daemon
 
+# Examples per operation and mode / per property; raise for longer runs.
+EXAMPLES = int(os.environ.get("NETD_FUZZ_EXAMPLES") or 50)
 PLUGIN = str(Path(sys.executable).parent / "netd-cni")
 CNI_CODES = {1, 2, 3, 4, 5, 6, 7, 11, 50, 51}
 COMMANDS = ["ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"]
