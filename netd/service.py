@@ -344,6 +344,10 @@ class Service:
         servers = [str(s.gateway) for s in network.subnets if s.gateway is not None]
         return {"nameservers": servers, "search": [self.dns_domain]}
 
+    def check_netns(self, path: str) -> None:
+        """CniBackend: InvalidInput unless ``path`` is a network namespace netd may use."""
+        self.validate_netns(path)
+
     def utilisation(self, network: Network) -> dict[str, tuple[int, int]]:
         """IPAM use per subnet: (used, size)."""
         return self._ipam[network.id].utilisation()

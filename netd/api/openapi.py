@@ -28,6 +28,8 @@ class Route:
     body: type[BaseModel] | None = None
     response: Any = None
     status: int = 200
+    query: tuple[tuple[str, bool], ...] = ()  # (name, required) of string query parameters
+    responses: tuple[tuple[int, str, Any], ...] = ()  # extra (status, description, model)
 
 
 def _schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
@@ -58,12 +60,21 @@ def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
                 "5XX": {"description": "server error", "content": error},
             },
         }
-        params = re.findall(r"{(\w+)}", route.path)
+        for status, description, model in route.responses:
+            op["responses"][str(status)] = {
+                "description": description,
+                "content": {"application/json": {"schema": _schema(model, defs)}},
+            }
+        params = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in re.findall(r"{(\w+)}", route.path)
+        ]
+        params += [
+            {"name": q, "in": "query", "required": required, "schema": {"type": "string"}}
+            for q, required in route.query
+        ]
         if params:
-            op["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in params
-            ]
+            op["parameters"] = params
         if route.body is not None:
             op["requestBody"] = {
                 "required": True,

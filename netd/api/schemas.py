@@ -89,6 +89,15 @@ class CniCall(BaseModel):
     config: dict[str, Any]
 
 
+class CniErrorOut(BaseModel):
+    """A CNI error object (SPEC.md "Error"), answered with HTTP 422 by /v1/cni."""
+
+    cniVersion: str
+    code: int
+    msg: str
+    details: str | None = None
+
+
 class ErrorBody(BaseModel):
     """Every 4xx/5xx answer: ``{"error": {...}}``."""
 

@@ -103,7 +103,7 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     raw = await request.read()
     try:
         data = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidInput("body", raw[:80].decode("utf-8", "replace"), f"not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidInput("body", type(data).__name__, "must be a JSON object")
@@ -355,10 +355,21 @@ ROUTES: list[Route] = [
         "Detach a container",
         schemas.DisconnectIn,
     ),
-    Route("GET", "/v1/dns/lookup", dns_lookup, "Resolve a container name (?name=&network=)"),
+    Route(
+        "GET",
+        "/v1/dns/lookup",
+        dns_lookup,
+        "Resolve a container name as netd's DNS does",
+        query=(("name", True), ("network", False)),
+    ),
     Route("GET", "/v1/firewall", firewall_show, "The live ruleset of netd's firewall"),
     Route(
-        "POST", "/v1/cni", cni, "Forwarded CNI call (used by the netd CNI plugin)", schemas.CniCall
+        "POST",
+        "/v1/cni",
+        cni,
+        "Forwarded CNI call (used by the netd CNI plugin)",
+        schemas.CniCall,
+        responses=((422, "the CNI error object", schemas.CniErrorOut),),
     ),
 ]
 

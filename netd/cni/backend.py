@@ -54,3 +54,11 @@ class CniBackend(Protocol):
     def bridge_for(self, network: Network) -> str:
         """The name of the network's bridge interface."""
         ...
+
+    def check_netns(self, path: str) -> None:
+        """InvalidInput (field ``netns``) unless ``path`` is a network namespace netd may use.
+
+        ADD calls it before anything is created, so a bad CNI_NETNS changes nothing (not even
+        the network an inline definition would create).
+        """
+        ...

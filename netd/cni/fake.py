@@ -205,6 +205,11 @@ class FakeCniBackend:
         """Option ``bridge`` or the deterministic default."""
         return network.options.get("bridge") or bridge_name(network.id)
 
+    def check_netns(self, path: str) -> None:
+        """Only absolute paths (the real check opens the namespace file)."""
+        if not path.startswith("/"):
+            raise InvalidInput("netns", path, "must be an absolute path")
+
     def endpoint(self, network: str, container_id: str, ifname: str) -> Endpoint:
         """The recorded endpoint (tests)."""
         return self.endpoints[(network, container_id, ifname)]

@@ -120,6 +120,8 @@ async def _network(call: CniCall, backend: CniBackend, *, create: bool = True) -
 async def _add(call: CniCall, backend: CniBackend) -> dict[str, Any]:
     options = parse_runtime_options(call)
     routes = parse_routes(call.config, call.ipam_only)
+    if not call.ipam_only:
+        backend.check_netns(call.netns)  # before an inline network is created
     await _network(call, backend)
     network, endpoint = await backend.attach(
         attach_request(call, options), plumb=not call.ipam_only

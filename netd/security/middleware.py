@@ -45,7 +45,7 @@ def parse_body(raw: bytes) -> Any:
         return None
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return raw.decode("utf-8", "replace")
 
 

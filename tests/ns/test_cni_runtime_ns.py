@@ -236,3 +236,13 @@ def test_netd_then_reference_portmap(runtime: Runtime, sandbox: Sandbox, host: N
         assert "18080" in nat
     d = runtime.conflist(conflist, "DEL", container_id=c.name, netns=c.path, runtime_config=rc)
     assert d.code == 0, d.out
+
+
+def test_bad_netns_creates_nothing(runtime: Runtime, daemon: Daemon, host: Namespace) -> None:
+    """A bad CNI_NETNS is refused before the inline network would be created."""
+    before = set(host.links())
+    res = runtime.exec("netd", "ADD", NET, container_id="c9", netns="/proc/self/ns/net")
+    assert res.code == 1 and res.error_code in (4, 7), res.out
+    assert "netns" in res.out["msg"]
+    assert daemon.request("GET", "/v1/networks")[1] == []
+    assert set(host.links()) == before
