@@ -266,9 +266,11 @@ class Answerer:
             st.hot.clear()  # bounded: random names cannot grow memory without limit
             st.by_name.clear()
         hkey = (client.scope, qkey)
+        fresh = hkey not in st.hot  # some questions always come here: index them once
         st.hot[hkey] = entry
-        srv = qkey[-4:-2] == b"\x00\x21"
-        st.by_name.setdefault(b"" if srv else qkey[:-4], []).append(hkey)
+        if fresh:
+            srv = qkey[-4:-2] == b"\x00\x21"
+            st.by_name.setdefault(b"" if srv else qkey[:-4], []).append(hkey)
         if self._seq != seq and st.hot.get(hkey) is entry:
             st.hot.pop(hkey, None)  # a change began meanwhile and may have missed this entry
         if entry is _FORWARD:

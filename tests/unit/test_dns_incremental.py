@@ -189,3 +189,15 @@ def test_manager_sends_only_the_diff() -> None:
     m.update_network(dataclasses.replace(n2, dns_enabled=False), eps)
     assert m.sent == [{"op": "records", "set": {}, "del": [n.id]}]
     assert m.lookup("s1") == []
+
+
+def test_slow_path_questions_are_indexed_once() -> None:
+    # An internal network's client asking an outside name is refused on the slow path every
+    # time: the name index must not grow with each query.
+    a = Answerer("dns.netd")
+    priv = dataclasses.replace(net("p", "10.3.0.0/24"), internal=True)
+    a.set_tables(Tables({priv.id: build_network_doc(priv, [ep(priv, "c", "s", "10.3.0.2/24")])},
+                        "dns.netd"))  # fmt: skip
+    for _ in range(50):
+        assert ask(a, "www.example.org", src="10.3.0.2").header.rcode == RCODE.REFUSED
+    assert sum(len(v) for v in a._state.by_name.values()) == 1
