@@ -214,13 +214,24 @@ class Service:
                     if await self._repair(action):
                         done.append(action)
         for net in list(self._networks.values()):
+            # Check outside the network's lock (a pass over many endpoints must not hold up
+            # attaches); repair under it, only if the record is unchanged and not in flight.
+            busy = set(self._inflight.get(net.id, set()))
+            eps = [e for e in self._endpoints.get(net.id, {}).values() if needs_check(e, busy)]
+            problems, gone = await asyncio.to_thread(self._check_endpoints, net, eps)
+            actions = plan_endpoints(eps, problems, gone, busy)
+            if not actions:
+                continue
             async with self._lock(net.id):
                 if net.id not in self._networks:
-                    continue  # removed while we waited
-                busy = set(self._inflight.get(net.id, set()))
-                eps = [e for e in self._endpoints[net.id].values() if needs_check(e, busy)]
-                problems, gone = await asyncio.to_thread(self._check_endpoints, net, eps)
-                for action in plan_endpoints(eps, problems, gone, busy):
+                    continue  # removed meanwhile
+                for action in actions:
+                    ep = action.endpoint
+                    current = self._endpoints[net.id].get(ep.key) if ep is not None else None
+                    if ep is not None and (
+                        current is not ep or ep.key in self._inflight.get(net.id, set())
+                    ):
+                        continue  # changed by a request meanwhile: the next pass looks again
                     if await self._repair(action):
                         done.append(action)
         return done
