@@ -185,8 +185,8 @@ async def _cni_command(request: web.Request) -> str:
     """The ``command`` of a CNI call body (aiohttp caches the body for the handler)."""
     try:
         body = json.loads(await request.read() or b"{}")
-    except (ValueError, UnicodeDecodeError, web.HTTPException):
-        return "other"
+    except (ValueError, UnicodeDecodeError, RecursionError, web.HTTPException):
+        return "other"  # the handler answers the bad body with a 400
     command = body.get("command") if isinstance(body, dict) else None
     return command if isinstance(command, str) and command in CNI_COMMANDS else "other"
 

@@ -177,3 +177,19 @@ def test_install_before_start_only(tmp_path: Path) -> None:
         svc.store.close()
 
     asyncio.run(go())
+
+
+def test_cni_command_label_survives_hostile_bodies() -> None:
+    """Found by fuzzing in CI: a 100k-deep body raised RecursionError in the middleware."""
+
+    class Body:
+        def __init__(self, raw: bytes) -> None:
+            self.raw = raw
+
+        async def read(self) -> bytes:
+            return self.raw
+
+    deep = b'{"command": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for raw in (deep, b"\xff\xfe", b"[1]", b'{"command": "ADD"}'):
+        got = asyncio.run(metrics_mod._cni_command(Body(raw)))  # type: ignore[arg-type]
+        assert got == ("ADD" if raw.endswith(b'"ADD"}') else "other")
