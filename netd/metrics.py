@@ -11,7 +11,7 @@ Series (all prefixed ``netd_``):
   stale and cost nothing between scrapes);
 - ``reconcile_repairs_total{kind}``, ``firewall_restores_total``;
 - ``dns_queries_total{result}``, ``dns_query_seconds``, ``dns_upstream_failures_total``,
-  ``dns_cache_hits_total`` — defined here, fed by the DNS side.
+  ``dns_cache_hits_total`` — counted by the DNS worker processes, read at scrape time.
 
 Producers elsewhere in the daemon use the process-wide :data:`METRICS`
 (``METRICS.firewall_restores.inc()``). Tests build their own :class:`Metrics` so they never see
@@ -25,6 +25,7 @@ except through :func:`install` (the API's Unix socket) and :func:`serve_tcp` (12
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,12 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from .errors import ConfigError
@@ -52,11 +58,65 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # unbounded label values.
 CNI_COMMANDS = frozenset({"ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"})
 CNI_PATH = "/v1/cni"
+log = logging.getLogger(__name__)
+
 METRICS_PATH = "/metrics"
 # Network operations take milliseconds to seconds (netlink + nftables + SQLite fsync).
 _OP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-# A cached DNS answer takes microseconds, a forwarded one up to the upstream timeout.
-_DNS_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0)
+
+
+class DnsCollector(Collector):
+    """The DNS worker processes' query counters, fetched over their control channel at scrape.
+
+    The workers count (they serve the queries; see netd/dns/stats.py); this only exposes their
+    totals, so counters restart from zero when a worker is restarted, as Prometheus expects of
+    a process restart.
+    """
+
+    def __init__(self) -> None:
+        self.source: Callable[[], dict[str, Any]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the four DNS families (zero until DNS runs)."""
+        stats: dict[str, Any] = {}
+        if self.source is not None:
+            try:
+                stats = self.source()
+            except Exception:  # a scrape must not fail because a worker is restarting
+                log.warning("reading DNS query counters failed", exc_info=True)
+        queries = CounterMetricFamily(
+            "netd_dns_queries",
+            "DNS queries answered, by result (noerror, nxdomain, servfail, refused, ...)",
+            labels=["result"],
+        )
+        for result, n in sorted(stats.get("results", {}).items()):
+            queries.add_metric([result], n)
+        yield queries
+        bounds, counts = stats.get("bounds", []), stats.get("buckets", [])
+        cumulative, running = [], 0
+        for bound, n in zip([*bounds, float("inf")], counts, strict=False):
+            running += n
+            cumulative.append((_le(bound), running))
+        yield HistogramMetricFamily(
+            "netd_dns_query_seconds",
+            "Time to answer one DNS query in the worker (local, cached or forwarded)",
+            buckets=cumulative or [("+Inf", 0)],
+            sum_value=stats.get("sum", 0.0),
+        )
+        yield CounterMetricFamily(
+            "netd_dns_upstream_failures",
+            "Upstream DNS exchanges that failed (timeout or error)",
+            value=stats.get("upstream_failures", 0),
+        )
+        yield CounterMetricFamily(
+            "netd_dns_cache_hits",
+            "Forwarded DNS queries answered from the cache",
+            value=stats.get("cache_hits", 0),
+        )
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
 class IpamCollector(Collector):
@@ -127,34 +187,15 @@ class Metrics:
             "Times netd's firewall ruleset was restored after someone else changed or flushed it",
             registry=reg,
         )
-        self.dns_queries = Counter(
-            "netd_dns_queries",
-            "DNS queries answered, by result (noerror, nxdomain, servfail, refused, ...)",
-            ["result"],
-            registry=reg,
-        )
-        self.dns_seconds = Histogram(
-            "netd_dns_query_seconds",
-            "Time to answer one DNS query (local or forwarded)",
-            buckets=_DNS_BUCKETS,
-            registry=reg,
-        )
-        self.dns_upstream_failures = Counter(
-            "netd_dns_upstream_failures",
-            "Forwarded DNS queries an upstream server did not answer (timeout or error)",
-            registry=reg,
-        )
-        self.dns_cache_hits = Counter(
-            "netd_dns_cache_hits",
-            "Forwarded DNS queries answered from the cache",
-            registry=reg,
-        )
         self.ipam = IpamCollector()
         reg.register(self.ipam)
+        self.dns = DnsCollector()
+        reg.register(self.dns)
 
     def bind_service(self, service: Service) -> None:
-        """Read IPAM gauges from ``service`` from now on."""
+        """Read IPAM gauges and DNS counters from ``service`` from now on."""
         self.ipam.service = service
+        self.dns.source = getattr(service.dns, "query_stats", None)
 
     def observe_cni(self, command: str, ok: bool, seconds: float) -> None:
         """Count one CNI call and its duration."""

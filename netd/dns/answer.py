@@ -21,6 +21,7 @@ from typing import Any
 from . import wire
 from .cache import Cache
 from .records import Client, Tables, parse_reverse
+from .stats import QueryStats
 from .wire import WireError
 
 _PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QD=1 AN=0 NS=0 AR=0
@@ -99,6 +100,7 @@ class Answerer:
         # the slow path builds an answer only from a stable, unchanged view.
         self._seq = 0
         self.cache = Cache()
+        self.stats = QueryStats()
         d = wire.encode_name(self.domain)
         soa_rdata = (
             wire.encode_name("ns." + self.domain)
@@ -199,6 +201,7 @@ class Answerer:
         parts = self.cache.get_parts(key, time.monotonic(), qend)
         if parts is None:
             return self._forward(data, qend, key, client, edns, limit)
+        self.stats.mine().cache_hits += 1
         resp = data[:2] + parts[data[2] & 1] + data[12:qend] + parts[2]
         if len(resp) > limit:
             return truncate(resp, qend, edns)

@@ -396,6 +396,39 @@ class DnsManager:
         reply["workers"] = len(self._workers)
         return reply
 
+    def query_stats(self) -> dict[str, Any]:
+        """Query counters summed over every worker (for the daemon's /metrics)."""
+        total: dict[str, Any] = {
+            "results": {},
+            "buckets": [],
+            "sum": 0.0,
+            "count": 0,
+            "cache_hits": 0,
+            "upstream_failures": 0,
+            "bounds": [],
+        }
+        with self._lock:
+            replies = []
+            for w in self._workers:
+                try:
+                    replies.append(self._request(w, {"op": "stats"}))
+                except Unavailable:
+                    continue  # restarting: its counts start again from zero
+        for reply in replies:
+            q = reply.get("queries", {})
+            for name, n in q.get("results", {}).items():
+                total["results"][name] = total["results"].get(name, 0) + n
+            buckets = q.get("buckets", [])
+            if not total["buckets"]:
+                total["buckets"] = [0] * len(buckets)
+                total["bounds"] = q.get("bounds", [])
+            total["buckets"] = [a + b for a, b in zip(total["buckets"], buckets, strict=False)]
+            total["sum"] += q.get("sum", 0.0)
+            total["count"] += q.get("count", 0)
+            total["cache_hits"] += q.get("cache_hits", 0)
+            total["upstream_failures"] += reply.get("upstream_failures", 0)
+        return total
+
     # --- workers --------------------------------------------------------------------------
 
     def _spawn(self, w: _Worker) -> None:

@@ -17,6 +17,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 
 from .answer import Answerer, Forward
 from .forward import Forwarder
@@ -105,6 +106,8 @@ class Server:
         recv = entry.sock.recvfrom
         send = entry.sock.sendto
         forward = self._forward_soon
+        record = self.answerer.stats.mine().record  # this thread's counters
+        clock = time.perf_counter
         while True:
             try:
                 data, addr = recv(4096)
@@ -116,6 +119,7 @@ class Server:
                 if entry.stop:
                     return
                 continue
+            started = clock()
             try:
                 resp = handle(data, addr[0], host=host)
             except Exception:  # a bug must not take the loop down; the fuzz tests hunt these
@@ -128,18 +132,23 @@ class Server:
                     send(resp, addr)
                 except OSError:
                     pass
+                record(resp, clock() - started)
             else:
                 assert isinstance(resp, Forward)
-                loop.call_soon_threadsafe(forward, entry.sock, resp, addr)
+                loop.call_soon_threadsafe(forward, entry.sock, resp, addr, started)
 
-    def _forward_soon(self, sock: socket.socket, fwd: Forward, addr: object) -> None:
+    def _forward_soon(
+        self, sock: socket.socket, fwd: Forward, addr: object, started: float
+    ) -> None:
         if self._forwards >= MAX_FORWARDS:
             return  # dropped: the client retries
-        task = asyncio.ensure_future(self._forward_udp(sock, fwd, addr))
+        task = asyncio.ensure_future(self._forward_udp(sock, fwd, addr, started))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _forward_udp(self, sock: socket.socket, fwd: Forward, addr: object) -> None:
+    async def _forward_udp(
+        self, sock: socket.socket, fwd: Forward, addr: object, started: float
+    ) -> None:
         self._forwards += 1
         try:
             resp = await self.forwarder.resolve(fwd)
@@ -147,6 +156,7 @@ class Server:
             self._forwards -= 1
         with contextlib.suppress(OSError):
             sock.sendto(resp, addr)  # type: ignore[call-overload]
+        self.answerer.stats.mine().record(resp, time.perf_counter() - started)
 
     # --- TCP ------------------------------------------------------------------------------
 
@@ -180,11 +190,13 @@ class Server:
             head = await asyncio.wait_for(reader.readexactly(2), IDLE)
             (n,) = struct.unpack("!H", head)
             data = await asyncio.wait_for(reader.readexactly(n), IDLE)
+            started = time.perf_counter()
             resp = self.answerer.handle(data, ip, tcp=True, host=host)
             if resp is None:
                 return
             if not isinstance(resp, bytes):
                 resp = await self.forwarder.resolve(resp)
+            self.answerer.stats.mine().record(resp, time.perf_counter() - started)
             writer.write(struct.pack("!H", len(resp)) + resp)
             await asyncio.wait_for(writer.drain(), IDLE)
 

@@ -117,6 +117,7 @@ class Health:
     def __init__(self, bad_for: float = BAD_FOR) -> None:
         self.bad_for = bad_for
         self._bad_until: dict[str, float] = {}
+        self.failures = 0  # upstream exchanges that failed (the event loop is the only writer)
 
     def order(self, servers: list[str], now: float) -> list[str]:
         """``servers`` with currently-bad ones moved to the end (stable otherwise)."""
@@ -128,6 +129,7 @@ class Health:
 
     def failed(self, server: str, now: float) -> None:
         """Mark ``server`` as not answering."""
+        self.failures += 1
         self._bad_until[server] = now + self.bad_for
 
     def answered(self, server: str) -> None:

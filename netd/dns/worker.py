@@ -135,6 +135,8 @@ class Worker:
                 networks=len(self.answerer.tables.nets),
                 clients=len(self.answerer.tables.clients),
                 cached=len(self.answerer.cache),
+                queries=self.answerer.stats.snapshot(),
+                upstream_failures=self.server.forwarder.health.failures,
             )
         send_message(self.ctrl, reply)
 

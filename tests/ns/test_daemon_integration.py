@@ -48,3 +48,44 @@ def test_dns_and_firewall_through_the_daemon(host: Namespace, sandbox: Sandbox) 
         assert out.strip() == ""
     finally:
         d.close()
+
+
+def test_dns_queries_show_in_metrics(host: Namespace, sandbox: Sandbox) -> None:
+    """Queries answered by the unprivileged DNS worker are counted in the daemon's /metrics."""
+    d = Daemon(host).start()
+    try:
+        d.cli("network", "create", "mx", "--subnet", "10.141.0.0/24")
+        a, b = sandbox.add_ns("a"), sandbox.add_ns("b")
+        for ns, name in ((a, "alpha"), (b, "beta")):
+            d.cli("network", "connect", "mx", "--netns", ns.path, "--name", name)
+        dig = ("dig", "+short", "+time=2", "+tries=1", "@10.141.0.1")
+        for _ in range(3):
+            assert a.run(*dig, "beta").strip()
+        a.run(*dig, "nosuchname.dns.netd", check=False)
+        metrics = _scrape(d)
+        assert metrics.get('netd_dns_queries_total{result="noerror"}', 0) >= 3, metrics
+        assert metrics.get('netd_dns_queries_total{result="nxdomain"}', 0) >= 1, metrics
+        assert metrics.get("netd_dns_query_seconds_count", 0) >= 4
+    finally:
+        d.close()
+
+
+def _scrape(d: Daemon) -> dict[str, float]:
+    """/metrics over the Unix socket, parsed into {series: value} (independent of netd)."""
+    import socket as socket_mod
+
+    with socket_mod.socket(socket_mod.AF_UNIX) as s:
+        s.connect(str(d.socket))
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: netd\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    out: dict[str, float] = {}
+    for line in raw.partition(b"\r\n\r\n")[2].decode().splitlines():
+        if line and not line.startswith("#") and " " in line:
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                continue
+    return out

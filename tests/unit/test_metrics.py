@@ -143,13 +143,25 @@ def test_producers_feed_the_exposition() -> None:
     m = Metrics()
     m.reconcile_repairs.labels("bridge").inc()
     m.firewall_restores.inc(2)
-    m.dns_queries.labels("nxdomain").inc()
-    m.dns_seconds.observe(0.002)
+    m.dns.source = lambda: {
+        "results": {"nxdomain": 1, "noerror": 4},
+        "bounds": [0.001, 0.01],
+        "buckets": [3, 1, 1],
+        "sum": 0.05,
+        "count": 5,
+        "cache_hits": 2,
+        "upstream_failures": 1,
+    }
     got = samples(m.exposition().decode())
     assert got[("netd_reconcile_repairs_total", (("kind", "bridge"),))] == 1
     assert got[("netd_firewall_restores_total", ())] == 2
     assert got[("netd_dns_queries_total", (("result", "nxdomain"),))] == 1
-    assert got[("netd_dns_query_seconds_count", ())] == 1
+    assert got[("netd_dns_query_seconds_count", ())] == 5
+    assert got[("netd_dns_query_seconds_bucket", (("le", "0.001"),))] == 3
+    assert got[("netd_dns_query_seconds_bucket", (("le", "0.01"),))] == 4
+    assert got[("netd_dns_query_seconds_bucket", (("le", "+Inf"),))] == 5
+    assert got[("netd_dns_cache_hits_total", ())] == 2
+    assert got[("netd_dns_upstream_failures_total", ())] == 1
     # no service bound: the IPAM families exist but are empty
     assert not any(k[0].startswith("netd_ipam_") for k in got)
 
