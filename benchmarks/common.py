@@ -16,7 +16,6 @@ import json
 import math
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 # The fixtures package lives outside the installed distribution (tests/conftest.py does the same).
 if str(ROOT / "netns-fixtures") not in sys.path:
     sys.path.insert(0, str(ROOT / "netns-fixtures"))
+
+from netns_fixtures.daemon import unix_request  # noqa: E402  (needs the path above)
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -247,37 +248,5 @@ def run_chain(
 
 
 def post_json(socket_path: str, path: str, body: Any, timeout: float = 120) -> tuple[int, Any]:
-    """One ``POST`` with a JSON body over a Unix socket (HTTP/1.1, Connection: close).
-
-    Used to time the daemon alone, without a plugin process; independent of netd's client.
-    """
-    payload = json.dumps(body).encode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: netd\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
-    ).encode()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(socket_path)
-        sock.sendall(head + payload)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    header, _, content = b"".join(chunks).partition(b"\r\n\r\n")
-    status = int(header.split(b" ", 2)[1])
-    if b"transfer-encoding: chunked" in header.lower():
-        content = dechunk(content)
-    return status, json.loads(content) if content.strip() else None
-
-
-def dechunk(data: bytes) -> bytes:
-    """Decode an HTTP/1.1 chunked body."""
-    out = bytearray()
-    while data:
-        size_line, _, rest = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        data = rest[size + 2 :]
-    return bytes(out)
+    """One ``POST`` with a JSON body over a Unix socket, to time the daemon without a plugin."""
+    return unix_request(socket_path, "POST", path, body, timeout)

@@ -24,7 +24,6 @@ except through :func:`install` (the API's Unix socket) and :func:`serve_tcp` (12
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -47,6 +46,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from .api.body import loads as load_json
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -225,8 +225,8 @@ def _route_label(request: web.Request) -> str:
 async def _cni_command(request: web.Request) -> str:
     """The ``command`` of a CNI call body (aiohttp caches the body for the handler)."""
     try:
-        body = json.loads(await request.read() or b"{}")
-    except (ValueError, UnicodeDecodeError, RecursionError, web.HTTPException):
+        body = load_json(await request.read() or b"{}")
+    except (ValueError, web.HTTPException):
         return "other"  # the handler answers the bad body with a 400
     command = body.get("command") if isinstance(body, dict) else None
     return command if isinstance(command, str) and command in CNI_COMMANDS else "other"

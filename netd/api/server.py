@@ -33,6 +33,7 @@ from ..model import AttachRequest, Caller, NetworkSpec, PortMapping, SubnetReque
 from ..names import check_container_id
 from ..service import Service
 from . import schemas
+from .body import loads as load_json
 from .limits import make_limits_middleware
 from .openapi import Route, build_openapi
 
@@ -102,8 +103,8 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     """Parse and validate a JSON body (InvalidInput naming the field on failure)."""
     raw = await request.read()
     try:
-        data = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        data = load_json(raw or b"{}")
+    except ValueError as exc:
         raise InvalidInput("body", raw[:80].decode("utf-8", "replace"), f"not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidInput("body", type(data).__name__, "must be a JSON object")

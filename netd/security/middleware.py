@@ -22,6 +22,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
+from ..api.body import loads as load_json
 from ..errors import NetdError
 from ..logs import current_request_id
 from ..model import Caller
@@ -44,8 +45,8 @@ def parse_body(raw: bytes) -> Any:
     if not raw:
         return None
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        return load_json(raw)
+    except ValueError:
         return raw.decode("utf-8", "replace")
 
 

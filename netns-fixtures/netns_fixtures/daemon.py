@@ -132,29 +132,7 @@ class Daemon:
         self, method: str, path: str, body: Any = None, timeout: float = 60
     ) -> tuple[int, Any]:
         """One raw HTTP request on the daemon's socket (independent of netd's own client)."""
-        if isinstance(body, bytes):
-            payload = body
-        else:
-            payload = b"" if body is None else json.dumps(body).encode()
-        head = (
-            f"{method} {path} HTTP/1.1\r\nHost: netd\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
-        ).encode()
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(str(self.socket))
-            sock.sendall(head + payload)
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        raw = b"".join(chunks)
-        header, _, content = raw.partition(b"\r\n\r\n")
-        if not header.startswith(b"HTTP/"):
-            raise ConnectionError(f"no HTTP answer on {self.socket} (daemon died?)")
-        status = int(header.split(b" ", 2)[1])
-        if b"transfer-encoding: chunked" in header.lower():
-            content = _dechunk(content)
-        return status, json.loads(content) if content.strip() else None
+        return unix_request(self.socket, method, path, body, timeout)
 
     def cli(
         self, *args: str, check: bool = True, cwd: str | Path | None = None
@@ -172,7 +150,38 @@ class Daemon:
         return proc
 
 
-def _dechunk(data: bytes) -> bytes:
+def unix_request(
+    socket_path: str | Path, method: str, path: str, body: Any = None, timeout: float = 60
+) -> tuple[int, Any]:
+    """One HTTP/1.1 request with a JSON (or raw bytes) body over a Unix socket; (status, JSON).
+
+    Written here, not borrowed from netd, so tests and benchmarks read the API independently.
+    """
+    if isinstance(body, bytes):
+        payload = body
+    else:
+        payload = b"" if body is None else json.dumps(body).encode()
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: netd\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(socket_path))
+        sock.sendall(head + payload)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    header, _, content = b"".join(chunks).partition(b"\r\n\r\n")
+    if not header.startswith(b"HTTP/"):
+        raise ConnectionError(f"no HTTP answer on {socket_path} (daemon died?)")
+    status = int(header.split(b" ", 2)[1])
+    if b"transfer-encoding: chunked" in header.lower():
+        content = dechunk(content)
+    return status, json.loads(content) if content.strip() else None
+
+
+def dechunk(data: bytes) -> bytes:
     out = bytearray()
     while data:
         size_line, _, rest = data.partition(b"\r\n")

@@ -11,7 +11,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from common import (
-    dechunk,
     format_table,
     percentile,
     ratio,
@@ -75,4 +74,6 @@ def test_write_results(tmp_path: Path) -> None:
 
 
 def test_dechunk() -> None:
+    from netns_fixtures.daemon import dechunk
+
     assert dechunk(b"4\r\nWiki\r\n6;ext=1\r\npedia \r\n0\r\n\r\n") == b"Wikipedia "
