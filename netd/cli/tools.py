@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -30,11 +31,26 @@ def cni() -> None:
 )
 @click.option("--network", default="netd", show_default=True, help="network name in the conflist")
 @click.option("--socket", "sock", help="daemon socket to put in the conflist")
-def install(bin_dir: Path, conf_dir: Path | None, network: str, sock: str | None) -> None:
+@click.option(
+    "--client",
+    type=click.Choice(["auto", "c", "python"]),
+    default="auto",
+    show_default=True,
+    help="plugin executable: compiled C client (~1 ms start-up; needs cc), Python script, or "
+    "C when a compiler is found",
+)
+def install(
+    bin_dir: Path,
+    conf_dir: Path | None,
+    network: str,
+    sock: str | None,
+    client: Literal["auto", "c", "python"],
+) -> None:
     """Install the `netd` plugin executable (type name "netd") into BIN_DIR."""
     from ..cni.install import install_plugin
 
-    for path in install_plugin(bin_dir, conf_dir=conf_dir, network=network, socket=sock):
+    paths = install_plugin(bin_dir, conf_dir=conf_dir, network=network, socket=sock, client=client)
+    for path in paths:
         click.echo(str(path))
 
 

@@ -148,6 +148,40 @@ def run_fast(env: dict[str, str], raw: bytes, out: IO[bytes]) -> int | None:
     return 0 if status == 200 else 1
 
 
+def handoff() -> None:
+    """Entry point the compiled client (``client.c``) execs for a call it does not handle.
+
+    Stdin is the original config, replayed. ``NETD_CNI_UNREACHABLE`` (an errno) says the daemon
+    at ``NETD_CNI_SOCKET`` could not be reached and nothing was sent; ``NETD_CNI_ANSWER_FD``
+    holds an answer that was not a plain 200/422. Without either, the call is unusual and the
+    full path handles it.
+    """
+    raw = sys.stdin.buffer.read()
+    env = os.environ
+    command = env.get("CNI_COMMAND", "")
+    config = raw.strip()
+    out = sys.stdout.buffer
+    answer_fd = env.get("NETD_CNI_ANSWER_FD", "")
+    unreachable = env.get("NETD_CNI_UNREACHABLE", "")
+    if answer_fd.isdigit():
+        from .plugin import report_answer
+
+        with os.fdopen(int(answer_fd), "rb") as answer:
+            code = report_answer(command, config, split_answer(answer.read()), out)
+    elif unreachable.isdigit():
+        from .plugin import report_unreachable
+
+        error = OSError(int(unreachable), os.strerror(int(unreachable)))
+        path = env.get("NETD_CNI_SOCKET") or DEFAULT_SOCKET
+        code = report_unreachable(command, config, path, error, out)
+    else:
+        from .plugin import run
+
+        code = run(env, raw, sys.stdout)
+    sys.stdout.flush()
+    sys.exit(code)
+
+
 def main() -> None:
     """Entry point of the ``netd`` CNI plugin executable."""
     raw = sys.stdin.buffer.read()

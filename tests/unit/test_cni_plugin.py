@@ -29,6 +29,7 @@ from netd.cni.handler import handle_cni
 from netd.cni.install import install_plugin
 
 CONF = {"cniVersion": "1.0.0", "name": "web", "type": "netd", "ipam": {"subnet": "10.44.0.0/24"}}
+UNAVAILABLE = b'{"error": {"code": "unavailable", "message": "starting"}}'
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -99,9 +100,10 @@ def daemon(workdir: Path, backend: FakeCniBackend) -> Iterator[str]:
     yield from serve(workdir, respond)
 
 
-@pytest.fixture
-def launcher(workdir: Path) -> Path:
-    return install_plugin(workdir / "bin")[0]
+@pytest.fixture(params=["c", "python"])
+def launcher(workdir: Path, request: pytest.FixtureRequest) -> Path:
+    # Both plugin executables must behave identically, down to the error messages.
+    return install_plugin(workdir / "bin", client=request.param)[0]
 
 
 def execute(
@@ -235,6 +237,35 @@ def test_daemon_answers_mapped(
     for sock in serve(workdir, lambda h, call: _send(h, status, body)):
         out_code, out = run_inprocess({**ADD_ENV, "NETD_SOCKET": sock}, CONF)
     assert out_code == 1 and out["code"] == code and needle in out["msg"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_unusual_answers_through_the_executable_are_sent_once(
+    launcher: Path, workdir: Path, chunked: bool
+) -> None:
+    # The compiled client hands a 503 (or a chunked 200) to the Python path with the raw answer:
+    # the message is Python's, and the daemon saw exactly one request.
+    calls: list[Any] = []
+
+    def respond(h: BaseHTTPRequestHandler, call: Any) -> None:
+        calls.append(call)
+        status, body = (200, b'{"cniVersion":"1.0.0"}') if chunked else (503, UNAVAILABLE)
+        _send(h, status, body, chunked=chunked)
+
+    for sock in serve(workdir, respond):
+        rc, out = execute(launcher, "ADD", CONF, sock)
+    assert len(calls) == 1
+    if chunked:
+        assert rc == 1 and out["code"] == 999 and "not HTTP" in out["msg"]
+    else:
+        assert rc == 1 and out["code"] == spec.TRY_AGAIN_LATER and "starting" in out["msg"]
+
+
+def test_socket_key_through_the_executable(launcher: Path, daemon: str) -> None:
+    rc, result = execute(launcher, "ADD", {**CONF, "socket": daemon}, "/nonexistent.sock")
+    assert rc == 0 and result["ips"][0]["address"] == "10.44.0.2/24", result
+    rc, err = execute(launcher, "ADD", {**CONF, "socket": "/nonexistent/x.sock"}, daemon)
+    assert rc == 1 and "not reachable at /nonexistent/x.sock" in err["msg"]
 
 
 def test_silent_daemon_times_out_with_11(workdir: Path) -> None:
