@@ -105,14 +105,19 @@ def version_text() -> str:
 def write_build_module(package_dir: Path, source_dir: Path) -> Path | None:
     """Write ``<package_dir>/_build.py`` with the commit of ``source_dir`` (build time).
 
-    Called from a setuptools ``build_py`` hook with the build's copy of the package; writes
-    nothing (returns None) when ``source_dir`` is not a git checkout, so ``--version`` falls
-    back to the other sources.
+    Called from setup.py's ``build_py``/``sdist`` hooks with the build's copy of the package;
+    writes nothing (returns None) unless ``source_dir`` itself is the top of a git checkout (an
+    unpacked sdist inside some other repository must not take that repository's commit), so
+    ``--version`` falls back to a ``_build.py`` shipped in the sdist, or the other sources.
     """
+    if not (source_dir / ".git").exists():
+        return None
     commit = git_commit(source_dir)
     if commit is None:
         return None
     path = package_dir / "_build.py"
+    # The sdist's release tree hard-links the sources: never write through a link.
+    path.unlink(missing_ok=True)
     path.write_text(
         f'"""Generated at build time: the commit netd was built from."""\n\nCOMMIT = "{commit}"\n'
     )
