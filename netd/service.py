@@ -386,8 +386,19 @@ class Service:
 
     # --- networks --------------------------------------------------------------------------
 
-    async def create_network(self, spec: NetworkSpec, caller: Caller | None = None) -> Network:
-        """Validate and create a network: bridge, firewall, record."""
+    async def create_network(
+        self,
+        spec: NetworkSpec,
+        caller: Caller | None = None,
+        *,
+        admit: Callable[[Network, list[Network], list[IPNetwork]], None] | None = None,
+    ) -> Network:
+        """Validate and create a network: bridge, firewall, record.
+
+        ``admit(network, existing, host_routes)`` may refuse the validated network by raising;
+        it runs under the global lock before any kernel work (rootless quotas use it, so two
+        parallel creates cannot both squeeze under a quota).
+        """
         if spec.driver not in self.drivers:
             raise InvalidInput(
                 "driver", spec.driver, f"unknown driver; available: {', '.join(self.drivers)}"
@@ -404,6 +415,8 @@ class Service:
                 validate_options=driver.validate_options,
                 owner_uid=caller.uid if caller else 0,
             )
+            if admit is not None:
+                admit(net, list(self._networks.values()), routes)
             bridge = self.bridge_for(net)
             for other in self._networks.values():
                 if self.bridge_for(other) == bridge:

@@ -259,6 +259,6 @@ def test_manage_group_lookup_is_cached() -> None:
     for _ in range(100):
         assert not p.authorize(BOB, "POST", "/v1/networks").allowed
     assert calls == ["netd"]
-    p._gid_cache = (p._gid_cache[0] - 11, None) if p._gid_cache else None  # ten seconds later
+    p._gid_cache = {k: (t - 11, g) for k, (t, g) in p._gid_cache.items()}  # ten seconds later
     p.authorize(BOB, "POST", "/v1/networks")
     assert calls == ["netd", "netd"]
