@@ -5,8 +5,8 @@ bridge and host veth netd creates carries an ifalias tag (``netd.names.bridge_ta
 ``endpoint_tag``), so after a crash between "kernel object created" and "record written" (or the
 reverse on removal) the leftovers are found by tag, never by guessing from names.
 
-``plan_orphans``, ``plan_links`` and ``plan_endpoints`` are pure: input the records and what
-the kernel shows, output a list of :class:`Action`. The
+``plan_orphans``, ``plan_links``, ``plan_endpoints`` and ``plan_firewall`` are pure: input the
+records and what the kernel (or the firewall backend) shows, output a list of :class:`Action`. The
 service gathers the inventory, applies the plan with the driver's kernel helpers under each
 network's lock, and logs and counts every repair. Live endpoints are never removed here:
 releasing an allocation is the runtime's call (CNI DEL or GC).
@@ -45,7 +45,14 @@ def plan_orphans(
 
 # --- periodic reconciliation (pure planning) ----------------------------------------------
 
-RepairKind = Literal["missing_bridge", "orphan_link", "endpoint", "netns_gone"]
+RepairKind = Literal[
+    "missing_bridge",
+    "orphan_link",
+    "endpoint",
+    "netns_gone",
+    "firewall_network",
+    "firewall_endpoint",
+]
 EndpointId = tuple[str, str, str]  # (network id, container id, ifname)
 
 
@@ -55,8 +62,10 @@ class Action:
 
     Kinds: ``orphan_link`` (delete link ``ifname``), ``missing_bridge`` (ensure_network of
     ``network_id``), ``endpoint`` (tear down what is left of ``endpoint`` and set it up again with
-    the recorded addresses and MAC), ``netns_gone`` (nothing to do: the runtime's DEL/GC decides;
-    only logged). ``detail`` says what was found, for the log.
+    the recorded addresses and MAC, then re-add its firewall elements), ``netns_gone`` (nothing
+    to do: the runtime's DEL/GC decides; only logged), ``firewall_network`` /
+    ``firewall_endpoint`` (re-add the network's or the endpoint's firewall elements the kernel
+    lost). ``detail`` says what was found, for the log.
     """
 
     kind: RepairKind
@@ -121,4 +130,37 @@ def plan_endpoints(
             actions.append(Action("netns_gone", ep.network_id, ep.netns, endpoint=ep))
         elif problems.get(key):
             actions.append(Action("endpoint", ep.network_id, "; ".join(problems[key]), endpoint=ep))
+    return actions
+
+
+def plan_firewall(
+    networks: dict[str, list[str]],
+    endpoints: dict[EndpointId, list[str]],
+    records: Iterable[Endpoint],
+    known: Set[str],
+    inflight: Set[tuple[str, str]] = frozenset(),
+) -> list[Action]:
+    """Networks and endpoints whose firewall elements the kernel lost (the backend's drift).
+
+    ``networks``/``endpoints`` are what the backend found missing, by owner; ``known`` the ids of
+    networks on record. Only ``ready`` endpoints on record and not in flight are re-added: an
+    attach or detach in flight owns its elements, and an endpoint the backend still knows but
+    the records do not is being removed.
+    """
+    actions = [
+        Action("firewall_network", net_id, "firewall: " + ", ".join(missing))
+        for net_id, missing in sorted(networks.items())
+        if net_id in known
+    ]
+    for ep in records:
+        missing = endpoints.get(endpoint_id(ep))
+        if missing and ep.state == "ready" and ep.key not in inflight:
+            actions.append(
+                Action(
+                    "firewall_endpoint",
+                    ep.network_id,
+                    "firewall: " + ", ".join(missing),
+                    endpoint=ep,
+                )
+            )
     return actions

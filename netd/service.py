@@ -38,7 +38,14 @@ from .ipam.subnets import DefaultPool
 from .metrics import METRICS
 from .model import AttachRequest, Caller, Endpoint, IPNetwork, Network, NetworkSpec
 from .names import bridge_name, check_container_id, check_ifname, check_network_name, host_veth_name
-from .reconcile import Action, needs_check, plan_endpoints, plan_links, plan_orphans
+from .reconcile import (
+    Action,
+    needs_check,
+    plan_endpoints,
+    plan_firewall,
+    plan_links,
+    plan_orphans,
+)
 from .spec import build_network
 from .store.base import Store
 
@@ -234,6 +241,30 @@ class Service:
                         continue  # changed by a request meanwhile: the next pass looks again
                     if await self._repair(action):
                         done.append(action)
+        done += await self._reconcile_firewall()
+        return done
+
+    async def _reconcile_firewall(self) -> list[Action]:
+        """Re-add firewall elements the kernel lost (e.g. ``nft delete element``), by owner."""
+        drift = await asyncio.to_thread(self.firewall.drift)
+        eps = [ep for table in self._endpoints.values() for ep in table.values()]
+        busy = {key for keys in self._inflight.values() for key in keys}
+        done = []
+        for action in plan_firewall(
+            drift.networks, drift.endpoints, eps, set(self._networks), busy
+        ):
+            async with self._lock(action.network_id):
+                ep = action.endpoint
+                if action.network_id not in self._networks or (
+                    ep is not None
+                    and (
+                        self._endpoints[action.network_id].get(ep.key) is not ep
+                        or ep.key in self._inflight.get(action.network_id, set())
+                    )
+                ):
+                    continue  # changed by a request meanwhile: the next pass looks again
+                if await self._repair(action):
+                    done.append(action)
         return done
 
     def _tagged_links(self) -> dict[str, str]:
@@ -287,6 +318,21 @@ class Service:
                 net = self._networks[action.network_id]
                 log.warning("reconcile: re-creating the %s", action.detail)
                 await asyncio.to_thread(self._driver(net).ensure_network, net)
+                # A new bridge lost its per-interface settings (route_localnet): re-apply.
+                await asyncio.to_thread(self.firewall.ensure_network, net, self.bridge_for(net))
+            elif action.kind == "firewall_network":
+                net = self._networks[action.network_id]
+                log.warning("reconcile: re-adding network %s's %s", net.name, action.detail)
+                await asyncio.to_thread(self.firewall.ensure_network, net, self.bridge_for(net))
+            elif action.kind == "firewall_endpoint" and ep is not None:
+                net = self._networks[action.network_id]
+                log.warning(
+                    "reconcile: re-adding %s/%s's %s",
+                    ep.container_id[:12],
+                    ep.ifname,
+                    action.detail,
+                )
+                await asyncio.to_thread(self.firewall.add_endpoint, net, ep)
             elif action.kind == "endpoint" and ep is not None:
                 await self._replumb(self._networks[action.network_id], ep, action.detail)
         except NetdError as exc:
@@ -311,6 +357,8 @@ class Service:
         plumbed = await asyncio.to_thread(driver.setup_endpoint, net, ep)
         await asyncio.to_thread(self.store.put_endpoint, plumbed, {})
         self._endpoints[net.id][ep.key] = plumbed
+        # Its published ports and ICC element, explicitly (the monitor only sees whole rules).
+        await asyncio.to_thread(self.firewall.add_endpoint, net, plumbed)
 
     async def _sync_firewall(self) -> None:
         nets = [(n, self.bridge_for(n)) for n in self._networks.values()]
@@ -535,6 +583,7 @@ class Service:
         The attachment is marked in flight meanwhile: a concurrent request for the same
         (container, interface) gets Unavailable rather than racing it.
         """
+        _t0 = time.perf_counter()
         net = self.find_network(req.network)
         cid = check_container_id(req.container_id)
         ifname = check_ifname(req.ifname)
@@ -559,13 +608,17 @@ class Service:
                         value=cid,
                     )
                 await self._remove_endpoint(net, existing)  # leftover of an interrupted attach
+            _t1 = time.perf_counter()
             ep = await self._reserve(net, req, cid, ifname, plumb, caller)
             self._inflight[net.id].add(key)
+        _t2 = time.perf_counter()
         try:
             faults.point("service.recorded")
             ep = await self._plumb(net, ep) if plumb else ep
+            _t3 = time.perf_counter()
             ep = dataclasses.replace(ep, state="ready")
             await asyncio.to_thread(self.store.put_endpoint, ep, {})
+            _t4 = time.perf_counter()
             async with self._lock(net.id):
                 self._endpoints[net.id][key] = ep
         except BaseException:
@@ -581,7 +634,11 @@ class Service:
             net.name,
             " ".join(str(a) for a in ep.addresses),
         )
+        _t5 = time.perf_counter()
         await self._publish_dns(net)
+        _t6 = time.perf_counter()
+        log.info("TIMING pre=%.2f reserve=%.2f plumb=%.2f store=%.2f log=%.2f dns=%.2f",
+            (_t1-_t0)*1e3, (_t2-_t1)*1e3, (_t3-_t2)*1e3, (_t4-_t3)*1e3, (_t5-_t4)*1e3, (_t6-_t5)*1e3)
         return net, ep
 
     async def _reserve(

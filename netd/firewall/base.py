@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ..model import Endpoint, Network
+from .drift import Drift
 
 
 class Firewall(Protocol):
@@ -43,6 +44,10 @@ class Firewall(Protocol):
 
     def repair(self) -> None:
         """Re-apply the ruleset last applied."""
+        ...
+
+    def drift(self) -> Drift:
+        """Networks' and endpoints' elements/rules the kernel lost (the periodic pass asks)."""
         ...
 
     def show(self) -> str:
@@ -80,6 +85,10 @@ class NullFirewall:
 
     def repair(self) -> None:
         """Nothing to repair."""
+
+    def drift(self) -> Drift:
+        """Nothing can drift."""
+        return Drift()
 
     def show(self) -> str:
         """Says who owns the firewall."""

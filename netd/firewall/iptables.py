@@ -20,7 +20,8 @@ import threading
 from typing import Any
 
 from ..errors import FirewallError, NotFound
-from ..model import Endpoint, Network
+from ..model import Endpoint, Network, PortMapping
+from .drift import Drift
 from .iptables_rules import Existing, build_render, build_restore, parse_save
 from .localnet import enable_route_localnet
 from .policy import build_policy
@@ -173,6 +174,29 @@ class IptablesFirewall:
         with self._lock:
             self._apply(self._state, "repairing netd's iptables chains")
         log.warning("restored netd's iptables chains (%d networks)", len(self._state.networks))
+
+    def drift(self) -> Drift:
+        """Published ports of the state last applied that NETD-DNAT lacks, by endpoint.
+
+        Network rules are not compared here: the monitor's per-chain rule counts already see
+        one go missing; a DNAT rule is also counted, but one changed in place is not.
+        """
+        from .readback import parse_iptables_save
+
+        with self._lock:
+            texts = {v: self._tool(v, "save", "checking netd's DNAT rules") for v in (4, 6)}
+            found = {(p.dest, p.mapping) for p in parse_iptables_save(texts, {}).ports}
+            drift = Drift()
+            for key, (_, rules) in sorted(self._state.endpoints.items()):
+                gone = [
+                    f"DNAT {r.describe()} to {r.dest}:{r.dest_port}"
+                    for r in rules
+                    if (r.dest, PortMapping(r.host_port, r.dest_port, r.protocol, r.host_ip))  # type: ignore[arg-type]
+                    not in found
+                ]
+                if gone:
+                    drift.endpoints[key] = gone
+            return drift
 
     def show(self) -> str:
         """netd's live chains, as ``iptables-save`` prints them, for IPv4 and IPv6."""

@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import FirewallError, NotFound
 from ..model import Endpoint, Network
 from . import ruleset
+from .drift import Drift, find_drift
 from .localnet import enable_route_localnet
 from .policy import NetworkPolicy, build_policy, icc_port
 from .state import DesiredState, endpoint_key
@@ -241,6 +242,23 @@ class NftablesFirewall:
             len(self._state.networks),
             len(self._state.endpoints),
         )
+
+    def drift(self) -> Drift:
+        """Elements of the state last applied that the kernel's sets and maps lack, by owner.
+
+        Lists both tables with their elements (O(elements): the periodic pass, not the
+        monitor, asks). Read under the backend's lock, so a change in flight is never taken
+        for a loss.
+        """
+        with self._lock:
+            listing: list[dict[str, Any]] = []
+            for family in (ruleset.INET, ruleset.BRIDGE):
+                rc, out, _ = self._nft.json_cmd(
+                    {"nftables": [{"list": {"table": {"family": family, "name": ruleset.TABLE}}}]}
+                )
+                if rc == 0 and out:
+                    listing += out.get("nftables", [])
+            return find_drift(self._state, listing)
 
     def show(self) -> str:
         """The live ruleset of netd's tables, in nft syntax."""
