@@ -583,7 +583,6 @@ class Service:
         The attachment is marked in flight meanwhile: a concurrent request for the same
         (container, interface) gets Unavailable rather than racing it.
         """
-        _t0 = time.perf_counter()
         net = self.find_network(req.network)
         cid = check_container_id(req.container_id)
         ifname = check_ifname(req.ifname)
@@ -608,17 +607,13 @@ class Service:
                         value=cid,
                     )
                 await self._remove_endpoint(net, existing)  # leftover of an interrupted attach
-            _t1 = time.perf_counter()
             ep = await self._reserve(net, req, cid, ifname, plumb, caller)
             self._inflight[net.id].add(key)
-        _t2 = time.perf_counter()
         try:
             faults.point("service.recorded")
             ep = await self._plumb(net, ep) if plumb else ep
-            _t3 = time.perf_counter()
             ep = dataclasses.replace(ep, state="ready")
             await asyncio.to_thread(self.store.put_endpoint, ep, {})
-            _t4 = time.perf_counter()
             async with self._lock(net.id):
                 self._endpoints[net.id][key] = ep
         except BaseException:
@@ -634,11 +629,7 @@ class Service:
             net.name,
             " ".join(str(a) for a in ep.addresses),
         )
-        _t5 = time.perf_counter()
         await self._publish_dns(net)
-        _t6 = time.perf_counter()
-        log.info("TIMING pre=%.2f reserve=%.2f plumb=%.2f store=%.2f log=%.2f dns=%.2f",
-            (_t1-_t0)*1e3, (_t2-_t1)*1e3, (_t3-_t2)*1e3, (_t4-_t3)*1e3, (_t5-_t4)*1e3, (_t6-_t5)*1e3)
         return net, ep
 
     async def _reserve(
