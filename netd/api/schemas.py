@@ -142,6 +142,7 @@ class NetworkOut(BaseModel):
     options: dict[str, str]
     labels: dict[str, str]
     bridge: str
+    owner_uid: int = Field(0, description="uid that created the network (0: root)")
     endpoints: list[EndpointOut] | None = None
     ipam_usage: dict[str, dict[str, int]] | None = None
 
@@ -161,7 +162,6 @@ def network_out(
 ) -> dict[str, Any]:
     """Serialise a network for the API."""
     d = to_json(net)
-    d.pop("owner_uid", None)
     d["bridge"] = bridge
     if endpoints is not None:
         d["endpoints"] = [endpoint_out(e) for e in endpoints]

@@ -6,6 +6,10 @@ authorisation and audit). Bodies are validated by pydantic models (``schemas``);
 ``{"error": {"code", "message", "field", "value"}}`` with a 4xx/5xx status. The route table
 doubles as the source of the OpenAPI document served at ``/openapi.json``.
 
+A rootless caller (policy role "owner") finds a :class:`~netd.security.rootless.Confinement`
+under ``OWNER`` on its request; the handlers then work through an ``OwnerScope`` instead of the
+service itself, so every network, endpoint and namespace they touch is the caller's own.
+
 It does not listen on TCP: the daemon hands it a Unix socket (or systemd's).
 """
 
@@ -31,6 +35,7 @@ from ..logs import make_request_id_middleware
 from ..metrics import Metrics, install
 from ..model import AttachRequest, Caller, NetworkSpec, PortMapping, SubnetRequest
 from ..names import check_container_id
+from ..security.rootless import Confinement, OwnerScope
 from ..service import Service
 from . import schemas
 from .body import loads as load_json
@@ -43,6 +48,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
 CALLER: web.RequestKey[Caller | None] = web.RequestKey("caller", Caller)
+# Set by the authorisation middleware for a rootless owner: confines the request to its networks.
+OWNER: web.RequestKey[Confinement] = web.RequestKey("owner", Confinement)
 _PEERCRED = struct.Struct("3i")
 
 
@@ -111,8 +118,11 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     return model.model_validate(data)
 
 
-def _service(request: web.Request) -> Service:
-    return request.app[SERVICE]
+def _service(request: web.Request) -> Service | OwnerScope:
+    """The service, or for a rootless owner the service confined to the owner's networks."""
+    svc = request.app[SERVICE]
+    limits = request.get(OWNER)
+    return svc if limits is None else OwnerScope(svc, limits)
 
 
 # --- handlers -------------------------------------------------------------------------------
@@ -291,6 +301,12 @@ async def dns_lookup(request: web.Request) -> web.Response:
     lookup = getattr(svc.dns, "lookup", None)
     if lookup is None:
         raise NotFound("DNS is disabled in this daemon", field="name", value=name)
+    if network is None and isinstance(svc, OwnerScope):
+        # Confined: the host-wide view would show other users' containers.
+        addresses = []
+        for net in svc.list_networks():
+            addresses += await asyncio.to_thread(lookup, name, net.id)
+        return web.json_response({"name": name, "addresses": addresses})
     addresses = await asyncio.to_thread(lookup, name, network)
     return web.json_response({"name": name, "addresses": addresses})
 
@@ -298,7 +314,7 @@ async def dns_lookup(request: web.Request) -> web.Response:
 class _CniBackend:
     """The service as seen by the CNI handler: attachments it makes are marked origin=cni."""
 
-    def __init__(self, service: Service, caller: Caller | None) -> None:
+    def __init__(self, service: Service | OwnerScope, caller: Caller | None) -> None:
         self._svc = service
         self._caller = caller
 

@@ -30,6 +30,7 @@ from .audit import AuditLog, Outcome, make_record
 from .authz_hook import AuthzHook, hook_document
 from .policy import CNI_ROUTE, Decision, Policy, is_mutation
 from .procinfo import read_cmdline
+from .rootless import Confinement
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -142,6 +143,7 @@ def make_auth_middleware(
             return request.get(CALLER)
 
     get_caller: Callable[[web.Request], Caller | None] = caller_of or default_caller
+    from ..api.server import OWNER
 
     def record(
         caller: Caller | None,
@@ -212,6 +214,9 @@ def make_auth_middleware(
                 caller, cmdline, action, target, body, "denied", 403, None, decision.reason, started
             )
             return reply
+        if decision.role == "owner" and caller is not None:
+            # The handlers confine a rootless owner to its own networks (rootless.OwnerScope).
+            request[OWNER] = Confinement.from_policy(caller, policy.config)
         if not mutation:
             return await handler(request)
         try:

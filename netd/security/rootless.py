@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..drivers.bridge_options import DOCKER_ALIASES
 from ..errors import Conflict, NotFound, PermissionDenied
 from ..ipam.subnets import DefaultPool
 from ..model import AttachRequest, Caller, Endpoint, IPNetwork, Network, NetworkSpec, PortMapping
@@ -101,7 +102,7 @@ def check_quota(network: Network, owned: Sequence[Network], limits: Confinement)
 def check_options(network: Network) -> None:
     """PermissionDenied naming the first option an owner may not set."""
     for key in sorted(network.options):
-        if key not in OWNER_OPTIONS:
+        if DOCKER_ALIASES.get(key, key) not in OWNER_OPTIONS:
             raise PermissionDenied(
                 f'creating network "{network.name}": option {key!r} is reserved to root and '
                 f"policy.admins; rootless owners may set {', '.join(sorted(OWNER_OPTIONS))}",
@@ -279,8 +280,11 @@ class OwnerScope:
             pass
         try:
             return await self.create_network(spec)
-        except Conflict:
-            return self.find_network(spec.name)  # made meanwhile by our own parallel ADD
+        except Conflict as exc:
+            try:
+                return self.find_network(spec.name)  # made meanwhile by our own parallel ADD
+            except NotFound:
+                raise exc from None  # the name is another user's
 
     async def remove_network(self, name: str) -> Network:
         """Remove one of the owner's networks (without endpoints)."""
