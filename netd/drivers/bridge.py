@@ -29,7 +29,7 @@ from .. import faults
 from ..errors import ConfigError, InvalidInput, KernelError, NetdError
 from ..kernel import links
 from ..kernel.netns import iproute_in_fd, is_initial_netns, netlink_socket_in, open_netns
-from ..kernel.rtnl import Rtnl, add_default_route
+from ..kernel.rtnl import Rtnl, RtnlError, VethSpec, add_default_route, host_socket
 from ..kernel.sysctl import ensure_sysctl
 from ..model import Endpoint, IPAddress, Network
 from ..names import bridge_name, bridge_tag, check_ifname, endpoint_tag
@@ -77,7 +77,7 @@ class BridgeDriver:
         self.reuse_host_socket = reuse_host_socket
         self.sysctl_changes: list[str] = []  # "name=value" set by ensure_network, in order
         self._local = threading.local()
-        self._opened: list[IPRoute] = []
+        self._opened: list[IPRoute | Rtnl] = []
         self._lock = threading.Lock()
         # bridge name -> (ifindex, MTU); a plain dict: single assignments are atomic in CPython.
         self._bridges: dict[str, tuple[int, int]] = {}
@@ -91,6 +91,16 @@ class BridgeDriver:
         for ipr in opened:
             ipr.close()
         self._local = threading.local()
+
+    def _host_rtnl(self) -> Rtnl:
+        """This thread's raw host-side rtnetlink client (requests wait for their acks)."""
+        rtnl: Rtnl | None = getattr(self._local, "rtnl", None)
+        if rtnl is None:
+            rtnl = Rtnl(host_socket())
+            self._local.rtnl = rtnl
+            with self._lock:
+                self._opened.append(rtnl)
+        return rtnl
 
     @contextmanager
     def _host(self) -> Iterator[IPRoute]:
@@ -106,7 +116,7 @@ class BridgeDriver:
                 self._opened.append(ipr)
         try:
             yield ipr
-        except (NetdError, NetlinkError):
+        except (NetdError, NetlinkError, RtnlError):
             raise  # a refused request leaves the socket in sync
         except BaseException:
             # Anything else may have left a half-read reply on the socket: drop it.
@@ -195,38 +205,20 @@ class BridgeDriver:
                 for attempt in (1, 2):
                     br_index, br_mtu = self._bridge_link(ipr, bridge, operation, fresh=attempt > 1)
                     mtu = int(options.get("mtu") or br_mtu)
+                    veth = VethSpec(host, host_mac, mtu, br_index, endpoint.ifname, fd, mac)
                     try:
-                        ipr.link(
-                            "add",
-                            ifname=host,
-                            kind="veth",
-                            address=host_mac,
-                            mtu=mtu,
-                            master=br_index,
-                            state="up",
-                            peer={
-                                "ifname": endpoint.ifname,
-                                "net_ns_fd": fd,
-                                "mtu": mtu,
-                                "address": mac,
-                            },
-                        )
-                    except NetlinkError as exc:
+                        self._host_rtnl().add_veth(veth)
+                    except RtnlError as exc:
                         # ENODEV: the cached bridge index is stale (bridge re-created): retry.
-                        if exc.code == errno.ENODEV and attempt == 1:
+                        if exc.errno == errno.ENODEV and attempt == 1:
                             continue
-                        raise
+                        # The operation already says what was being created: keep the errno.
+                        raise OSError(exc.errno, os.strerror(exc.errno or errno.EIO)) from exc
                     break
                 created = True
                 faults.point("bridge.veth_created")
-                # ifalias is ignored at creation, so it rides with the bridge-port settings.
-                ipr.link(
-                    "set",
-                    ifname=host,
-                    kind="bridge_slave",
-                    mode=links.BRIDGE_MODE_HAIRPIN,
-                    ifalias=endpoint_tag(network.id, endpoint.container_id, endpoint.ifname),
-                )
+                tag = endpoint_tag(network.id, endpoint.container_id, endpoint.ifname)
+                self._host_rtnl().set_bridge_port(host, tag, hairpin=True)
                 faults.point("bridge.host_configured")
             self._configure_container(fd, endpoint, default_gateways(network, endpoint))
         except BaseException as exc:

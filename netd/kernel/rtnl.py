@@ -5,9 +5,12 @@ configuring a container takes seven of them. Here pyroute2's message classes sti
 message, but a whole step (all addresses, all links up, all routes) goes out in one ``send`` per
 message and the kernel's acks are read back in order: ~0.05 ms per request.
 
-It knows four requests (get link index, add address, set link up, add route) and nothing else;
-everything else uses ``IPRoute`` through :mod:`netd.kernel.links`. It never opens namespaces:
-pass it a socket from :func:`netd.kernel.netns.netlink_socket_in`.
+It knows six requests (get link index, add address, set link up, add route, add a veth pair
+with its peer in another namespace, set a bridge port's alias and hairpin mode) and nothing
+else; everything else uses ``IPRoute`` through :mod:`netd.kernel.links`. The two link requests
+are encoded here with ``struct`` (pyroute2's nested link-info encoding costs more than the
+kernel's work). It never opens namespaces: pass it a socket from
+:func:`netd.kernel.netns.netlink_socket_in` or :func:`host_socket`.
 """
 
 from __future__ import annotations
@@ -43,7 +46,51 @@ RT_SCOPE_UNIVERSE = 0
 RTN_UNICAST = 1
 MAX_DEFAULT_ROUTES = 64  # per family in one namespace: more networks than a container has
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid (linux/netlink.h)
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change (linux/rtnetlink.h)
+_NLA = struct.Struct("=HH")  # len, type
 _CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+NLA_F_NESTED = 0x8000
+# linux/if_link.h
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 18, 20, 28
+IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
+VETH_INFO_PEER = 1
+IFLA_BRPORT_MODE = 4  # hairpin
+
+
+def _nla(kind: int, payload: bytes, nested: bool = False) -> bytes:
+    """One netlink attribute, padded to 4 bytes."""
+    length = _NLA.size + len(payload)
+    head = _NLA.pack(length, kind | (NLA_F_NESTED if nested else 0))
+    return head + payload + b"\0" * (-length % 4)
+
+
+def _name(value: str) -> bytes:
+    return value.encode() + b"\0"
+
+
+def _mac(value: str) -> bytes:
+    return bytes.fromhex(value.replace(":", ""))
+
+
+def host_socket() -> socket.socket:
+    """A NETLINK_ROUTE socket in the calling thread's namespace (the daemon's host)."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    sock.bind((0, 0))
+    return sock
+
+
+@dataclass(frozen=True)
+class VethSpec:
+    """A veth pair: the host end enslaved to a bridge and up, the peer created in a namespace."""
+
+    host: str
+    host_mac: str
+    mtu: int
+    master: int
+    peer: str
+    peer_netns_fd: int
+    peer_mac: str
 
 
 class RtnlError(OSError):
@@ -141,7 +188,57 @@ class Rtnl:
         seq = self._send(msg, RTM_NEWROUTE, _CREATE)
         self._check([_Pending(seq, f"adding default route via {gateway}", msg)])
 
+    def add_veth(self, veth: VethSpec) -> None:
+        """``ip link add HOST address .. mtu .. master .. up type veth peer PEER netns FD ..``.
+
+        Creating the peer directly in its namespace (IFLA_NET_NS_FD inside VETH_INFO_PEER) is
+        several times cheaper for the kernel than creating it here and moving it.
+        """
+        peer = _IFINFOMSG.pack(0, 0, 0, 0, 0) + b"".join(
+            (
+                _nla(IFLA_IFNAME, _name(veth.peer)),
+                _nla(IFLA_NET_NS_FD, struct.pack("=I", veth.peer_netns_fd)),
+                _nla(IFLA_MTU, struct.pack("=I", veth.mtu)),
+                _nla(IFLA_ADDRESS, _mac(veth.peer_mac)),
+            )
+        )
+        info = _nla(IFLA_INFO_KIND, _name("veth")) + _nla(
+            IFLA_INFO_DATA, _nla(VETH_INFO_PEER, peer), nested=True
+        )
+        body = _IFINFOMSG.pack(0, 0, 0, IFF_UP, IFF_UP) + b"".join(
+            (
+                _nla(IFLA_IFNAME, _name(veth.host)),
+                _nla(IFLA_ADDRESS, _mac(veth.host_mac)),
+                _nla(IFLA_MTU, struct.pack("=I", veth.mtu)),
+                _nla(IFLA_MASTER, struct.pack("=I", veth.master)),
+                _nla(IFLA_LINKINFO, info, nested=True),
+            )
+        )
+        seq = self._send_raw(body, RTM_NEWLINK, _CREATE)
+        self._check([_Pending(seq, f'creating veth "{veth.host}"', None)])
+
+    def set_bridge_port(self, ifname: str, alias: str, hairpin: bool) -> None:
+        """Set port ``ifname``'s ifalias (ignored at creation) and hairpin mode."""
+        slave = _nla(IFLA_BRPORT_MODE, struct.pack("=B", int(hairpin)))
+        info = _nla(IFLA_INFO_SLAVE_KIND, _name("bridge")) + _nla(
+            IFLA_INFO_SLAVE_DATA, slave, nested=True
+        )
+        body = _IFINFOMSG.pack(0, 0, 0, 0, 0) + b"".join(
+            (
+                _nla(IFLA_IFNAME, _name(ifname)),
+                _nla(IFLA_IFALIAS, alias.encode()),
+                _nla(IFLA_LINKINFO, info, nested=True),
+            )
+        )
+        seq = self._send_raw(body, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK)
+        self._check([_Pending(seq, f'configuring bridge port "{ifname}"', None)])
+
     # --- wire -------------------------------------------------------------------------------
+
+    def _send_raw(self, body: bytes, mtype: int, flags: int) -> int:
+        seq = next(self._seq)
+        self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), mtype, flags, seq, 0) + body)
+        return seq
 
     def _send(self, msg: Any, mtype: int, flags: int) -> int:
         seq = next(self._seq)
