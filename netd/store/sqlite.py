@@ -2,10 +2,11 @@
 
 :class:`SqliteStore` implements :class:`netd.store.base.Store` over one file
 (``<state_dir>/netd.db``) opened by :mod:`netd.store.sqlite_file` (WAL, ``synchronous=FULL``,
-foreign keys, schema migrations). Every public method is exactly one transaction: writes take
-the database write lock up front (``BEGIN IMMEDIATE``) so a check and the write it guards cannot
-be separated by another writer, in this process or another one. One connection is shared by the
-daemon's worker threads and guarded by a lock.
+foreign keys, schema migrations; endpoint writes commit with ``NORMAL``, see ``_write``).
+Every public method is exactly one transaction: writes take the database write lock up front
+(``BEGIN IMMEDIATE``) so a check and the write it guards cannot be separated by another writer,
+in this process or another one. One connection is shared by the daemon's worker threads and
+guarded by a lock.
 
 Records are kept as the JSON documents of :func:`netd.model.to_json`; columns exist only for
 what SQLite must enforce (primary keys, the network name's uniqueness, one holder per address)
@@ -103,10 +104,18 @@ class SqliteStore:
                 self._conn.execute("ROLLBACK")
 
     @contextmanager
-    def _write(self, doing: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction: commit if the body returns, roll back if anything raises."""
+    def _write(self, doing: str, *, fsync: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction: commit if the body returns, roll back if anything raises.
+
+        ``fsync=False`` commits with ``synchronous=NORMAL``: safe against a crash of the daemon
+        (the page cache keeps it; WAL keeps the file consistent), not against a power loss.
+        Endpoint records use it: a power loss destroys the namespaces and veths they describe,
+        and the next commit with ``FULL`` syncs them anyway (docs/store.md).
+        """
         with self._lock:
             conn = self._live(doing)
+            if not fsync:
+                conn.execute("PRAGMA synchronous = NORMAL")
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
@@ -121,6 +130,9 @@ class SqliteStore:
             except BaseException:
                 self._rollback()
                 raise
+            finally:
+                if not fsync:
+                    conn.execute("PRAGMA synchronous = FULL")
 
     @contextmanager
     def _read(self, doing: str) -> Iterator[sqlite3.Connection]:
@@ -224,7 +236,7 @@ class SqliteStore:
         net_id, cid, ifname = endpoint.network_id, endpoint.container_id, endpoint.ifname
         doing = f"putting endpoint {cid}/{ifname} on network {net_id}"
         doc = _dump(endpoint)
-        with self._write(doing) as conn:
+        with self._write(doing, fsync=False) as conn:
             row = conn.execute("SELECT name FROM networks WHERE id = ?", (net_id,)).fetchone()
             if row is None:
                 raise NotFound(f"{doing}: no such network", field="network_id", value=net_id)
@@ -272,7 +284,7 @@ class SqliteStore:
         """Remove an endpoint and release its addresses; False if it did not exist."""
         doing = f"deleting endpoint {container_id}/{ifname} of network {network_id}"
         key = (network_id, container_id, ifname)
-        with self._write(doing) as conn:
+        with self._write(doing, fsync=False) as conn:
             conn.execute(
                 "DELETE FROM allocations WHERE network_id = ? AND container_id = ? AND ifname = ?",
                 key,

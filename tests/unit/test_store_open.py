@@ -126,6 +126,23 @@ def test_commit_that_returned_survives_sigkill(tmp_path: Path) -> None:
         assert [e.key for e in s.list_endpoints()] == [("a", "eth0")]
 
 
+def test_endpoint_writes_skip_fsync_and_restore_full(tmp_path: Path) -> None:
+    # Endpoint commits use synchronous=NORMAL (docs/store.md); everything else stays FULL,
+    # also after an endpoint write that failed.
+    seen: list[int] = []
+    with SqliteStore(tmp_path / "netd.db") as s:
+        s.create_network(make_network())
+        s._conn.set_trace_callback(
+            lambda sql: seen.append(0 if "NORMAL" in sql else 2) if "synchronous" in sql else None
+        )
+        s.put_endpoint(make_endpoint("a", "10.88.0.2/24"), {})
+        with pytest.raises(Conflict):
+            s.put_endpoint(make_endpoint("b", "10.88.0.2/24"), {})
+        assert s.delete_endpoint(NET_ID, "a", "eth0")
+        assert seen == [0, 2] * 3
+        assert s._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
 def test_kill_inside_a_transaction_leaves_the_previous_state(tmp_path: Path) -> None:
     path = tmp_path / "netd.db"
     with SqliteStore(path) as s:
