@@ -8,11 +8,15 @@ lock, so neither can run while the other does). It reads, never changes, the ker
 - host veths tagged ``netd:<net12>:<ifname>:<container id>`` become endpoints: the peer's
   namespace is found by the veth's IFLA_LINK_NETNSID, matched against the namespaces of
   /run/netns, nsfs bind mounts and /proc/*/ns/net; the peer interface's addresses and MAC are
-  read there.
+  read there;
+- netd's firewall (the nftables tables, else the iptables NETD-* chains; read by
+  :mod:`netd.firewall.readback`) gives each network's ``internal`` flag, ``enable_icc``,
+  ``enable_ip_masquerade`` and ``host_ipv4``/``host_ipv6``, and each endpoint's published ports
+  (matched by container id and address).
 
 A corrupt database is moved aside (``netd.db.corrupt-<timestamp>``, never deleted); the new one
 is written through the :class:`~netd.store.base.Store` interface. What could not be recovered is
-said in the report. It does not touch the firewall or DNS: the daemon rebuilds both from the
+said in the report. It changes neither the firewall nor DNS: the daemon rebuilds both from the
 records at its next start.
 """
 
@@ -29,11 +33,13 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from .errors import ConfigError, KernelError, StoreCorrupt
+from .errors import ConfigError, FirewallError, KernelError, StoreCorrupt
+from .firewall.readback import FirewallFacts, read_firewall
 from .kernel import links
 from .kernel.netns import iproute_in_fd
 from .model import Endpoint, IPAddress, IPInterface, Network, Subnet
 from .names import bridge_name
+from .recover_firewall import describe_port, endpoint_ports, firewall_losses, firewall_options
 from .store import DB_FILENAME
 from .store.sqlite import SqliteStore
 
@@ -90,12 +96,15 @@ class Report:
             subnets = ", ".join(
                 f"{s.subnet} gw {s.gateway}" if s.gateway else str(s.subnet) for s in net.subnets
             )
-            lines.append(f"network {net.name} ({net.short_id}): {subnets}")
+            extra = "".join(f" {k}={v}" for k, v in sorted(net.options.items()))
+            kind = " internal" if net.internal else ""
+            lines.append(f"network {net.name} ({net.short_id}){kind}: {subnets}{extra}")
         for ep in self.endpoints:
             addrs = " ".join(str(a) for a in ep.addresses)
             lines.append(
                 f"endpoint {ep.container_id}/{ep.ifname} on {ep.network_id[:12]}: {addrs} "
                 f"mac {ep.mac} in {ep.netns} (host veth {ep.host_ifname})"
+                + "".join(f" publishes {describe_port(p)}" for p in ep.port_mappings)
             )
         lines += [f"not recovered: {what}" for what in self.lost]
         if self.written:
@@ -220,10 +229,17 @@ def scan_kernel() -> Scan:
 
 
 def build_records(
-    scan: Scan, names: dict[str, str] | None = None, now: float | None = None
+    scan: Scan,
+    names: dict[str, str] | None = None,
+    now: float | None = None,
+    facts: FirewallFacts | None = None,
 ) -> Report:
-    """Networks and endpoints from a scan; ``names`` maps a network id prefix to its name."""
+    """Networks and endpoints from a scan and the firewall's facts.
+
+    ``names`` maps a network id prefix to its name.
+    """
     now = time.time() if now is None else now
+    facts = facts or FirewallFacts()
     report = Report()
     by12: dict[str, Network] = {}
     for net_id, (bridge, addrs) in sorted(scan.bridges.items()):
@@ -236,13 +252,15 @@ def build_records(
             report.lost.append(f"network {net_id[:12]}: bridge {bridge} has no addresses; skipped")
             continue
         options = {} if bridge == bridge_name(net_id) else {"bridge": bridge}
+        internal, fw_options = firewall_options(facts, net_id[:12], subnets)
         net = Network(
             id=net_id,
             name=name,
             driver="bridge",
             subnets=subnets,
             ipv6=any(s.version == 6 for s in subnets),
-            options=options,
+            internal=internal,
+            options={**options, **fw_options},
             labels={"netd.recovered": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))},
             created=now,
         )
@@ -273,20 +291,23 @@ def build_records(
                 addresses=addresses,
                 mac=veth.peer.mac,
                 host_mac=veth.mac,
+                port_mappings=endpoint_ports(facts, veth.net12, veth.container_id, addresses),
                 state="ready",
                 created=now,
             )
         )
     if report.endpoints:
         report.lost.append(
-            "DNS names, aliases, hostnames and published ports of every endpoint (not kept in "
-            "the kernel); endpoints are recorded as API attachments"
+            "DNS names, aliases and hostnames of every endpoint, and ports published on "
+            "internal networks (none of it is kept in the kernel); endpoints are recorded as API "
+            "attachments"
         )
     if report.networks:
         report.lost.append(
-            "network options other than the bridge name (internal, dns, mtu, labels, ip ranges)"
-            "; defaults used"
+            "network options not kept in the kernel (dns, dns_servers, mtu, labels, ip ranges; "
+            "NAT options of internal networks); defaults used"
         )
+        report.lost += firewall_losses(facts, report.endpoints)
     return report
 
 
@@ -353,7 +374,12 @@ def recover(
                         f"state database {path} is healthy and holds {count} networks; nothing "
                         "to recover (--force moves it aside and rebuilds it from the kernel)"
                     )
-        report = build_records(scan_kernel(), names)
+        scan = scan_kernel()
+        try:
+            facts = read_firewall({name: net_id[:12] for net_id, (name, _) in scan.bridges.items()})
+        except FirewallError as exc:
+            facts = FirewallFacts(problems=[str(exc)])
+        report = build_records(scan, names, facts=facts)
         if corrupt is not None:
             report.lost.insert(0, f"the database could not be read: {corrupt}")
         if dry_run:
