@@ -8,8 +8,10 @@ recovered address, and detaching a recovered endpoint removes its veth.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,102 @@ def test_recover_refuses_a_healthy_database(host: Namespace) -> None:
         assert out.returncode == 1 and "healthy" in out.stderr, out
     finally:
         d.close()
+
+
+SERVER = (
+    "import socket\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('0.0.0.0', 80)); s.listen(16)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.sendall(b'hello'); c.close()\n"
+)
+CLIENT = (
+    "import socket, sys, time\n"
+    "for _ in range(40):\n"
+    "    try:\n"
+    "        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=0.5)\n"
+    "        sys.stdout.write(s.recv(16).decode()); break\n"
+    "    except OSError:\n"
+    "        time.sleep(0.05)\n"
+)
+
+
+def fetch(ns: Namespace, address: str, port: int) -> str:
+    """What a TCP server at ``address:port`` says to a client in ``ns`` (retries for 2-3 s)."""
+    proc = subprocess.run(
+        ns.argv(sys.executable, "-c", CLIENT, address, str(port)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return proc.stdout
+
+
+@pytest.mark.parametrize("firewall", ["nftables", "iptables"])
+def test_recover_reads_ports_internal_and_options_from_the_firewall(
+    host: Namespace, sandbox: Sandbox, firewall: str
+) -> None:
+    d = Daemon(host, firewall=firewall).start()
+    try:
+        out = sandbox.add_ns("out")
+        sandbox.wire(host, out, "192.0.2.1/24", "192.0.2.2/24")
+        nets = [
+            {"name": "web", "subnets": [{"subnet": "10.134.0.0/24"}]},
+            {"name": "priv", "internal": True, "subnets": [{"subnet": "10.135.0.0/24"}]},
+            {
+                "name": "iso",
+                "options": {"enable_icc": "false", "host_ipv4": "192.0.2.1"},
+                "subnets": [{"subnet": "10.136.0.0/24"}],
+            },
+        ]
+        ids = {}
+        for body in nets:
+            status, net = d.request("POST", "/v1/networks", body)
+            assert status == 201, net
+            ids[body["name"]] = net["id"]
+        web, db, iso = sandbox.add_ns("web"), sandbox.add_ns("db"), sandbox.add_ns("iso")
+        publish = [
+            {"host_port": 8080, "container_port": 80},
+            {"host_port": 5353, "container_port": 53, "protocol": "udp", "host_ip": "192.0.2.1"},
+        ]
+        for network, ns, ports in (("web", web, publish), ("priv", db, []), ("iso", iso, [])):
+            body = {"netns": ns.path, "container_id": ns.name, "publish": ports}
+            status, ep = d.request("POST", f"/v1/networks/{network}/connect", body)
+            assert status == 201, ep
+        web.spawn(sys.executable, "-c", SERVER)
+        assert fetch(out, "192.0.2.1", 8080) == "hello"
+        d.stop()
+        for side in ("", "-wal", "-shm"):
+            Path(f"{d.state_dir}/netd.db{side}").unlink(missing_ok=True)
+
+        names = [f"--name={net_id[:12]}={name}" for name, net_id in ids.items()]
+        done = recover(host, d.state_dir, *names)
+        assert done.returncode == 0, done
+        print(done.stdout)
+        assert "publishes 192.0.2.1:5353/udp->53 publishes 8080/tcp->80" in done.stdout
+        assert f"network priv ({ids['priv'][:12]}) internal:" in done.stdout
+        assert "no recovered endpoint" not in done.stdout
+
+        d.start()
+        shown = json.loads(d.cli("network", "inspect", "web", "priv", "iso").stdout)
+        by_name = {n["name"]: n for n in shown}
+        assert by_name["priv"]["internal"] is True and by_name["web"]["internal"] is False
+        assert by_name["iso"]["options"] == {"enable_icc": "false", "host_ipv4": "192.0.2.1"}
+        [web_ep] = by_name["web"]["endpoints"]
+        assert web_ep["port_mappings"] == [
+            {"host_port": 5353, "container_port": 53, "protocol": "udp", "host_ip": "192.0.2.1"},
+            {"host_port": 8080, "container_port": 80, "protocol": "tcp", "host_ip": None},
+        ]
+        # The restarted daemon rebuilt its rules from the recovered records: still published,
+        # the internal network still cannot leave its subnet.
+        assert fetch(out, "192.0.2.1", 8080) == "hello"
+        assert not db.ping("192.0.2.2", timeout=1)
+        # ...and the port is held: publishing it again is refused, naming the holder.
+        c4 = sandbox.add_ns("c4")
+        body = {"netns": c4.path, "publish": [{"host_port": 8080, "container_port": 80}]}
+        status, err = d.request("POST", "/v1/networks/web/connect", body)
+        assert status == 409 and web.name in err["error"]["message"], err
+    finally:
+        log = d.log()
+        d.close()
+        assert "Traceback" not in log, log
