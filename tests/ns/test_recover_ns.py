@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from netns_fixtures import Namespace, Sandbox
@@ -153,7 +154,7 @@ def test_recover_reads_ports_internal_and_options_from_the_firewall(
     try:
         out = sandbox.add_ns("out")
         sandbox.wire(host, out, "192.0.2.1/24", "192.0.2.2/24")
-        nets = [
+        nets: list[dict[str, Any]] = [
             {"name": "web", "subnets": [{"subnet": "10.134.0.0/24"}]},
             {"name": "priv", "internal": True, "subnets": [{"subnet": "10.135.0.0/24"}]},
             {
