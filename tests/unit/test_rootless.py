@@ -1,7 +1,7 @@
 """Rootless networks without root: the policy's owner role, the pure checks and OwnerScope.
 
 OwnerScope runs over a real service (SQLite store, NullDriver); the namespace checks are
-replaced by a recorder here (the real ioctls are exercised in tests/ns/test_rootless.py).
+replaced by a recorder here (the real ioctls are exercised in tests/ns/test_rootless_ns.py).
 """
 
 from __future__ import annotations
