@@ -37,6 +37,14 @@ def load_nftables() -> Any:
         raise FirewallError(f"loading libnftables: {exc}") from exc
 
 
+def _ours(obj: dict[str, Any]) -> bool:
+    """Whether a ``list ruleset`` object belongs to a table named netd (any family)."""
+    body = next(iter(obj.values()), None)
+    if not isinstance(body, dict):
+        return False
+    return (body.get("name") if "table" in obj else body.get("table")) == ruleset.TABLE
+
+
 class NftablesFirewall:
     """Firewall backend on nftables (tables ``inet netd`` and ``bridge netd``)."""
 
@@ -174,21 +182,21 @@ class NftablesFirewall:
         return not problems
 
     def _problems(self) -> list[str]:
+        # `list ruleset` with terse output fetches no set elements (~2 ms whatever netd holds);
+        # `list table` fetches them all even when terse (33 ms with 3,000 endpoints), and this
+        # runs after every change event, under the lock that ADD needs.
         self._nft.set_terse_output(True)
         try:
-            found: list[dict[str, Any]] = []
-            for family in (ruleset.INET, ruleset.BRIDGE):
-                rc, out, _ = self._nft.json_cmd(
-                    {"nftables": [{"list": {"table": {"family": family, "name": ruleset.TABLE}}}]}
-                )
-                if rc == 0 and out:
-                    found += out.get("nftables", [])
-                elif self._state.networks:
-                    return [f"table {family} {ruleset.TABLE} is missing"]
+            rc, out, _ = self._nft.json_cmd({"nftables": [{"list": {"ruleset": None}}]})
         finally:
             self._nft.set_terse_output(False)
         if not self._state.networks:
             return []
+        found = [obj for obj in (out.get("nftables", []) if rc == 0 and out else []) if _ours(obj)]
+        tables = {obj["table"]["family"] for obj in found if "table" in obj}
+        for family in (ruleset.INET, ruleset.BRIDGE):
+            if family not in tables:
+                return [f"table {family} {ruleset.TABLE} is missing"]
         counts: dict[tuple[str, str], int] = {}
         chains, sets = set(), set()
         for obj in found:
