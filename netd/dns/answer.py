@@ -198,7 +198,8 @@ class Answerer:
     ) -> bytes | Forward | None:
         do = edns and bool(data[qend + 7] & 0x80)
         key = (client.upstreams, qkey, edns + do)
-        parts = self.cache.get_parts(key, time.monotonic(), qend)
+        now = time.monotonic()
+        parts = self.cache.fresh_parts(key, now) or self.cache.get_parts(key, now, qend)
         if parts is None:
             return self._forward(data, qend, key, client, edns, limit)
         self.stats.mine().cache_hits += 1

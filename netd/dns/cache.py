@@ -61,6 +61,16 @@ class Cache:
             e.rendered_at = age
         return e.rendered
 
+    def fresh_parts(self, key: Hashable, now: float) -> tuple[bytes, bytes, bytes, bytes] | None:
+        """The parts :meth:`get_parts` last cut, if still current (same TTL second); else None.
+
+        The hit path of a busy name: one dict lookup and four comparisons.
+        """
+        e = self._d.get(key)
+        if e is None or e.parts is None or now >= e.expires or int(now - e.stored) != e.rendered_at:
+            return None
+        return e.parts
+
     def get_parts(
         self, key: Hashable, now: float, qend: int
     ) -> tuple[bytes, bytes, bytes, bytes] | None:
