@@ -45,9 +45,10 @@ def recover(
 
     Run as root in the namespace the daemon manages. Bridges tagged by netd become networks,
     tagged host veths become endpoints with the addresses and MAC read in their namespace. A
-    damaged database is moved aside (netd.db.corrupt-<time>), never deleted. The report says
-    what could not be recovered (names, DNS aliases, published ports, endpoints whose
-    namespace is gone). Refuses while the daemon runs.
+    damaged database is moved aside (netd.db.corrupt-<time>), never deleted. Published ports and
+    the firewall's network options are read back from netd's nftables or iptables rules. The
+    report says what could not be recovered (names, DNS aliases, options the kernel does not
+    keep, endpoints whose namespace is gone). Refuses while the daemon runs.
     """
     from ..config import load_config
     from ..errors import NetdError
