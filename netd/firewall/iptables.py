@@ -43,6 +43,17 @@ def iptables_available(variant: str = "auto") -> bool:
     )
 
 
+def run_tool(argv: list[str], op: str, stdin: str | None = None) -> str:
+    """Run an iptables-save/-restore; its output, or FirewallError naming ``op`` and the tool."""
+    try:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FirewallError(f"{op}: running {argv[0]}: {exc}") from exc
+    if proc.returncode != 0:
+        raise FirewallError(f"{op}: {argv[0]} exited {proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
 class IptablesFirewall:
     """Firewall backend on iptables/ip6tables, in chains named NETD-*."""
 
@@ -63,15 +74,7 @@ class IptablesFirewall:
         argv = [f"{self._tools[version]}-{verb}"]
         if verb == "restore":
             argv += ["--noflush", "--wait"]
-        else:
-            argv += []
-        try:
-            proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise FirewallError(f"{op}: running {argv[0]}: {exc}") from exc
-        if proc.returncode != 0:
-            raise FirewallError(f"{op}: {argv[0]} exited {proc.returncode}: {proc.stderr.strip()}")
-        return proc.stdout
+        return run_tool(argv, op, stdin)
 
     def _existing(self, version: int, op: str) -> Existing:
         return parse_save(self._tool(version, "save", op))

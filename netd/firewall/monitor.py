@@ -19,6 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..errors import NetdError
+
 log = logging.getLogger(__name__)
 
 NETLINK_NETFILTER = 12  # linux/netlink.h
@@ -123,5 +125,8 @@ class FirewallMonitor:
                     )
                     self._repair()
                     self.repairs += 1
+            except NetdError as exc:  # a tool failed (or was signalled with us): said plainly
+                if not self._stop.is_set():
+                    log.error("firewall check/repair failed: %s", exc)
             except Exception:  # the monitor must outlive a failed repair; next round retries
                 log.exception("firewall check/repair failed")

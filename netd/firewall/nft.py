@@ -37,6 +37,22 @@ def load_nftables() -> Any:
         raise FirewallError(f"loading libnftables: {exc}") from exc
 
 
+def list_tables(nft: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """Both of netd's tables with every element (libnftables JSON objects), and the families
+    whose table exists. O(elements): for drift, describe and recover, not the monitor's check.
+    """
+    listing: list[dict[str, Any]] = []
+    families: list[str] = []
+    for family in (ruleset.INET, ruleset.BRIDGE):
+        rc, out, _ = nft.json_cmd(
+            {"nftables": [{"list": {"table": {"family": family, "name": ruleset.TABLE}}}]}
+        )
+        if rc == 0 and out:
+            listing += out.get("nftables", [])
+            families.append(family)
+    return listing, families
+
+
 def _ours(obj: dict[str, Any]) -> bool:
     """Whether a ``list ruleset`` object belongs to a table named netd (any family)."""
     body = next(iter(obj.values()), None)
@@ -259,14 +275,7 @@ class NftablesFirewall:
         for a loss.
         """
         with self._lock:
-            listing: list[dict[str, Any]] = []
-            for family in (ruleset.INET, ruleset.BRIDGE):
-                rc, out, _ = self._nft.json_cmd(
-                    {"nftables": [{"list": {"table": {"family": family, "name": ruleset.TABLE}}}]}
-                )
-                if rc == 0 and out:
-                    listing += out.get("nftables", [])
-            return find_drift(self._state, listing)
+            return find_drift(self._state, list_tables(self._nft)[0])
 
     def show(self) -> str:
         """The live ruleset of netd's tables, in nft syntax."""
@@ -287,7 +296,6 @@ class NftablesFirewall:
         tag = f"netd:{network.id[:12]}"
         chains: list[dict[str, Any]] = []
         elements: dict[str, list[dict[str, Any]]] = {}
-        tables: list[str] = []
         with self._lock:
             policy = self._state.policy(network.id)
             expected = 0
@@ -298,38 +306,33 @@ class NftablesFirewall:
                     expected += len(
                         ruleset.build_endpoint_elements(policy, icc_port(policy, ep), rules)
                     )
-            for family in (ruleset.INET, ruleset.BRIDGE):
-                rc, out, _ = self._nft.json_cmd(
-                    {"nftables": [{"list": {"table": {"family": family, "name": ruleset.TABLE}}}]}
+            listing, families = list_tables(self._nft)
+        tables = [f"{family} {ruleset.TABLE}" for family in families]
+        counts: dict[tuple[str, str], int] = {}
+        for obj in listing:
+            if "rule" in obj:
+                key = (obj["rule"]["family"], obj["rule"]["chain"])
+                counts[key] = counts.get(key, 0) + 1
+            elif "chain" in obj:
+                c = obj["chain"]
+                chains.append(
+                    {
+                        "family": c["family"],
+                        "name": c["name"],
+                        "type": c.get("type"),
+                        "hook": c.get("hook"),
+                        "priority": c.get("prio"),
+                    }
                 )
-                if rc != 0 or not out:
-                    continue
-                tables.append(f"{family} {ruleset.TABLE}")
-                counts: dict[str, int] = {}
-                for obj in out.get("nftables", []):
-                    if "rule" in obj:
-                        counts[obj["rule"]["chain"]] = counts.get(obj["rule"]["chain"], 0) + 1
-                    elif "chain" in obj:
-                        c = obj["chain"]
-                        chains.append(
-                            {
-                                "family": family,
-                                "name": c["name"],
-                                "type": c.get("type"),
-                                "hook": c.get("hook"),
-                                "priority": c.get("prio"),
-                            }
-                        )
-                    elif "set" in obj or "map" in obj:
-                        body = obj.get("set") or obj["map"]
-                        for elem in body.get("elem", []):
-                            owner, text = _element_text(elem)
-                            if owner == tag or owner.startswith(tag + ":"):
-                                item = {"element": text, "owner": owner}
-                                elements.setdefault(body["name"], []).append(item)
-                for chain in chains:
-                    if chain["family"] == family:
-                        chain["rules"] = counts.get(chain["name"], 0)
+            elif "set" in obj or "map" in obj:
+                body = obj.get("set") or obj["map"]
+                for elem in body.get("elem", []):
+                    owner, text = _element_text(elem)
+                    if owner == tag or owner.startswith(tag + ":"):
+                        item = {"element": text, "owner": owner}
+                        elements.setdefault(body["name"], []).append(item)
+        for chain in chains:
+            chain["rules"] = counts.get((chain["family"], chain["name"]), 0)
         present = sum(len(v) for v in elements.values())
         return {
             "backend": self.name,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -208,41 +207,21 @@ def parse_iptables_save(texts: dict[int, str], bridges: dict[str, str]) -> Firew
 
 
 def _list_nft() -> list[dict[str, Any]] | None:
-    from .nft import load_nftables
+    from .nft import list_tables, load_nftables
 
-    nft = load_nftables()
-    listing: list[dict[str, Any]] = []
-    for family in (ruleset.INET, ruleset.BRIDGE):
-        rc, out, _ = nft.json_cmd(
-            {"nftables": [{"list": {"table": {"family": family, "name": ruleset.TABLE}}}]}
-        )
-        if rc == 0 and out:
-            listing += out.get("nftables", [])
-        elif family == ruleset.INET:
-            return None
-    return listing
+    listing, families = list_tables(load_nftables())
+    return listing if ruleset.INET in families else None
 
 
 def _iptables_save() -> dict[int, str] | None:
-    from .iptables import VARIANTS, iptables_available
+    from .iptables import VARIANTS, iptables_available, run_tool
 
     if not iptables_available():
         return None
-    texts: dict[int, str] = {}
-    for version, tool in zip((4, 6), VARIANTS["auto"], strict=True):
-        argv = [f"{tool}-save"]
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise FirewallError(
-                f"reading netd's iptables chains: running {argv[0]}: {exc}"
-            ) from exc
-        if proc.returncode != 0:
-            raise FirewallError(
-                f"reading netd's iptables chains: {argv[0]} exited {proc.returncode}: "
-                f"{proc.stderr.strip()}"
-            )
-        texts[version] = proc.stdout
+    texts = {
+        version: run_tool([f"{tool}-save"], "reading netd's iptables chains")
+        for version, tool in zip((4, 6), VARIANTS["auto"], strict=True)
+    }
     return texts if any(":NETD-" in t for t in texts.values()) else None
 
 
