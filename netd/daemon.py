@@ -146,11 +146,12 @@ def make_dns(config: Config) -> Any:
     )
 
 
-def validate_netns_path(path: str) -> None:
-    """InvalidInput unless ``path`` is a network namespace other than the daemon's own."""
+def validate_netns_path(path: str, inode: int = 0) -> None:
+    """InvalidInput unless ``path`` is a network namespace other than the daemon's own (and,
+    with ``inode``, still that namespace)."""
     from .kernel.netns import open_netns
 
-    os.close(open_netns(path))
+    os.close(open_netns(path, inode))
 
 
 def build_service(config: Config) -> tuple[Service, Any, Any]:

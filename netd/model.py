@@ -100,6 +100,9 @@ class Endpoint:
     created: float = 0.0
     owner_uid: int = 0
     origin: Origin = "api"
+    # The namespace's nsfs inode when plumbed (0: not recorded): a path that later leads to
+    # another namespace (a reused /proc/<pid>) is never configured or torn down in its name.
+    netns_inode: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -147,6 +150,7 @@ class AttachRequest:
     port_mappings: tuple[PortMapping, ...] = ()
     dns_servers: tuple[str, ...] = ()
     origin: Origin = "api"
+    netns_inode: int = 0  # non-zero: the namespace must still be this one (rootless verification)
 
 
 # --- serialisation -------------------------------------------------------------------------
@@ -234,4 +238,5 @@ def endpoint_from_json(d: dict[str, Any]) -> Endpoint:
         created=d.get("created", 0.0),
         owner_uid=d.get("owner_uid", 0),
         origin=d.get("origin", "api"),
+        netns_inode=d.get("netns_inode", 0),
     )

@@ -102,6 +102,20 @@ class Undo:
                 log.exception("rollback: undoing %s failed", what)
 
 
+def match_network(networks: Iterable[Network], name_or_id: str) -> Network:
+    """The network called ``name_or_id``, with that full id, or the only one whose id starts
+    with it (≥ 3 characters, as docker accepts); NotFound otherwise."""
+    candidates = list(networks)
+    for net in candidates:
+        if name_or_id in (net.name, net.id):
+            return net
+    if len(name_or_id) >= 3:
+        hits = [n for n in candidates if n.id.startswith(name_or_id)]
+        if len(hits) == 1:
+            return hits[0]
+    raise NotFound(f"network {name_or_id!r} not found", field="network", value=name_or_id)
+
+
 class Service:
     """The daemon's operations over store, IPAM, driver, firewall and DNS."""
 
@@ -116,7 +130,7 @@ class Service:
         ula: ipaddress.IPv6Network,
         host_routes: Callable[[], list[IPNetwork]] = list,
         dns_domain: str = "dns.netd",
-        validate_netns: Callable[[str], None] = lambda path: None,
+        validate_netns: Callable[[str, int], None] = lambda path, inode: None,
     ) -> None:
         self.store = store
         self.drivers = drivers
@@ -233,11 +247,7 @@ class Service:
                 if net.id not in self._networks:
                     continue  # removed meanwhile
                 for action in actions:
-                    ep = action.endpoint
-                    current = self._endpoints[net.id].get(ep.key) if ep is not None else None
-                    if ep is not None and (
-                        current is not ep or ep.key in self._inflight.get(net.id, set())
-                    ):
+                    if not self._still_current(action):
                         continue  # changed by a request meanwhile: the next pass looks again
                     if await self._repair(action):
                         done.append(action)
@@ -254,18 +264,23 @@ class Service:
             drift.networks, drift.endpoints, eps, set(self._networks), busy
         ):
             async with self._lock(action.network_id):
-                ep = action.endpoint
-                if action.network_id not in self._networks or (
-                    ep is not None
-                    and (
-                        self._endpoints[action.network_id].get(ep.key) is not ep
-                        or ep.key in self._inflight.get(action.network_id, set())
-                    )
-                ):
+                if not self._still_current(action):
                     continue  # changed by a request meanwhile: the next pass looks again
                 if await self._repair(action):
                     done.append(action)
         return done
+
+    def _still_current(self, action: Action) -> bool:
+        """Whether an action planned outside the network's lock still applies (lock held):
+        its network is on record and its endpoint is the same record, not in flight."""
+        if action.network_id not in self._networks:
+            return False
+        ep = action.endpoint
+        if ep is None:
+            return True
+        return self._endpoints[action.network_id].get(ep.key) is ep and ep.key not in (
+            self._inflight.get(action.network_id, set())
+        )
 
     def _tagged_links(self) -> dict[str, str]:
         tagged: dict[str, str] = {}
@@ -284,7 +299,7 @@ class Service:
         for ep in eps:
             key = (ep.network_id, ep.container_id, ep.ifname)
             try:
-                self.validate_netns(ep.netns)
+                self.validate_netns(ep.netns, ep.netns_inode)
             except InvalidInput:
                 gone.add(key)
                 continue
@@ -375,14 +390,7 @@ class Service:
 
     def find_network(self, name_or_id: str) -> Network:
         """A network by name, full id or unique id prefix (≥ 3 chars, as docker accepts)."""
-        for net in self._networks.values():
-            if net.name == name_or_id or net.id == name_or_id:
-                return net
-        if len(name_or_id) >= 3:
-            hits = [n for n in self._networks.values() if n.id.startswith(name_or_id)]
-            if len(hits) == 1:
-                return hits[0]
-        raise NotFound(f"network {name_or_id!r} not found", field="network", value=name_or_id)
+        return match_network(self._networks.values(), name_or_id)
 
     def list_networks(self) -> list[Network]:
         """All networks by creation time."""
@@ -405,7 +413,7 @@ class Service:
 
     def check_netns(self, path: str) -> None:
         """CniBackend: InvalidInput unless ``path`` is a network namespace netd may use."""
-        self.validate_netns(path)
+        self.validate_netns(path, 0)
 
     def utilisation(self, network: Network) -> dict[str, tuple[int, int]]:
         """IPAM use per subnet: (used, size)."""
@@ -542,10 +550,10 @@ class Service:
         await self._publish_dns(net, removed=True)
         return net
 
-    async def prune(self) -> list[str]:
-        """Remove every network without endpoints; returns their names."""
+    async def prune(self, among: Iterable[Network] | None = None) -> list[str]:
+        """Remove every network (of ``among``, default all) without endpoints; their names."""
         removed = []
-        for net in self.list_networks():
+        for net in self.list_networks() if among is None else among:
             if not self._endpoints.get(net.id):
                 try:
                     await self.remove_network(net.id)
@@ -587,7 +595,7 @@ class Service:
         cid = check_container_id(req.container_id)
         ifname = check_ifname(req.ifname)
         if plumb:
-            self.validate_netns(req.netns)
+            self.validate_netns(req.netns, req.netns_inode)
         key = (cid, ifname)
         async with self._lock(net.id):
             if net.id not in self._networks:
@@ -665,6 +673,7 @@ class Service:
             created=time.time(),
             owner_uid=caller.uid if caller else 0,
             origin=req.origin,
+            netns_inode=req.netns_inode,
         )
         await asyncio.to_thread(self.store.put_endpoint, ep, cursors)
         allocator.commit([a.ip for a in addresses], cursors)

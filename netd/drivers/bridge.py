@@ -196,7 +196,8 @@ class BridgeDriver:
         self._guard(operation)
         bridge = bridge_for(network)
         options = validate_bridge_options(network.options)
-        fd = open_netns(endpoint.netns)
+        fd = open_netns(endpoint.netns, endpoint.netns_inode)
+        netns_inode = os.fstat(fd).st_ino  # recorded: teardown and reconcile check it
         created = False
         try:
             with self._host() as ipr:
@@ -229,7 +230,7 @@ class BridgeDriver:
             raise
         finally:
             os.close(fd)
-        return dataclasses.replace(endpoint, mac=mac, host_mac=host_mac)
+        return dataclasses.replace(endpoint, mac=mac, host_mac=host_mac, netns_inode=netns_inode)
 
     def _configure_container(self, fd: int, endpoint: Endpoint, gateways: list[IPAddress]) -> None:
         with Rtnl(netlink_socket_in(fd)) as rtnl:
@@ -261,9 +262,10 @@ class BridgeDriver:
         if not endpoint.netns:
             return failures  # containerd sends DEL with an empty CNI_NETNS
         try:
-            fd = open_netns(endpoint.netns)
+            fd = open_netns(endpoint.netns, endpoint.netns_inode)
         except InvalidInput:
-            return failures  # the namespace is gone: so is everything that was in it
+            # Gone (and so is everything that was in it), or the path now leads elsewhere.
+            return failures
         try:
             with iproute_in_fd(fd) as cipr:
                 link = links.get_link(cipr, endpoint.ifname)
@@ -296,7 +298,7 @@ class BridgeDriver:
             problems.append(f'host veth "{host}" is not enslaved to bridge "{bridge}"')
         where = f"{endpoint.ifname} in {endpoint.netns}"
         try:
-            fd = open_netns(endpoint.netns)
+            fd = open_netns(endpoint.netns, endpoint.netns_inode)
         except InvalidInput as exc:
             problems.append(f"netns {endpoint.netns!r} unusable: {exc.rule}")
             return status

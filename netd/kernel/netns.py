@@ -88,12 +88,16 @@ def is_initial_netns() -> bool:
         return own == PROC_NET_INIT_INO
 
 
-def open_netns(path: str) -> int:
+def open_netns(path: str, inode: int = 0) -> int:
     """Open ``path`` as a network namespace and return the fd (O_CLOEXEC); caller closes it.
 
     Refuses (InvalidInput on field ``netns``) anything that is not an nsfs network namespace, the
     daemon's own namespace and the machine's initial one: configuring a "container" there would
     change the host. Never blocks: FIFOs and devices are refused without being opened.
+
+    ``inode`` (non-zero) pins the namespace: the one recorded at attach, or the one a rootless
+    caller's ownership was verified on. A path that now leads elsewhere (``/proc/<pid>/ns/net``
+    after the pid was reused) is refused rather than configured.
     """
     if not isinstance(path, str) or not path or "\0" in path:
         raise InvalidInput("netns", path, "must be a non-empty path to a network namespace")
@@ -130,6 +134,13 @@ def open_netns(path: str) -> int:
         again = _check_nsfs_file(fd, path)
         if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
             raise InvalidInput("netns", path, "changed while being opened")
+        if inode and again.st_ino != inode:
+            raise InvalidInput(
+                "netns",
+                path,
+                f"now leads to net:[{again.st_ino}], not the namespace net:[{inode}] it was "
+                "attached or verified as",
+            )
         _check_netns_fd(fd, path)
     except BaseException:
         os.close(fd)

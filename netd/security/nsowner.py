@@ -108,15 +108,19 @@ def owner_chain(netns_fd: int, *, stop_inode: int | None = None) -> list[UserNs]
     return chain
 
 
-def check_owner(path: str, uid: int) -> None:
-    """PermissionDenied (field ``netns``) unless the namespace at ``path`` belongs to ``uid``.
+def check_owner(path: str, uid: int) -> int:
+    """The nsfs inode of the namespace at ``path``; PermissionDenied (field ``netns``) unless
+    it belongs to ``uid``.
 
-    InvalidInput if ``path`` is not a usable network namespace at all (see ``open_netns``).
+    InvalidInput if ``path`` is not a usable network namespace at all (see ``open_netns``). The
+    inode is read from the very fd whose owner was checked: the attach pins it, so a path that
+    leads elsewhere by the time the driver opens it (a reused /proc/<pid>) is refused.
     """
     from ..kernel.netns import open_netns
 
     fd = open_netns(path)
     try:
+        inode = os.fstat(fd).st_ino
         chain = owner_chain(fd)
     finally:
         os.close(fd)
@@ -128,6 +132,7 @@ def check_owner(path: str, uid: int) -> None:
             field="netns",
             value=path,
         )
+    return inode
 
 
 def check_can_open(path: str, caller: Caller, groups: Iterable[int]) -> None:
@@ -162,9 +167,11 @@ def check_can_open(path: str, caller: Caller, groups: Iterable[int]) -> None:
         )
 
 
-def verify(path: str, caller: Caller, groups: Iterable[int]) -> None:
-    """Both checks, kernel ownership first (its refusal is the more telling one)."""
+def verify(path: str, caller: Caller, groups: Iterable[int]) -> int:
+    """Both checks, kernel ownership first (its refusal is the more telling one); the inode of
+    the namespace whose ownership was checked, to pin the attach to it."""
     if not isinstance(path, str) or not path:
         raise InvalidInput("netns", path, "must be a non-empty path to a network namespace")
-    check_owner(path, caller.uid)
+    inode = check_owner(path, caller.uid)
     check_can_open(path, caller, groups)
+    return inode

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..drivers.bridge_options import DOCKER_ALIASES
-from ..errors import Conflict, NotFound, PermissionDenied
+from ..errors import Conflict, NetdError, NotFound, PermissionDenied
 from ..ipam.subnets import DefaultPool
 from ..model import AttachRequest, Caller, Endpoint, IPNetwork, Network, NetworkSpec, PortMapping
 from . import nsowner
@@ -179,7 +179,7 @@ class OwnerScope:
         service: Service,
         limits: Confinement,
         *,
-        verify_netns: Callable[[str, Caller, Iterable[int]], None] = nsowner.verify,
+        verify_netns: Callable[[str, Caller, Iterable[int]], int] = nsowner.verify,
         groups_of: Callable[[Caller], frozenset[int]] = caller_groups,
         port_start: Callable[[], int] = unprivileged_port_start,
     ) -> None:
@@ -189,7 +189,7 @@ class OwnerScope:
         self._verify_netns = verify_netns
         self._groups_of = groups_of
         self._port_start = port_start
-        self._verified: set[str] = set()
+        self._verified: dict[str, int] = {}  # path -> inode of the namespace verified
 
     # --- what the service shows, confined ---------------------------------------------------
 
@@ -222,15 +222,9 @@ class OwnerScope:
         Another user's network is "not found", exactly as a missing one: its existence is not
         confirmed (though a create with its name still meets a Conflict: names are global).
         """
-        own = self.list_networks()
-        for net in own:
-            if name_or_id in (net.name, net.id):
-                return net
-        if len(name_or_id) >= 3:
-            hits = [n for n in own if n.id.startswith(name_or_id)]
-            if len(hits) == 1:
-                return hits[0]
-        raise NotFound(f"network {name_or_id!r} not found", field="network", value=name_or_id)
+        from ..service import match_network
+
+        return match_network(self.list_networks(), name_or_id)
 
     async def get_network(self, name: str) -> Network:
         """CniBackend: one of the owner's networks."""
@@ -292,27 +286,22 @@ class OwnerScope:
 
     async def prune(self) -> list[str]:
         """Remove the owner's networks without endpoints; returns their names."""
-        removed = []
-        for net in self.list_networks():
-            if not self._svc.endpoints(net):
-                try:
-                    await self._svc.remove_network(net.id)
-                    removed.append(net.name)
-                except (Conflict, NotFound):
-                    continue
-        return removed
+        return await self._svc.prune(self.list_networks())
 
     # --- endpoints -------------------------------------------------------------------------
 
-    def _verify(self, path: str) -> None:
+    def _verify(self, path: str) -> int:
+        """The inode of the caller's own namespace at ``path`` (checked once per request)."""
         if path not in self._verified:
-            self._verify_netns(path, self.caller, self._groups_of(self.caller))
-            self._verified.add(path)
+            self._verified[path] = self._verify_netns(
+                path, self.caller, self._groups_of(self.caller)
+            )
+        return self._verified[path]
 
     def check_netns(self, path: str) -> None:
-        """CniBackend: a usable network namespace that this owner owns and can open."""
+        """CniBackend: a usable network namespace (ownership is verified by :meth:`attach`,
+        off the event loop: the open-as-caller check starts a process)."""
         self._svc.check_netns(path)
-        self._verify(path)
 
     async def attach(
         self, req: AttachRequest, *, plumb: bool = True, caller: Caller | None = None
@@ -320,10 +309,12 @@ class OwnerScope:
         """Attach a namespace the owner owns to one of its networks."""
         net = self.find_network(req.network)
         check_ports(req.port_mappings, self._port_start())
+        inode = 0
         if plumb:
             self._svc.check_netns(req.netns)
-            await asyncio.to_thread(self._verify, req.netns)
-        req = dataclasses.replace(req, network=net.id)
+            inode = await asyncio.to_thread(self._verify, req.netns)
+        # Pinned: the driver refuses the path if it no longer leads to the verified namespace.
+        req = dataclasses.replace(req, network=net.id, netns_inode=inode)
         return await self._svc.attach(req, plumb=plumb, caller=self.caller)
 
     async def detach(self, network: str, container_id: str, ifname: str, netns: str | None) -> None:
@@ -341,7 +332,7 @@ class OwnerScope:
             if netns not in recorded:
                 try:
                     await asyncio.to_thread(self._verify, netns)
-                except Exception:
+                except NetdError:
                     netns = None  # not theirs or not usable: tear down by the record alone
         await self._svc.detach(net.id, container_id, ifname, netns)
 

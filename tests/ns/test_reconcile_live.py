@@ -8,6 +8,7 @@ same MAC. A deleted namespace is not "repaired" and its allocation is kept.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 
@@ -115,3 +116,29 @@ def test_deleted_namespace_is_not_repaired_and_keeps_its_address(
     assert status == 200
     _, info = d.request("GET", "/v1/networks/heal")
     assert len(info["endpoints"]) == 1
+
+
+def test_namespace_replaced_at_the_same_path_is_never_touched(
+    healing: Daemon, host: Namespace, sandbox: Sandbox
+) -> None:
+    # The path outlives the namespace it led to (as /proc/<pid>/ns/net does when a pid is
+    # reused): the endpoint is pinned to the namespace it was plumbed in, so neither the
+    # reconciler nor DEL configures or deletes anything in the newcomer.
+    d = healing
+    assert d.request("POST", "/v1/networks", NET)[0] == 201
+    c1 = sandbox.add_ns("c1")
+    ep = connect(d, c1)
+    delete_namespace(c1.name)
+    subprocess.run(["ip", "netns", "add", c1.name], check=True)  # another namespace, same path
+    c1.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+    time.sleep(4 * INTERVAL)
+    assert sorted(c1.links()) == ["eth0", "eth1", "lo"]
+    assert c1.addresses("eth0") == []  # no address of the endpoint was put there
+    assert d.log().count("is gone; keeping its addresses") == 1
+    status, _ = d.request(
+        "POST", "/v1/networks/heal/disconnect", {"container_id": ep["container_id"]}
+    )
+    assert status == 200
+    assert sorted(c1.links()) == ["eth0", "eth1", "lo"]  # the newcomer's veth is left alone
+    _, info = d.request("GET", "/v1/networks/heal")
+    assert info["endpoints"] == []

@@ -129,7 +129,7 @@ def test_service_reconcile_repairs_and_keeps_addresses(tmp_path: Path) -> None:
     driver = BrokenDriver()
     gone: set[str] = set()
 
-    def validate(path: str) -> None:
+    def validate(path: str, inode: int) -> None:
         if path in gone:
             raise InvalidInput("netns", path, "no such file")
 
