@@ -287,6 +287,7 @@ def test_scope_confines_networks_to_their_owner(tmp_path: Path) -> None:
 
         _, ep = await alice.attach(AttachRequest("a-net", "c1", "eth0", "/proc/77/ns/net"))
         assert ep.owner_uid == 4242 and checks.calls == [("/proc/77/ns/net", 4242)]
+        assert ep.netns_inode == 4026531001  # pinned to the namespace that was verified
         with pytest.raises(PermissionDenied, match="not yours"):
             await alice.attach(AttachRequest("a-net", "c2", "eth0", "/run/root/ns"))
         assert [e.container_id for e in svc.endpoints(a)] == ["c1"]
