@@ -129,11 +129,25 @@ static int memfd_with(const char *name, const char *data, size_t len)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			return -1;
+			goto fail;
 		}
 		done += (size_t)n;
 	}
-	return lseek(fd, 0, SEEK_SET) == 0 ? fd : -1;
+	if (lseek(fd, 0, SEEK_SET) == 0)
+		return fd;
+fail:;
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return -1;
+}
+
+/* CNI error 5 (I/O) for a local failure: the message names what was being done. */
+static void io_failure(const char *doing)
+{
+	printf("{\"cniVersion\":\"1.0.0\",\"code\":5,\"msg\":\"netd CNI plugin: %s: %s\"}\n",
+	       doing, strerror(errno));
+	exit(1);
 }
 
 /* Replace this process with the Python plugin; stdin replayed, the answer or errno passed on. */
@@ -141,12 +155,15 @@ static void handoff_to(const struct buf *in, const struct buf *answer, int error
 {
 	char number[32];
 	int fd = memfd_with("netd-cni-stdin", in->data ? in->data : "", in->len);
-	if (fd >= 0 && fd != 0) {
-		dup2(fd, 0);
+	if (fd < 0 || dup2(fd, 0) < 0)
+		io_failure("replaying stdin to the Python plugin");
+	if (fd != 0)
 		close(fd);
-	}
 	if (answer) {
+		/* Without it the Python path would send the request again: refuse instead. */
 		int afd = memfd_with("netd-cni-answer", answer->data ? answer->data : "", answer->len);
+		if (afd < 0)
+			io_failure("passing the daemon's answer to the Python plugin");
 		snprintf(number, sizeof number, "%d", afd);
 		setenv("NETD_CNI_ANSWER_FD", number, 1);
 	}
