@@ -23,7 +23,7 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,6 +220,26 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# A TCP server for a namespace: answers "hello" on port 80 to every connection, until killed.
+HELLO_SERVER = (
+    "import socket\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('0.0.0.0', 80)); s.listen(16)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.sendall(b'hello'); c.close()\n"
+)
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float, step: float = 0.05) -> float:
+    """Seconds until ``check()`` held; AssertionError naming ``what`` after ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(step)
+    raise AssertionError(f"{what}: not done within {timeout} s")
 
 
 def delete_namespace(name: str) -> None:

@@ -150,6 +150,26 @@ class Daemon:
         return proc
 
 
+# ``unix_request`` as a standalone script, for requests made as another user (``setpriv``):
+# argv PATH METHOD URL BODY; prints {"pid", "status", "body"} as JSON.
+REQUEST_SCRIPT = """
+import json, os, socket, sys
+path, method, url, body = sys.argv[1:5]
+payload = body.encode()
+head = (f"{method} {url} HTTP/1.1\\r\\nHost: netd\\r\\nContent-Type: application/json\\r\\n"
+        f"Content-Length: {len(payload)}\\r\\nConnection: close\\r\\n\\r\\n").encode()
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(path)
+s.sendall(head + payload)
+raw = b""
+while chunk := s.recv(65536):
+    raw += chunk
+header, _, content = raw.partition(b"\\r\\n\\r\\n")
+print(json.dumps({"pid": os.getpid(), "status": int(header.split()[1]),
+                  "body": json.loads(content) if content.strip() else None}))
+"""
+
+
 def unix_request(
     socket_path: str | Path, method: str, path: str, body: Any = None, timeout: float = 60
 ) -> tuple[int, Any]:

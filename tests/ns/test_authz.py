@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from netns_fixtures import Namespace, Sandbox
-from netns_fixtures.daemon import NETD
+from netns_fixtures.daemon import NETD, REQUEST_SCRIPT
 
 NOBODY = 65534
 USERS_GID = grp.getgrnam("users").gr_gid
@@ -76,23 +76,6 @@ async def main():
 asyncio.run(main())
 """
 
-# A stdlib-only client run as another user: prints its pid, the status and the JSON answer.
-CLIENT = """
-import json, os, socket, sys
-path, method, url, body = sys.argv[1:5]
-payload = body.encode()
-head = (f"{method} {url} HTTP/1.1\\r\\nHost: netd\\r\\nContent-Type: application/json\\r\\n"
-        f"Content-Length: {len(payload)}\\r\\nConnection: close\\r\\n\\r\\n").encode()
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.connect(path)
-s.sendall(head + payload)
-raw = b""
-while chunk := s.recv(65536):
-    raw += chunk
-header, _, content = raw.partition(b"\\r\\n\\r\\n")
-print(json.dumps({"pid": os.getpid(), "status": int(header.split()[1]),
-                  "body": json.loads(content) if content.strip() else None}))
-"""
 
 HOOK = """#!/bin/sh
 # Deny any network whose name starts with "forbidden"; allow the rest.
@@ -111,7 +94,7 @@ class Server:
         self.dir = workdir
         self.socket = str(workdir / "netd.sock")
         self.audit_path = workdir / "state" / "audit.log"
-        (workdir / "client.py").write_text(CLIENT)
+        (workdir / "client.py").write_text(REQUEST_SCRIPT)
         hook = workdir / "hook.sh"
         hook.write_text(HOOK)
         hook.chmod(0o755)

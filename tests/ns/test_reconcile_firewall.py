@@ -13,22 +13,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from netns_fixtures import Namespace, Sandbox
+from netns_fixtures import HELLO_SERVER, Namespace, Sandbox
+from netns_fixtures import wait_for as fixtures_wait_for
 from netns_fixtures.daemon import Daemon
 
 NET = {"name": "pubnet", "subnets": [{"subnet": "10.133.0.0/24"}]}
 INTERVAL = 0.5
-SERVER = (
-    "import socket\n"
-    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-    "s.bind(('0.0.0.0', 80)); s.listen(16)\n"
-    "while True:\n"
-    "    c, _ = s.accept(); c.sendall(b'hello'); c.close()\n"
-)
 CLIENT = (
     "import socket, sys\n"
     "s = socket.create_connection(('192.0.2.1', 8080), timeout=0.5)\n"
@@ -43,13 +36,8 @@ def answers(out: Namespace) -> bool:
     return proc.returncode == 0 and proc.stdout == "hello"
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 10 * INTERVAL) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not repaired within {timeout} s")
+def wait_for(what: str, check: Callable[[], bool]) -> float:
+    return fixtures_wait_for(what, check, timeout=10 * INTERVAL)
 
 
 @pytest.fixture(params=["nftables", "iptables"])
@@ -67,7 +55,7 @@ def published(
         body = {"netns": c1.path, "publish": [{"host_port": 8080, "container_port": 80}]}
         status, ep = d.request("POST", "/v1/networks/pubnet/connect", body)
         assert status == 201, ep
-        c1.spawn(sys.executable, "-c", SERVER)
+        c1.spawn(sys.executable, "-c", HELLO_SERVER)
         wait_for("the server starting", lambda: answers(out))
         yield d, out, ep
     finally:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from netns_fixtures import Namespace, Sandbox, delete_namespace
+from netns_fixtures import wait_for as fixtures_wait_for
 from netns_fixtures.daemon import Daemon
 
 NET = {"name": "heal", "subnets": [{"subnet": "10.131.0.0/24"}]}
@@ -21,14 +22,9 @@ GATEWAY = "10.131.0.1"
 INTERVAL = 0.5
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 8 * INTERVAL) -> float:
-    """Seconds until ``check()`` held; fails naming ``what`` after ``timeout``."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not repaired within {timeout} s")
+def wait_for(what: str, check: Callable[[], bool]) -> float:
+    """Seconds until ``check()`` held (the repair), within a few reconcile intervals."""
+    return fixtures_wait_for(what, check, timeout=8 * INTERVAL, step=0.1)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns_fixtures import Namespace, Sandbox
+from netns_fixtures import HELLO_SERVER, Namespace, Sandbox
 from netns_fixtures.daemon import NETD, Daemon
 
 NET = {"name": "app", "subnets": [{"subnet": "10.132.0.0/24"}]}
@@ -117,13 +117,6 @@ def test_recover_refuses_a_healthy_database(host: Namespace) -> None:
         d.close()
 
 
-SERVER = (
-    "import socket\n"
-    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-    "s.bind(('0.0.0.0', 80)); s.listen(16)\n"
-    "while True:\n"
-    "    c, _ = s.accept(); c.sendall(b'hello'); c.close()\n"
-)
 CLIENT = (
     "import socket, sys, time\n"
     "for _ in range(40):\n"
@@ -177,7 +170,7 @@ def test_recover_reads_ports_internal_and_options_from_the_firewall(
             body = {"netns": ns.path, "container_id": ns.name, "publish": ports}
             status, ep = d.request("POST", f"/v1/networks/{network}/connect", body)
             assert status == 201, ep
-        web.spawn(sys.executable, "-c", SERVER)
+        web.spawn(sys.executable, "-c", HELLO_SERVER)
         assert fetch(out, "192.0.2.1", 8080) == "hello"
         d.stop()
         for side in ("", "-wal", "-shm"):

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from netns_fixtures import Namespace, Sandbox
-from netns_fixtures.daemon import Daemon
+from netns_fixtures.daemon import REQUEST_SCRIPT, Daemon
 
 ALICE, BOB, STRANGER = 4242, 4343, 4444
 
@@ -30,23 +30,6 @@ others = "none"
 rootless_users = [4242, 4343]
 rootless_max_networks = 2
 rootless_max_addresses = 384
-"""
-
-CLIENT = """
-import json, socket, sys
-path, method, url, body = sys.argv[1:5]
-payload = body.encode()
-head = (f"{method} {url} HTTP/1.1\\r\\nHost: netd\\r\\nContent-Type: application/json\\r\\n"
-        f"Content-Length: {len(payload)}\\r\\nConnection: close\\r\\n\\r\\n").encode()
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.connect(path)
-s.sendall(head + payload)
-raw = b""
-while chunk := s.recv(65536):
-    raw += chunk
-header, _, content = raw.partition(b"\\r\\n\\r\\n")
-print(json.dumps({"status": int(header.split()[1]),
-                  "body": json.loads(content) if content.strip() else None}))
 """
 
 
@@ -62,7 +45,7 @@ class Rootless:
         self.host = host
         self.dir = daemon.socket.parent
         self.client = self.dir / "client.py"
-        self.client.write_text(CLIENT)
+        self.client.write_text(REQUEST_SCRIPT)
 
     def call(self, uid: int, method: str, url: str, body: Any = None) -> tuple[int, Any]:
         """(status, answer) of one request made by a process running as ``uid``."""
