@@ -307,6 +307,10 @@ def build_records(
             "network options not kept in the kernel (dns, dns_servers, mtu, labels, ip ranges; "
             "NAT options of internal networks); defaults used"
         )
+        report.lost.append(
+            "owners of rootless networks (the kernel does not keep them): every network and "
+            "endpoint is recorded as root's (uid 0), so a rootless user no longer sees it"
+        )
         report.lost += firewall_losses(facts, report.endpoints)
     return report
 

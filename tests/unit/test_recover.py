@@ -56,6 +56,8 @@ def test_build_records_says_what_is_lost() -> None:
     assert "c2/eth0 (host veth nv2): its namespace was not found" in lost
     assert "c3/eth0 (host veth nv3): its network's bridge is gone" in lost
     assert "DNS names" in lost and "name of network" in lost
+    assert "owners of rootless networks" in lost
+    assert {net.owner_uid} | {e.owner_uid for e in report.endpoints} == {0}
 
 
 def test_names_and_custom_bridge() -> None:
