@@ -12,6 +12,7 @@ drivers decide which ones they need.
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 from ..errors import ConfigError, InvalidInput, KernelError
@@ -60,3 +61,23 @@ def ensure_sysctl(name: str, value: str, *, allow_initial_netns: bool = False) -
         raise KernelError(f"setting sysctl {name}={value}: {exc.strerror}") from exc
     log.info("sysctl %s changed from %s to %s", name, current, value)
     return True
+
+
+def disable_ipv6_on(ifname: str) -> None:
+    """``net.ipv6.conf.<ifname>.disable_ipv6 = 1`` for a link netd created, in this namespace.
+
+    For host-side veth ends: a bridge port needs no IPv6 of its own, and without it the kernel
+    adds no fe80::/64 and ff00::/8 routes per port (route lists every link event walks) and
+    sends no DAD, MLD or router solicitation from it. A kernel without IPv6 has no such file.
+    """
+    path = f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"
+    if "/" in ifname or ifname in ("", ".", ".."):
+        raise InvalidInput("ifname", ifname, "must be an interface name")
+    try:
+        with open(path, "w", encoding="ascii") as f:
+            f.write("1")
+    except FileNotFoundError:
+        if os.path.isdir("/proc/sys/net/ipv6"):
+            raise KernelError(f"disabling IPv6 on {ifname}: no such interface") from None
+    except OSError as exc:
+        raise KernelError(f"disabling IPv6 on {ifname}: {exc.strerror}") from exc
