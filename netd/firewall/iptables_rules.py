@@ -7,7 +7,8 @@ chains; the built-in chains only get one jump each, at the top, rendered only wh
 (``:NETD-FORWARD - [0:0]``) under ``--noflush`` empties it, so each render replaces netd's
 chains whole and each table is committed atomically.
 
-    filter FORWARD     -> NETD-FORWARD -> NETD-I-<net>/NETD-O-<net> (internal), NETD-ISOLATION
+    filter FORWARD     -> NETD-FORWARD -> (direct-routing drop per NATed network)
+                                          NETD-I-<net>/NETD-O-<net> (internal), NETD-ISOLATION
                                           NETD-ISOLATION -> NETD-ISOLATION-2
     filter INPUT       -> NETD-INPUT   -> NETD-I-<net> (internal)
     nat    PREROUTING  -> NETD-PREROUTING -> NETD-DNAT
@@ -119,6 +120,17 @@ def _render_filter(r: Render, policies: list[NetworkPolicy]) -> None:
             # (bridge-nf-call-iptables=1); hairpin to a published port (DNAT) stays allowed.
             r.add("filter", "NETD-FORWARD", f"-i {b} -o {b} -m conntrack ! --ctstate DNAT -j DROP")
         r.add("filter", "NETD-FORWARD", f"-i {b} -o {b} -j RETURN")
+    for p in policies:
+        if p.nat_outbound(v):
+            # Direct routing (Docker 28): from outside, only published ports (DNAT) may open
+            # connections into a NATed network; routed (no masquerade) networks are exempt.
+            # Written as iptables-save prints it, so recover and describe read it back as is.
+            r.add(
+                "filter",
+                "NETD-FORWARD",
+                f"! -i {p.bridge} -o {p.bridge} -m conntrack --ctstate NEW "
+                "-m conntrack ! --ctstate DNAT -j DROP",
+            )
     for p in policies:
         if not p.internal:
             continue

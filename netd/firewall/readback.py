@@ -10,8 +10,10 @@ only the firewall knows comes from here. Both backends are read:
   ``pub*`` maps give host [address,] protocol, port → container address and port.
 - iptables (NETD-* chains in ``iptables-save``/``ip6tables-save`` text): ``NETD-I-<net12>``
   says internal, ``-s <subnet> ! -o <bridge> -j MASQUERADE|SNAT`` outbound NAT,
-  ``-i <br> -o <br> ... ! --ctstate DNAT -j DROP`` ICC off, and each NETD-DNAT rule
-  (commented ``netd:<container id>``) one published port.
+  ``-i <br> -o <br> ... ! --ctstate DNAT -j DROP`` ICC off (not to be confused with the
+  direct-routing drop ``! -i <br> -o <br> ...``, which follows from outbound NAT and says
+  nothing new), and each NETD-DNAT rule (commented ``netd:<container id>``) one published
+  port.
 
 The parsers are pure (``parse_nft``, ``parse_iptables_save``); :func:`read_firewall` lists the
 kernel's tables or chains and never changes them. This module does not build records.
@@ -185,6 +187,7 @@ def parse_iptables_save(texts: dict[int, str], bridges: dict[str, str]) -> Firew
                 continue
             chain = words[1]
             opt = {w: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("-")}
+            negated = {w for i, w in enumerate(words[1:], 1) if words[i - 1] == "!"}
             bridge = opt.get("-o") or opt.get("-i")
             net12 = bridges.get(bridge or "")
             if chain == "NETD-DNAT" and "DNAT" in words:
@@ -195,7 +198,9 @@ def parse_iptables_save(texts: dict[int, str], bridges: dict[str, str]) -> Firew
             elif net12 is None:
                 continue
             elif chain == "NETD-FORWARD" and opt.get("-i") == opt.get("-o") and "!" in words:
-                if words[-2:] == ["-j", "DROP"] and "DNAT" in words:
+                # ICC off is "-i br -o br ... ! --ctstate DNAT -j DROP"; the direct-routing
+                # drop "! -i br -o br ..." of every NATed network is not.
+                if words[-2:] == ["-j", "DROP"] and "DNAT" in words and "-i" not in negated:
                     facts.network(net12).icc_off = True
             elif chain == "NETD-POSTROUTING" and "!" in words and "DNAT" not in words:
                 target = opt.get("--to-source") or "masquerade"

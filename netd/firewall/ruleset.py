@@ -134,7 +134,7 @@ def _rule(chain: str, *expr: dict[str, Any]) -> Cmd:
 
 
 def build_forward_rules() -> list[Cmd]:
-    """The forward chain: invalid, same-bridge, internal networks, isolation."""
+    """The forward chain: invalid, same-bridge, internal networks, isolation, direct routing."""
     rules: list[Cmd] = [
         # iifname @bridges ct state invalid drop
         _rule("forward", IIF_BRIDGE, _match({"ct": {"key": "state"}}, "invalid", "in"), DROP),
@@ -179,6 +179,36 @@ def build_forward_rules() -> list[Cmd]:
         # iifname @bridges oifname @bridges drop   (isolation between netd networks)
         _rule("forward", IIF_BRIDGE, OIF_BRIDGE, DROP),
     ]
+    return rules + build_direct_routing_rules()
+
+
+def build_direct_routing_rules() -> list[Cmd]:
+    """forward: no new connection from outside into a NATed network unless it was DNATed.
+
+    What Docker 28 does for its NAT-mode networks: a neighbour with a route to a container
+    subnet via the host reaches published ports only. ``masq*``/``snat*`` hold the container
+    subnets of networks with outbound NAT, so they are matched against the destination here;
+    ``enable_ip_masquerade=false`` (routed) networks are in neither and stay reachable.
+    ``ct status != dnat`` would compare the whole status word (always unequal for a DNATed
+    connection, which has other bits set too); ``!`` tests the one bit.
+    """
+    rules: list[Cmd] = []
+    for v in (4, 6):
+        fam = _ipfam(v)
+        for nat in (f"masq{v}", f"snat{v}"):
+            # iifname != @bridges oifname @bridges ct state new ct status ! dnat
+            #     ip daddr @masq4 drop                          (and @snat4, ip6 @masq6/@snat6)
+            rules.append(
+                _rule(
+                    "forward",
+                    _match(_meta("iifname"), "@bridges", "!="),
+                    OIF_BRIDGE,
+                    _match({"ct": {"key": "state"}}, "new", "in"),
+                    _match({"ct": {"key": "status"}}, "dnat", "!"),
+                    _match(_payload(fam, "daddr"), f"@{nat}"),
+                    DROP,
+                )
+            )
     return rules
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from test_firewall_ruleset import DB, NETWORKS, WEB
+from test_firewall_ruleset import DB, NETWORKS, WEB, net
 
 from netd.firewall.iptables_rules import Existing, build_render, build_restore, parse_save
 from netd.firewall.state import DesiredState
@@ -79,3 +79,21 @@ def test_rules_grow_per_port_but_fixed_chains_stay() -> None:
     counts = build_render(state, 4).counts()
     assert counts["NETD-DNAT"] == 3  # web 8080 (any), web 53/udp on 192.0.2.1, db 9000/sctp
     assert counts["NETD-PREROUTING"] == counts["NETD-OUTPUT"] == 1
+
+
+DIRECT = "-m conntrack --ctstate NEW -m conntrack ! --ctstate DNAT -j DROP"
+
+
+def test_direct_routing_drop_per_nated_network_and_family() -> None:
+    routed = net("d", [("10.4.0.0/24", "10.4.0.1")], options={"enable_ip_masquerade": "false"})
+    state = DesiredState.build([*NETWORKS, (routed, "nd-d")], [WEB, DB])
+    for version, bridges in ((4, ["nd-a", "nd-c"]), (6, ["nd-a"])):
+        forward = build_render(state, version).chains["filter"]["NETD-FORWARD"]
+        drops = [r for r in forward if r.endswith(DIRECT)]
+        # masquerade (a) and host_ipv4 SNAT (c); not internal (b), not routed (d), and only
+        # in the families the network has subnets of.
+        assert drops == [f"-A NETD-FORWARD ! -i {b} -o {b} {DIRECT}" for b in bridges]
+        # After every same-bridge rule (hairpin stays open), before internal and isolation.
+        last_return = max(i for i, r in enumerate(forward) if r.endswith("-j RETURN"))
+        assert last_return < forward.index(drops[0])
+        assert forward.index("-A NETD-FORWARD -j NETD-ISOLATION") > forward.index(drops[-1])

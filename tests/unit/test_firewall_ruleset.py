@@ -132,3 +132,31 @@ def test_delete_commands_carry_keys_only() -> None:
             }
         }
     ]
+
+
+def test_direct_routing_drops_test_the_dnat_bit() -> None:
+    rules = [c["add"]["rule"] for c in ruleset.build_direct_routing_rules()]
+    assert all(r["family"] == "inet" and r["chain"] == "forward" for r in rules)
+    assert [r["expr"][4]["match"]["right"] for r in rules] == [
+        "@masq4",
+        "@snat4",
+        "@masq6",
+        "@snat6",
+    ]
+    assert [r["expr"][4]["match"]["left"]["payload"] for r in rules] == [
+        {"protocol": fam, "field": "daddr"} for fam in ("ip", "ip", "ip6", "ip6")
+    ]
+    for r in rules:
+        iif, oif, state, status, _, verdict = r["expr"]
+        assert iif["match"] == {
+            "op": "!=",
+            "left": {"meta": {"key": "iifname"}},
+            "right": "@bridges",
+        }
+        assert oif == ruleset.OIF_BRIDGE and verdict == ruleset.DROP
+        assert state["match"] == {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}
+        # "!" is a bit test (status & dnat == 0); "!=" would compare the whole status word.
+        assert status["match"] == {"op": "!", "left": {"ct": {"key": "status"}}, "right": "dnat"}
+    # The drops come last: after the isolation rules of bridge-to-bridge traffic.
+    forward = [c["add"]["rule"] for c in ruleset.build_forward_rules()]
+    assert forward[-4:] == rules and ruleset.rule_counts()[("inet", "forward")] == 13

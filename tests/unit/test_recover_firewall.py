@@ -6,6 +6,8 @@ both of a daemon with four networks: pub (dual stack; aaaa1111 publishes 8080->8
 address, 192.0.2.1:5353->53/udp and [2001:db8::1]:9090->90), int (internal; bbbb2222 asked
 for 8081, which internal networks do not publish), noicc (enable_icc and
 enable_ip_masquerade false; cccc3333 publishes 8082->80/sctp) and snat (host_ipv4 192.0.2.1).
+The iptables capture predates the direct-routing drops (``! -i <br> -o <br> ... NEW ... !
+DNAT -j DROP`` of pub and snat); they were added to it as iptables-save prints them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from test_firewall_ruleset import DB, NETWORKS, WEB
+
+from netd.firewall.iptables_rules import Existing, build_render, build_restore
 from netd.firewall.readback import FirewallFacts, parse_iptables_save, parse_nft
+from netd.firewall.state import DesiredState
 from netd.model import PortMapping
 from netd.recover import Peer, Scan, TaggedVeth, build_records
 
@@ -159,3 +165,15 @@ def test_foreign_or_broken_elements_are_problems_not_crashes() -> None:
     facts = parse_nft(listing)
     assert facts.ports == [] and facts.networks == {}
     assert len(facts.problems) == 1 and "no owner" in facts.problems[0]
+
+
+def test_iptables_direct_routing_drop_is_not_read_as_icc_off() -> None:
+    state = DesiredState.build(NETWORKS, [WEB, DB])
+    texts = {v: build_restore(build_render(state, v), Existing()) for v in (4, 6)}
+    assert "! -i nd-a -o nd-a" in texts[4] and "! -i nd-c -o nd-c" in texts[4]
+    facts = parse_iptables_save(texts, {"nd-a": "a" * 12, "nd-b": "b" * 12, "nd-c": "c" * 12})
+    assert {k: n.icc_off for k, n in facts.networks.items()} == {
+        "a" * 12: False,
+        "b" * 12: False,
+        "c" * 12: True,
+    }
