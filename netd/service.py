@@ -19,6 +19,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from . import faults
@@ -100,6 +101,33 @@ class Undo:
                 await step()
             except Exception:
                 log.exception("rollback: undoing %s failed", what)
+
+
+def _undo_step(what: str, step: Callable[..., Any], *args: Any) -> None:
+    """Run one compensating action in this thread; log, never raise, past its failure."""
+    try:
+        failures = step(*args)
+    except Exception:
+        log.exception("rollback: undoing %s failed", what)
+        return
+    for failure in failures or ():
+        log.error("rollback: undoing %s: %s", what, failure)
+
+
+async def _finish_in_thread(fn: Callable[..., T], undo: Callable[[T], Any], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread; a cancelled caller still waits for it, then undoes it.
+
+    A thread cannot be interrupted: returning at once would let the caller's rollback run while
+    the thread is still creating what it is rolling back, and leave behind what it created.
+    """
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        if not work.cancelled() and work.exception() is None:
+            await asyncio.to_thread(undo, work.result())
+        raise
 
 
 def match_network(networks: Iterable[Network], name_or_id: str) -> Network:
@@ -617,19 +645,30 @@ class Service:
                 await self._remove_endpoint(net, existing)  # leftover of an interrupted attach
             ep = await self._reserve(net, req, cid, ifname, plumb, caller)
             self._inflight[net.id].add(key)
+        # The name resolves from the moment its addresses are recorded: the DNS worker's round
+        # trip overlaps the kernel work instead of following it (the container's processes do
+        # not run before ADD returns, so nobody can notice the few milliseconds' lead).
+        published = asyncio.ensure_future(self._publish_dns(net))
         try:
             faults.point("service.recorded")
-            ep = await self._plumb(net, ep) if plumb else ep
-            ep = dataclasses.replace(ep, state="ready")
-            await asyncio.to_thread(self.store.put_endpoint, ep, {})
+            if plumb:
+                ep = await _finish_in_thread(
+                    self._plumb_and_record, partial(self._unplumb, net), net, ep
+                )
+            else:
+                ep = dataclasses.replace(ep, state="ready")
+                await asyncio.to_thread(self.store.put_endpoint, ep, {})
             async with self._lock(net.id):
                 self._endpoints[net.id][key] = ep
         except BaseException:
             async with self._lock(net.id):
                 await self._forget(net, ep)
+            await asyncio.shield(published)
+            await self._publish_dns(net)  # withdraw the name
             raise
         finally:
             self._inflight[net.id].discard(key)
+        await published
         log.info(
             "attached %s/%s to %s: %s",
             cid[:12],
@@ -637,7 +676,6 @@ class Service:
             net.name,
             " ".join(str(a) for a in ep.addresses),
         )
-        await self._publish_dns(net)
         return net, ep
 
     async def _reserve(
@@ -680,25 +718,33 @@ class Service:
         self._endpoints[net.id][ep.key] = ep
         return ep
 
-    async def _plumb(self, net: Network, ep: Endpoint) -> Endpoint:
-        """Interfaces, then firewall elements; undoes what it did if a step fails."""
+    def _plumb_and_record(self, net: Network, ep: Endpoint) -> Endpoint:
+        """Interfaces, firewall elements, then the "ready" record: one worker-thread hop.
+
+        A failing step undoes the steps before it, so the caller only has to forget the
+        reservation.
+        """
         driver = self._driver(net)
-        undo = Undo()
+        plumbed = driver.setup_endpoint(net, ep)
         try:
-            plumbed = await asyncio.to_thread(driver.setup_endpoint, net, ep)
-            undo.push(
-                "interfaces", lambda: asyncio.to_thread(driver.teardown_endpoint, net, plumbed)
-            )
             faults.point("service.plumbed")
-            await asyncio.to_thread(self.firewall.add_endpoint, net, plumbed)
-            undo.push(
-                "firewall", lambda: asyncio.to_thread(self.firewall.remove_endpoint, net, plumbed)
-            )
-            faults.point("service.firewalled")
+            self.firewall.add_endpoint(net, plumbed)
+            try:
+                faults.point("service.firewalled")
+                ready = dataclasses.replace(plumbed, state="ready")
+                self.store.put_endpoint(ready, {})
+            except BaseException:
+                _undo_step("firewall", self.firewall.remove_endpoint, net, plumbed)
+                raise
         except BaseException:
-            await undo.run()
+            _undo_step("interfaces", driver.teardown_endpoint, net, plumbed)
             raise
-        return plumbed
+        return ready
+
+    def _unplumb(self, net: Network, ep: Endpoint) -> None:
+        """Undo :meth:`_plumb_and_record` after it succeeded (the request was cancelled)."""
+        _undo_step("firewall", self.firewall.remove_endpoint, net, ep)
+        _undo_step("interfaces", self._driver(net).teardown_endpoint, net, ep)
 
     async def _forget(self, net: Network, ep: Endpoint) -> None:
         """Drop an endpoint's record and addresses (store first, then memory)."""

@@ -6,7 +6,7 @@ import json
 import socket
 from typing import Any
 
-from netns_fixtures import Namespace, Sandbox
+from netns_fixtures import Namespace, Sandbox, wait_for
 from netns_fixtures.daemon import Daemon
 
 
@@ -50,8 +50,17 @@ def test_cni_add_ties_answer_audit_and_json_logs(host: Namespace, sandbox: Sandb
         assert status == 200 and rid == "runtime-add-c1", result
         status, fresh, _ = post(d, "/v1/cni", {**call, "command": "DEL"}, "bad id;rm -rf")
         assert status == 200 and fresh not in ("", "bad id;rm -rf") and len(fresh) == 16
-        audit = [json.loads(line) for line in (d.state_dir / "audit.log").read_text().splitlines()]
-        by_id = {r["request_id"]: r for r in audit}
+        audit_path = d.state_dir / "audit.log"
+
+        def audited() -> dict[str, Any]:
+            return {
+                json.loads(ln)["request_id"]: json.loads(ln)
+                for ln in audit_path.read_text().splitlines()
+            }
+
+        # The audit trail is written by its own thread, just after the answer goes out.
+        wait_for("the DEL's audit record", lambda: fresh in audited(), timeout=5)
+        by_id = audited()
         assert by_id["runtime-add-c1"]["target"]["cni_command"] == "ADD"
         assert by_id[fresh]["target"]["cni_command"] == "DEL"
     finally:
