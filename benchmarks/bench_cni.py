@@ -77,8 +77,11 @@ def netd_conflist() -> dict[str, Any]:
     }
 
 
-def bridge_conflist(data_dir: Path, name: str, bridge: str, subnet: str) -> dict[str, Any]:
-    """The reference bridge + host-local, exactly as the issue specifies."""
+def bridge_conflist(
+    data_dir: Path, name: str, bridge: str, subnet: str, *, masquerade: bool = False
+) -> dict[str, Any]:
+    """The reference bridge + host-local, exactly as the issue specifies (``masquerade``: with
+    ``ipMasq``, as the CNI project's example configurations have it)."""
     return {
         "cniVersion": "1.0.0",
         "name": name,
@@ -87,7 +90,7 @@ def bridge_conflist(data_dir: Path, name: str, bridge: str, subnet: str) -> dict
                 "type": "bridge",
                 "bridge": bridge,
                 "isGateway": True,
-                "ipMasq": False,
+                "ipMasq": masquerade,
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": subnet}]],
@@ -123,6 +126,17 @@ def implementations(
                 "kind": "cni",
                 "bin_dirs": [str(REFERENCE_DIR)],
                 "conflist": ref,
+            }
+        )
+        masq = bridge_conflist(
+            tmp / "host-local-masq", "refmasq", "cni-ref2", "10.214.0.0/16", masquerade=True
+        )
+        impls.append(
+            {
+                "name": "bridge(ipMasq)+host-local",
+                "kind": "cni",
+                "bin_dirs": [str(REFERENCE_DIR)],
+                "conflist": masq,
             }
         )
         if (REFERENCE_DIR / "portmap").exists() and (REFERENCE_DIR / "firewall").exists():
@@ -412,34 +426,39 @@ def report(results: list[dict[str, Any]], n: int, width: int) -> tuple[str, dict
                 ),
                 "",
             ]
-        bridge = by.get("bridge+host-local")
-        add_r = ratio(ours["add_ms"]["p50"], bridge["add_ms"]["p50"]) if bridge else None
-        par_r = ratio(ours["parallel_add_s"], bridge["parallel_add_s"]) if bridge else None
-        verdict = {
-            "add_p50_half_of_bridge": None if add_r is None else add_r <= 0.5,
-            "parallel_quarter_of_bridge": None if par_r is None else par_r <= 0.25,
-            "flat": flat(ours["first10_ms"], ours["last10_ms"]),
-        }
-        target_rows = [
-            [
-                "netd ADD p50 ≤ ½ x bridge ADD p50",
-                add_r,
-                "≤ 0.50",
-                _yes(verdict["add_p50_half_of_bridge"]),
-            ],
-            [
-                f"{n} ∥ ADDs ≤ ¼ x bridge wall",
-                par_r,
-                "≤ 0.25",
-                _yes(verdict["parallel_quarter_of_bridge"]),
-            ],
+        verdict = {"flat": flat(ours["first10_ms"], ours["last10_ms"])}
+        target_rows = []
+        # Against the bare bridge (no NAT), and against the bridge with ipMasq: the one doing
+        # what netd does with a firewall (outbound NAT), and the one whose ~35 ms serial ADD
+        # the issue quotes as the reference's figure.
+        for ref_name, key in (("bridge+host-local", ""), ("bridge(ipMasq)+host-local", "_masq")):
+            bridge = by.get(ref_name)
+            add_r = ratio(ours["add_ms"]["p50"], bridge["add_ms"]["p50"]) if bridge else None
+            par_r = ratio(ours["parallel_add_s"], bridge["parallel_add_s"]) if bridge else None
+            verdict[f"add_p50_half_of_bridge{key}"] = None if add_r is None else add_r <= 0.5
+            verdict[f"parallel_quarter_of_bridge{key}"] = None if par_r is None else par_r <= 0.25
+            target_rows += [
+                [
+                    f"netd ADD p50 ≤ ½ x {ref_name} ADD p50",
+                    add_r,
+                    "≤ 0.50",
+                    _yes(verdict[f"add_p50_half_of_bridge{key}"]),
+                ],
+                [
+                    f"{n} ∥ ADDs ≤ ¼ x {ref_name} wall",
+                    par_r,
+                    "≤ 0.25",
+                    _yes(verdict[f"parallel_quarter_of_bridge{key}"]),
+                ],
+            ]
+        target_rows.append(
             [
                 "netd last 10 ≤ first 10 (noise)",
                 ratio(ours["last10_ms"], ours["first10_ms"]),
                 f"≤ {FLAT_TOLERANCE:.2f} or +{FLAT_SLACK_MS:g} ms",
                 _yes(verdict["flat"]),
-            ],
-        ]
+            ]
+        )
         text += [
             "Targets (issue 3)",
             "",
