@@ -180,6 +180,10 @@ def demo(keep: bool) -> None:
         links = [n for n in host.links() if n.startswith(("nd-", "nv"))]
         say.check("no netd bridge or veth left in the host namespace", not links)
         say.check("no project network left", not daemon.cli("network", "ls", "-q").stdout.strip())
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        # A step that could not run at all (a missing tool, the daemon not starting): say which
+        # and why, without a traceback; the sandbox is still torn down below.
+        raise click.ClickException(f"the demo stopped: {exc}") from exc
     finally:
         if daemon is not None:
             # Best effort on the failure path: compose down removes the project's sandboxes.
