@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 from netns_fixtures import Sandbox
-from test_firewall_traffic import BACKENDS, box, build_lab, subnet
+from test_firewall_traffic import BACKENDS, add_snat_and_routed_networks, box, build_lab
 
 from netd.model import PortMapping
 
@@ -21,21 +21,7 @@ __all__ = ["box"]  # the fixture that closes the backend drivers before the sand
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_only_published_ports_are_reachable_from_outside(box: Sandbox, backend: str) -> None:
     lab = build_lab(box, backend)
-    lab.host.run("ip", "addr", "add", "192.0.2.100/24", "dev", "up0")
-    lab.network(
-        "d" * 64,
-        "S",
-        "nd-s",
-        [subnet("10.4.0.0/24", "10.4.0.1")],
-        options={"host_ipv4": "192.0.2.100"},
-    )
-    lab.network(
-        "e" * 64,
-        "R",
-        "nd-r",
-        [subnet("10.5.0.0/24", "10.5.0.1")],
-        options={"enable_ip_masquerade": "false"},
-    )
+    add_snat_and_routed_networks(lab)
     web = lab.container("a1", "A", ["10.1.0.2/24", "fd00:a::2/64"], ports=(PortMapping(8080, 80),))
     a2 = lab.container("a2", "A", ["10.1.0.3/24"])
     s1 = lab.container("s1", "S", ["10.4.0.2/24"])

@@ -396,21 +396,7 @@ def test_icc_off_blocks_same_network(box: Sandbox, backend: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_snat_and_no_masquerade(box: Sandbox, backend: str) -> None:
     lab = build_lab(box, backend)
-    lab.host.run("ip", "addr", "add", "192.0.2.100/24", "dev", "up0")
-    lab.network(
-        "d" * 64,
-        "S",
-        "nd-s",
-        [subnet("10.4.0.0/24", "10.4.0.1")],
-        options={"host_ipv4": "192.0.2.100"},
-    )
-    lab.network(
-        "e" * 64,
-        "R",
-        "nd-r",
-        [subnet("10.5.0.0/24", "10.5.0.1")],
-        options={"enable_ip_masquerade": "false"},
-    )
+    add_snat_and_routed_networks(lab)
     s1 = lab.container("s1", "S", ["10.4.0.2/24"])
     r1 = lab.container("r1", "R", ["10.5.0.2/24"])
     lab.serve(lab.out, 7000)
@@ -486,3 +472,22 @@ def test_repair_after_flush_ruleset(box: Sandbox, backend: str) -> None:
         time.sleep(0.1)
     assert lab.ask(a := lab.containers["a1"], "192.0.2.2", 7000) == "192.0.2.1", a
     assert lab.driver.call("repairs") >= 1
+
+
+def add_snat_and_routed_networks(lab: Lab) -> None:
+    """Network S (10.4.0.0/24) source-NATs to the host's 192.0.2.100; R (10.5.0.0/24) is routed."""
+    lab.host.run("ip", "addr", "add", "192.0.2.100/24", "dev", "up0")
+    lab.network(
+        "d" * 64,
+        "S",
+        "nd-s",
+        [subnet("10.4.0.0/24", "10.4.0.1")],
+        options={"host_ipv4": "192.0.2.100"},
+    )
+    lab.network(
+        "e" * 64,
+        "R",
+        "nd-r",
+        [subnet("10.5.0.0/24", "10.5.0.1")],
+        options={"enable_ip_masquerade": "false"},
+    )
