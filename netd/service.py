@@ -686,10 +686,12 @@ class Service:
             async with self._lock(net.id):
                 self._endpoints[net.id][key] = ep
         except BaseException:
-            async with self._lock(net.id):
-                await self._forget(net, ep)
-            await asyncio.shield(published)
-            await self._publish_dns(net)  # withdraw the name
+            try:
+                async with self._lock(net.id):
+                    await self._forget(net, ep)
+            finally:
+                await asyncio.shield(published)
+                await self._publish_dns(net)  # withdraw the name (whatever _forget managed)
             raise
         finally:
             self._inflight[net.id].discard(key)

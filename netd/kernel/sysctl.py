@@ -16,6 +16,7 @@ import os
 import re
 
 from ..errors import ConfigError, InvalidInput, KernelError
+from ..names import check_ifname
 from .netns import is_initial_netns
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,7 @@ def disable_ipv6_on(ifname: str) -> None:
     adds no fe80::/64 and ff00::/8 routes per port (route lists every link event walks) and
     sends no DAD, MLD or router solicitation from it. A kernel without IPv6 has no such file.
     """
-    path = f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"
-    if "/" in ifname or ifname in ("", ".", ".."):
-        raise InvalidInput("ifname", ifname, "must be an interface name")
+    path = f"/proc/sys/net/ipv6/conf/{check_ifname(ifname)}/disable_ipv6"
     try:
         with open(path, "w", encoding="ascii") as f:
             f.write("1")

@@ -128,6 +128,14 @@ class Daemon:
         self.stop()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
+    def close_checked(self) -> None:
+        """:meth:`close`, then AssertionError (with the log) if the daemon logged a traceback,
+        shutdown included."""
+        self.stop()
+        log = self.log()
+        self.close()
+        assert "Traceback" not in log, log
+
     def request(
         self, method: str, path: str, body: Any = None, timeout: float = 60
     ) -> tuple[int, Any]:

@@ -34,6 +34,4 @@ def daemon(host: Namespace) -> Iterator[Daemon]:
     try:
         yield d
     finally:
-        log = d.log()
-        d.close()
-        assert "Traceback" not in log, log
+        d.close_checked()

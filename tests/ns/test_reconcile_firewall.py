@@ -59,9 +59,7 @@ def published(
         wait_for("the server starting", lambda: answers(out))
         yield d, out, ep
     finally:
-        log = d.log()
-        d.close()
-        assert "Traceback" not in log, log
+        d.close_checked()
 
 
 def test_deleted_port_element_is_re_added(

@@ -35,9 +35,7 @@ def healing(host: Namespace) -> Iterator[Daemon]:
     try:
         yield d
     finally:
-        log = d.log()
-        d.close()
-        assert "Traceback" not in log, log
+        d.close_checked()
 
 
 def connect(d: Daemon, c: Namespace) -> dict[str, object]:

@@ -101,9 +101,7 @@ def rl(sandbox: Sandbox, host: Namespace) -> Iterator[Rootless]:
         d.socket.chmod(0o666)
         yield Rootless(d, host)
     finally:
-        log = d.log()
-        d.close()
-        assert "Traceback" not in log, log
+        d.close_checked()
 
 
 def test_owner_attaches_its_own_user_namespace_and_nothing_else(
