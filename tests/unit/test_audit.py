@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import os
 import threading
@@ -17,20 +16,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
+from service_kit import make_service
 
 from netd.api.server import CALLER, make_app
 from netd.cli.main import cli
-from netd.drivers.null import NullDriver
-from netd.firewall.base import NullFirewall
-from netd.ipam.subnets import parse_pool
 from netd.model import Caller
 from netd.security.audit import AuditLog, cap_parameters, make_record, rfc3339
 from netd.security.audit_reader import follow, parse_since, read_records, rotated_files
 from netd.security.authz_hook import AuthzHook
 from netd.security.middleware import make_auth_middleware
 from netd.security.policy import Policy, PolicyConfig
-from netd.service import Service
-from netd.store.sqlite import SqliteStore
 
 # netd.api.server stores the caller under a str key, which aiohttp >= 3.14 warns about (reported
 # to the lead: use a web.RequestKey); the warning is not what these tests are about.
@@ -173,13 +168,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def make_test_app(
     tmp_path: Path, caller: Caller | None, audit: AuditLog, **kw: Any
 ) -> web.Application:
-    service = Service(
-        store=SqliteStore(tmp_path / "netd.db"),
-        drivers={"bridge": NullDriver()},
-        firewall=NullFirewall(),
-        pools=[parse_pool("10.89.0.0/16:24")],
-        ula=ipaddress.IPv6Network("fd00:1234:5678::/48"),
-    )
+    service = make_service(tmp_path)
     app = make_app(service)
 
     @web.middleware

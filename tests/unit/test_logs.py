@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import ipaddress
 import json
 import logging
 import os
@@ -14,11 +13,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from service_kit import make_service
 
 from netd.api.server import CALLER, make_app
-from netd.drivers.null import NullDriver
-from netd.firewall.base import NullFirewall
-from netd.ipam.subnets import parse_pool
 from netd.logs import (
     REQUEST_ID,
     accept_request_id,
@@ -30,8 +27,6 @@ from netd.model import Caller
 from netd.security.audit import AuditLog
 from netd.security.middleware import make_auth_middleware
 from netd.security.policy import Policy, PolicyConfig
-from netd.service import Service
-from netd.store.sqlite import SqliteStore
 
 
 @pytest.fixture
@@ -100,13 +95,7 @@ def test_request_id_ties_response_audit_and_log_lines(
     tmp_path: Path, captured: io.StringIO
 ) -> None:
     audit = AuditLog(tmp_path / "audit.log").start()
-    service = Service(
-        store=SqliteStore(tmp_path / "netd.db"),
-        drivers={"bridge": NullDriver()},
-        firewall=NullFirewall(),
-        pools=[parse_pool("10.89.0.0/16:24")],
-        ula=ipaddress.IPv6Network("fd00:1234:5678::/48"),
-    )
+    service = make_service(tmp_path)
     app = make_app(service)
 
     @web.middleware

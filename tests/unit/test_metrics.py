@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -11,28 +10,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
+from service_kit import make_service
 
 from netd import metrics as metrics_mod
 from netd.api.server import make_app
-from netd.drivers.null import NullDriver
 from netd.errors import ConfigError
-from netd.firewall.base import NullFirewall
-from netd.ipam.subnets import parse_pool
 from netd.metrics import Metrics, install, serve_tcp
-from netd.service import Service
-from netd.store.sqlite import SqliteStore
-
-ULA = ipaddress.IPv6Network("fd00:1234:5678::/48")
-
-
-def make_service(tmp_path: Path) -> Service:
-    return Service(
-        store=SqliteStore(tmp_path / "netd.db"),
-        drivers={"bridge": NullDriver()},
-        firewall=NullFirewall(),
-        pools=[parse_pool("10.89.0.0/16:24")],
-        ula=ULA,
-    )
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from pathlib import Path
 
 import pytest
+from service_kit import make_service
 
 from netd.drivers.null import NullDriver
 from netd.errors import Conflict, InvalidInput, KernelError, NotFound
-from netd.firewall.base import NullFirewall
-from netd.ipam.subnets import parse_pool
 from netd.model import AttachRequest, NetworkSpec, SubnetRequest
-from netd.service import Service
-from netd.store.sqlite import SqliteStore
-
-ULA = ipaddress.IPv6Network("fd00:1234:5678::/48")
-
-
-def make_service(tmp_path: Path, driver: NullDriver | None = None) -> Service:
-    return Service(
-        store=SqliteStore(tmp_path / "netd.db"),
-        drivers={"bridge": driver or NullDriver()},
-        firewall=NullFirewall(),
-        pools=[parse_pool("10.89.0.0/16:24")],
-        ula=ULA,
-    )
 
 
 def run(coro):  # type: ignore[no-untyped-def]
