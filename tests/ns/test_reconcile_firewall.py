@@ -88,7 +88,13 @@ def test_deleted_port_element_is_re_added(
         assert "reconcile: re-adding" in log and "pub4_any { tcp . 8080 : 10.133.0.2 }" in log
     else:
         # A deleted rule changes NETD-DNAT's count: the monitor or the periodic pass restores it.
-        assert "restored netd's iptables chains" in log or "reconcile: re-adding" in log
+        # The repair logs once it has finished, which can be just after the port answers.
+        wait_for(
+            "the repair logged",
+            lambda: any(
+                m in d.log() for m in ("restored netd's iptables chains", "reconcile: re-adding")
+            ),
+        )
         assert "--dport 8080" in host.run("iptables-save", "-t", "nat")
 
 
