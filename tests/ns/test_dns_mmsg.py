@@ -9,6 +9,7 @@ spawned there), never in the machine's own namespace.
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from netns_fixtures import Sandbox
 
 from netd.dns import mmsg
 
-PY = "/work/main/.venv/bin/python"
+PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(not mmsg.available(), reason="libc has no recvmmsg/sendmmsg")

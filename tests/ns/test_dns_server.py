@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ from netns_fixtures import Namespace, Sandbox, leftovers
 
 from netd.model import Endpoint, Network, PortMapping, Subnet, to_json
 
-PY = "/work/main/.venv/bin/python"
+PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from netns_fixtures import Namespace, Sandbox, leftovers
 
 from netd.model import Endpoint, Network, Subnet, to_json
 
-PY = "/work/main/.venv/bin/python"
+PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
 
 # Sends N queries for "one" from N sockets (distinct source ports) and prints how many were

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ import pytest
 from netns_fixtures import Namespace, Sandbox, run
 from netns_fixtures.daemon import Daemon
 
-PY = "/work/main/.venv/bin/python"
+PY = sys.executable
 CHECK = (
     "import sys\n"
     "from netd.kernel.netns import open_netns\n"

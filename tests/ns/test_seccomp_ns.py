@@ -12,6 +12,7 @@ import json
 import select
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from netns_fixtures import Namespace, Sandbox
 
 from netd.model import Endpoint, Network, Subnet, to_json
 
-PY = "/work/main/.venv/bin/python"
+PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
 
 
