@@ -1,9 +1,10 @@
 """`netd daemon`: wire the seams together and serve the API on the Unix socket.
 
-Start-up order: refuse a wrong namespace → take the single-instance lock on the state directory
-→ open the store → build driver/firewall/DNS → start the service (converge the kernel) → bind the
-socket (or take systemd's) → serve until SIGTERM/SIGINT. Shutdown leaves the data plane up:
-containers keep their network while netd restarts.
+Start-up order: refuse a wrong namespace → refuse missing Python bindings (``requirements``) →
+take the single-instance lock on the state directory → open the store → build
+driver/firewall/DNS → start the service (converge the kernel) → bind the socket (or take
+systemd's) → serve until SIGTERM/SIGINT. Shutdown leaves the data plane up: containers keep their
+network while netd restarts.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .config import Config
 from .errors import ConfigError, NetdError, StoreCorrupt
 from .firewall.base import Firewall
 from .ipam.subnets import parse_pool, ula_from_machine_id
+from .requirements import require
 from .service import Service
 
 log = logging.getLogger("netd.daemon")
@@ -223,6 +225,7 @@ def _install_authorisation(app: web.Application, config: Config) -> Any:
 async def serve(config: Config) -> None:
     """Run the daemon until a stop signal."""
     check_namespace(config.managed_netns)
+    require(config.firewall_backend)
     # Blocking work (netlink, SQLite, libnftables) runs in threads; most of it waits on the
     # kernel, so more threads than cores let parallel ADD/DEL overlap those waits.
     asyncio.get_running_loop().set_default_executor(

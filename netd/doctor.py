@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .requirements import importable, missing
+
 Status = Literal["ok", "warn", "fail"]
 # Table and chain names other network managers create (Docker with iptables-nft or its nftables
 # backend, Podman's netavark, firewalld's nftables backend).
@@ -78,6 +80,7 @@ class Host:
     nft: Callable[[str], Any] = _default_nft
     status: Callable[[str], Any] = _default_status
     which: Callable[[str], str | None] = shutil.which
+    can_import: Callable[[str], bool] = importable
 
     def has_symbol(self, symbol: str) -> bool:
         """Whether the running kernel has function ``symbol`` (reads /proc/kallsyms)."""
@@ -170,6 +173,19 @@ def check_nftables(host: Host) -> tuple[Finding, list[dict[str, Any]], list[dict
         )
     names = ", ".join(f"{t['family']} {t['name']}" for t in tables) or "none"
     return Finding("nftables", "ok", f"libnftables works; tables: {names}"), tables, chains
+
+
+def check_requirements(host: Host, backend: str) -> Finding:
+    """The Python bindings the daemon refuses to start without (netd.requirements)."""
+    absent = missing(backend, host.can_import, lambda: host.which("iptables-restore") is not None)
+    if not absent:
+        return Finding("python modules", "ok", "seccomp and nftables bindings importable")
+    return Finding(
+        "python modules",
+        "fail",
+        "; ".join(r.describe() for r in absent),
+        "apt-get install " + " ".join(r.package for r in absent),
+    )
 
 
 def check_iptables(host: Host) -> Finding:
@@ -418,6 +434,7 @@ def run_checks(
     nft, tables, chains = check_nftables(h)
     networks = int(status.get("networks") or 0) if status else None
     return [
+        check_requirements(h, backend),
         check_module(h, "bridge", "netd networks are Linux bridges"),
         check_module(h, "veth", "containers are attached with veth pairs"),
         nft,
