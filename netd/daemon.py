@@ -179,6 +179,7 @@ def build_service(config: Config) -> tuple[Service, Any, Any]:
         host_routes=host_routes,
         dns_domain=config.dns_domain,
         validate_netns=validate_netns_path,
+        reap_grace=config.reap_grace,
     )
     return service, store, dns
 
@@ -238,12 +239,19 @@ async def serve(config: Config) -> None:
     audit: Any = None
     monitor: Any = None
     reconciler: asyncio.Task[None] | None = None
+    replayer: asyncio.Task[None] | None = None
     store: Any = None
     dns: Any = None
     try:
         service, store, dns = build_service(config)
         dns.start()
         await service.start()
+        # DELs the CNI plugin spooled while no daemon listened: replayed before serving.
+        from .cni import replay, spool
+
+        spooled = Path(spool.spool_dir(str(config.socket)))
+        await replay.replay(service, spooled)
+        replayer = asyncio.create_task(replay.run(service, spooled))
         if config.reconcile_interval > 0:
             reconciler = asyncio.create_task(service.run_reconciler(config.reconcile_interval))
         monitor = _firewall_monitor(service.firewall)
@@ -277,10 +285,11 @@ async def serve(config: Config) -> None:
             with contextlib.suppress(OSError):
                 if _peer_pid(config.socket) is None:
                     config.socket.unlink()
-        if reconciler is not None:
-            reconciler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reconciler
+        for task in (reconciler, replayer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if monitor is not None:
             monitor.stop()
         if audit is not None:
