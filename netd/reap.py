@@ -64,7 +64,7 @@ def namespace_holders(inodes: Set[int], proc: Path = Path("/proc")) -> dict[int,
         return found
     wanted = {f"net:[{inode}]": inode for inode in inodes}
     mount_namespaces: set[str] = set()
-    for pid in (name for name in os.listdir(proc) if name.isdigit()):
+    for pid in sorted((name for name in os.listdir(proc) if name.isdigit()), key=int):
         base = f"{proc}/{pid}"
         try:
             tasks = os.listdir(f"{base}/task")
