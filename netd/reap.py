@@ -108,11 +108,12 @@ def _readlink(path: str) -> str:
 
 def evidence(ep: Endpoint, tagged: Set[str], holders: Mapping[int, list[str]]) -> list[str]:
     """Why ``ep``'s namespace, whose path no longer leads to it, may still be alive; [] if not."""
+    found = []
     if endpoint_tag(ep.network_id, ep.container_id, ep.ifname) in tagged:
-        return [f"its host interface {ep.host_ifname} still exists"]
+        found.append(f"its host interface {ep.host_ifname} still exists")
     if not ep.netns_inode:
-        return ["no namespace inode was recorded for it, so it cannot be told from a new one"]
-    return holders.get(ep.netns_inode, [])[:MAX_EVIDENCE]
+        found.append("no namespace inode was recorded for it, so it cannot be told from a new one")
+    return found + holders.get(ep.netns_inode, [])[:MAX_EVIDENCE]
 
 
 def release_at(ep: Endpoint, grace: float) -> float:
