@@ -95,14 +95,15 @@ def _entries(directory: Path) -> list[str]:
         log.error("not replaying the DEL spool %s: %s", directory, exc.strerror)
         return []
     names = []
-    for entry in os.scandir(directory):
-        if entry.name.startswith("."):
-            # A plugin's temporary file: in flight, or left behind by one that died mid-write.
-            with contextlib.suppress(OSError):
-                if time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP:
-                    os.unlink(entry.path)
-        elif entry.name != spool.REJECTED:
-            names.append(entry.name)
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                # A plugin's temporary file: in flight, or left by one that died mid-write.
+                with contextlib.suppress(OSError):
+                    if time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP:
+                        os.unlink(entry.path)
+            elif entry.name != spool.REJECTED:
+                names.append(entry.name)
     return sorted(names)
 
 

@@ -93,6 +93,9 @@ def write(directory: str, doc: dict[str, Any]) -> str:
     """
     if os.geteuid() != 0:
         raise PermissionError(errno.EPERM, "only root may spool a DEL", directory)
+    # The socket's directory too, as the daemon makes it (/run is empty after a reboot, and a
+    # DEL may come before the daemon first started).
+    os.makedirs(os.path.dirname(directory) or "/", 0o755, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         os.mkdir(directory, 0o700)
     check_dir(directory, os.lstat(directory))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cni_runtime import Runtime
+from cni_runtime import REFERENCE_DIR, Runtime
 from netns_fixtures import Namespace, Sandbox, delete_namespace, wait_for
 from netns_fixtures.daemon import Daemon
 from reap_kit import CONF, dig, port_conf, publishes
@@ -149,3 +149,48 @@ def test_malformed_spool_record_does_not_stop_the_daemon(world: World) -> None:
     assert w.spooled() == []
     assert (directory / "rejected" / "0001-1.json").exists()
     assert "unusable record" in w.daemon.log()
+
+
+@pytest.mark.skipif(not (REFERENCE_DIR / "bridge").exists(), reason="containernetworking-plugins")
+def test_reference_bridge_with_netd_ipam_del_while_down(
+    host: Namespace, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # Another main plugin delegates addressing to netd: its DEL calls netd's IPAM DEL, which
+    # must succeed (spooled) or the reference bridge plugin fails its own DEL too.
+    install_plugin(tmp_path / "bin")
+    d = Daemon(host).start()
+    try:
+        rt = Runtime(host, [tmp_path / "bin", REFERENCE_DIR], d.socket)
+        conf = {
+            "cniVersion": "1.0.0",
+            "name": "refspool",
+            "type": "bridge",
+            "bridge": "refbr1",
+            "isGateway": True,
+            "ipam": {"type": "netd", "ranges": [[{"subnet": "10.153.0.0/24"}]]},
+        }
+        c1 = sandbox.add_ns("c1")
+        res = rt.exec("bridge", "ADD", conf, container_id=c1.name, netns=c1.path)
+        assert res.code == 0, (res.out, res.err)
+        address = res.out["ips"][0]["address"]
+        d.stop()
+        res = rt.exec("bridge", "DEL", conf, container_id=c1.name, netns=c1.path)
+        assert res.code == 0, (res.out, res.err)
+        assert "eth0" not in c1.links()  # the bridge plugin did its part
+        d.start()
+        _, net = d.request("GET", "/v1/networks/refspool")
+        assert net["endpoints"] == []
+        c2 = sandbox.add_ns("c2")
+        res = rt.exec(
+            "bridge",
+            "ADD",
+            conf,
+            container_id=c2.name,
+            netns=c2.path,
+            args=f"IgnoreUnknown=1;IP={address[:-3]}",
+        )
+        assert res.code == 0 and res.out["ips"][0]["address"] == address, res.out
+        assert rt.exec("bridge", "DEL", conf, container_id=c2.name, netns=c2.path).code == 0
+        host.run("ip", "link", "del", "refbr1")
+    finally:
+        d.close_checked()

@@ -102,6 +102,16 @@ def test_refused_connection_is_spooled(launcher: Path, workdir: Path) -> None:
     assert [d["call"]["containerId"] for d in records(sock)] == ["c1"]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root spools")
+def test_spool_is_made_where_no_daemon_ever_ran(launcher: Path, workdir: Path) -> None:
+    # After a reboot /run/netd does not exist until the daemon first starts.
+    sock = str(workdir / "run" / "netd" / "netd.sock")
+    rc, out, _ = execute(launcher, "DEL", CONF, sock)
+    assert (rc, out) == (0, None)
+    assert [d["call"]["containerId"] for d in records(sock)] == ["c1"]
+    assert stat.S_IMODE(os.stat(workdir / "run" / "netd").st_mode) == 0o755
+
+
 def test_other_verbs_are_not_spooled(launcher: Path, workdir: Path) -> None:
     sock = str(workdir / "absent.sock")
     rc, out, _ = execute(launcher, "ADD", CONF, sock)
