@@ -250,6 +250,9 @@ class Reaper:
         svc = self._svc
         released = 0
         now = time.time()
+        for key, (held, _) in list(self.held.items()):
+            if svc._endpoints.get(held.network_id, {}).get(held.key) is None:
+                self.held.pop(key, None)  # detached or its network removed meanwhile
         for net in svc.list_networks():
             for ep in due(svc.endpoints(net), now, self.grace):
                 async with svc._lock(net.id):
@@ -272,10 +275,10 @@ class Reaper:
     def status(self, networks: Iterable[Network], endpoints_of: Any) -> dict[str, Any]:
         """What ``/v1/status`` reports: reaped endpoints awaiting release and held ones."""
         nets = {n.id: n for n in networks}
+        current = {endpoint_id(ep): ep for net in nets.values() for ep in endpoints_of(net)}
         gone = [
-            describe(ep, net, self.grace)
-            for net in nets.values()
-            for ep in endpoints_of(net)
+            describe(ep, nets[ep.network_id], self.grace)
+            for ep in current.values()
             if ep.state == "gone"
         ]
         held = [
@@ -287,7 +290,7 @@ class Reaper:
                 "netns_inode": ep.netns_inode,
                 "evidence": found,
             }
-            for ep, found in list(self.held.values())
-            if ep.network_id in nets
+            for key, (ep, found) in list(self.held.items())
+            if key in current and current[key].state == "ready"
         ]
         return {"reap_grace": self.grace, "netns_gone": gone, "netns_held": held}

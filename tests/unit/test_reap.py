@@ -229,6 +229,11 @@ def test_live_namespace_is_never_reaped(tmp_path: Path) -> None:
         assert why["mnt"] == ["bind-mounted at /run/netns/elsewhere (mount namespace of pid 10)"]
         assert why["veth"] == [f"its host interface {eps[2].host_ifname} still exists"]
         assert "no namespace inode was recorded" in why["noinode"][0]
+        # A DEL of a held endpoint: it is no longer reported.
+        await w.svc.detach("web", "run", "eth0", None)
+        await w.svc.reconcile()
+        held = w.svc.reaper.status(w.svc.list_networks(), w.svc.endpoints)["netns_held"]
+        assert sorted(h["container_id"] for h in held) == ["mnt", "noinode", "veth"]
         # The path comes back (the namespace was mounted again): nothing is held any more.
         w.gone.clear()
         await w.svc.reconcile()
