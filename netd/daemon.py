@@ -2,9 +2,9 @@
 
 Start-up order: refuse a wrong namespace → refuse missing Python bindings (``requirements``) →
 take the single-instance lock on the state directory → open the store → build
-driver/firewall/DNS → start the service (converge the kernel) → bind the socket (or take
-systemd's) → serve until SIGTERM/SIGINT. Shutdown leaves the data plane up: containers keep their
-network while netd restarts.
+driver/firewall/DNS → start the service (converge the kernel, reap dead namespaces) → replay
+the CNI DEL spool → bind the socket (or take systemd's) → serve until SIGTERM/SIGINT. Shutdown
+leaves the data plane up: containers keep their network while netd restarts.
 """
 
 from __future__ import annotations
@@ -285,11 +285,14 @@ async def serve(config: Config) -> None:
             with contextlib.suppress(OSError):
                 if _peer_pid(config.socket) is None:
                     config.socket.unlink()
-        for task in (reconciler, replayer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if reconciler is not None:
+            reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciler
+        if replayer is not None:
+            replayer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replayer
         if monitor is not None:
             monitor.stop()
         if audit is not None:

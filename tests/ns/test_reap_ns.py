@@ -82,8 +82,11 @@ def test_gone_namespace_withdraws_name_and_port_then_releases_address(world: Wor
 
     w.sandbox.namespaces.remove(c1)
     delete_namespace(c1.name)  # the container died; no DEL will ever come
-    wait_for("port and name withdrawn", lambda: not publishes(host, 8091), SOON)
-    assert dig(w.probe, "web1") == []
+    wait_for(
+        "port and name withdrawn",
+        lambda: not publishes(host, 8091) and dig(w.probe, "web1") == [],
+        SOON,
+    )
     assert w.containers() == {w.probe.name: "ready", c1.name: "gone"}
     [gone] = w.status()["netns_gone"]
     assert (gone["container_id"], gone["addresses"], gone["netns"]) == (c1.name, [address], c1.path)
@@ -158,6 +161,10 @@ def test_live_namespace_without_its_path_is_never_reaped(
         else:
             subprocess.run(["umount", str(keep)], check=True)
     # The holder let go: now the namespace is gone for good.
-    wait_for("reaped once the namespace died", lambda: not publishes(host, 8092), SOON)
-    assert dig(w.probe, "web4") == [] and host_if not in host.links()
+    wait_for(
+        "reaped once the namespace died",
+        lambda: not publishes(host, 8092) and dig(w.probe, "web4") == [],
+        SOON,
+    )
+    assert host_if not in host.links()
     assert w.containers()[c1.name] == "gone" and w.status()["netns_held"] == []
