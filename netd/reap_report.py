@@ -36,10 +36,10 @@ def status_lines(status: dict[str, Any], now: float | None = None) -> list[str]:
     now = time.time() if now is None else now
     gone = status.get("netns_gone") or []
     held = status.get("netns_held") or []
-    lines = [f"{'reap grace:':<11}{status.get('reap_grace')} s"]
-    lines.append(f"{'netns gone:':<11}{len(gone)}")
+    grace = status.get("reap_grace")
+    lines = [f"{'gone:':<11}{len(gone)} endpoint(s) whose namespace is gone (reap_grace {grace} s)"]
     lines += [f"  {gone_line(ep, now)}" for ep in gone]
     if held:
-        lines.append(f"netns unmounted but alive: {len(held)}")
+        lines.append(f"{'held:':<11}{len(held)} endpoint(s) whose namespace path is gone, alive")
         lines += [f"  {held_line(ep)}" for ep in held]
     return lines

@@ -91,7 +91,8 @@ def test_gone_namespace_withdraws_name_and_port_then_releases_address(world: Wor
     [gone] = w.status()["netns_gone"]
     assert (gone["container_id"], gone["addresses"], gone["netns"]) == (c1.name, [address], c1.path)
     shown = w.daemon.cli("status").stdout
-    assert "reap grace:3600.0 s" in shown and "netns gone:1" in shown and ip in shown
+    assert "gone:      1 endpoint(s) whose namespace is gone (reap_grace 3600.0 s)" in shown
+    assert f"{c1.name[:12]}/eth0 {address}" in shown
     doctor = w.daemon.cli(
         "doctor", "--config", str(w.daemon.config_path()), "--format", "json", check=False
     )

@@ -284,4 +284,4 @@ def test_network_with_only_reaped_endpoints_can_be_removed(tmp_path: Path) -> No
 
 def test_status_lines_without_anything_gone() -> None:
     lines = status_lines({"reap_grace": 60.0, "netns_gone": [], "netns_held": []}, time.time())
-    assert lines == ["reap grace:60.0 s", "netns gone:0"]
+    assert lines == ["gone:      0 endpoint(s) whose namespace is gone (reap_grace 60.0 s)"]
