@@ -54,6 +54,12 @@ class Config(BaseModel):
     reconcile_interval: float = Field(
         30.0, ge=0, description="seconds between reconciliation passes (0: only at start)"
     )
+    reap_grace: float = Field(
+        60.0,
+        ge=0,
+        description="seconds an endpoint whose namespace is gone for good keeps its addresses "
+        "after its DNS names and published ports are withdrawn",
+    )
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
 

@@ -2,9 +2,9 @@
 
 Start-up order: refuse a wrong namespace → refuse missing Python bindings (``requirements``) →
 take the single-instance lock on the state directory → open the store → build
-driver/firewall/DNS → start the service (converge the kernel) → bind the socket (or take
-systemd's) → serve until SIGTERM/SIGINT. Shutdown leaves the data plane up: containers keep their
-network while netd restarts.
+driver/firewall/DNS → start the service (converge the kernel, reap dead namespaces) → replay
+the CNI DEL spool → bind the socket (or take systemd's) → serve until SIGTERM/SIGINT. Shutdown
+leaves the data plane up: containers keep their network while netd restarts.
 """
 
 from __future__ import annotations
@@ -179,6 +179,7 @@ def build_service(config: Config) -> tuple[Service, Any, Any]:
         host_routes=host_routes,
         dns_domain=config.dns_domain,
         validate_netns=validate_netns_path,
+        reap_grace=config.reap_grace,
     )
     return service, store, dns
 
@@ -238,12 +239,19 @@ async def serve(config: Config) -> None:
     audit: Any = None
     monitor: Any = None
     reconciler: asyncio.Task[None] | None = None
+    replayer: asyncio.Task[None] | None = None
     store: Any = None
     dns: Any = None
     try:
         service, store, dns = build_service(config)
         dns.start()
         await service.start()
+        # DELs the CNI plugin spooled while no daemon listened: replayed before serving.
+        from .cni import replay, spool
+
+        spooled = Path(spool.spool_dir(str(config.socket)))
+        await replay.replay(service, spooled)
+        replayer = asyncio.create_task(replay.run(service, spooled))
         if config.reconcile_interval > 0:
             reconciler = asyncio.create_task(service.run_reconciler(config.reconcile_interval))
         monitor = _firewall_monitor(service.firewall)
@@ -281,6 +289,10 @@ async def serve(config: Config) -> None:
             reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reconciler
+        if replayer is not None:
+            replayer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replayer
         if monitor is not None:
             monitor.stop()
         if audit is not None:

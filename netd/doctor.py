@@ -18,6 +18,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -425,6 +426,33 @@ def check_daemon(host: Host, socket_path: str) -> tuple[Finding, dict[str, Any] 
     )
 
 
+def check_namespaces(status: dict[str, Any] | None) -> list[Finding]:
+    """Endpoints whose namespace is gone (reaped) or unmounted but alive (``/v1/status``)."""
+    if status is None or "netns_gone" not in status:
+        return []  # no daemon, or one that predates reaping
+    from .reap_report import gone_line, held_line
+
+    gone, held = status.get("netns_gone") or [], status.get("netns_held") or []
+    grace = status.get("reap_grace")
+    if not gone and not held:
+        return [
+            Finding("namespaces", "ok", f"no endpoint's namespace is gone (reap grace {grace} s)")
+        ]
+    now = time.time()
+    lines = [gone_line(ep, now) for ep in gone] + [held_line(ep) for ep in held]
+    detail = (
+        f"{len(gone)} endpoint(s) whose namespace is gone for good (names and ports withdrawn, "
+        f"addresses kept {grace} s), {len(held)} whose namespace path is gone but the namespace "
+        "lives: " + " | ".join(lines)
+    )
+    fix = (
+        "nothing for gone ones: netd releases them after reap_grace (or `netd network "
+        "disconnect` now); for live ones, find the runtime that unmounted the path and stop "
+        "the container with it"
+    )
+    return [Finding("namespaces", "warn", detail, fix)]
+
+
 def run_checks(
     socket_path: str, group: str = "netd", backend: str = "auto", host: Host | None = None
 ) -> list[Finding]:
@@ -445,6 +473,7 @@ def run_checks(
         *check_conflicts(h, tables, chains),
         *check_socket(socket_path, group),
         daemon,
+        *check_namespaces(status),
     ]
 
 

@@ -8,13 +8,13 @@ reverse on removal) the leftovers are found by tag, never by guessing from names
 ``plan_orphans``, ``plan_links``, ``plan_endpoints`` and ``plan_firewall`` are pure: input the
 records and what the kernel (or the firewall backend) shows, output a list of :class:`Action`. The
 service gathers the inventory, applies the plan with the driver's kernel helpers under each
-network's lock, and logs and counts every repair. Live endpoints are never removed here:
-releasing an allocation is the runtime's call (CNI DEL or GC).
+network's lock, and logs and counts every repair. Live endpoints are never removed here; an
+endpoint whose namespace is gone for good is reaped by :mod:`netd.reap`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,6 +50,7 @@ RepairKind = Literal[
     "orphan_link",
     "endpoint",
     "netns_gone",
+    "netns_held",
     "firewall_network",
     "firewall_endpoint",
 ]
@@ -62,10 +63,11 @@ class Action:
 
     Kinds: ``orphan_link`` (delete link ``ifname``), ``missing_bridge`` (ensure_network of
     ``network_id``), ``endpoint`` (tear down what is left of ``endpoint`` and set it up again with
-    the recorded addresses and MAC, then re-add its firewall elements), ``netns_gone`` (nothing
-    to do: the runtime's DEL/GC decides; only logged), ``firewall_network`` /
-    ``firewall_endpoint`` (re-add the network's or the endpoint's firewall elements the kernel
-    lost). ``detail`` says what was found, for the log.
+    the recorded addresses and MAC, then re-add its firewall elements), ``netns_gone`` (the
+    namespace is gone for good: reap the endpoint, :mod:`netd.reap`), ``netns_held`` (its path
+    is gone but the namespace lives, ``detail`` says what holds it: only logged),
+    ``firewall_network`` / ``firewall_endpoint`` (re-add the network's or the endpoint's
+    firewall elements the kernel lost). ``detail`` says what was found, for the log.
     """
 
     kind: RepairKind
@@ -113,13 +115,14 @@ def plan_links(
 def plan_endpoints(
     endpoints: Iterable[Endpoint],
     problems: dict[EndpointId, list[str]],
-    netns_gone: Set[EndpointId],
+    netns_gone: Mapping[EndpointId, list[str]],
     inflight: Set[tuple[str, str]] = frozenset(),
 ) -> list[Action]:
-    """Endpoints to re-plumb (the driver's check found problems) or to report (netns gone).
+    """Endpoints to re-plumb (the driver's check found problems), to reap or to report.
 
-    An endpoint whose namespace is gone is never repaired nor released: only the runtime knows
-    whether the container is dead (CNI DEL or GC releases it).
+    ``netns_gone`` maps each endpoint whose namespace path is unusable to the evidence that its
+    namespace still lives: none means gone for good (``netns_gone``, reaped), some means held
+    elsewhere (``netns_held``, never repaired nor reaped).
     """
     actions = []
     for ep in endpoints:
@@ -127,7 +130,9 @@ def plan_endpoints(
             continue
         key = endpoint_id(ep)
         if key in netns_gone:
-            actions.append(Action("netns_gone", ep.network_id, ep.netns, endpoint=ep))
+            held = netns_gone[key]
+            kind: RepairKind = "netns_held" if held else "netns_gone"
+            actions.append(Action(kind, ep.network_id, "; ".join(held) or ep.netns, endpoint=ep))
         elif problems.get(key):
             actions.append(Action("endpoint", ep.network_id, "; ".join(problems[key]), endpoint=ep))
     return actions

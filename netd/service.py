@@ -39,6 +39,7 @@ from .ipam.subnets import DefaultPool
 from .metrics import METRICS
 from .model import AttachRequest, Caller, Endpoint, IPNetwork, Network, NetworkSpec
 from .names import bridge_name, check_container_id, check_ifname, check_network_name, host_veth_name
+from .reap import DEFAULT_GRACE, Reaper
 from .reconcile import (
     Action,
     needs_check,
@@ -161,6 +162,7 @@ class Service:
         host_routes: Callable[[], list[IPNetwork]] = list,
         dns_domain: str = "dns.netd",
         validate_netns: Callable[[str, int], None] = lambda path, inode: None,
+        reap_grace: float = DEFAULT_GRACE,
     ) -> None:
         self.store = store
         self.drivers = drivers
@@ -179,7 +181,7 @@ class Service:
         self._global = asyncio.Lock()
         self._dns_lock = asyncio.Lock()
         self._inflight: dict[str, set[tuple[str, str]]] = {}  # net id → keys being changed
-        self._gone_logged: set[tuple[str, str, str]] = set()  # netns-gone endpoints, logged once
+        self.reaper = Reaper(self, reap_grace)  # endpoints whose namespace is gone for good
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -201,7 +203,7 @@ class Service:
         # runtime as a success: undo it so a retried ADD starts clean.
         for net in networks:
             for ep in list(self._endpoints[net.id].values()):
-                if ep.state != "ready":
+                if ep.state not in ("ready", "gone"):
                     log.warning(
                         "start: removing interrupted attachment %s/%s on %s",
                         ep.container_id,
@@ -210,6 +212,9 @@ class Service:
                     )
                     await self._remove_endpoint(net, ep)
         await self._publish_dns()
+        # Namespaces that died while the daemon was down hold no port or name once it serves.
+        await self.reaper.sweep()
+        await self.reaper.release_due()
         self.ready = True
         log.info("service ready: %d networks", len(networks))
 
@@ -282,6 +287,7 @@ class Service:
                     if await self._repair(action):
                         done.append(action)
         done += await self._reconcile_firewall()
+        await self.reaper.release_due()
         return done
 
     async def _reconcile_firewall(self) -> list[Action]:
@@ -322,7 +328,7 @@ class Service:
 
     async def _check_paced(
         self, net: Network, eps: list[Endpoint]
-    ) -> tuple[dict[tuple[str, str, str], list[str]], set[tuple[str, str, str]]]:
+    ) -> tuple[dict[tuple[str, str, str], list[str]], dict[tuple[str, str, str], list[str]]]:
         """:meth:`_check_endpoints` in chunks, busy at most 1/(1 + CHECK_PAUSE) of the time.
 
         Checking runs Python and netlink work that shares the GIL and the kernel's RTNL lock
@@ -331,50 +337,40 @@ class Service:
         30 s interval and an overlapping attach waits for one chunk at most.
         """
         problems: dict[tuple[str, str, str], list[str]] = {}
-        gone: set[tuple[str, str, str]] = set()
+        gone: dict[tuple[str, str, str], list[str]] = {}
         for start in range(0, len(eps), CHECK_CHUNK):
             began = time.monotonic()
             found, lost = await asyncio.to_thread(
                 self._check_endpoints, net, eps[start : start + CHECK_CHUNK]
             )
             problems.update(found)
-            gone |= lost
+            gone.update(lost)
             if start + CHECK_CHUNK < len(eps):
                 await asyncio.sleep((time.monotonic() - began) * CHECK_PAUSE)
         return problems, gone
 
     def _check_endpoints(
         self, net: Network, eps: list[Endpoint]
-    ) -> tuple[dict[tuple[str, str, str], list[str]], set[tuple[str, str, str]]]:
-        """The driver's findings per endpoint, and the endpoints whose namespace is gone."""
+    ) -> tuple[dict[tuple[str, str, str], list[str]], dict[tuple[str, str, str], list[str]]]:
+        """The driver's findings per endpoint; for those whose namespace path is unusable, the
+        evidence that the namespace still lives (none: gone for good, see :mod:`netd.reap`)."""
+        lost = self.reaper.unusable(eps)
+        skip = {ep.key for ep in lost}
         problems: dict[tuple[str, str, str], list[str]] = {}
-        gone: set[tuple[str, str, str]] = set()
         for ep in eps:
-            key = (ep.network_id, ep.container_id, ep.ifname)
-            try:
-                self.validate_netns(ep.netns, ep.netns_inode)
-            except InvalidInput:
-                gone.add(key)
-                continue
-            self._gone_logged.discard(key)
-            problems[key] = self._driver(net).check_endpoint(net, ep).problems
-        return problems, gone
+            if ep.key not in skip:
+                key = (ep.network_id, ep.container_id, ep.ifname)
+                problems[key] = self._driver(net).check_endpoint(net, ep).problems
+        return problems, self.reaper.judge(lost)
 
     async def _repair(self, action: Action) -> bool:
         """Apply one repair, logging it; True if something was repaired (and counted)."""
         ep = action.endpoint
-        if action.kind == "netns_gone" and ep is not None:
-            key = (ep.network_id, ep.container_id, ep.ifname)
-            if key not in self._gone_logged:
-                self._gone_logged.add(key)
-                log.warning(
-                    "reconcile: namespace %s of %s/%s is gone; keeping its addresses until the "
-                    "runtime's DEL or GC",
-                    ep.netns,
-                    ep.container_id[:12],
-                    ep.ifname,
-                )
+        if action.kind == "netns_held" and ep is not None:
+            self.reaper.note_held(ep, action.detail.split("; "))
             return False
+        if action.kind == "netns_gone" and ep is not None:
+            return await self.reaper.withdraw(self._networks[action.network_id], ep)
         try:
             if action.kind == "orphan_link":
                 log.warning("reconcile: removing %s (%s)", action.ifname, action.detail)
@@ -431,7 +427,8 @@ class Service:
     async def _sync_firewall(self) -> None:
         nets = [(n, self.bridge_for(n)) for n in self._networks.values()]
         eps = [ep for table in self._endpoints.values() for ep in table.values()]
-        await asyncio.to_thread(self.firewall.sync, nets, eps)
+        live = [ep for ep in eps if ep.state != "gone"]  # reaped: its ports stay withdrawn
+        await asyncio.to_thread(self.firewall.sync, nets, live)
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -482,13 +479,17 @@ class Service:
         """
         async with self._dns_lock:
             try:
+                # A reaped endpoint (namespace gone for good) has no name any more.
                 if network is None:
-                    state = [(n, self.endpoints(n)) for n in self.list_networks()]
+                    state = [
+                        (n, [e for e in self.endpoints(n) if e.state != "gone"])
+                        for n in self.list_networks()
+                    ]
                     await asyncio.to_thread(self.dns.set_state, state)
                 elif removed:
                     await asyncio.to_thread(self.dns.remove_network, network.id)
                 else:
-                    eps = self.endpoints(network)
+                    eps = [e for e in self.endpoints(network) if e.state != "gone"]
                     await asyncio.to_thread(self.dns.update_network, network, eps)
             except Exception:  # DNS trouble must never fail a network operation
                 log.exception("pushing DNS records failed")
@@ -577,6 +578,10 @@ class Service:
         async with self._global:
             net = self.find_network(name)
             async with self._lock(net.id):
+                for dead in [
+                    e for e in self._endpoints.get(net.id, {}).values() if e.state == "gone"
+                ]:
+                    await self._remove_endpoint(net, dead)  # reaped: only its address was left
                 eps = self._endpoints.get(net.id, {})
                 if eps:
                     ids = ", ".join(sorted({e.container_id[:12] for e in eps.values()}))

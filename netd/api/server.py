@@ -140,6 +140,8 @@ async def get_status(request: web.Request) -> web.Response:
             "endpoints": sum(len(svc.endpoints(n)) for n in nets),
             "firewall": svc.firewall.name,
             "pid": os.getpid(),
+            # Endpoints whose namespace is gone (reaped, awaiting release) or unmounted but alive.
+            **request.app[SERVICE].reaper.status(nets, svc.endpoints),
         }
     )
 

@@ -155,3 +155,7 @@ def status(obj: Ctx, fmt: str) -> None:
         return
     for key in ("version", "ready", "pid", "networks", "endpoints", "firewall"):
         click.echo(f"{key + ':':<11}{data.get(key)}")
+    from ..reap_report import status_lines
+
+    for line in status_lines(data):
+        click.echo(line)

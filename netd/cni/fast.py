@@ -136,7 +136,7 @@ def run_fast(env: dict[str, str], raw: bytes, out: IO[bytes]) -> int | None:
     except OSError as exc:
         from .plugin import report_unreachable
 
-        return report_unreachable(command, config, path, exc, out)
+        return report_unreachable(command, config, path, exc, out, env)
     if answer is None or answer[0] not in (200, 422):
         from .plugin import report_answer
 

@@ -8,7 +8,8 @@ negotiation, config parsing, results) live in the daemon (``netd.cni.handler``),
 and the daemon can never disagree about them.
 
 Socket: the config key ``socket`` > the environment variable ``NETD_SOCKET`` >
-``/run/netd/netd.sock``.
+``/run/netd/netd.sock``. A DEL that finds no daemon listening there is recorded in the daemon's
+spool (``netd.cni.spool``) and succeeds; the daemon replays it before it serves again.
 """
 
 from __future__ import annotations
@@ -129,10 +130,68 @@ def _print_error(err: spec.CniError, config: bytes, out: IO[bytes]) -> int:
     return 1
 
 
-def report_unreachable(command: str, config: bytes, path: str, exc: OSError, out: IO[bytes]) -> int:
-    """Fast path's rare case: print the unreachable-daemon error; the exit code."""
+def build_call(command: str, config: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """The body of ``POST /v1/cni`` for one invocation."""
+    return {
+        "command": command,
+        "containerId": env.get("CNI_CONTAINERID", ""),
+        "netns": env.get("CNI_NETNS", ""),
+        "ifname": env.get("CNI_IFNAME", ""),
+        "args": env.get("CNI_ARGS", ""),
+        "path": env.get("CNI_PATH", ""),
+        "config": config,
+    }
+
+
+def spool_del(
+    call: dict[str, Any], path: str, exc: OSError, timeout: float
+) -> spec.CniError | None:
+    """A DEL the daemon could not take: record it in the daemon's spool (``netd.cni.spool``).
+
+    None when it was recorded (DEL succeeds: the daemon replays it before it serves again);
+    otherwise the error to report. Only a daemon that is certainly not listening (no socket
+    file, connection refused) is spooled for: after a timeout the daemon may hold the request.
+    """
+    from . import spool
+
+    down = unreachable_error("DEL", path, exc, timeout)
+    if exc.errno not in spool.DAEMON_DOWN:
+        return down
+    directory = spool.spool_dir(path)
+    try:
+        inode = spool.netns_inode_of(str(call.get("netns") or ""))
+        written = spool.write(directory, spool.record(call, inode))
+    except OSError as err:
+        return spec.CniError(
+            down.code, f"{down.msg}; recording the DEL in {directory} failed: {err}"
+        )
+    # Runtimes log a plugin's stderr; say where the DEL went.
+    sys.stderr.write(
+        f"netd: daemon not reachable at {path} ({exc.strerror}); DEL of "
+        f"{call.get('containerId')}/{call.get('ifname')} recorded in {written}; the daemon "
+        "replays it when it starts\n"
+    )
+    return None
+
+
+def report_unreachable(
+    command: str,
+    config: bytes,
+    path: str,
+    exc: OSError,
+    out: IO[bytes],
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Fast path's rare case: spool a DEL, or print the unreachable-daemon error; exit code."""
     from .fast import TIMEOUT
 
+    if command == "DEL":
+        try:
+            parsed = read_config(config, command)
+        except spec.CniError as decode_error:  # the daemon would refuse it too: code 6
+            return _print_error(decode_error, config, out)
+        error = spool_del(build_call(command, parsed, env or os.environ), path, exc, TIMEOUT)
+        return 0 if error is None else _print_error(error, config, out)
     return _print_error(unreachable_error(command, path, exc, TIMEOUT), config, out)
 
 
@@ -161,19 +220,14 @@ def forward(command: str, config: dict[str, Any], env: Mapping[str, str], timeou
     from .wire import request_json
 
     path = socket_path(config, env)
-    call = {
-        "command": command,
-        "containerId": env.get("CNI_CONTAINERID", ""),
-        "netns": env.get("CNI_NETNS", ""),
-        "ifname": env.get("CNI_IFNAME", ""),
-        "args": env.get("CNI_ARGS", ""),
-        "path": env.get("CNI_PATH", ""),
-        "config": config,
-    }
+    call = build_call(command, config, env)
     try:
         status, body = request_json(path, "POST", "/v1/cni", call, timeout=timeout)
     except OSError as exc:
-        raise unreachable_error(command, path, exc, timeout) from exc
+        error = spool_del(call, path, exc, timeout) if command == "DEL" else None
+        if command == "DEL" and error is None:
+            return None  # recorded for replay: DEL succeeds
+        raise error or unreachable_error(command, path, exc, timeout) from exc
     except ValueError as exc:
         raise spec.CniError(spec.INTERNAL, f"netd daemon at {path}: {exc}") from exc
     if status != 200:

@@ -3,7 +3,8 @@
 The daemon runs with ``reconcile_interval = 0.5``; the test breaks the kernel behind its back
 with ``ip`` (an address deleted inside a container, a host veth deleted, the bridge deleted, a
 namespace deleted) and checks from the kernel and with real pings that it heals: same address,
-same MAC. A deleted namespace is not "repaired" and its allocation is kept.
+same MAC. A deleted namespace is not "repaired": its endpoint is reaped (netd.reap), its
+allocation kept for the grace period.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def test_repairs_address_veth_and_bridge(
     )
 
 
-def test_deleted_namespace_is_not_repaired_and_keeps_its_address(
+def test_deleted_namespace_is_reaped_not_repaired_and_keeps_its_address(
     healing: Daemon, host: Namespace, sandbox: Sandbox
 ) -> None:
     d = healing
@@ -99,9 +100,9 @@ def test_deleted_namespace_is_not_repaired_and_keeps_its_address(
     delete_namespace(c1.name)
     time.sleep(4 * INTERVAL)
     _, info = d.request("GET", "/v1/networks/heal")
-    assert [e["addresses"] for e in info["endpoints"]] == [ep["addresses"]]
-    assert d.log().count("is gone; keeping its addresses") == 1
-    # A new attach does not get the kept address; the runtime's DEL then releases it.
+    assert [(e["addresses"], e["state"]) for e in info["endpoints"]] == [(ep["addresses"], "gone")]
+    assert d.log().count("is gone for good") == 1
+    # A new attach does not get the kept address (grace: 60 s); the runtime's DEL releases it.
     c2 = sandbox.add_ns("c2")
     assert connect(d, c2)["addresses"] != ep["addresses"]
     status, _ = d.request(
@@ -128,7 +129,7 @@ def test_namespace_replaced_at_the_same_path_is_never_touched(
     time.sleep(4 * INTERVAL)
     assert sorted(c1.links()) == ["eth0", "eth1", "lo"]
     assert c1.addresses("eth0") == []  # no address of the endpoint was put there
-    assert d.log().count("is gone; keeping its addresses") == 1
+    assert d.log().count("is gone for good") == 1
     status, _ = d.request(
         "POST", "/v1/networks/heal/disconnect", {"container_id": ep["container_id"]}
     )

@@ -85,17 +85,22 @@ def test_endpoint_with_problems_is_replumbed_with_its_record() -> None:
     assert "10.0.0.2/24 missing" in plan[0].detail
 
 
-def test_gone_namespace_is_reported_never_repaired() -> None:
-    plan = plan_endpoints([READY], {KEY: ["interface missing"]}, {KEY})
+def test_gone_namespace_is_reaped_never_repaired() -> None:
+    plan = plan_endpoints([READY], {KEY: ["interface missing"]}, {KEY: []})
     assert [a.kind for a in plan] == ["netns_gone"]
+
+
+def test_namespace_held_elsewhere_is_only_reported() -> None:
+    plan = plan_endpoints([READY], {}, {KEY: ["task 7 of pid 7 runs in it"]})
+    assert [(a.kind, a.detail) for a in plan] == [("netns_held", "task 7 of pid 7 runs in it")]
 
 
 def test_inflight_creating_and_ipam_only_endpoints_are_skipped() -> None:
     problems = {KEY: ["host veth missing"]}
-    assert plan_endpoints([READY], problems, set(), inflight={READY.key}) == []
-    assert plan_endpoints([EP], problems, set()) == []  # state "creating"
+    assert plan_endpoints([READY], problems, {}, inflight={READY.key}) == []
+    assert plan_endpoints([EP], problems, {}) == []  # state "creating"
     ipam_only = dataclasses.replace(READY, host_ifname="")
-    assert plan_endpoints([ipam_only], problems, set()) == []
+    assert plan_endpoints([ipam_only], problems, {}) == []
     assert needs_check(READY, set()) and not needs_check(READY, {READY.key})
 
 
