@@ -12,7 +12,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from ..errors import Conflict, InvalidInput
-from ..model import Endpoint, IPAddress, IPNetwork, Network
+from ..model import Endpoint, IPAddress, IPNetwork, Network, PortMapping
 from ..names import check_container_id, check_ifname
 
 PROTOCOLS = ("tcp", "udp", "sctp")
@@ -137,6 +137,30 @@ def _check_port(value: int, field: str) -> int:
     return value
 
 
+LOOPBACK6_RULE = (
+    "cannot be published on: the kernel does not deliver IPv6 loopback traffic to another "
+    "namespace after DNAT (IPv6 has no route_localnet); publish on 127.0.0.1, on a host "
+    "address or on all addresses"
+)
+
+
+def check_port_mappings(mappings: tuple[PortMapping, ...]) -> None:
+    """Ports in 1-65535, a known protocol, and no host IP netd cannot publish on (``::1``).
+
+    Called before anything changes for every way in (API, CLI, CNI, compose) and again when
+    rules are built. ``::1`` is refused rather than silently unreachable: Docker answers there
+    only through its userland proxy, and netd has none.
+    """
+    for i, pm in enumerate(mappings):
+        field = f"port_mappings[{i}]"
+        _check_port(pm.host_port, f"{field}.host_port")
+        _check_port(pm.container_port, f"{field}.container_port")
+        if pm.protocol not in PROTOCOLS:
+            raise InvalidInput(f"{field}.protocol", pm.protocol, "one of tcp, udp, sctp")
+        if pm.host_ip is not None and pm.host_ip.version == 6 and pm.host_ip.is_loopback:
+            raise InvalidInput(f"{field}.host_ip", str(pm.host_ip), LOOPBACK6_RULE)
+
+
 def endpoint_ports(policy: NetworkPolicy, endpoint: Endpoint) -> tuple[PortRule, ...]:
     """The endpoint's published ports, one rule per address family they apply to.
 
@@ -144,6 +168,7 @@ def endpoint_ports(policy: NetworkPolicy, endpoint: Endpoint) -> tuple[PortRule,
     the same portMappings to every network of a container), so this returns ``()`` for them.
     """
     check_container_id(endpoint.container_id)
+    check_port_mappings(endpoint.port_mappings)
     if policy.internal:
         return ()
     dests: dict[int, IPAddress] = {}
@@ -152,10 +177,6 @@ def endpoint_ports(policy: NetworkPolicy, endpoint: Endpoint) -> tuple[PortRule,
     rules: list[PortRule] = []
     for i, pm in enumerate(endpoint.port_mappings):
         field = f"port_mappings[{i}]"
-        _check_port(pm.host_port, f"{field}.host_port")
-        _check_port(pm.container_port, f"{field}.container_port")
-        if pm.protocol not in PROTOCOLS:
-            raise InvalidInput(f"{field}.protocol", pm.protocol, "one of tcp, udp, sctp")
         versions = [pm.host_ip.version] if pm.host_ip is not None else sorted(dests)
         if pm.host_ip is not None and pm.host_ip.version not in dests:
             raise InvalidInput(
