@@ -648,7 +648,7 @@ class Service:
         net = self.find_network(req.network)
         cid = check_container_id(req.container_id)
         ifname = check_ifname(req.ifname)
-        check_port_mappings(req.port_mappings)  # before anything changes, whatever the backend
+        check_port_mappings(req.port_mappings)  # ::1: before anything changes, any backend
         if plumb:
             self.validate_netns(req.netns, req.netns_inode)
         key = (cid, ifname)

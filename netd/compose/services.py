@@ -22,7 +22,6 @@ from .source import LocDict, Where, position
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}\Z")
 _SERVICE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]*\Z")
-_PROFILE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
 MAX_REPLICAS = 64  # each replica is a network namespace; more is surely a typo here
 
 
@@ -158,14 +157,9 @@ def _positions(svc: dict[Any, Any], path: str, positions: dict[str, Where]) -> N
 
 
 def _profiles(svc: dict[Any, Any], path: str) -> tuple[str, ...]:
-    c = _at(svc, "profiles", path)
-    out = _strings(c, svc.get("profiles"))
-    for i, p in enumerate(out):
-        if not _PROFILE.match(p):
-            raise _Ctx(svc.get("profiles"), i, f"{path}.profiles[{i}]").fail(
-                p, "is not a valid profile name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"
-            )
-    return out
+    # Names are not checked against the documented pattern: compose-go does not either, and
+    # public files carry `profiles: [""]` (a service no profile flag can enable).
+    return _strings(_at(svc, "profiles", path), svc.get("profiles"))
 
 
 def _depends_on(svc: dict[Any, Any], path: str) -> tuple[tuple[str, bool], ...]:

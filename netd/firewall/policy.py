@@ -145,20 +145,16 @@ LOOPBACK6_RULE = (
 
 
 def check_port_mappings(mappings: tuple[PortMapping, ...]) -> None:
-    """Ports in 1-65535, a known protocol, and no host IP netd cannot publish on (``::1``).
+    """Refuse a host IP netd cannot publish on (``::1``), before anything changes.
 
-    Called before anything changes for every way in (API, CLI, CNI, compose) and again when
-    rules are built. ``::1`` is refused rather than silently unreachable: Docker answers there
-    only through its userland proxy, and netd has none.
+    Called on attach for every way in (API, CLI, CNI, compose), whatever the backend.
+    ``::1`` is refused rather than left silently unreachable: Docker answers there only
+    through its userland proxy, and netd has none. (Not checked when rules are rebuilt from
+    stored endpoints, so an endpoint recorded by an older netd never stops the daemon.)
     """
     for i, pm in enumerate(mappings):
-        field = f"port_mappings[{i}]"
-        _check_port(pm.host_port, f"{field}.host_port")
-        _check_port(pm.container_port, f"{field}.container_port")
-        if pm.protocol not in PROTOCOLS:
-            raise InvalidInput(f"{field}.protocol", pm.protocol, "one of tcp, udp, sctp")
         if pm.host_ip is not None and pm.host_ip.version == 6 and pm.host_ip.is_loopback:
-            raise InvalidInput(f"{field}.host_ip", str(pm.host_ip), LOOPBACK6_RULE)
+            raise InvalidInput(f"port_mappings[{i}].host_ip", str(pm.host_ip), LOOPBACK6_RULE)
 
 
 def endpoint_ports(policy: NetworkPolicy, endpoint: Endpoint) -> tuple[PortRule, ...]:
@@ -168,7 +164,6 @@ def endpoint_ports(policy: NetworkPolicy, endpoint: Endpoint) -> tuple[PortRule,
     the same portMappings to every network of a container), so this returns ``()`` for them.
     """
     check_container_id(endpoint.container_id)
-    check_port_mappings(endpoint.port_mappings)
     if policy.internal:
         return ()
     dests: dict[int, IPAddress] = {}
@@ -177,6 +172,10 @@ def endpoint_ports(policy: NetworkPolicy, endpoint: Endpoint) -> tuple[PortRule,
     rules: list[PortRule] = []
     for i, pm in enumerate(endpoint.port_mappings):
         field = f"port_mappings[{i}]"
+        _check_port(pm.host_port, f"{field}.host_port")
+        _check_port(pm.container_port, f"{field}.container_port")
+        if pm.protocol not in PROTOCOLS:
+            raise InvalidInput(f"{field}.protocol", pm.protocol, "one of tcp, udp, sctp")
         versions = [pm.host_ip.version] if pm.host_ip is not None else sorted(dests)
         if pm.host_ip is not None and pm.host_ip.version not in dests:
             raise InvalidInput(
