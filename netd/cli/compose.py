@@ -238,6 +238,11 @@ def exec_(
     name, _, num = service.partition(".")
     if name not in proj.services and service in proj.services:
         name, num = service, ""
+    target = next((s for s in (service, name) if s in proj.defined), None)
+    if name not in proj.services and target is not None:
+        # A service named on the command line is enabled whatever its profiles (compose).
+        proj = _load(ctx, files, project, env_files, profiles, (target,))
+        name, num = (target, "") if target == service else (name, num)
     if name not in proj.services:
         fail(
             f"Error: no service {name!r} in project {proj.name} ({', '.join(proj.services)})",

@@ -343,6 +343,9 @@ def test_profiles_up_service_and_project_name_alone(compose: Compose, tmp_path: 
     assert sb() == ["db-1", "debug-1", "other-1", "web-1"]
     compose.up()  # without the profile: debug is disabled, not removed
     assert sb() == ["db-1", "debug-1", "other-1", "web-1"]
+    # exec names the service: enabled whatever its profiles, as compose does
+    got = compose.exec("debug", "hostname")
+    assert got.returncode == 0 and got.stdout.strip() == f"{compose.name}-debug-1", got
     # ps, exec and down with -p NAME alone, from a directory without a compose file
     empty = tmp_path / "elsewhere"
     empty.mkdir()
