@@ -34,6 +34,7 @@ from .errors import (
     Unavailable,
 )
 from .firewall.base import Firewall
+from .firewall.policy import check_port_mappings
 from .ipam.allocator import NetworkAllocator
 from .ipam.subnets import DefaultPool
 from .metrics import METRICS
@@ -652,6 +653,7 @@ class Service:
         net = self.find_network(req.network)
         cid = check_container_id(req.container_id)
         ifname = check_ifname(req.ifname)
+        check_port_mappings(req.port_mappings)  # ::1: before anything changes, any backend
         if plumb:
             self.validate_netns(req.netns, req.netns_inode)
         key = (cid, ifname)
