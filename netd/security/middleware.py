@@ -23,7 +23,8 @@ from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
 from ..api.body import loads as load_json
-from ..errors import NetdError
+from ..cni.spec import PERMISSION_DENIED as CNI_PERMISSION_DENIED
+from ..errors import NetdError, PermissionDenied
 from ..logs import current_request_id
 from ..model import Caller
 from .audit import AuditLog, Outcome, make_record
@@ -112,6 +113,27 @@ def response_error(response: web.StreamResponse) -> str | None:
         if isinstance(data.get("msg"), str):
             return str(data["msg"])
     return response.reason
+
+
+def refused(status: int, error: NetdError | None = None, body: Any = None) -> bool:
+    """Whether an allowed request's failure is a refusal (audited as ``denied``, not ``error``).
+
+    The policy let the request through, but a rule behind it said no: an owner restriction or
+    quota (``PermissionDenied``, 403), or the same as a CNI error object with code 105.
+    """
+    if isinstance(error, PermissionDenied) or status == 403:
+        return True
+    return isinstance(body, dict) and body.get("code") == CNI_PERMISSION_DENIED
+
+
+def response_json(response: web.StreamResponse) -> Any:
+    """The JSON body of a response, or None."""
+    if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+        return None
+    try:
+        return json.loads(response.body)
+    except ValueError:
+        return None
 
 
 def denied_response(caller: Caller | None, method: str, route: str, reason: str) -> web.Response:
@@ -223,20 +245,27 @@ def make_auth_middleware(
             response = await handler(request)
         except BaseException as exc:
             status, message = failure_of(exc)
+            denied = refused(status, exc if isinstance(exc, NetdError) else None)
             record(
                 caller,
                 cmdline,
                 action,
                 target,
                 body,
-                "error",
+                "denied" if denied else "error",
                 status,
                 message,
-                decision.reason,
+                message if denied else decision.reason,
                 started,
             )
             raise
-        outcome: Outcome = "ok" if response.status < 400 else "error"
+        error = response_error(response)
+        outcome: Outcome = "ok"
+        if response.status >= 400:
+            outcome = (
+                "denied" if refused(response.status, None, response_json(response)) else "error"
+            )
+        reason = error if outcome == "denied" and error else decision.reason
         record(
             caller,
             cmdline,
@@ -245,8 +274,8 @@ def make_auth_middleware(
             body,
             outcome,
             response.status,
-            response_error(response),
-            decision.reason,
+            error,
+            reason,
             started,
         )
         return response

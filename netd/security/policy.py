@@ -81,6 +81,18 @@ class PolicyConfig(BaseModel):
         le=1 << 24,
         description="IPv4 addresses (sum of subnet sizes) one rootless uid may own",
     )
+    rootless_max_ports: int = Field(
+        default=256,
+        ge=0,
+        le=65535 * 3,
+        description="published host ports (port mappings) one rootless uid may hold in all",
+    )
+    rootless_max_ports_per_request: int = Field(
+        default=128,
+        ge=0,
+        le=65535 * 3,
+        description="port mappings one rootless request (connect or CNI ADD) may publish",
+    )
 
     @field_validator("manage_group")
     @classmethod
