@@ -244,6 +244,7 @@ class OwnerScope:
         self._groups_of = groups_of
         self._port_start = port_start
         self._host_addresses = host_addresses
+        self._host_now: list[IPAddress] = []  # the host's addresses, read before an admission
         self._verified: dict[str, int] = {}  # path -> inode of the namespace verified
 
     # --- what the service shows, confined ---------------------------------------------------
@@ -321,11 +322,14 @@ class OwnerScope:
             check_upstreams(
                 "options.dns_servers",
                 [s for s in servers.split(",") if s.strip()],
-                self._host_addresses(),
+                self._host_now,
             )
 
     async def create_network(self, spec: NetworkSpec, caller: Caller | None = None) -> Network:
         """Create a network owned by this owner, within the restrictions and quotas."""
+        if spec.options.get("dns_servers"):
+            # Read here, off the event loop: the admission hook runs on it, under the lock.
+            self._host_now = await asyncio.to_thread(lambda: list(self._host_addresses()))
         try:
             return await self._svc.create_network(spec, self.caller, admit=self._admit)
         except Conflict as exc:
