@@ -207,9 +207,12 @@ def make_auth_middleware(
         method = request.method
         route = route_template(request)
         body: Any = None
+        size = 0
         if method not in ("GET", "HEAD"):
             try:
-                body = parse_body(await request.read())
+                raw = await request.read()
+                size = len(raw)
+                body = parse_body(raw)
             except web.HTTPException as exc:  # too large: the handler answers it again
                 body = {"unreadable": exc.reason}
         cni_command = cni_verb(route, body)
@@ -237,6 +240,19 @@ def make_auth_middleware(
             )
             return reply
         if decision.role == "owner" and caller is not None:
+            limit = policy.config.rootless_max_body_bytes
+            if size > limit:
+                # Bounds what one owner's request makes the daemon parse, audit and validate.
+                message = (
+                    f"{method} {route}: a request body of {size} bytes is over "
+                    f"policy.rootless_max_body_bytes ({limit})"
+                )
+                refusal: dict[str, Any] = {"code": "too_large", "message": message}
+                refusal |= {"field": "policy.rootless_max_body_bytes", "value": limit}
+                record(
+                    caller, cmdline, action, target, body, "denied", 413, message, message, started
+                )
+                return web.json_response({"error": refusal}, status=413)
             # The handlers confine a rootless owner to its own networks (rootless.OwnerScope).
             request[OWNER] = Confinement.from_policy(caller, policy.config)
         if not mutation:

@@ -93,6 +93,12 @@ class PolicyConfig(BaseModel):
         le=65535 * 3,
         description="port mappings one rootless request (connect or CNI ADD) may publish",
     )
+    rootless_max_body_bytes: int = Field(
+        default=65536,
+        ge=1024,
+        le=1 << 20,
+        description="bytes of one rootless request's body (everyone: max_body_bytes)",
+    )
 
     @field_validator("manage_group")
     @classmethod

@@ -450,3 +450,24 @@ def test_owner_restriction_refusals_are_audited_as_denied(tmp_path: Path) -> Non
     assert audit[1]["reason"] == answers[1][1]["error"]["message"]
     assert audit[2]["reason"].endswith("quota policy.rootless_max_networks is 1")
     assert audit[3]["reason"] == "uid 4242 is in policy.rootless_users"
+
+
+def test_an_owners_request_body_is_bounded_and_the_refusal_audited(tmp_path: Path) -> None:
+    owner = Caller(4242, 4242, ALICE.pid)
+    labels = {f"k{i}": "v" * 100 for i in range(30)}  # ~3.5 KB of JSON
+    answers, audit = api(
+        tmp_path,
+        owner,
+        [
+            ("POST", "/v1/networks", {"name": "big", "labels": labels}),
+            ("POST", "/v1/networks", {"name": "small"}),
+        ],
+        rootless_users=[4242],
+        rootless_max_body_bytes=2048,
+    )
+    assert [a[0] for a in answers] == [413, 201]
+    err = answers[0][1]["error"]
+    assert err["code"] == "too_large" and err["field"] == "policy.rootless_max_body_bytes"
+    assert err["message"].startswith("POST /v1/networks: a request body of ")
+    assert err["message"].endswith("bytes is over policy.rootless_max_body_bytes (2048)")
+    assert [(r["outcome"], r["status"]) for r in audit] == [("denied", 413), ("ok", 201)]
