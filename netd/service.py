@@ -37,15 +37,7 @@ from .firewall.base import Firewall
 from .ipam.allocator import NetworkAllocator
 from .ipam.subnets import DefaultPool
 from .metrics import METRICS
-from .model import (
-    AttachRequest,
-    Caller,
-    Endpoint,
-    IPNetwork,
-    Network,
-    NetworkSpec,
-    PortMapping,
-)
+from .model import AttachRequest, Caller, Endpoint, IPNetwork, Network, NetworkSpec, PortMapping
 from .names import bridge_name, check_container_id, check_ifname, check_network_name, host_veth_name
 from .reconcile import (
     Action,
@@ -660,7 +652,8 @@ class Service:
         ifname = check_ifname(req.ifname)
         if plumb:
             self.validate_netns(req.netns, req.netns_inode)
-            self.check_publish(req.port_mappings)
+            if req.port_mappings:  # reads /proc/net tables: off the event loop
+                await asyncio.to_thread(self.check_publish, req.port_mappings)
         key = (cid, ifname)
         async with self._lock(net.id):
             if net.id not in self._networks:

@@ -77,6 +77,8 @@ def port_conflict(
     id, ifname) being attached, which is not its own rival.
     """
     wanted = list(ports)
+    if any(_same_port(p, q) for i, p in enumerate(wanted) for q in wanted[i + 1 :]):
+        return exc  # the request claims one port twice: nobody else is involved
     holders = [
         net
         for net, ep in endpoints

@@ -323,7 +323,12 @@ class OwnerScope:
                 "options.dns_servers",
                 [s for s in servers.split(",") if s.strip()],
                 self._host_now,
+                self._foreign_subnets(existing),
             )
+
+    def _foreign_subnets(self, networks: Iterable[Network]) -> list[IPNetwork]:
+        """Subnets of the networks that are not this owner's (no upstream may lie there)."""
+        return [s.subnet for n in networks if not self.owns(n) for s in n.subnets]
 
     async def create_network(self, spec: NetworkSpec, caller: Caller | None = None) -> Network:
         """Create a network owned by this owner, within the restrictions and quotas."""
@@ -381,7 +386,8 @@ class OwnerScope:
         check_port_quota(req.container_id, len(req.port_mappings), 0, self.limits)
         if req.dns_servers:
             addresses = await asyncio.to_thread(lambda: list(self._host_addresses()))
-            check_upstreams("dns_servers", req.dns_servers, addresses)
+            foreign = self._foreign_subnets(self._svc.list_networks())
+            check_upstreams("dns_servers", req.dns_servers, addresses, foreign)
         inode = 0
         if plumb:
             self._svc.check_netns(req.netns)

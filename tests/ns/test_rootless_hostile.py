@@ -333,7 +333,16 @@ def test_owners_cannot_point_dns_forwarding_into_the_host(rl: Rootless, host: Na
     }
     status, err = rl.call(ALICE, "POST", "/v1/cni", cni)
     assert status == 422 and err["code"] == 105 and "loopback" in err["msg"], err
+    # nor into a network that is not hers (the host reaches every bridge)
+    status, r_net = rl.daemon.request("POST", "/v1/networks", {"name": "r0"})
+    assert status == 201, r_net
+    inside = r_net["subnets"][0]["subnet"].replace(".0/24", ".7")
+    status, err = attach(rl, ALICE, "a-net", pid, "a1", dns_servers=[inside])
+    assert status == 403 and "a network that is not yours" in err["error"]["message"], err
+    # an ordinary upstream, or a resolver container on her own network, is fine
     assert attach(rl, ALICE, "a-net", pid, "a1", dns_servers=["10.1.2.4:5353"])[0] == 201
+    own = gateway.rsplit(".", 1)[0] + ".53"
+    assert attach(rl, ALICE, "a-net", pid, "a2", ifname="eth1", dns_servers=[own])[0] == 201
     # root may name the host's loopback explicitly
     status, net = rl.daemon.request(
         "POST", "/v1/networks", {"name": "r-net", "options": {"dns_servers": "127.0.0.1"}}

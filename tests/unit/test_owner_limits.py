@@ -303,10 +303,16 @@ def test_upstream_refusal_names_the_field_and_the_value() -> None:
         check_upstreams("dns_servers", ["10.1.2.3", "127.0.0.1:5399"], HOST)
     assert info.value.message == (
         "dns_servers '127.0.0.1:5399': 127.0.0.1 is a loopback address; rootless owners may not "
-        "forward DNS to loopback, link-local, unspecified, multicast or the host's own addresses "
-        "(root and policy.admins may)"
+        "forward DNS to loopback, link-local, unspecified, multicast or the host's own addresses, "
+        "nor into other users' networks (root and policy.admins may)"
     )
     assert (info.value.field, info.value.value) == ("dns_servers", "127.0.0.1:5399")
+    others = [ipaddress.ip_network("10.89.1.0/24"), ipaddress.ip_network("fd00:1::/64")]
+    assert why_refused(ipaddress.ip_address("10.89.1.7"), HOST, others) == (
+        "an address on a network that is not yours"
+    )
+    assert why_refused(ipaddress.ip_address("fd00:1::7"), HOST, others) is not None
+    assert why_refused(ipaddress.ip_address("10.89.2.7"), HOST, others) is None
 
 
 def test_scope_refuses_host_upstreams_for_owners_only(tmp_path: Path) -> None:
@@ -341,6 +347,19 @@ def test_scope_refuses_host_upstreams_for_owners_only(tmp_path: Path) -> None:
             await alice.attach(req)
         assert checks.calls == []  # refused before the namespace is looked at
         await svc.create_network(NetworkSpec(name="r", options={"dns_servers": "127.0.0.1"}))
+        # root's network (10.89.1.0/24) is not Alice's: no upstream there; her own is fine
+        for field, server in (("dns_servers", "10.89.1.5"), ("options.dns_servers", "10.89.1.5")):
+            with pytest.raises(PermissionDenied, match="a network that is not yours") as i:
+                if field == "dns_servers":
+                    await alice.attach(
+                        AttachRequest("plain", "c1", "eth0", "/p", dns_servers=(server,))
+                    )
+                else:
+                    await alice.create_network(
+                        NetworkSpec(name="z", options={"dns_servers": server})
+                    )
+            assert i.value.field == field
+        await alice.attach(AttachRequest("plain", "c1", "eth0", "/p", dns_servers=("10.89.0.9",)))
 
     asyncio.run(scenario())
 
@@ -404,6 +423,8 @@ def test_port_conflict_names_the_holder_only_when_it_is_the_owners() -> None:
     out = port_conflict(exc, [pm(8080)], everything, lambda n: n is mine, new)
     assert out.message == "publishing host port 8080/tcp: the port is not available"
     assert (out.field, out.value) == ("port_mappings", "8080/tcp")
+    twice = [pm(8080), pm(8080, host_ip="10.0.0.1")]  # the request's own clash: the detail
+    assert port_conflict(exc, twice, everything, lambda n: n is mine, new) is exc
     other = Conflict("bridge 'x' is used by network 'y'", field="options.bridge")
     assert network_conflict(other, "n", [mine], lambda n: True) is other
 
