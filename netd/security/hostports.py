@@ -148,8 +148,11 @@ def describe_mapping(mapping: PortMapping) -> str:
 
 def check_ports_free(ports: Iterable[PortMapping], sockets: Sequence[HostSocket]) -> None:
     """Conflict naming the first publication a host socket already holds the port of."""
+    by_port: dict[tuple[str, int], list[HostSocket]] = {}
+    for sock in sockets:
+        by_port.setdefault((sock.protocol, sock.port), []).append(sock)
     for i, mapping in enumerate(ports):
-        for sock in sockets:
+        for sock in by_port.get((mapping.protocol, mapping.host_port), ()):
             if clashes(mapping, sock):
                 what = "listens" if sock.protocol == "tcp" else "is bound"
                 raise Conflict(
