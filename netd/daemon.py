@@ -32,6 +32,7 @@ from .errors import ConfigError, NetdError, StoreCorrupt
 from .firewall.base import Firewall
 from .ipam.subnets import parse_pool, ula_from_machine_id
 from .requirements import require
+from .security.hostports import refuse_ports_in_use
 from .service import Service
 
 log = logging.getLogger("netd.daemon")
@@ -180,6 +181,7 @@ def build_service(config: Config) -> tuple[Service, Any, Any]:
         dns_domain=config.dns_domain,
         validate_netns=validate_netns_path,
         reap_grace=config.reap_grace,
+        check_publish=refuse_ports_in_use,
     )
     return service, store, dns
 

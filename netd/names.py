@@ -84,9 +84,17 @@ def bridge_name(network_id: str) -> str:
     return BRIDGE_PREFIX + network_id[:12]
 
 
-def host_veth_name(container_id: str, ifname: str) -> str:
-    """Host-side veth name from the attachment key: ``nv`` + 13 hex chars of a hash (15 chars)."""
-    digest = hashlib.sha256(f"{container_id}\0{ifname}".encode()).hexdigest()
+def host_veth_name(network_id: str, container_id: str, ifname: str) -> str:
+    """Host-side veth name from the attachment key: ``nv`` + 13 hex chars of a hash (15 chars).
+
+    The network id is part of the key: container ids are chosen by callers, and two callers
+    (two rootless owners, or one container on two networks under the same interface name)
+    may pick the same one; without the network the names would collide in the host (EEXIST)
+    and tell one caller that another used that id. Network ids are random (256 bits), so
+    names differ across networks; the name is recorded in the endpoint, so records made
+    before this rule keep their old name.
+    """
+    digest = hashlib.sha256(f"{network_id}\0{container_id}\0{ifname}".encode()).hexdigest()
     return VETH_PREFIX + digest[:13]
 
 

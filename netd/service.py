@@ -38,7 +38,7 @@ from .firewall.policy import check_port_mappings
 from .ipam.allocator import NetworkAllocator
 from .ipam.subnets import DefaultPool
 from .metrics import METRICS
-from .model import AttachRequest, Caller, Endpoint, IPNetwork, Network, NetworkSpec
+from .model import AttachRequest, Caller, Endpoint, IPNetwork, Network, NetworkSpec, PortMapping
 from .names import bridge_name, check_container_id, check_ifname, check_network_name, host_veth_name
 from .reap import DEFAULT_GRACE, Reaper
 from .reconcile import (
@@ -164,6 +164,7 @@ class Service:
         dns_domain: str = "dns.netd",
         validate_netns: Callable[[str, int], None] = lambda path, inode: None,
         reap_grace: float = DEFAULT_GRACE,
+        check_publish: Callable[[tuple[PortMapping, ...]], None] = lambda ports: None,
     ) -> None:
         self.store = store
         self.drivers = drivers
@@ -174,6 +175,8 @@ class Service:
         self.host_routes = host_routes
         self.dns_domain = dns_domain
         self.validate_netns = validate_netns
+        # Refuses ports a host socket holds (security.hostports); a no-op in unit tests.
+        self.check_publish = check_publish
         self.ready = False
         self._networks: dict[str, Network] = {}  # by id
         self._endpoints: dict[str, dict[tuple[str, str], Endpoint]] = {}  # net id → key → ep
@@ -656,6 +659,8 @@ class Service:
         check_port_mappings(req.port_mappings)  # ::1: before anything changes, any backend
         if plumb:
             self.validate_netns(req.netns, req.netns_inode)
+            if req.port_mappings:  # reads /proc/net tables: off the event loop
+                await asyncio.to_thread(self.check_publish, req.port_mappings)
         key = (cid, ifname)
         async with self._lock(net.id):
             if net.id not in self._networks:
@@ -733,7 +738,7 @@ class Service:
             container_id=cid,
             ifname=ifname,
             netns=req.netns,
-            host_ifname=host_veth_name(cid, ifname) if plumb else "",
+            host_ifname=host_veth_name(net.id, cid, ifname) if plumb else "",
             addresses=tuple(addresses),
             mac=req.mac,
             name=req.name,
