@@ -12,6 +12,13 @@ source address and port); TCP listeners go to the first worker. If a worker dies
 thread starts a new one and re-sends its sockets and the records; the daemon keeps its copies
 of the sockets, so queries that arrive meanwhile wait in the socket buffers. It does not
 answer queries itself, except :meth:`DnsManager.lookup` for the CLI.
+
+With a ``run_dir`` (the daemon's ``<state_dir>/dns``) the workers are detached
+(:mod:`netd.dns.workerproc`) and outlive the daemon: :meth:`DnsManager.detach` lets go of them
+at shutdown, and the next daemon's :meth:`DnsManager.start` finds them, takes their sockets
+back and adopts them, pushing its records with the first :meth:`set_state`; a worker of
+another build or settings keeps serving until its replacement has the records and the
+sockets, then retires. :meth:`DnsManager.stop` stops them for good.
 """
 
 from __future__ import annotations
@@ -20,17 +27,16 @@ import contextlib
 import ipaddress
 import logging
 import os
-import select
 import socket
-import subprocess
-import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, KernelError, Unavailable
 from ..model import Endpoint, Network
-from .control import MAX_FDS, ChannelClosed, Receiver, send_message
+from .control import MAX_FDS
+from .handover import forget, stop_workers
 from .records import (
     NetworkDoc,
     Tables,
@@ -39,11 +45,11 @@ from .records import (
     build_network_doc,
     network_meta,
 )
+from .workerproc import WorkerProc, WorkerSpec, find, retiring_path, set_aside, spawn
 
 log = logging.getLogger(__name__)
 
 IP_FREEBIND = 15  # linux/in.h: bind before the address is configured (bridge set up later)
-ACK_TIMEOUT = 5.0
 RESTART_WINDOW = 10.0
 RESTART_BURST = 5
 MAX_DEFAULT_WORKERS = 1
@@ -61,15 +67,19 @@ class _Sock:
 
 
 class _Worker:
-    """One worker process and its control socket."""
+    """One worker slot: its process, and what it still needs."""
 
-    __slots__ = ("ctrl", "index", "proc", "restarts")
+    __slots__ = ("full", "index", "old", "proc", "restarts")
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ctrl: socket.socket | None = None
+        self.proc: WorkerProc | None = None
         self.restarts: list[float] = []
+        self.full = False  # adopted: the next records push replaces whatever it serves
+        self.old: WorkerProc | None = None  # replaced: serves until this slot's new worker can
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.alive()
 
 
 def _parse_listen(text: str) -> tuple[str, int]:
@@ -147,6 +157,7 @@ class DnsManager:
         host_listen: str | None = None,
         port: int = 53,
         workers: int | None = None,
+        run_dir: Path | None = None,
     ) -> None:
         if workers is not None and not 1 <= workers <= 64:
             raise ConfigError(f"invalid DNS workers {workers!r}: expected 1 to 64")
@@ -166,40 +177,145 @@ class DnsManager:
         self._socks: dict[str, _Sock] = {}
         self._tables = Tables({}, self.domain)
         self._workers = [_Worker(i) for i in range(workers or default_workers())]
-        self._seq = 0
+        self.spec = WorkerSpec(
+            domain=self.domain,
+            ttl=ttl,
+            user=self.user,
+            upstreams_from=upstreams_from,
+            workers=len(self._workers),
+            run_dir=run_dir,
+        )
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Bind the host listener (if configured) and spawn the workers."""
+        """Adopt workers left running (with a run dir), bind the host listener, spawn the rest."""
         with self._lock:
             self._stopping.clear()
+            if self.spec.run_dir is not None:
+                self._adopt()
+            host_keys: dict[str, tuple[str, bool, int]] = {}
             if self.host_listen:
                 addr, port = self.host_listen
-                for key, (a, tcp, owner) in self._socket_keys(addr, port, "host-").items():
-                    if key not in self._socks:
-                        self._socks[key] = _Sock(self._bind(a, port, tcp), True, owner)
+                host_keys = self._socket_keys(addr, port, "host-")
+            for key in [k for k, s in self._socks.items() if s.host and k not in host_keys]:
+                self._drop_socket(key)  # host_listen changed since the worker started
+            for key, (a, tcp, owner) in host_keys.items():
+                if key not in self._socks:
+                    self._socks[key] = _Sock(self._bind(a, port, tcp), True, owner)
+                    self._send_later(owner, key)
             for w in self._workers:
-                self._spawn(w)
+                if w.proc is None and w.old is None:
+                    self._spawn(w)
             self._supervisor = threading.Thread(
                 target=self._supervise, name="netd-dns-supervisor", daemon=True
             )
             self._supervisor.start()
 
+    def _adopt(self) -> None:
+        """Take over the workers an earlier daemon left running (``start``, lock held)."""
+        assert self.spec.run_dir is not None
+        # A replacement that an earlier daemon did not finish: its predecessor goes now.
+        for line in stop_workers(self.spec.run_dir, prefixes=("retiring",)):
+            log.warning("DNS: interrupted replacement: %s", line)
+        found = find(self.spec)
+        layout_ok = all(f.proc.record and f.proc.record.settings.get("workers") ==
+                        self.spec.workers for f in found)  # fmt: skip
+        for f in found:
+            proc = f.proc
+            if f.compatible:
+                w = self._workers[proc.index]
+                w.proc, w.full = proc, True
+                self._import_sockets(proc)
+                log.info("DNS worker %d (pid %d) adopted", proc.index, proc.pid)
+            elif layout_ok and proc.index < len(self._workers):
+                # Same sockets, other code or settings: it serves until its replacement has
+                # the records (first set_state), then retires.
+                self._workers[proc.index].old = proc
+                self._import_sockets(proc)
+                log.warning("DNS worker %d (pid %d) is replaced: %s", proc.index, proc.pid, f.why)
+            else:
+                # Another socket layout (worker count changed): the sockets are bound anew, which
+                # needs the old ones closed first. DNS is down until the first set_state.
+                log.warning("DNS worker %d (pid %d) is stopped: %s", proc.index, proc.pid, f.why)
+                proc.retire()
+                forget(self.spec.run_dir, proc.index)
+
+    def _import_sockets(self, proc: WorkerProc) -> None:
+        """Hold the sockets a found worker serves (descriptors sent back over ``export``)."""
+        start = 0
+        while True:
+            reply, fds = proc.request({"op": "export", "start": start})
+            items = reply.get("add", [])
+            for item, fd in zip(items, fds, strict=True):
+                sock = socket.socket(fileno=fd)
+                old = self._socks.pop(item["key"], None)
+                if old is not None:
+                    old.sock.close()
+                self._socks[item["key"]] = _Sock(sock, bool(item["host"]), proc.index)
+            start += len(items)
+            if not reply.get("more") or not items:
+                return
+
+    def _drop_socket(self, key: str) -> None:
+        """Stop serving one socket the daemon holds (its worker is told, then it is closed)."""
+        s = self._socks.pop(key)
+        w = self._workers[s.owner] if s.owner < len(self._workers) else None
+        if w is not None and w.proc is not None:
+            with contextlib.suppress(Unavailable):
+                self._request(w, {"op": "sockets", "add": [], "del": [key]})
+        s.sock.close()
+
+    def _send_later(self, owner: int, key: str) -> None:
+        """Hand a newly bound socket to its (adopted) worker; spawned ones get all at spawn."""
+        w = self._workers[owner]
+        if w.proc is not None:
+            try:
+                self._send_sockets(w, [key])
+            except Unavailable as exc:
+                log.warning("DNS worker not reachable (%s); it gets the sockets on restart", exc)
+
     def stop(self) -> None:
-        """Stop the workers and close every socket."""
+        """Stop the workers for good and close every socket."""
         self._stopping.set()
-        with self._lock:
-            for w in self._workers:
-                self._kill_worker(w)
-            for s in self._socks.values():
-                s.sock.close()
-            self._socks.clear()
         if self._supervisor is not None:
             self._supervisor.join(timeout=5)
             self._supervisor = None
+        with self._lock:
+            for w in self._workers:
+                for proc in (w.old, w.proc):
+                    if proc is not None:
+                        proc.kill()
+                w.old = w.proc = None
+                if self.spec.run_dir is not None:
+                    forget(self.spec.run_dir, w.index)
+            for s in self._socks.values():
+                s.sock.close()
+            self._socks.clear()
+
+    def detach(self) -> None:
+        """Let go of the workers without stopping them (the daemon exits; DNS keeps serving).
+
+        Without a run dir (attached workers) this is :meth:`stop`: those cannot be found again.
+        """
+        if self.spec.run_dir is None:
+            self.stop()
+            return
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
+            self._supervisor = None
+        with self._lock:
+            for w in self._workers:
+                for proc in (w.old, w.proc):
+                    if proc is not None:
+                        proc.detach()
+                w.old = w.proc = None
+            for s in self._socks.values():
+                s.sock.close()  # the workers hold their own descriptors
+            self._socks.clear()
 
     def worker_pid(self) -> int | None:
         """PID of the first worker, if running."""
@@ -207,10 +323,7 @@ class DnsManager:
 
     def worker_pids(self) -> list[int | None]:
         """PIDs of the workers (None for one not running), in worker order."""
-        return [
-            w.proc.pid if w.proc is not None and w.proc.poll() is None else None
-            for w in self._workers
-        ]
+        return [w.proc.pid if w.proc is not None and w.alive() else None for w in self._workers]
 
     # --- state ----------------------------------------------------------------------------
 
@@ -331,10 +444,18 @@ class DnsManager:
                 # Other networks keep working; the next set_state retries this one.
                 log.error("%s", exc)
         self._tables = self._tables.replace(docs, removed)
+        # Slots whose worker is being replaced: the new one starts below, with everything.
+        pending = [w for w in self._workers if w.proc is None and w.old is not None]
         for w in self._workers:
+            if w in pending:
+                continue
             mine = [k for k in gone if self._socks[k].owner == w.index]
             try:
-                if docs or removed:
+                if w.full:  # adopted: serve exactly the current networks, whatever it had
+                    msg = {"op": "records", "set": self._tables.docs, "del": [], "replace": True}
+                    self._request(w, msg)
+                    w.full = False
+                elif docs or removed:
                     self._request(w, {"op": "records", "set": docs, "del": removed})
                 if mine:
                     self._request(w, {"op": "sockets", "add": [], "del": mine})
@@ -344,6 +465,13 @@ class DnsManager:
             self._socks.pop(key).sock.close()
         self._socks.update(new)
         for w in self._workers:
+            if w in pending:
+                try:
+                    self._spawn(w)  # records and sockets, then the old worker retires
+                except (OSError, KernelError, Unavailable) as exc:
+                    log.error("starting the DNS worker %d that replaces pid %d: %s", w.index,
+                              w.old.pid if w.old else 0, exc)  # fmt: skip
+                continue
             try:
                 self._send_sockets(w, [k for k, s in new.items() if s.owner == w.index])
             except Unavailable as exc:
@@ -432,22 +560,24 @@ class DnsManager:
     # --- workers --------------------------------------------------------------------------
 
     def _spawn(self, w: _Worker) -> None:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            cmd = [
-                sys.executable, "-m", "netd.dns.worker",
-                "--control-fd", str(child.fileno()),
-                "--user", self.user,
-                "--domain", self.domain,
-                "--ttl", str(self.ttl),
-                "--upstreams-from", self.upstreams_from,
-            ]  # fmt: skip
-            w.proc = subprocess.Popen(cmd, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL)
-        finally:
-            child.close()
-        w.ctrl = parent
+        """Start slot ``w``'s worker with the current records and its sockets.
+
+        If it replaces an older worker (``w.old``), that one serves the same sockets until the
+        new one has everything, then retires: no moment without an answering worker.
+        """
+        run_dir = self.spec.run_dir
+        if w.old is not None and run_dir is not None:
+            set_aside(run_dir, w.index)  # a crash from here on: the next daemon stops it
+        w.proc = spawn(self.spec, w.index)
         self._request(w, {"op": "records", "set": self._tables.docs, "del": []})
         self._send_sockets(w, [k for k, s in self._socks.items() if s.owner == w.index])
+        old, w.old = w.old, None
+        if old is not None:
+            old.retire()
+            log.info("DNS worker %d: pid %d retired, pid %d serves", w.index, old.pid, w.proc.pid)
+            if run_dir is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    retiring_path(run_dir, w.index).unlink()
 
     def _send_sockets(self, w: _Worker, keys: list[str]) -> None:
         for i in range(0, len(keys), MAX_FDS):
@@ -459,66 +589,40 @@ class DnsManager:
     def _request(
         self, w: _Worker, msg: dict[str, Any], fds: list[int] | None = None
     ) -> dict[str, Any]:
-        ctrl = w.ctrl
-        if ctrl is None:
+        if w.proc is None:
             raise Unavailable(f"DNS worker {w.index} is not running")
-        self._seq += 1
-        msg["seq"] = self._seq
-        try:
-            send_message(ctrl, msg, fds)
-            receiver = Receiver(ctrl)
-            deadline = time.monotonic() + ACK_TIMEOUT
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([ctrl], [], [], left)[0]:
-                    raise Unavailable(f"DNS worker {w.index} did not acknowledge {msg['op']!r}")
-                got = receiver.read()
-                if got is not None and got[0].get("ack") == self._seq:
-                    return got[0]
-        except (OSError, ChannelClosed) as exc:
-            raise Unavailable(f"sending {msg['op']!r} to DNS worker {w.index}: {exc}") from exc
-
-    def _kill_worker(self, w: _Worker) -> None:
-        proc, w.proc = w.proc, None
-        if w.ctrl is not None:
-            w.ctrl.close()
-            w.ctrl = None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        reply, got = w.proc.request(msg, fds)
+        for fd in got:
+            os.close(fd)
+        return reply
 
     def _supervise(self) -> None:
         while not self._stopping.wait(0.02):
             for w in self._workers:
                 proc = w.proc
-                if proc is None or proc.poll() is None:
+                if proc is None or proc.alive():
                     continue
                 with self._lock:
                     if self._stopping.is_set() or proc is not w.proc:
                         continue
                     self._restart(w, proc)
 
-    def _restart(self, w: _Worker, proc: subprocess.Popen[bytes]) -> None:
-        log.error("DNS worker %d exited with %s; restarting", proc.pid, proc.returncode)
+    def _restart(self, w: _Worker, proc: WorkerProc) -> None:
+        log.error("DNS worker %d exited with %s; restarting", proc.pid, proc.exit_status())
         now = time.monotonic()
         w.restarts = [t for t in w.restarts if now - t < RESTART_WINDOW]
         if len(w.restarts) >= RESTART_BURST:
             time.sleep(1.0)  # crash loop: do not spin
         w.restarts.append(now)
-        if w.ctrl is not None:
-            w.ctrl.close()
-            w.ctrl = None
+        proc.kill()  # closes the connection and pidfd, reaps our child
+        w.proc = None
+        w.full = False  # a new worker gets every record at spawn
         try:
             self._spawn(w)
-        except (OSError, Unavailable) as exc:
+        except (OSError, KernelError, Unavailable) as exc:
             log.error("restarting DNS worker %d: %s", w.index, exc)
-            with contextlib.suppress(OSError):
-                if w.proc is not None:
-                    w.proc.kill()
+            if w.proc is not None and w.proc.alive():
+                w.proc.kill()  # the supervisor tries again
 
 
 def worker_capabilities(pid: int) -> dict[str, str]:
