@@ -276,3 +276,24 @@ def stop_workers(
                 with contextlib.suppress(FileNotFoundError):
                     (run_dir / f"retiring-{index}.json").unlink()
     return report
+
+
+def worker_capabilities(pid: int) -> dict[str, str]:
+    """Uid and capability lines of a process from /proc (for checks and `netd dns status`)."""
+    out: dict[str, str] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            key, _, val = line.partition(":")
+            if key in (
+                "Uid",
+                "Gid",
+                "Groups",
+                "CapInh",
+                "CapPrm",
+                "CapEff",
+                "CapBnd",
+                "CapAmb",
+                "NoNewPrivs",
+            ):
+                out[key] = val.strip()
+    return out

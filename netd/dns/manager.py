@@ -45,6 +45,7 @@ from .records import (
     build_network_doc,
     network_meta,
 )
+from .stats import sum_query_stats
 from .workerproc import WorkerProc, WorkerSpec, find, retiring_path, set_aside, spawn
 
 log = logging.getLogger(__name__)
@@ -197,14 +198,15 @@ class DnsManager:
             if self.spec.run_dir is not None:
                 self._adopt()
             host_keys: dict[str, tuple[str, bool, int]] = {}
+            host_port = 0
             if self.host_listen:
-                addr, port = self.host_listen
-                host_keys = self._socket_keys(addr, port, "host-")
+                addr, host_port = self.host_listen
+                host_keys = self._socket_keys(addr, host_port, "host-")
             for key in [k for k, s in self._socks.items() if s.host and k not in host_keys]:
                 self._drop_socket(key)  # host_listen changed since the worker started
             for key, (a, tcp, owner) in host_keys.items():
                 if key not in self._socks:
-                    self._socks[key] = _Sock(self._bind(a, port, tcp), True, owner)
+                    self._socks[key] = _Sock(self._bind(a, host_port, tcp), True, owner)
                     self._send_later(owner, key)
             for w in self._workers:
                 if w.proc is None and w.old is None:
@@ -279,10 +281,7 @@ class DnsManager:
 
     def stop(self) -> None:
         """Stop the workers for good and close every socket."""
-        self._stopping.set()
-        if self._supervisor is not None:
-            self._supervisor.join(timeout=5)
-            self._supervisor = None
+        self._halt_supervisor()
         with self._lock:
             for w in self._workers:
                 for proc in (w.old, w.proc):
@@ -295,6 +294,12 @@ class DnsManager:
                 s.sock.close()
             self._socks.clear()
 
+    def _halt_supervisor(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
+            self._supervisor = None
+
     def detach(self) -> None:
         """Let go of the workers without stopping them (the daemon exits; DNS keeps serving).
 
@@ -303,10 +308,7 @@ class DnsManager:
         if self.spec.run_dir is None:
             self.stop()
             return
-        self._stopping.set()
-        if self._supervisor is not None:
-            self._supervisor.join(timeout=5)
-            self._supervisor = None
+        self._halt_supervisor()
         with self._lock:
             for w in self._workers:
                 for proc in (w.old, w.proc):
@@ -374,7 +376,8 @@ class DnsManager:
                 if served is not None:
                     self._apply({}, [nid])
                 return
-            if served is None or last is None or served[0] != network:
+            adopted = any(w.full for w in self._workers)  # first push after adoption: whole
+            if served is None or last is None or served[0] != network or adopted:
                 self._apply({nid: (network, build_network_doc(network, endpoints))}, [])
                 self._last[nid] = ({id(e) for e in endpoints}, {id(e): e for e in endpoints})
                 return
@@ -526,15 +529,6 @@ class DnsManager:
 
     def query_stats(self) -> dict[str, Any]:
         """Query counters summed over every worker (for the daemon's /metrics)."""
-        total: dict[str, Any] = {
-            "results": {},
-            "buckets": [],
-            "sum": 0.0,
-            "count": 0,
-            "cache_hits": 0,
-            "upstream_failures": 0,
-            "bounds": [],
-        }
         with self._lock:
             replies = []
             for w in self._workers:
@@ -542,20 +536,7 @@ class DnsManager:
                     replies.append(self._request(w, {"op": "stats"}))
                 except Unavailable:
                     continue  # restarting: its counts start again from zero
-        for reply in replies:
-            q = reply.get("queries", {})
-            for name, n in q.get("results", {}).items():
-                total["results"][name] = total["results"].get(name, 0) + n
-            buckets = q.get("buckets", [])
-            if not total["buckets"]:
-                total["buckets"] = [0] * len(buckets)
-                total["bounds"] = q.get("bounds", [])
-            total["buckets"] = [a + b for a, b in zip(total["buckets"], buckets, strict=False)]
-            total["sum"] += q.get("sum", 0.0)
-            total["count"] += q.get("count", 0)
-            total["cache_hits"] += q.get("cache_hits", 0)
-            total["upstream_failures"] += reply.get("upstream_failures", 0)
-        return total
+        return sum_query_stats(replies)
 
     # --- workers --------------------------------------------------------------------------
 
@@ -623,24 +604,3 @@ class DnsManager:
             log.error("restarting DNS worker %d: %s", w.index, exc)
             if w.proc is not None and w.proc.alive():
                 w.proc.kill()  # the supervisor tries again
-
-
-def worker_capabilities(pid: int) -> dict[str, str]:
-    """Uid and capability lines of a process from /proc (for checks and `netd dns status`)."""
-    out: dict[str, str] = {}
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            key, _, val = line.partition(":")
-            if key in (
-                "Uid",
-                "Gid",
-                "Groups",
-                "CapInh",
-                "CapPrm",
-                "CapEff",
-                "CapBnd",
-                "CapAmb",
-                "NoNewPrivs",
-            ):
-                out[key] = val.strip()
-    return out
