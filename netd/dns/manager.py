@@ -227,23 +227,30 @@ class DnsManager:
                         self.spec.workers for f in found)  # fmt: skip
         for f in found:
             proc = f.proc
-            if f.compatible:
+            keep = f.compatible or (layout_ok and proc.index < len(self._workers))
+            if keep:
+                try:
+                    self._import_sockets(proc)
+                except (Unavailable, ValueError, OSError) as exc:
+                    f.why, keep = f"taking its sockets back failed: {exc}", False
+            if keep and f.compatible:
                 w = self._workers[proc.index]
                 w.proc, w.full = proc, True
-                self._import_sockets(proc)
                 log.info("DNS worker %d (pid %d) adopted", proc.index, proc.pid)
-            elif layout_ok and proc.index < len(self._workers):
+            elif keep:
                 # Same sockets, other code or settings: it serves until its replacement has
                 # the records (first set_state), then retires.
                 self._workers[proc.index].old = proc
-                self._import_sockets(proc)
                 log.warning("DNS worker %d (pid %d) is replaced: %s", proc.index, proc.pid, f.why)
             else:
-                # Another socket layout (worker count changed): the sockets are bound anew, which
-                # needs the old ones closed first. DNS is down until the first set_state.
+                # Another socket layout (worker count changed), or it would not hand its sockets
+                # over: the sockets are bound anew, which needs the old ones closed first. DNS is
+                # down until the first set_state.
                 log.warning("DNS worker %d (pid %d) is stopped: %s", proc.index, proc.pid, f.why)
                 proc.retire()
                 forget(self.spec.run_dir, proc.index)
+                for key in [k for k, s in self._socks.items() if s.owner == proc.index]:
+                    self._socks.pop(key).sock.close()  # those it did hand over
 
     def _import_sockets(self, proc: WorkerProc) -> None:
         """Hold the sockets a found worker serves (descriptors sent back over ``export``)."""

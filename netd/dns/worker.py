@@ -130,8 +130,9 @@ class Worker:
 
     def connect(self, conn: socket.socket) -> None:
         """Make ``conn`` the control connection (a previous one is dropped)."""
-        if self.ctrl is not None:
-            self.drop(self.ctrl)
+        old, self.ctrl = self.ctrl, None
+        if old is not None:  # superseded (its daemon is gone or going): not a reason to exit
+            self.drop(old)
         conn.setblocking(False)
         self.ctrl = conn
         self.contacted = True

@@ -197,3 +197,24 @@ def test_netd_dns_stop_stops_the_workers_for_good(app: App) -> None:
     assert f"stopped pid {worker}" in out
     assert app.d.dns_worker_pids() == []
     assert not list((app.d.state_dir / "dns").glob("worker-*"))
+
+
+def test_changed_worker_count_stops_the_old_workers(app: App) -> None:
+    [old] = app.d.dns_worker_pids()
+    app.d.stop(signal.SIGTERM)
+    app.d.config_path().write_text("dns_workers = 2\n")  # another socket layout
+    app.d.start()
+    pids = app.d.dns_worker_pids()
+    assert len(pids) == 2 and old not in pids, pids
+    assert app.dig("web") == [app.web_addr]
+    assert "is stopped" in app.d.log()
+    # and back to one, adopted across a plain restart from then on
+    app.d.stop(signal.SIGTERM)
+    app.d.config_path().write_text("dns_workers = 1\n")
+    app.d.start()
+    [one] = app.d.dns_worker_pids()
+    assert one not in pids
+    app.d.stop(signal.SIGKILL)
+    app.d.start()
+    assert app.d.dns_worker_pids() == [one]
+    assert app.dig("web") == [app.web_addr]
