@@ -24,7 +24,6 @@ sockets, then retires. :meth:`DnsManager.stop` stops them for good.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
@@ -37,6 +36,7 @@ from ..errors import ConfigError, KernelError, Unavailable
 from ..model import Endpoint, Network
 from .control import MAX_FDS
 from .handover import forget, stop_workers
+from .listen import bind_dns_socket, default_workers, parse_listen
 from .records import (
     NetworkDoc,
     Tables,
@@ -50,10 +50,8 @@ from .workerproc import WorkerProc, WorkerSpec, find, retiring_path, set_aside, 
 
 log = logging.getLogger(__name__)
 
-IP_FREEBIND = 15  # linux/in.h: bind before the address is configured (bridge set up later)
 RESTART_WINDOW = 10.0
 RESTART_BURST = 5
-MAX_DEFAULT_WORKERS = 1
 
 
 class _Sock:
@@ -81,49 +79,6 @@ class _Worker:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.alive()
-
-
-def _parse_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    try:
-        if not sep:
-            raise ValueError("no port")
-        addr = ipaddress.ip_address(host.strip("[]"))
-        return str(addr), int(port)
-    except ValueError as exc:
-        raise ConfigError(f"invalid DNS host_listen {text!r}: expected ADDRESS:PORT") from exc
-
-
-def default_workers() -> int:
-    """Worker processes by default: one per CPU up to :data:`MAX_DEFAULT_WORKERS`."""
-    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
-
-
-def bind_dns_socket(addr: str, port: int, kind: int, reuseport: bool = False) -> socket.socket:
-    """A UDP socket bound to, or a TCP socket listening on, ``addr``:``port``.
-
-    ``reuseport``: one of several UDP sockets on the same address (one per worker).
-    """
-    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    sock = socket.socket(fam, kind)
-    try:
-        if fam == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-        if kind == socket.SOCK_STREAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        else:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            if reuseport:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((addr, port))
-        if kind == socket.SOCK_STREAM:
-            sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        proto = "tcp" if kind == socket.SOCK_STREAM else "udp"
-        raise KernelError(f"binding DNS {proto} socket to {addr} port {port}: {exc}") from exc
-    return sock
 
 
 def _dns_fields(ep: Endpoint) -> tuple[object, ...]:
@@ -166,7 +121,7 @@ class DnsManager:
         self.ttl = ttl
         self.user = user or "nobody"
         self.upstreams_from = upstreams_from
-        self.host_listen = _parse_listen(host_listen) if host_listen else None
+        self.host_listen = parse_listen(host_listen) if host_listen else None
         self.port = port
         self._lock = threading.RLock()
         self._docs = _DocsView(self)
@@ -231,6 +186,9 @@ class DnsManager:
             if keep:
                 try:
                     self._import_sockets(proc)
+                    missing = set(f.hello.get("sockets", [])) - set(self._socks)
+                    if missing:  # an older protocol: it serves sockets it cannot hand over
+                        raise ValueError(f"it did not hand over {sorted(missing)}")
                 except (Unavailable, ValueError, OSError) as exc:
                     f.why, keep = f"taking its sockets back failed: {exc}", False
             if keep and f.compatible:
