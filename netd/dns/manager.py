@@ -275,6 +275,8 @@ class DnsManager:
             return
         self._halt_supervisor()
         with self._lock:
+            pids = [p.pid for w in self._workers for p in (w.old, w.proc) if p is not None]
+            log.info("DNS workers (pids %s) keep serving; the next daemon adopts them", pids)
             for w in self._workers:
                 for proc in (w.old, w.proc):
                     if proc is not None:

@@ -150,7 +150,9 @@ class Worker:
         if self.listener is None or not self.server.keys():
             self.finish()
         else:
-            log.warning("control connection closed; serving the last records until adopted")
+            # Normal at every daemon restart (the daemon logs it); stderr is the daemon's log,
+            # whose format (text or JSON lines) this process does not know, so stay quiet.
+            log.info("control connection closed; serving the last records until adopted")
 
     def on_accept(self) -> None:
         """A daemon connects on the listening socket: take it if it runs as our owner."""
