@@ -2,9 +2,10 @@
 
 Start-up order: refuse a wrong namespace → refuse missing Python bindings (``requirements``) →
 take the single-instance lock on the state directory → open the store → build
-driver/firewall/DNS → start the service (converge the kernel, reap dead namespaces) → replay
-the CNI DEL spool → bind the socket (or take systemd's) → serve until SIGTERM/SIGINT. Shutdown
-leaves the data plane up: containers keep their network while netd restarts.
+driver/firewall/DNS → start the service (converge the kernel) → bind the socket (or take
+systemd's) → serve until SIGTERM/SIGINT. Shutdown leaves the data plane up: containers keep their
+network while netd restarts, DNS included (the DNS workers are detached and the next daemon
+adopts them; ``netd dns stop`` stops them for good).
 """
 
 from __future__ import annotations
@@ -137,7 +138,10 @@ def _machine_id() -> str:
 
 
 def make_dns(config: Config) -> Any:
-    """The DNS manager (unprivileged worker process) configured from the daemon config."""
+    """The DNS manager (unprivileged worker process) configured from the daemon config.
+
+    Its workers are detached, recorded in ``<state_dir>/dns``, so they outlive the daemon.
+    """
     from .dns.manager import DnsManager
 
     return DnsManager(
@@ -146,6 +150,7 @@ def make_dns(config: Config) -> Any:
         user=config.dns_user,
         host_listen=config.dns_host_listen,
         workers=config.dns_workers,
+        run_dir=config.state_dir / "dns",
     )
 
 
@@ -300,8 +305,9 @@ async def serve(config: Config) -> None:
         if audit is not None:
             audit.close()
         if dns is not None:
+            # The workers keep answering with the last records; the next daemon adopts them.
             with contextlib.suppress(Exception):
-                dns.stop()
+                dns.detach()
         if store is not None:
             store.close()
         lock.release()
