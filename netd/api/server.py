@@ -129,19 +129,24 @@ def _service(request: web.Request) -> Service | OwnerScope:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    """Health and counts."""
+    """Health and counts; ``ready`` is false (with ``reason``) while the store cannot write."""
     svc = _service(request)
     nets = svc.list_networks()
-    return web.json_response(
-        {
-            "version": __version__,
-            "ready": svc.ready,
-            "networks": len(nets),
-            "endpoints": sum(len(svc.endpoints(n)) for n in nets),
-            "firewall": svc.firewall.name,
-            "pid": os.getpid(),
-        }
-    )
+    store = await request.app[SERVICE].store_health()
+    body: dict[str, Any] = {
+        "version": __version__,
+        "ready": svc.ready and store.ok,
+        "networks": len(nets),
+        "endpoints": sum(len(svc.endpoints(n)) for n in nets),
+        "firewall": svc.firewall.name,
+        "pid": os.getpid(),
+        "store": {"ok": store.ok, "error": store.reason or None, "since": store.since or None},
+    }
+    if not svc.ready:
+        body["reason"] = "netd is starting"
+    elif not store.ok:
+        body["reason"] = f"the state store cannot write: {store.reason}"
+    return web.json_response(body)
 
 
 async def list_networks(request: web.Request) -> web.Response:
