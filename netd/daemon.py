@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .api.protocol_log import ProtocolLog
 from .api.server import make_app
 from .config import Config
 from .errors import ConfigError, NetdError, StoreCorrupt
@@ -271,7 +272,13 @@ async def serve(config: Config) -> None:
         audit = _install_authorisation(app, config)
         # keepalive_timeout also cuts clients that trickle a request head (aiohttp arms it at
         # accept), so a slow client cannot hold a connection for aiohttp's default hour.
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=15)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=15,
+            logger=ProtocolLog(),  # a request that is not HTTP: one line, not a traceback
+        )
         await runner.setup()
         await web.SockSite(runner, sock).start()
         log.info(
