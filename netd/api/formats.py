@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..drivers.bridge_options import DOCKER_ALIASES, MAX_MTU, MIN_MTU, VALIDATORS
+from ..ipam.subnets import MAX_PREFIX
 from ..names import MAX_IFNAME, NAME_PATTERN
 
 _HEX4 = "[0-9a-fA-F]{1,4}"
@@ -46,6 +47,8 @@ IPV6 = (
 )
 IP = f"({IPV4}|{IPV6})"
 CIDR = rf"({IPV4}/(3[0-2]|[12]?[0-9])|{IPV6}/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))"
+# A network's subnet: room for a gateway and a container (netd.ipam.subnets.MAX_PREFIX: /30, /126).
+SUBNET = rf"({IPV4}/(30|[12]?[0-9])|{IPV6}/(12[0-6]|1[01][0-9]|[1-9]?[0-9]))"
 _PORT = "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 # netd.dns.upstreams.parse_server: addr, IPv4:port, [IPv6]:port.
 DNS_SERVER = rf"({IP}|{IPV4}:{_PORT}|\[{IPV6}\](:{_PORT})?)"
@@ -55,6 +58,9 @@ ZERO_MAC = "00([:-]00){5}"
 # An absolute path without NUL (open(2) cannot take one); PATH_MAX is 4096 with the NUL.
 NETNS_PATH = "/[^\\x00]*"
 MAX_PATH = 4095
+
+
+assert MAX_PREFIX == {4: 30, 6: 126}, "update SUBNET with the limits"
 
 
 def anchored(pattern: str) -> str:

@@ -25,6 +25,7 @@ from .formats import (
     MAC,
     MAX_PATH,
     NETNS_PATH,
+    SUBNET,
     ZERO_MAC,
     anchored,
     bridge_options_schema,
@@ -89,11 +90,11 @@ class SubnetIn(BaseModel):
             ]
         },
     )
-    subnet: Cidr | None = Field(
+    subnet: Annotated[str, Field(max_length=64, pattern=anchored(SUBNET))] | None = Field(
         None,
         examples=["10.90.0.0/24"],
-        description="with no host bits set; must not overlap another network or a host route; "
-        "IPv6 needs ipv6: true, IPv4 needs ipv4: true",
+        description="at most /30 (IPv4) or /126 (IPv6), with no host bits set; must not "
+        "overlap another network or a host route; IPv6 needs ipv6: true, IPv4 needs ipv4: true",
     )
     gateway: IpText | None = Field(None, description="inside the subnet (needs subnet)")
     ip_range: Cidr | None = Field(None, description="inside the subnet (needs subnet)")

@@ -17,6 +17,7 @@ from netd.api import formats, schemas
 from netd.dns.upstreams import parse_server
 from netd.drivers.bridge_options import validate_bridge_options
 from netd.drivers.macs import check_mac
+from netd.ipam.subnets import MAX_PREFIX
 from netd.names import (
     MAX_IFNAME,
     NAME_PATTERN,
@@ -41,7 +42,15 @@ def test_ip_pattern_is_an_address(text: str) -> None:
 @given(generated(formats.CIDR))
 def test_cidr_pattern_is_a_network(text: str) -> None:
     ipaddress.ip_network(text, strict=False)
-    schemas.SubnetIn.model_validate({"subnet": text, "ip_range": text})
+    schemas.SubnetIn.model_validate({"subnet": "10.0.0.0/8", "ip_range": text})
+
+
+@settings(max_examples=300, deadline=None)
+@given(generated(formats.SUBNET))
+def test_subnet_pattern_is_big_enough(text: str) -> None:
+    net = ipaddress.ip_network(text, strict=False)
+    assert net.prefixlen <= MAX_PREFIX[net.version]
+    schemas.SubnetIn.model_validate({"subnet": text})
 
 
 @settings(max_examples=200, deadline=None)
