@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .api.protocol_log import ProtocolLog
 from .api.server import make_app
 from .config import Config
 from .errors import ConfigError, NetdError, StoreCorrupt
@@ -48,8 +49,12 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise ConfigError naming the pid that holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        """Take the lock or raise ConfigError naming the pid that holds it (or why the file
+        cannot be opened: a read-only or full state directory)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"opening the instance lock {describe_os_error(exc)}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -67,6 +72,14 @@ class InstanceLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``<path>: <strerror> (<ERRNO>)``, e.g. ``/var/lib/netd/netd.lock: Read-only file system
+    (EROFS)``: the one line an operator needs, with the errno's name to search for."""
+    name = errno.errorcode.get(exc.errno or 0, f"errno {exc.errno}")
+    what = exc.strerror or str(exc)
+    return f"{exc.filename}: {what} ({name})" if exc.filename else f"{what} ({name})"
 
 
 def check_namespace(expected: str | None) -> None:
@@ -239,7 +252,10 @@ async def serve(config: Config) -> None:
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=32, thread_name_prefix="netd-worker")
     )
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"creating the state directory {describe_os_error(exc)}") from exc
     lock = InstanceLock(config.state_dir)
     lock.acquire()
     runner: web.AppRunner | None = None
@@ -271,7 +287,13 @@ async def serve(config: Config) -> None:
         audit = _install_authorisation(app, config)
         # keepalive_timeout also cuts clients that trickle a request head (aiohttp arms it at
         # accept), so a slow client cannot hold a connection for aiohttp's default hour.
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=15)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=15,
+            logger=ProtocolLog(),  # a request that is not HTTP: one line, not a traceback
+        )
         await runner.setup()
         await web.SockSite(runner, sock).start()
         log.info(
@@ -329,8 +351,9 @@ def run(config: Config) -> int:
         log.error("%s", exc)
         return 1
     except OSError as exc:
-        if exc.errno == errno.EACCES:
-            log.error("permission denied: %s (netd daemon must run as root)", exc)
-            return 1
-        raise
+        # A file the daemon could not use (read-only, full or missing state directory, socket
+        # directory, ...): one line naming it and the errno, not a traceback.
+        hint = " (netd daemon must run as root)" if exc.errno == errno.EACCES else ""
+        log.error("cannot start: %s%s", describe_os_error(exc), hint)
+        return 1
     return 0
