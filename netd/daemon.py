@@ -169,7 +169,10 @@ def build_service(config: Config) -> tuple[Service, Any, Any]:
     assert isinstance(ula, ipaddress.IPv6Network)
     service = Service(
         store=store,
-        drivers={"bridge": get_driver("bridge", allow_initial_netns=config.managed_netns is None)},
+        drivers={
+            "bridge": get_driver("bridge", allow_initial_netns=config.managed_netns is None),
+            "ipam": get_driver("ipam"),  # IPAM-only networks (CNI ``"ipam": {"type": "netd"}``)
+        },
         firewall=firewall,
         dns=dns,
         pools=pools,

@@ -23,7 +23,9 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from . import faults
+from .attachments import existing_connection
 from .drivers.base import Driver
+from .drivers.ipam import is_ipam_only, refuse_plumbing
 from .errors import (
     Conflict,
     InvalidInput,
@@ -429,8 +431,10 @@ class Service:
         await asyncio.to_thread(self.firewall.add_endpoint, net, plumbed)
 
     async def _sync_firewall(self) -> None:
-        nets = [(n, self.bridge_for(n)) for n in self._networks.values()]
-        eps = [ep for table in self._endpoints.values() for ep in table.values()]
+        # IPAM-only networks have no firewall state: their links are another plugin's.
+        plumbed = [n for n in self._networks.values() if not is_ipam_only(n)]
+        nets = [(n, self.bridge_for(n)) for n in plumbed]
+        eps = [ep for n in plumbed for ep in self._endpoints.get(n.id, {}).values()]
         await asyncio.to_thread(self.firewall.sync, nets, eps)
 
     # --- lookups ---------------------------------------------------------------------------
@@ -454,7 +458,9 @@ class Service:
         return sorted(self._endpoints.get(network.id, {}).values(), key=lambda e: e.created)
 
     def bridge_for(self, network: Network) -> str:
-        """The bridge interface name of a network."""
+        """The bridge interface name of a network ("" for an IPAM-only network: none)."""
+        if is_ipam_only(network):
+            return ""
         return network.options.get("bridge") or bridge_name(network.id)
 
     def dns_for(self, network: Network) -> dict[str, list[str]]:
@@ -528,7 +534,7 @@ class Service:
                 admit(net, list(self._networks.values()), routes)
             bridge = self.bridge_for(net)
             for other in self._networks.values():
-                if self.bridge_for(other) == bridge:
+                if bridge and self.bridge_for(other) == bridge:
                     raise Conflict(
                         f"bridge {bridge!r} is already used by network {other.name!r}",
                         field="options.bridge",
@@ -539,10 +545,12 @@ class Service:
                 await asyncio.to_thread(driver.ensure_network, net)
                 undo.push("bridge", lambda: asyncio.to_thread(driver.teardown_network, net))
                 faults.point("service.network_plumbed")
-                await asyncio.to_thread(self.firewall.ensure_network, net, bridge)
-                undo.push(
-                    "firewall", lambda: asyncio.to_thread(self.firewall.remove_network, net, bridge)
-                )
+                if not is_ipam_only(net):
+                    await asyncio.to_thread(self.firewall.ensure_network, net, bridge)
+                    undo.push(
+                        "firewall",
+                        lambda: asyncio.to_thread(self.firewall.remove_network, net, bridge),
+                    )
                 await asyncio.to_thread(self.store.create_network, net)
             except BaseException:
                 await undo.run()
@@ -592,7 +600,9 @@ class Service:
                 self._ipam.pop(net.id, None)
                 failures: list[str] = []
                 try:
-                    await asyncio.to_thread(self.firewall.remove_network, net, self.bridge_for(net))
+                    if not is_ipam_only(net):
+                        bridge = self.bridge_for(net)
+                        await asyncio.to_thread(self.firewall.remove_network, net, bridge)
                 except NetdError as exc:
                     failures.append(str(exc))
                 failures += await asyncio.to_thread(self._driver(net).teardown_network, net)
@@ -648,6 +658,8 @@ class Service:
         cid = check_container_id(req.container_id)
         ifname = check_ifname(req.ifname)
         if plumb:
+            if is_ipam_only(net):
+                raise refuse_plumbing(net)
             self.validate_netns(req.netns, req.netns_inode)
         key = (cid, ifname)
         async with self._lock(net.id):
@@ -656,6 +668,10 @@ class Service:
                     f"network {req.network!r} not found", field="network", value=req.network
                 )
             self._busy(net, key)
+            # `netd network connect` twice: refused, or the same endpoint for a retry.
+            same = existing_connection(net, self._endpoints[net.id].values(), req, cid, ifname)
+            if same is not None:
+                return net, same
             existing = self._endpoints[net.id].get(key)
             if existing is not None:
                 if existing.state == "ready" and not plumb:
@@ -783,7 +799,8 @@ class Service:
         """Best-effort removal of an endpoint's firewall elements and interfaces; logs failures."""
         failures: list[str] = []
         try:
-            await asyncio.to_thread(self.firewall.remove_endpoint, net, ep)
+            if not is_ipam_only(net):
+                await asyncio.to_thread(self.firewall.remove_endpoint, net, ep)
         except NetdError as exc:
             failures.append(str(exc))
         if ep.host_ifname:

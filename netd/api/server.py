@@ -247,10 +247,13 @@ async def connect(request: web.Request) -> web.Response:
         dns_servers=tuple(body.dns_servers),
         origin="api",
     )
+    known = {e.key for e in svc.find_endpoints(net, cid) if e.state == "ready"}
     _, ep = await svc.attach(req, caller=request[CALLER])
     out = schemas.endpoint_out(ep)
     out["dns"] = svc.dns_for(net)
-    return web.json_response(out, status=201)
+    # A retry of a connect that succeeded (same interface name and settings) gets that
+    # endpoint back with 200; a second interface on the network is refused (409).
+    return web.json_response(out, status=200 if ep.key in known else 201)
 
 
 def _ip(value: str, field: str) -> Any:
@@ -364,6 +367,7 @@ ROUTES: list[Route] = [
         schemas.ConnectIn,
         schemas.EndpointOut,
         201,
+        responses=((200, "a retry: the endpoint already connected so", schemas.EndpointOut),),
     ),
     Route(
         "POST",
