@@ -202,12 +202,14 @@ def _firewall_monitor(firewall: Firewall) -> Any:
 
 def _install_authorisation(app: web.Application, config: Config) -> Any:
     """Policy, optional hook and audit trail on every request; returns the audit log."""
+    from .api.audit_route import install as serve_audit
     from .security import AuditLog, AuthzHook, Policy
     from .security.middleware import make_auth_middleware
 
     audit = None
     if config.audit.enabled:
         audit = AuditLog.from_config(config.audit, config.state_dir).start()
+    serve_audit(app, audit)  # GET /v1/audit: `netd audit` reads this daemon's own trail
     hook = None
     if config.policy.authz_command:
         hook = AuthzHook(config.policy.authz_command, config.policy.authz_timeout)

@@ -38,6 +38,7 @@ from ..names import check_container_id
 from ..security.rootless import Confinement, OwnerScope
 from ..service import Service
 from . import schemas
+from .audit_route import AuditPage, get_audit
 from .body import loads as load_json
 from .limits import make_limits_middleware
 from .openapi import Route, build_openapi
@@ -384,6 +385,15 @@ ROUTES: list[Route] = [
         query=(("name", True), ("network", False)),
     ),
     Route("GET", "/v1/firewall", firewall_show, "The live ruleset of netd's firewall"),
+    Route(
+        "GET",
+        "/v1/audit",
+        get_audit,
+        "The daemon's audit trail (root and policy.admins); follow=1 streams NDJSON",
+        None,
+        AuditPage,
+        query=(("since", False), ("limit", False), ("follow", False)),
+    ),
     Route(
         "POST",
         "/v1/cni",
