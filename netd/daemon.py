@@ -200,6 +200,17 @@ def _firewall_monitor(firewall: Firewall) -> Any:
     return monitor
 
 
+def _link_watcher(service: Service) -> Any:
+    """Repair a deleted bridge or veth from link events, not only at the next periodic pass."""
+    from .link_watch import LinkWatcher
+
+    def state() -> tuple[list[Any], list[Any]]:
+        nets = service.list_networks()
+        return nets, [ep for net in nets for ep in service.endpoints(net)]
+
+    return LinkWatcher(service.reconcile, state).start()
+
+
 def _install_authorisation(app: web.Application, config: Config) -> Any:
     """Policy, optional hook and audit trail on every request; returns the audit log."""
     from .api.audit_route import install as serve_audit
@@ -240,6 +251,7 @@ async def serve(config: Config) -> None:
     audit: Any = None
     monitor: Any = None
     reconciler: asyncio.Task[None] | None = None
+    watcher: Any = None
     store: Any = None
     dns: Any = None
     try:
@@ -248,6 +260,7 @@ async def serve(config: Config) -> None:
         await service.start()
         if config.reconcile_interval > 0:
             reconciler = asyncio.create_task(service.run_reconciler(config.reconcile_interval))
+            watcher = _link_watcher(service)
         monitor = _firewall_monitor(service.firewall)
         if config.metrics_port is not None:
             from .metrics import serve_tcp
@@ -279,6 +292,8 @@ async def serve(config: Config) -> None:
             with contextlib.suppress(OSError):
                 if _peer_pid(config.socket) is None:
                     config.socket.unlink()
+        if watcher is not None:
+            await watcher.stop()
         if reconciler is not None:
             reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):

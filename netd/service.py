@@ -250,8 +250,11 @@ class Service:
             except Exception:
                 log.exception("reconcile: pass failed; retrying in %.0f s", interval)
 
-    async def reconcile(self) -> list[Action]:
+    async def reconcile(self, only: set[str] | None = None) -> list[Action]:
         """Compare the kernel with the records and repair it; returns the actions applied.
+
+        ``only``: network ids to look at (a targeted pass after link events,
+        :mod:`netd.link_watch`); orphan links and the firewall are always checked.
 
         Links first, under the global lock (no network appears or vanishes meanwhile; the links
         are listed before the records are read, so an attach running meanwhile is never taken
@@ -263,15 +266,20 @@ class Service:
             tagged = await asyncio.to_thread(self._tagged_links)
             eps = [ep for table in self._endpoints.values() for ep in table.values()]
             for action in plan_links(tagged, list(self._networks.values()), eps):
+                if only is not None and action.network_id and action.network_id not in only:
+                    continue
                 async with self._lock(action.network_id or "-orphans"):
                     if await self._repair(action):
                         done.append(action)
         for net in list(self._networks.values()):
+            if only is not None and net.id not in only:
+                continue
             # Check outside the network's lock (a pass over many endpoints must not hold up
             # attaches); repair under it, only if the record is unchanged and not in flight.
             busy = set(self._inflight.get(net.id, set()))
             eps = [e for e in self._endpoints.get(net.id, {}).values() if needs_check(e, busy)]
-            problems, gone = await self._check_paced(net, eps)
+            # A targeted pass (a link was deleted) is short and urgent: not paced.
+            problems, gone = await self._check_paced(net, eps, paced=only is None)
             actions = plan_endpoints(eps, problems, gone, busy)
             if not actions:
                 continue
@@ -323,7 +331,7 @@ class Service:
         return tagged
 
     async def _check_paced(
-        self, net: Network, eps: list[Endpoint]
+        self, net: Network, eps: list[Endpoint], paced: bool = True
     ) -> tuple[dict[tuple[str, str, str], list[str]], set[tuple[str, str, str]]]:
         """:meth:`_check_endpoints` in chunks, busy at most 1/(1 + CHECK_PAUSE) of the time.
 
@@ -341,7 +349,7 @@ class Service:
             )
             problems.update(found)
             gone |= lost
-            if start + CHECK_CHUNK < len(eps):
+            if paced and start + CHECK_CHUNK < len(eps):
                 await asyncio.sleep((time.monotonic() - began) * CHECK_PAUSE)
         return problems, gone
 
