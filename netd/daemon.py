@@ -205,8 +205,8 @@ def _link_watcher(service: Service) -> Any:
     from .link_watch import LinkWatcher
 
     def state() -> tuple[list[Any], list[Any]]:
-        nets = service.list_networks()
-        return nets, [ep for net in nets for ep in service.endpoints(net)]
+        # Endpoints being attached or detached are left out: their links come and go by netd.
+        return service.list_networks(), service.settled_endpoints()
 
     return LinkWatcher(service.reconcile, state).start()
 

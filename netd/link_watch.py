@@ -9,11 +9,14 @@ netd's ifalias tags is deleted, runs a reconcile pass limited to the networks co
 the firewall monitor already does for ``nft flush ruleset``.
 
 Events are only a hint: after a short debounce (a bridge deletion comes with a burst of port
-events) the watcher keeps the tags that the records still expect (netd's own deletions — a
-detach, a network removal — are gone from the records by then) and hands their networks to
+events) the watcher keeps the tags that the records expect to exist (netd's own deletions — a
+detach, a DEL, a rolled-back attach — are of endpoints in flight or gone from the records, and
+a removed network is gone) and hands their networks to
 :meth:`netd.service.Service.reconcile`, which checks the kernel itself and repairs under the
-network locks. A lost event (``ENOBUFS``) triggers a full pass. Parsing is pure
-(:func:`deleted_links`); the repair logic is the reconciler's, not this module's.
+network locks. A lost event (``ENOBUFS``) triggers a full pass. Passes are at least
+``MIN_GAP`` apart, so a repair that keeps failing (and deleting what it made) cannot spin.
+Parsing is pure (:func:`deleted_links`); the repair logic is the reconciler's, not this
+module's.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ _IFINFOMSG_SIZE = 16  # struct ifinfomsg
 _NLA = struct.Struct("=HH")  # len, type
 TAG_PREFIX = "netd:"
 DEBOUNCE = 0.1  # seconds: let the burst of one deletion arrive before acting
+MIN_GAP = 0.5  # seconds between passes: a repair that keeps failing must not spin
 
 
 @dataclass(frozen=True)
@@ -119,11 +123,16 @@ State = Callable[[], tuple[list[Network], list[Endpoint]]]
 class LinkWatcher:
     """Runs ``reconcile(network ids)`` soon after a link the records expect is deleted."""
 
-    def __init__(self, reconcile: Reconcile, state: State, debounce: float = DEBOUNCE) -> None:
-        """``state()`` gives the records (networks, endpoints) at the time of deciding."""
+    def __init__(
+        self, reconcile: Reconcile, state: State, debounce: float = DEBOUNCE, gap: float = MIN_GAP
+    ) -> None:
+        """``state()`` gives the records at the time of deciding: the networks, and the
+        endpoints whose links must exist (ready, not being attached or detached)."""
         self._reconcile = reconcile
         self._state = state
         self._debounce = debounce
+        self._gap = gap
+        self._last = -gap
         self._sock: socket.socket | None = None
         self._tags: set[str] = set()
         self._full = False  # events were lost: check everything
@@ -171,8 +180,9 @@ class LinkWatcher:
 
     async def _run(self) -> None:
         """Debounce, decide, reconcile; again while events arrived during the pass."""
+        loop = asyncio.get_running_loop()
         while self._tags or self._full:
-            await asyncio.sleep(self._debounce)
+            await asyncio.sleep(max(self._debounce, self._last + self._gap - loop.time()))
             tags, self._tags = self._tags, set()
             full, self._full = self._full, False
             networks, endpoints = self._state()
@@ -181,6 +191,7 @@ class LinkWatcher:
                 continue
             names = "every network" if ids is None else ", ".join(sorted(i[:12] for i in ids))
             log.warning("netd links deleted behind its back (%s); repairing %s", tags, names)
+            self._last = loop.time()
             try:
                 await self._reconcile(ids)
                 self.passes += 1

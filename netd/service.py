@@ -390,7 +390,8 @@ class Service:
                 log.warning("reconcile: removing %s (%s)", action.ifname, action.detail)
                 for driver in self.drivers.values():
                     remove = getattr(driver, "remove_link", None)
-                    if remove is not None and remove(action.ifname):
+                    # In a worker thread: a netlink socket must not be opened on the event loop.
+                    if remove is not None and await asyncio.to_thread(remove, action.ifname):
                         break
             elif action.kind == "missing_bridge":
                 net = self._networks[action.network_id]
@@ -460,6 +461,15 @@ class Service:
     def list_networks(self) -> list[Network]:
         """All networks by creation time."""
         return sorted(self._networks.values(), key=lambda n: n.created)
+
+    def settled_endpoints(self) -> list[Endpoint]:
+        """Ready endpoints no request is changing: those whose links must exist right now."""
+        return [
+            ep
+            for net_id, table in self._endpoints.items()
+            for ep in table.values()
+            if needs_check(ep, self._inflight.get(net_id, set()))
+        ]
 
     def endpoints(self, network: Network) -> list[Endpoint]:
         """The network's endpoints, oldest first."""

@@ -74,7 +74,7 @@ def test_watcher_debounces_and_reconciles_the_networks() -> None:
         calls.append(ids)
 
     async def scenario() -> None:
-        watcher = LinkWatcher(reconcile, lambda: ([NET, OTHER], [EP]), debounce=0.01)
+        watcher = LinkWatcher(reconcile, lambda: ([NET, OTHER], [EP]), debounce=0.01, gap=0.01)
         watcher._tags = {bridge_tag(NET.id), endpoint_tag(NET.id, "c1", "eth0")}
         await watcher._run()
         watcher._full = True
