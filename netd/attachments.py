@@ -40,6 +40,14 @@ def _same_settings(ep: Endpoint, req: AttachRequest) -> list[str]:
     return differ
 
 
+def _same_netns(ep: Endpoint, req: AttachRequest) -> bool:
+    """Same namespace: the same path, and the same inode where both are known (a path such as
+    /proc/PID/ns/net may name another namespace once the pid is reused)."""
+    if ep.netns != req.netns:
+        return False
+    return not (ep.netns_inode and req.netns_inode) or ep.netns_inode == req.netns_inode
+
+
 def existing_connection(
     network: Network, endpoints: Iterable[Endpoint], req: AttachRequest, cid: str, ifname: str
 ) -> Endpoint | None:
@@ -56,10 +64,12 @@ def existing_connection(
     mine = [
         ep
         for ep in endpoints
-        if ep.origin != "cni" and (ep.container_id == cid or ep.netns == req.netns)
+        if ep.origin != "cni" and (ep.container_id == cid or _same_netns(ep, req))
     ]
     for ep in mine:
         who = f"container {cid!r}" + (f" (netns {req.netns})" if req.netns != cid else "")
+        if ep.container_id != cid:  # another container id in the same namespace
+            who = f"netns {req.netns} (container {ep.container_id!r})"
         if ep.ifname != ifname or ep.container_id != cid:
             raise AlreadyConnected(
                 f"{who} is already connected to network {network.name!r} as {ep.ifname}; "

@@ -41,7 +41,16 @@ from .firewall.policy import check_port_mappings
 from .ipam.allocator import NetworkAllocator
 from .ipam.subnets import DefaultPool
 from .metrics import METRICS
-from .model import AttachRequest, Caller, Endpoint, IPNetwork, Network, NetworkSpec, PortMapping
+from .model import (
+    AttachRequest,
+    Caller,
+    Endpoint,
+    IPAddress,
+    IPNetwork,
+    Network,
+    NetworkSpec,
+    PortMapping,
+)
 from .names import bridge_name, check_container_id, check_ifname, check_network_name, host_veth_name
 from .reap import DEFAULT_GRACE, Reaper
 from .reconcile import (
@@ -168,7 +177,9 @@ class Service:
         dns_domain: str = "dns.netd",
         validate_netns: Callable[[str, int], None] = lambda path, inode: None,
         reap_grace: float = DEFAULT_GRACE,
-        check_publish: Callable[[tuple[PortMapping, ...]], None] = lambda ports: None,
+        check_publish: Callable[
+            [tuple[PortMapping, ...], frozenset[tuple[IPAddress, int]]], None
+        ] = lambda ports, exempt: None,
     ) -> None:
         self.store = store
         self.drivers = drivers
@@ -528,6 +539,17 @@ class Service:
         """IPAM use per subnet: (used, size)."""
         return self._ipam[network.id].utilisation()
 
+    def _own_dns(self) -> frozenset[tuple[IPAddress, int]]:
+        """(gateway, 53) of every network netd plumbs: its own DNS, which the firewall never
+        DNATs, so a host socket there does not make a published port 53 a takeover."""
+        return frozenset(
+            (s.gateway, 53)
+            for n in self._networks.values()
+            if not is_ipam_only(n)
+            for s in n.subnets
+            if s.gateway is not None
+        )
+
     def _resolvable(self, network: Network) -> list[Endpoint]:
         """The endpoints whose names DNS serves: all but those being detached and those reaped
         (namespace gone for good)."""
@@ -726,7 +748,7 @@ class Service:
                 raise refuse_plumbing(net)
             self.validate_netns(req.netns, req.netns_inode)
             if req.port_mappings:  # reads /proc/net tables: off the event loop
-                await asyncio.to_thread(self.check_publish, req.port_mappings)
+                await asyncio.to_thread(self.check_publish, req.port_mappings, self._own_dns())
         key = (cid, ifname)
         async with self._lock(net.id):
             if net.id not in self._networks:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,16 @@ from ..security.audit_reader import follow as follow_records
 AUDIT_LOG: web.AppKey[AuditLog | None] = web.AppKey("audit_log", AuditLog)
 STOPPING: web.AppKey[asyncio.Event] = web.AppKey("audit_followers_stop", asyncio.Event)
 MAX_LIMIT = 1_000_000
+LIMIT_SYNTAX = re.compile("[0-9]{1,7}")  # ASCII digits only (str.isdigit takes "²")
+# What /openapi.json states for the query (the API also refuses a timestamp that is no date).
+QUERY_SCHEMAS: dict[str, dict[str, str]] = {
+    "since": {
+        "type": "string",
+        "pattern": r"^\s*(([0-9]+[smhdw])+|[0-9]{4}-[0-9]{2}-[0-9]{2}.*)\s*$",
+    },
+    "limit": {"type": "string", "pattern": "^([1-9][0-9]{0,5}|1000000)$"},
+    "follow": {"type": "string"},
+}
 _TRUE = ("1", "true", "yes")
 
 
@@ -57,7 +68,7 @@ def _query(request: web.Request) -> tuple[Any, int | None, bool]:
     limit_raw = request.query.get("limit")
     limit = None
     if limit_raw:
-        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= MAX_LIMIT:
+        if not LIMIT_SYNTAX.fullmatch(limit_raw) or not 1 <= int(limit_raw) <= MAX_LIMIT:
             raise InvalidInput("limit", limit_raw, f"must be an integer from 1 to {MAX_LIMIT}")
         limit = int(limit_raw)
     follow = request.query.get("follow", "").lower() in _TRUE

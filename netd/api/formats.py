@@ -104,11 +104,16 @@ def bridge_options_schema() -> dict[str, Any]:
         prop: dict[str, Any] = {"type": "string", "pattern": anchored(rf"\s*{syntax}\s*")}
         if canonical != key:
             prop["description"] = f"Docker's name for {canonical!r}; both given must agree"
+        if canonical == "mtu":
+            prop["description"] = (
+                prop.get("description", "link MTU") + "; at least 1280 on a network with IPv6"
+            )
         properties[key] = prop
     return {
         "type": "object",
         "properties": properties,
         "additionalProperties": False,
         "maxProperties": 64,
-        "description": "bridge driver options (docs/configuration.md); unknown keys are refused",
+        "description": "bridge driver options (docs/configuration.md); unknown keys are refused; "
+        'driver "ipam" (IPAM-only) takes none but dns=false',
     }

@@ -38,6 +38,7 @@ from ..names import check_container_id
 from ..security.rootless import Confinement, OwnerScope
 from ..service import Service
 from . import schemas
+from .audit_route import QUERY_SCHEMAS as AUDIT_QUERY
 from .audit_route import AuditPage, get_audit
 from .body import loads as load_json
 from .limits import make_limits_middleware
@@ -403,6 +404,7 @@ ROUTES: list[Route] = [
         None,
         AuditPage,
         query=(("since", False), ("limit", False), ("follow", False)),
+        query_schemas=AUDIT_QUERY,
     ),
     Route(
         "POST",

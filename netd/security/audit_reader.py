@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-_DURATION = re.compile(r"(\d+)([smhdw])")
+_DURATION = re.compile(r"([0-9]+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -26,9 +26,12 @@ def parse_since(value: str, *, now: datetime | None = None) -> datetime:
     """``--since``: a duration back from now (``90s``, ``10m``, ``1h30m``, ``2d``) or an RFC 3339
     / ISO 8601 timestamp (naive ones are taken as UTC). ValueError naming the value otherwise."""
     text = value.strip()
-    if re.fullmatch(r"(\d+[smhdw])+", text):
+    if re.fullmatch(r"([0-9]+[smhdw])+", text):
         seconds = sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text))
-        return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+        try:
+            return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+        except OverflowError:  # e.g. 99999999999d: before year 1
+            raise ValueError(f"--since {value!r}: too far back") from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

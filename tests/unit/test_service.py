@@ -221,3 +221,19 @@ def test_same_attachment_twice_at_once_is_try_again(tmp_path: Path) -> None:
         assert {e.container_id for e in svc.store.list_endpoints()} == {"c2"}
 
     run(scenario())
+
+
+def test_mtu_below_ipv6_minimum_is_refused_before_the_kernel(tmp_path: Path) -> None:
+    # Found by the API fuzzer: mtu 68 with IPv6 made the bridge, then the kernel refused the
+    # IPv6 gateway address (EINVAL) and the API answered 500.
+    async def scenario() -> None:
+        svc = make_service(tmp_path)
+        await svc.start()
+        with pytest.raises(InvalidInput) as err:
+            await svc.create_network(NetworkSpec(name="v6", ipv6=True, options={"mtu": "68"}))
+        assert err.value.field == "options.mtu" and "1280" in str(err.value)
+        assert svc.list_networks() == []
+        await svc.create_network(NetworkSpec(name="v4", options={"mtu": "68"}))
+        await svc.create_network(NetworkSpec(name="v6", ipv6=True, options={"mtu": "1280"}))
+
+    run(scenario())
