@@ -2,9 +2,10 @@
 
 Start-up order: refuse a wrong namespace → refuse missing Python bindings (``requirements``) →
 take the single-instance lock on the state directory → open the store → build
-driver/firewall/DNS → start the service (converge the kernel, reap dead namespaces) → replay
-the CNI DEL spool → bind the socket (or take systemd's) → serve until SIGTERM/SIGINT. Shutdown
-leaves the data plane up: containers keep their network while netd restarts.
+driver/firewall/DNS → start the service (converge the kernel) → bind the socket (or take
+systemd's) → serve until SIGTERM/SIGINT. Shutdown leaves the data plane up: containers keep their
+network while netd restarts, DNS included (the DNS workers are detached and the next daemon
+adopts them; ``netd dns stop`` stops them for good).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from typing import Any
 
 from aiohttp import web
 
+from .api.protocol_log import ProtocolLog
 from .api.server import make_app
 from .config import Config
 from .errors import ConfigError, NetdError, StoreCorrupt
 from .firewall.base import Firewall
 from .ipam.subnets import parse_pool, ula_from_machine_id
 from .requirements import require
+from .security.hostports import refuse_ports_in_use
 from .service import Service
 
 log = logging.getLogger("netd.daemon")
@@ -46,8 +49,12 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise ConfigError naming the pid that holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        """Take the lock or raise ConfigError naming the pid that holds it (or why the file
+        cannot be opened: a read-only or full state directory)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"opening the instance lock {describe_os_error(exc)}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -65,6 +72,14 @@ class InstanceLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``<path>: <strerror> (<ERRNO>)``, e.g. ``/var/lib/netd/netd.lock: Read-only file system
+    (EROFS)``: the one line an operator needs, with the errno's name to search for."""
+    name = errno.errorcode.get(exc.errno or 0, f"errno {exc.errno}")
+    what = exc.strerror or str(exc)
+    return f"{exc.filename}: {what} ({name})" if exc.filename else f"{what} ({name})"
 
 
 def check_namespace(expected: str | None) -> None:
@@ -136,7 +151,10 @@ def _machine_id() -> str:
 
 
 def make_dns(config: Config) -> Any:
-    """The DNS manager (unprivileged worker process) configured from the daemon config."""
+    """The DNS manager (unprivileged worker process) configured from the daemon config.
+
+    Its workers are detached, recorded in ``<state_dir>/dns``, so they outlive the daemon.
+    """
     from .dns.manager import DnsManager
 
     return DnsManager(
@@ -145,6 +163,7 @@ def make_dns(config: Config) -> Any:
         user=config.dns_user,
         host_listen=config.dns_host_listen,
         workers=config.dns_workers,
+        run_dir=config.state_dir / "dns",
     )
 
 
@@ -180,6 +199,7 @@ def build_service(config: Config) -> tuple[Service, Any, Any]:
         dns_domain=config.dns_domain,
         validate_netns=validate_netns_path,
         reap_grace=config.reap_grace,
+        check_publish=refuse_ports_in_use,
     )
     return service, store, dns
 
@@ -232,7 +252,10 @@ async def serve(config: Config) -> None:
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=32, thread_name_prefix="netd-worker")
     )
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"creating the state directory {describe_os_error(exc)}") from exc
     lock = InstanceLock(config.state_dir)
     lock.acquire()
     runner: web.AppRunner | None = None
@@ -264,7 +287,13 @@ async def serve(config: Config) -> None:
         audit = _install_authorisation(app, config)
         # keepalive_timeout also cuts clients that trickle a request head (aiohttp arms it at
         # accept), so a slow client cannot hold a connection for aiohttp's default hour.
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=15)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=15,
+            logger=ProtocolLog(),  # a request that is not HTTP: one line, not a traceback
+        )
         await runner.setup()
         await web.SockSite(runner, sock).start()
         log.info(
@@ -298,8 +327,9 @@ async def serve(config: Config) -> None:
         if audit is not None:
             audit.close()
         if dns is not None:
+            # The workers keep answering with the last records; the next daemon adopts them.
             with contextlib.suppress(Exception):
-                dns.stop()
+                dns.detach()
         if store is not None:
             store.close()
         lock.release()
@@ -321,8 +351,9 @@ def run(config: Config) -> int:
         log.error("%s", exc)
         return 1
     except OSError as exc:
-        if exc.errno == errno.EACCES:
-            log.error("permission denied: %s (netd daemon must run as root)", exc)
-            return 1
-        raise
+        # A file the daemon could not use (read-only, full or missing state directory, socket
+        # directory, ...): one line naming it and the errno, not a traceback.
+        hint = " (netd daemon must run as root)" if exc.errno == errno.EACCES else ""
+        log.error("cannot start: %s%s", describe_os_error(exc), hint)
+        return 1
     return 0

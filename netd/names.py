@@ -18,13 +18,16 @@ MAX_IFNAME = IFNAMSIZ - 1
 MAX_NETWORK_NAME = 128  # bounded so names fit labels, logs and table cells
 MAX_CONTAINER_ID = 256
 
+# The syntax shared by network names, interface names and container ids; the API's OpenAPI
+# document publishes it (netd.api.formats), so it is kept free of Python-only syntax.
+NAME_PATTERN = "[a-zA-Z0-9][a-zA-Z0-9_.-]*"
 # Docker's rule for network names (libnetwork config.go: `^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`).
-_NETWORK_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+_NETWORK_NAME = re.compile(NAME_PATTERN + r"\Z")
 # Linux accepts any bytes but '/', ':' (aliases) and whitespace; we are stricter so a name is
 # always safe inside nft rules and shell output.
-_IFNAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+_IFNAME = re.compile(NAME_PATTERN + r"\Z")
 # CNI CONVENTIONS / SPEC: container id is alphanumeric plus ._- , must start alphanumeric.
-_CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+_CONTAINER_ID = re.compile(NAME_PATTERN + r"\Z")
 _DNS_LABEL = re.compile(r"[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?\Z")
 
 BRIDGE_PREFIX = "nd-"
@@ -84,9 +87,17 @@ def bridge_name(network_id: str) -> str:
     return BRIDGE_PREFIX + network_id[:12]
 
 
-def host_veth_name(container_id: str, ifname: str) -> str:
-    """Host-side veth name from the attachment key: ``nv`` + 13 hex chars of a hash (15 chars)."""
-    digest = hashlib.sha256(f"{container_id}\0{ifname}".encode()).hexdigest()
+def host_veth_name(network_id: str, container_id: str, ifname: str) -> str:
+    """Host-side veth name from the attachment key: ``nv`` + 13 hex chars of a hash (15 chars).
+
+    The network id is part of the key: container ids are chosen by callers, and two callers
+    (two rootless owners, or one container on two networks under the same interface name)
+    may pick the same one; without the network the names would collide in the host (EEXIST)
+    and tell one caller that another used that id. Network ids are random (256 bits), so
+    names differ across networks; the name is recorded in the endpoint, so records made
+    before this rule keep their old name.
+    """
+    digest = hashlib.sha256(f"{network_id}\0{container_id}\0{ifname}".encode()).hexdigest()
     return VETH_PREFIX + digest[:13]
 
 

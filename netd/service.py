@@ -31,13 +31,15 @@ from .errors import (
     NetdError,
     NotFound,
     StoreCorrupt,
+    StoreError,
     Unavailable,
 )
 from .firewall.base import Firewall
+from .firewall.policy import check_port_mappings
 from .ipam.allocator import NetworkAllocator
 from .ipam.subnets import DefaultPool
 from .metrics import METRICS
-from .model import AttachRequest, Caller, Endpoint, IPNetwork, Network, NetworkSpec
+from .model import AttachRequest, Caller, Endpoint, IPNetwork, Network, NetworkSpec, PortMapping
 from .names import bridge_name, check_container_id, check_ifname, check_network_name, host_veth_name
 from .reap import DEFAULT_GRACE, Reaper
 from .reconcile import (
@@ -50,6 +52,7 @@ from .reconcile import (
 )
 from .spec import build_network
 from .store.base import Store
+from .store.health import Prober
 
 log = logging.getLogger("netd.service")
 T = TypeVar("T")
@@ -163,6 +166,7 @@ class Service:
         dns_domain: str = "dns.netd",
         validate_netns: Callable[[str, int], None] = lambda path, inode: None,
         reap_grace: float = DEFAULT_GRACE,
+        check_publish: Callable[[tuple[PortMapping, ...]], None] = lambda ports: None,
     ) -> None:
         self.store = store
         self.drivers = drivers
@@ -173,6 +177,8 @@ class Service:
         self.host_routes = host_routes
         self.dns_domain = dns_domain
         self.validate_netns = validate_netns
+        # Refuses ports a host socket holds (security.hostports); a no-op in unit tests.
+        self.check_publish = check_publish
         self.ready = False
         self._networks: dict[str, Network] = {}  # by id
         self._endpoints: dict[str, dict[tuple[str, str], Endpoint]] = {}  # net id → key → ep
@@ -182,6 +188,7 @@ class Service:
         self._dns_lock = asyncio.Lock()
         self._inflight: dict[str, set[tuple[str, str]]] = {}  # net id → keys being changed
         self.reaper = Reaper(self, reap_grace)  # endpoints whose namespace is gone for good
+        self.store_health = Prober(store.probe)  # await it: the store's health, probed now
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -205,7 +212,8 @@ class Service:
             for ep in list(self._endpoints[net.id].values()):
                 if ep.state not in ("ready", "gone"):
                     log.warning(
-                        "start: removing interrupted attachment %s/%s on %s",
+                        "start: removing interrupted %s %s/%s on %s",
+                        "detach of" if ep.state == "deleting" else "attachment",
                         ep.container_id,
                         ep.ifname,
                         net.name,
@@ -286,9 +294,36 @@ class Service:
                         continue  # changed by a request meanwhile: the next pass looks again
                     if await self._repair(action):
                         done.append(action)
+        await self._finish_detaches()
         done += await self._reconcile_firewall()
         await self.reaper.release_due()
         return done
+
+    async def _finish_detaches(self) -> None:
+        """Finish detaches that tore the endpoint down but could not delete its record (the
+        store failed meanwhile): the ``deleting`` records no request is working on."""
+        for net in list(self._networks.values()):
+            finished = 0
+            async with self._lock(net.id):
+                busy = self._inflight.get(net.id, set())
+                table = self._endpoints.get(net.id, {})
+                stuck = [e for e in table.values() if e.state == "deleting" and e.key not in busy]
+                for ep in stuck:
+                    try:
+                        await self._remove_endpoint(net, ep)
+                    except NetdError as exc:
+                        log.error("reconcile: finishing the detach of %s: %s", ep.host_ifname, exc)
+                        continue
+                    log.warning(
+                        "reconcile: finished the detach of %s/%s from %s",
+                        ep.container_id[:12],
+                        ep.ifname,
+                        net.name,
+                    )
+                    METRICS.reconcile_repairs.labels("finish_detach").inc()
+                    finished += 1
+            if finished:
+                await self._publish_dns(net)
 
     async def _reconcile_firewall(self) -> list[Action]:
         """Re-add firewall elements the kernel lost (e.g. ``nft delete element``), by owner."""
@@ -469,6 +504,11 @@ class Service:
         """IPAM use per subnet: (used, size)."""
         return self._ipam[network.id].utilisation()
 
+    def _resolvable(self, network: Network) -> list[Endpoint]:
+        """The endpoints whose names DNS serves: all but those being detached and those reaped
+        (namespace gone for good)."""
+        return [e for e in self.endpoints(network) if e.state not in ("deleting", "gone")]
+
     async def _publish_dns(self, network: Network | None = None, *, removed: bool = False) -> None:
         """Push records to DNS off the event loop, one publication at a time.
 
@@ -479,17 +519,13 @@ class Service:
         """
         async with self._dns_lock:
             try:
-                # A reaped endpoint (namespace gone for good) has no name any more.
                 if network is None:
-                    state = [
-                        (n, [e for e in self.endpoints(n) if e.state != "gone"])
-                        for n in self.list_networks()
-                    ]
+                    state = [(n, self._resolvable(n)) for n in self.list_networks()]
                     await asyncio.to_thread(self.dns.set_state, state)
                 elif removed:
                     await asyncio.to_thread(self.dns.remove_network, network.id)
                 else:
-                    eps = [e for e in self.endpoints(network) if e.state != "gone"]
+                    eps = self._resolvable(network)
                     await asyncio.to_thread(self.dns.update_network, network, eps)
             except Exception:  # DNS trouble must never fail a network operation
                 log.exception("pushing DNS records failed")
@@ -627,9 +663,13 @@ class Service:
         return self.find_network(name)
 
     async def status(self) -> None:
-        """CniBackend: raise Unavailable until start-up has finished."""
+        """CniBackend: Unavailable until start-up has finished; StoreError while the state
+        store cannot write (probed now), since no ADD or DEL could be recorded."""
         if not self.ready:
             raise Unavailable("netd is starting; try again")
+        health = await self.store_health()
+        if not health.ok:
+            raise StoreError(f"the state store cannot write: {health.reason}")
 
     def _busy(self, net: Network, key: tuple[str, str]) -> None:
         """Unavailable (CNI: try again) while another request changes this attachment."""
@@ -652,8 +692,11 @@ class Service:
         net = self.find_network(req.network)
         cid = check_container_id(req.container_id)
         ifname = check_ifname(req.ifname)
+        check_port_mappings(req.port_mappings)  # ::1: before anything changes, any backend
         if plumb:
             self.validate_netns(req.netns, req.netns_inode)
+            if req.port_mappings:  # reads /proc/net tables: off the event loop
+                await asyncio.to_thread(self.check_publish, req.port_mappings)
         key = (cid, ifname)
         async with self._lock(net.id):
             if net.id not in self._networks:
@@ -731,7 +774,7 @@ class Service:
             container_id=cid,
             ifname=ifname,
             netns=req.netns,
-            host_ifname=host_veth_name(cid, ifname) if plumb else "",
+            host_ifname=host_veth_name(net.id, cid, ifname) if plumb else "",
             addresses=tuple(addresses),
             mac=req.mac,
             name=req.name,
@@ -810,9 +853,13 @@ class Service:
     async def detach(self, network: str, container_id: str, ifname: str, netns: str | None) -> None:
         """Idempotent detach: a missing network, endpoint or namespace is not an error.
 
-        Like attach, the kernel work (a veth deletion waits ~20 ms for the kernel) runs outside
-        the network's lock with the attachment marked in flight; the address is released after
-        the interface is gone.
+        The record changes first: the endpoint is durably marked ``deleting`` before anything in
+        the kernel is touched, so a store that cannot write fails the detach with kernel, DNS
+        and record unchanged, and a retry succeeds. A failure later (the record cannot be
+        deleted after the teardown) leaves a ``deleting`` record, which the reconciler, the next
+        start or a retried detach finishes. Like attach, the kernel work runs outside the
+        network's lock with the attachment marked in flight; the address is released after the
+        interface is gone.
         """
         try:
             net = self.find_network(network)
@@ -824,6 +871,7 @@ class Service:
             if ep is None:
                 return
             self._busy(net, key)
+            ep = await self._mark_deleting(net, ep)
             self._inflight[net.id].add(key)
         try:
             await self._teardown(net, ep, netns or None)
@@ -831,8 +879,18 @@ class Service:
                 await self._forget(net, ep)
         finally:
             self._inflight[net.id].discard(key)
+            await self._publish_dns(net)  # a deleting endpoint no longer resolves
         log.info("detached %s/%s from %s", container_id[:12], ifname, net.name)
-        await self._publish_dns(net)
+
+    async def _mark_deleting(self, net: Network, ep: Endpoint) -> Endpoint:
+        """Durably record that ``ep`` is being removed (network lock held); StoreError changes
+        nothing."""
+        if ep.state == "deleting":
+            return ep
+        deleting = dataclasses.replace(ep, state="deleting")
+        await asyncio.to_thread(self.store.put_endpoint, deleting, {})
+        self._endpoints[net.id][ep.key] = deleting
+        return deleting
 
     async def check(self, network: str, container_id: str, ifname: str, netns: str) -> None:
         """Raise NotFound/KernelError naming the first thing that is not as recorded."""

@@ -70,7 +70,13 @@ def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
             for p in re.findall(r"{(\w+)}", route.path)
         ]
         params += [
-            {"name": q, "in": "query", "required": required, "schema": {"type": "string"}}
+            {
+                "name": q,
+                "in": "query",
+                "required": required,
+                # A required parameter given empty is refused like a missing one.
+                "schema": {"type": "string", "minLength": 1} if required else {"type": "string"},
+            }
             for q, required in route.query
         ]
         if params:

@@ -51,6 +51,7 @@ CALLER: web.RequestKey[Caller | None] = web.RequestKey("caller", Caller)
 # Set by the authorisation middleware for a rootless owner: confines the request to its networks.
 OWNER: web.RequestKey[Confinement] = web.RequestKey("owner", Confinement)
 _PEERCRED = struct.Struct("3i")
+_BODY_HEADERS = {"content-type", "content-length", "content-encoding"}  # replaced by ours
 
 
 def peer_caller(request: web.Request) -> Caller | None:
@@ -95,8 +96,10 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status, "http_error"
         )
+        # The exception's own headers say more than the status: 405's Allow (RFC 9110 §15.5.6).
+        kept = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
         return web.json_response(
-            {"error": {"code": code, "message": exc.reason}}, status=exc.status
+            {"error": {"code": code, "message": exc.reason}}, status=exc.status, headers=kept
         )
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
@@ -129,21 +132,26 @@ def _service(request: web.Request) -> Service | OwnerScope:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    """Health and counts."""
+    """Health and counts; ``ready`` is false (with ``reason``) while the store cannot write."""
     svc = _service(request)
     nets = svc.list_networks()
-    return web.json_response(
-        {
-            "version": __version__,
-            "ready": svc.ready,
-            "networks": len(nets),
-            "endpoints": sum(len(svc.endpoints(n)) for n in nets),
-            "firewall": svc.firewall.name,
-            "pid": os.getpid(),
-            # Endpoints whose namespace is gone (reaped, awaiting release) or unmounted but alive.
-            **request.app[SERVICE].reaper.status(nets, svc.endpoints),
-        }
-    )
+    store = await request.app[SERVICE].store_health()
+    body: dict[str, Any] = {
+        "version": __version__,
+        "ready": svc.ready and store.ok,
+        "networks": len(nets),
+        "endpoints": sum(len(svc.endpoints(n)) for n in nets),
+        "firewall": svc.firewall.name,
+        "pid": os.getpid(),
+        "store": {"ok": store.ok, "error": store.reason or None, "since": store.since or None},
+        # Endpoints whose namespace is gone (reaped, awaiting release) or unmounted but alive.
+        **request.app[SERVICE].reaper.status(nets, svc.endpoints),
+    }
+    if not svc.ready:
+        body["reason"] = "netd is starting"
+    elif not store.ok:
+        body["reason"] = f"the state store cannot write: {store.reason}"
+    return web.json_response(body)
 
 
 async def list_networks(request: web.Request) -> web.Response:
@@ -418,6 +426,9 @@ def make_app(
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     document = build_openapi(ROUTES, __version__)
+    # The drivers are the daemon's, not the code's: the document lists exactly those.
+    create = document["paths"]["/v1/networks"]["post"]["requestBody"]["content"]
+    create["application/json"]["schema"]["properties"]["driver"]["enum"] = sorted(service.drivers)
 
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(document)

@@ -148,14 +148,17 @@ def daemon(
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.pass_obj
 def status(obj: Ctx, fmt: str) -> None:
-    """Summarise the daemon's health."""
+    """Summarise the daemon's health; exits 1 when it is not ready (``reason`` says why)."""
     data = obj.call("GET", "/v1/status")
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
-        return
-    for key in ("version", "ready", "pid", "networks", "endpoints", "firewall"):
-        click.echo(f"{key + ':':<11}{data.get(key)}")
-    from ..reap_report import status_lines
+    else:
+        for key in ("version", "ready", "reason", "pid", "networks", "endpoints", "firewall"):
+            if key in data:
+                click.echo(f"{key + ':':<11}{data[key]}")
+        from ..reap_report import status_lines
 
-    for line in status_lines(data):
-        click.echo(line)
+        for line in status_lines(data):
+            click.echo(line)
+    if not data.get("ready"):
+        sys.exit(1)

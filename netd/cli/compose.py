@@ -23,6 +23,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _project_options(func: F) -> F:
     func = click.option(
+        "--profile",
+        "profiles",
+        multiple=True,
+        help="enable services of this profile (repeatable; default: COMPOSE_PROFILES)",
+    )(func)
+    func = click.option(
         "--env-file",
         "env_files",
         multiple=True,
@@ -40,17 +46,40 @@ def _project_options(func: F) -> F:
 
 
 def _load(
-    ctx: click.Context, files: tuple[str, ...], project: str | None, env_files: tuple[str, ...]
+    ctx: click.Context,
+    files: tuple[str, ...],
+    project: str | None,
+    env_files: tuple[str, ...],
+    profiles: tuple[str, ...] = (),
+    services: tuple[str, ...] = (),
+    held: bool = False,
 ) -> Any:
-    from ..compose.project import load_project
+    """The project from its files; with ``held``, ``-p NAME`` alone (no file) finds it in netd."""
+    from ..compose.project import find_files, load_project
     from ..errors import NetdError
 
     outer = ctx.meta.get("netd.compose", {})
+    all_files = [*outer.get("files", ()), *files]
+    name = project or outer.get("project")
+    if held and name and not all_files:
+        try:
+            find_files([], Path.cwd(), os.environ)
+        except NetdError:
+            from ..compose.held import project_from_daemon
+            from ..compose.project import check_project_name
+
+            return _run(
+                lambda: project_from_daemon(
+                    _client(ctx), check_project_name(name, "-p/--project-name")
+                )
+            )
     try:
         loaded = load_project(
-            [*outer.get("files", ()), *files],
-            project=project or outer.get("project"),
+            all_files,
+            project=name,
             env_files=[*outer.get("env_files", ()), *env_files],
+            profiles=[*outer.get("profiles", ()), *profiles],
+            services=services,
         )
     except NetdError as exc:
         fail(f"Error: {exc}", EXIT_REFUSED)
@@ -81,29 +110,44 @@ def _run(action: Callable[[], Any]) -> Any:
 @_project_options
 @click.pass_context
 def compose(
-    ctx: click.Context, files: tuple[str, ...], project: str | None, env_files: tuple[str, ...]
+    ctx: click.Context,
+    files: tuple[str, ...],
+    project: str | None,
+    env_files: tuple[str, ...],
+    profiles: tuple[str, ...],
 ) -> None:
     """Networks and sandboxes from a compose file (the networking half of `docker compose`)."""
-    ctx.meta["netd.compose"] = {"files": files, "project": project, "env_files": env_files}
+    ctx.meta["netd.compose"] = {
+        "files": files,
+        "project": project,
+        "env_files": env_files,
+        "profiles": profiles,
+    }
 
 
 @compose.command()
 @_project_options
 @click.option("-d", "--detach", is_flag=True, hidden=True, help="accepted; netd never attaches")
+@click.argument("services", nargs=-1)
 @click.pass_context
 def up(
     ctx: click.Context,
     files: tuple[str, ...],
     project: str | None,
     env_files: tuple[str, ...],
+    profiles: tuple[str, ...],
     detach: bool,
+    services: tuple[str, ...],
 ) -> None:
-    """Create the networks and one sandbox namespace per service replica (idempotent)."""
+    """Create the networks and one sandbox namespace per service replica (idempotent).
+
+    With SERVICE names: only those services and what they depend on; others are left as is.
+    """
     from ..compose.apply import up as do_up
     from ..compose.plan import sandboxes
     from .progress import live_actions
 
-    proj = _load(ctx, files, project, env_files)
+    proj = _load(ctx, files, project, env_files, profiles, services)
     # Each action is shown as it happens (a bar on a terminal): many services take a while.
     units = [n.name for n in proj.networks.values() if not n.external]
     units += [sb.name for sb in sandboxes(proj)]
@@ -123,13 +167,14 @@ def down(
     files: tuple[str, ...],
     project: str | None,
     env_files: tuple[str, ...],
+    profiles: tuple[str, ...],
     volumes: bool,
     remove_orphans: bool,
 ) -> None:
     """Remove the project's sandboxes, endpoints and networks (and nothing else)."""
     from ..compose.apply import down as do_down
 
-    proj = _load(ctx, files, project, env_files)
+    proj = _load(ctx, files, project, env_files, profiles, held=True)
     report = _run(lambda: do_down(_client(ctx), proj))
     for line in report.lines:
         click.echo(line)
@@ -146,12 +191,13 @@ def ps(
     files: tuple[str, ...],
     project: str | None,
     env_files: tuple[str, ...],
+    profiles: tuple[str, ...],
     fmt: str,
 ) -> None:
     """List services, sandboxes, addresses and published ports."""
     from ..compose.apply import ps as do_ps
 
-    proj = _load(ctx, files, project, env_files)
+    proj = _load(ctx, files, project, env_files, profiles, held=True)
     rows = _run(lambda: do_ps(_client(ctx), proj))
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
@@ -176,15 +222,27 @@ def exec_(
     files: tuple[str, ...],
     project: str | None,
     env_files: tuple[str, ...],
+    profiles: tuple[str, ...],
     index: int | None,
     service: str,
     command: tuple[str, ...],
 ) -> None:
-    """Run COMMAND in SERVICE[.N]'s sandbox, with its resolv.conf and hosts (ip netns exec)."""
-    proj = _load(ctx, files, project, env_files)
+    """Run COMMAND in SERVICE[.N]'s sandbox, with its resolv.conf, hosts and hostname.
+
+    Exits with the command's code; 127 when the command is not found, 126 when it cannot be
+    run (as a shell and docker compose do).
+    """
+    from ..compose import uts
+
+    proj = _load(ctx, files, project, env_files, profiles, held=True)
     name, _, num = service.partition(".")
     if name not in proj.services and service in proj.services:
         name, num = service, ""
+    target = next((s for s in (service, name) if s in proj.defined), None)
+    if name not in proj.services and target is not None:
+        # A service named on the command line is enabled whatever its profiles (compose).
+        proj = _load(ctx, files, project, env_files, profiles, (target,))
+        name, num = (target, "") if target == service else (name, num)
     if name not in proj.services:
         fail(
             f"Error: no service {name!r} in project {proj.name} ({', '.join(proj.services)})",
@@ -193,6 +251,9 @@ def exec_(
     n = index or (int(num) if num.isdigit() else 1)
     svc = proj.services[name]
     argv = list(command[1:] if command and command[0] == "--" else command)
+    if not argv:
+        fail("Error: exec needs a command", EXIT_REFUSED)
+    _check_command(argv[0])
     if svc.network_mode == "host":
         os.execvp(argv[0], argv)  # network_mode: host shares the caller's network namespace
     owner = proj.services[svc.shares] if svc.shares else svc
@@ -201,8 +262,23 @@ def exec_(
     sandbox = proj.sandbox_name(owner.name, n)
     if not Path("/run/netns", sandbox).exists():
         fail(f"Error: sandbox {sandbox} does not exist; run `netd compose up` first", EXIT_REFUSED)
+    # The sandbox's hostname: its own UTS namespace (entered here, kept across the exec).
+    uts.enter(sandbox)
     # `ip netns exec` is what bind-mounts /etc/netns/<sandbox>/{resolv.conf,hosts} over /etc.
     os.execvp("ip", ["ip", "netns", "exec", sandbox, *argv])
+
+
+def _check_command(name: str) -> None:
+    """Exit 127 (not found) or 126 (not executable) as a shell would, before ``ip`` (255)."""
+    import shutil
+
+    if "/" in name:
+        if not os.path.exists(name):
+            fail(f"Error: exec: {name!r}: no such file or directory", 127)
+        if os.path.isdir(name) or not os.access(name, os.X_OK):
+            fail(f"Error: exec: {name!r}: permission denied", 126)
+    elif shutil.which(name) is None:
+        fail(f"Error: exec: {name!r}: executable file not found in $PATH", 127)
 
 
 @compose.command()
@@ -214,6 +290,7 @@ def config(
     files: tuple[str, ...],
     project: str | None,
     env_files: tuple[str, ...],
+    profiles: tuple[str, ...],
     fmt: str,
 ) -> None:
     """Print the resolved networking model (after merge, include, extends, interpolation)."""
@@ -221,7 +298,7 @@ def config(
 
     from ..compose.plan import network_body, sandboxes
 
-    proj = _load(ctx, files, project, env_files)
+    proj = _load(ctx, files, project, env_files, profiles)
     data = proj.to_dict()
     data["plan"] = {
         "networks": [network_body(n) for n in proj.networks.values() if not n.external],

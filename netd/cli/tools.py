@@ -1,4 +1,4 @@
-"""`netd cni install`, `netd firewall show` and `netd dns lookup`."""
+"""`netd cni install`, `netd firewall show`, `netd dns lookup` and `netd dns stop`."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def firewall_show(obj: Ctx) -> None:
 
 @click.group()
 def dns() -> None:
-    """Query netd's DNS from the host."""
+    """Query netd's DNS from the host; stop its workers for good."""
 
 
 @dns.command("lookup")
@@ -90,3 +90,34 @@ def dns_lookup(obj: Ctx, name: str, network: str | None, fmt: str) -> None:
         click.echo("\n".join(data["addresses"]))
     if not data["addresses"]:
         fail(f"Error: {name!r} does not resolve", 1)
+
+
+@dns.command("stop")
+@click.option("--config", type=click.Path(path_type=Path), help="daemon config (for state_dir)")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="default: from the config")
+def dns_stop(config: Path | None, state_dir: Path | None) -> None:
+    """Stop the DNS workers for good (run with the daemon stopped; as root).
+
+    The DNS workers outlive `netd daemon` on purpose, so containers keep resolving names while
+    it restarts. To stop everything (e.g. before uninstalling): `systemctl stop netd`, then
+    this. Only processes that match the records in STATE_DIR/dns (pid, start time, uid,
+    command line) are signalled. Refuses while a daemon holds the state directory.
+    """
+    from ..config import load_config
+    from ..daemon import InstanceLock
+    from ..dns.handover import stop_workers
+    from ..errors import NetdError
+
+    try:
+        directory = state_dir or load_config(config).state_dir
+        lock = InstanceLock(directory)
+        lock.acquire()  # a running daemon would restart the workers at once
+    except NetdError as exc:
+        fail(f"Error: {exc}")
+    except OSError as exc:
+        fail(f"Error: opening the state directory {str(directory)!r}: {exc.strerror}")
+    try:
+        lines = stop_workers(directory / "dns")
+    finally:
+        lock.release()
+    click.echo("\n".join(lines) if lines else "no DNS workers recorded")

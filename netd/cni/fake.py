@@ -123,7 +123,7 @@ class FakeCniBackend:
             container_id=req.container_id,
             ifname=req.ifname,
             netns=req.netns,
-            host_ifname=host_veth_name(req.container_id, req.ifname) if plumb else "",
+            host_ifname=host_veth_name(network.id, req.container_id, req.ifname) if plumb else "",
             addresses=tuple(addresses),
             mac=(req.mac or _mac("c" + "/".join(key))) if plumb else None,
             host_mac=_mac("h" + "/".join(key)) if plumb else None,

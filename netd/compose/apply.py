@@ -20,8 +20,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..errors import NetdError, NotFound
+from ..errors import NetdError, NotFound, Unavailable
 from . import sandbox as kernel
+from . import uts
 from .client import Client
 from .model import LABEL_PROJECT, Project
 from .plan import (
@@ -63,12 +64,17 @@ def read_state(client: Client, project: Project) -> State:
     return state
 
 
-def _owned(project: Project, state_dir: Path) -> set[str]:
+def read_owned(name: str, state_dir: Path = STATE_DIR) -> dict[str, Any]:
+    """The state file of project ``name``: ``sandboxes`` and ``shared`` ({service: owner})."""
     try:
-        data = json.loads((state_dir / f"{project.name}.json").read_text())
-        return set(data.get("sandboxes", []))
+        data = json.loads((state_dir / f"{name}.json").read_text())
+        return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
-        return set()
+        return {}
+
+
+def _owned(project: Project, state_dir: Path) -> set[str]:
+    return set(read_owned(project.name, state_dir).get("sandboxes", []))
 
 
 def _save_owned(project: Project, names: set[str], state_dir: Path) -> None:
@@ -77,8 +83,66 @@ def _save_owned(project: Project, names: set[str], state_dir: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         return
+    shared = dict(read_owned(project.name, state_dir).get("shared", {}))
+    shared.update({s.name: s.shares for s in project.services.values() if s.shares})
     state_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"project": project.name, "sandboxes": sorted(names)}) + "\n")
+    data = {"project": project.name, "sandboxes": sorted(names), "shared": shared}
+    path.write_text(json.dumps(data) + "\n")
+
+
+def service_of(project: str, sandbox: str) -> tuple[str, int] | None:
+    """(service, replica) from a sandbox name ``<project>-<service>-<n>``."""
+    head, _, num = sandbox.removeprefix(f"{project}-").rpartition("-")
+    if not sandbox.startswith(f"{project}-") or not head or not num.isdigit():
+        return None
+    return head, int(num)
+
+
+def _is_stale(project: Project, sandbox: str) -> bool:
+    """Whether ``up`` removes an owned sandbox the plan does not have.
+
+    Services gone from the file are orphans (removed); services the file still defines but
+    that are disabled by profiles, or not named by ``up SERVICE...``, are left alone.
+    """
+    found = service_of(project.name, sandbox)
+    if found is None:
+        return True
+    service = found[0]
+    if service not in project.defined:
+        return True
+    if service not in project.services:
+        return False  # disabled by profiles: not ours to touch in this run
+    return project.targets is None or service in project.targets
+
+
+def _blame(project: Project, path: str, exc: NetdError) -> NetdError:
+    """The daemon's error, pointed at the compose file's line, keeping its class (exit code)."""
+    detail = getattr(exc, "daemon_message", None) or str(exc)
+    where = project.where(path)
+    prefix = f"{where[0]}:{where[1]}: " if where and where[1] else ""
+    out = type(exc).__new__(type(exc))
+    NetdError.__init__(out, f"{prefix}{path}: {detail}", field=path)
+    return out
+
+
+def _connect_path(sb: Sandbox, key: str, exc: NetdError) -> str:
+    """The compose key a failed connect is about, from the daemon's error field."""
+    field_ = exc.field or ""
+    base = f"services.{sb.service}"
+    if field_.startswith(("port_mappings", "publish")):
+        return f"{base}.ports"
+    if field_ == "hostname":
+        return f"{base}.hostname"
+    for prefix, key_ in (
+        ("mac", "mac_address"),
+        ("ifname", "interface_name"),
+        ("aliases", "aliases"),
+        ("ips", "ipv4_address"),
+        ("static_ips", "ipv4_address"),
+    ):
+        if field_.startswith(prefix):
+            return f"{base}.networks.{key}.{key_}"
+    return f"{base}.networks.{key}"
 
 
 class _Undo:
@@ -115,8 +179,13 @@ def _gateway(client: Client, network: str | None) -> str | None:
 def up(client: Client, project: Project, state_dir: Path = STATE_DIR) -> Report:
     """Create or update the project's networks and sandboxes; idempotent."""
     report = Report()
-    plan = sandboxes(project)
     state = read_state(client, project)
+    internal = frozenset(
+        n.name
+        for n in project.networks.values()
+        if n.external and state.networks.get(n.name, {}).get("internal")
+    )
+    plan = sandboxes(project, internal)
     check_state(project, state, plan)
     undo = _Undo()
     owned = _owned(project, state_dir)
@@ -133,7 +202,12 @@ def up(client: Client, project: Project, state_dir: Path = STATE_DIR) -> Report:
                 client.remove_network(net.name)
                 report.add(f"removed changed network {net.name}")
             if net.name in recreate or net.name not in state.networks:
-                client.create_network(network_body(net))
+                try:
+                    client.create_network(network_body(net))
+                except Unavailable:
+                    raise
+                except NetdError as exc:
+                    raise _blame(project, f"networks.{net.key}", exc) from exc
                 report.add(f"created network {net.name}")
                 if net.name not in recreate:
                     undo.push(f"network {net.name}", partial(client.remove_network, net.name))
@@ -142,6 +216,8 @@ def up(client: Client, project: Project, state_dir: Path = STATE_DIR) -> Report:
             _up_sandbox(client, project, state, sb, undo, report)
             owned.add(sb.name)
         for name in sorted(owned - {sb.name for sb in plan}):
+            if not _is_stale(project, name):
+                continue
             _disconnect_all(client, state, name, report)
             kernel.remove_sandbox(name)
             owned.discard(name)
@@ -157,10 +233,15 @@ def _up_sandbox(
     client: Client, project: Project, state: State, sb: Sandbox, undo: _Undo, report: Report
 ) -> None:
     svc = project.services[sb.service]
-    if kernel.ensure_sandbox(sb.name):
+    created = kernel.ensure_sandbox(sb.name)
+    if created:
         report.add(f"created sandbox {sb.name}")
         undo.push(f"sandbox {sb.name}", lambda: kernel.remove_sandbox(sb.name))
-    elif sandbox_matches(sb, state):
+    # docker: the hostname is the container's own (default: its name, as in the hosts file)
+    hostname = svc.hostname or sb.name[: uts.HOST_NAME_MAX - 1]
+    if uts.ensure(sb.name, hostname, svc.domainname) and not created:
+        report.add(f"set the hostname of {sb.name} to {hostname}")
+    if not created and sandbox_matches(sb, state):
         have = dict(state.endpoints_of(sb.name))
         answers = [have[net] for net, _ in sb.connects]
         resolv_now = kernel.read_etc(sb.name, "resolv.conf")
@@ -170,7 +251,13 @@ def _up_sandbox(
     _disconnect_all(client, state, sb.name, report)
     answers = []
     for net, body in sb.connects:
-        ep = client.connect(net, body)
+        try:
+            ep = client.connect(net, body)
+        except Unavailable:
+            raise
+        except NetdError as exc:
+            key = next(n.key for n in project.networks.values() if n.name == net)
+            raise _blame(project, _connect_path(sb, key, exc), exc) from exc
         undo.push(f"endpoint {sb.name} on {net}", partial(client.disconnect, net, sb.name))
         answers.append(ep)
         report.add(f"connected {sb.name} to {net}: {' '.join(ep.get('addresses', []))}")

@@ -52,6 +52,7 @@ class Client:
         errors.NetdError.__init__(
             exc_, f"{method} {path}: {err.get('message') or data}", field=err.get("field")
         )
+        exc_.daemon_message = str(err.get("message") or data)  # type: ignore[attr-defined]
         raise exc_
 
     def networks(self) -> list[dict[str, Any]]:

@@ -3,7 +3,8 @@
 Implements the compose-spec rules: ``$VAR`` and ``${VAR}``; ``${VAR:-default}`` (unset or empty),
 ``${VAR-default}`` (unset); ``${VAR:?message}`` / ``${VAR?message}`` (error); ``${VAR:+alt}`` /
 ``${VAR+alt}``; defaults may nest further ``${...}``; ``$$`` is a literal ``$``. An unset variable
-without a default becomes the empty string, as in docker compose. Only values are interpolated,
+without a default becomes the empty string, as in docker compose, and its name is reported so
+the caller can warn as compose does. Only values are interpolated,
 never keys. This module does not read the process environment itself: callers pass a mapping.
 """
 
@@ -46,13 +47,15 @@ def _closing(text: str, start: int) -> int:
     return -1
 
 
-def _expand(body: str, env: Mapping[str, str]) -> str:
+def _expand(body: str, env: Mapping[str, str], unset: list[str] | None) -> str:
     m = _NAME.match(body)
     if not m:
         raise _Missing(f"invalid interpolation format ${{{body}}}")
     name, rest = m.group(0), body[m.end() :]
     value = env.get(name)
     if not rest:
+        if value is None and unset is not None:
+            unset.append(name)
         return value or ""
     for op in (":-", ":?", ":+", "-", "?", "+"):
         if rest.startswith(op):
@@ -60,22 +63,26 @@ def _expand(body: str, env: Mapping[str, str]) -> str:
             break
     else:
         raise _Missing(f"invalid interpolation format ${{{body}}}")
-    unset = value is None
-    empty = unset or value == ""
+    is_unset = value is None
+    empty = is_unset or value == ""
     if op in (":-", "-"):
-        use_default = empty if op == ":-" else unset
-        return interpolate_text(arg, env) if use_default else str(value)
+        use_default = empty if op == ":-" else is_unset
+        return interpolate_text(arg, env, unset) if use_default else str(value)
     if op in (":?", "?"):
-        if empty if op == ":?" else unset:
-            why = interpolate_text(arg, env) or f"variable {name} is not set"
+        if empty if op == ":?" else is_unset:
+            why = interpolate_text(arg, env, unset) or f"variable {name} is not set"
             raise _Missing(f"required variable {name} is missing a value: {why}")
         return str(value)
-    use_alt = not empty if op == ":+" else not unset
-    return interpolate_text(arg, env) if use_alt else ""
+    use_alt = not empty if op == ":+" else not is_unset
+    return interpolate_text(arg, env, unset) if use_alt else ""
 
 
-def interpolate_text(text: str, env: Mapping[str, str]) -> str:
-    """Interpolate one string; raises ``_Missing`` for ``${VAR:?...}`` or a bad format."""
+def interpolate_text(text: str, env: Mapping[str, str], unset: list[str] | None = None) -> str:
+    """Interpolate one string; raises ``_Missing`` for ``${VAR:?...}`` or a bad format.
+
+    The names of unset variables used without a default are appended to ``unset`` (docker
+    compose warns about each: they silently become the empty string).
+    """
     out: list[str] = []
     i = 0
     while i < len(text):
@@ -91,11 +98,13 @@ def interpolate_text(text: str, env: Mapping[str, str]) -> str:
             end = _closing(text, j + 2)
             if end < 0:
                 raise _Missing(f"invalid interpolation format {text[j:]!r}: no closing brace")
-            out.append(_expand(text[j + 2 : end], env))
+            out.append(_expand(text[j + 2 : end], env, unset))
             i = end + 1
         else:
             m = _NAME.match(text, j + 1)
             if m:
+                if m.group(0) not in env and unset is not None:
+                    unset.append(m.group(0))
                 out.append(env.get(m.group(0), ""))
                 i = m.end()
             else:
@@ -104,28 +113,37 @@ def interpolate_text(text: str, env: Mapping[str, str]) -> str:
     return "".join(out)
 
 
-def interpolate(tree: Any, env: Mapping[str, str], path: str = "") -> Any:
-    """A copy of ``tree`` with every string value interpolated (positions kept)."""
-    return _walk(tree, env, path, None)
+def interpolate(
+    tree: Any, env: Mapping[str, str], path: str = "", unset: list[str] | None = None
+) -> Any:
+    """A copy of ``tree`` with every string value interpolated (positions kept).
+
+    Unset variables used without a default are appended to ``unset``.
+    """
+    return _walk(tree, env, path, None, unset)
 
 
-def _walk(node: Any, env: Mapping[str, str], path: str, where: Where | None) -> Any:
+def _walk(
+    node: Any, env: Mapping[str, str], path: str, where: Where | None, unset: list[str] | None
+) -> Any:
     if isinstance(node, str):
         try:
-            return interpolate_text(node, env)
+            return interpolate_text(node, env, unset)
         except _Missing as exc:
             raise ComposeError(where, path, node, exc.message) from None
     if isinstance(node, LocDict):
         out = LocDict(where=node.where)
         for key, value in node.items():
             sub = f"{path}.{key}" if path else str(key)
-            out[key] = _walk(value, env, sub, position(node, key))
+            out[key] = _walk(value, env, sub, position(node, key), unset)
         return copy_positions(node, out)
     if isinstance(node, LocList):
-        items = [_walk(v, env, f"{path}[{i}]", position(node, i)) for i, v in enumerate(node)]
+        items = [
+            _walk(v, env, f"{path}[{i}]", position(node, i), unset) for i, v in enumerate(node)
+        ]
         return copy_positions(node, LocList(items, where=node.where))
     if isinstance(node, (Reset, Override)):
-        return type(node)(_walk(node.value, env, path, where))
+        return type(node)(_walk(node.value, env, path, where, unset))
     return node
 
 

@@ -112,6 +112,7 @@ class Loader:
     def __init__(self, env: Mapping[str, str], cwd: Path | None = None) -> None:
         self.env = env
         self.cwd = cwd
+        self.unset: list[str] = []  # variables used without a value or default
 
     def load(self, path: Path, depth: int = 0) -> LocDict:
         """One file, interpolated, with its extends and include resolved."""
@@ -126,7 +127,7 @@ class Loader:
             raise ComposeError(
                 (_display(path, self.cwd), 1), "", None, "a compose file must be a mapping"
             )
-        tree = interpolate(raw, self.env)
+        tree = interpolate(raw, self.env, unset=self.unset)
         services = tree.get("services")
         if isinstance(services, dict):
             for name in list(services):
@@ -231,11 +232,21 @@ def project_env(
     return out
 
 
-def load_tree(files: list[Path], env: Mapping[str, str], cwd: Path | None = None) -> LocDict:
-    """Every ``-f`` file loaded and merged in order (later files override)."""
+def load_tree(
+    files: list[Path],
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    unset: list[str] | None = None,
+) -> LocDict:
+    """Every ``-f`` file loaded and merged in order (later files override).
+
+    Variables used without a value or default are appended to ``unset``.
+    """
     loader = Loader(env, cwd)
     tree: Any = None
     for f in files:
         one = loader.load(f)
         tree = one if tree is None else merge(tree, one)
+    if unset is not None:
+        unset += loader.unset
     return tree

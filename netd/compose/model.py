@@ -58,12 +58,23 @@ class Attachment:
 
 @dataclass(frozen=True)
 class Port:
-    """One published port; ``host_port`` None means "expose only" (no ephemeral ports)."""
+    """One published port; ``host_port`` None means "expose only" (no ephemeral ports).
+
+    ``host_port_end`` is set for a host range with one container port (``8000-8002:80``):
+    replica n publishes ``host_port + n - 1``, as docker compose gives each replica its own.
+    """
 
     container_port: int
     host_port: int | None = None
     protocol: str = "tcp"
     host_ip: str | None = None
+    host_port_end: int | None = None
+
+    def host_port_for(self, replica: int) -> int | None:
+        """The host port replica ``replica`` (1-based) publishes."""
+        if self.host_port is None or self.host_port_end is None:
+            return self.host_port
+        return self.host_port + replica - 1
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,9 @@ class Service:
     extra_hosts: tuple[tuple[str, str], ...] = ()
     ports: tuple[Port, ...] = ()
     expose: tuple[str, ...] = ()
+    profiles: tuple[str, ...] = ()
+    depends_on: tuple[tuple[str, bool], ...] = ()  # (service, required)
+    links: tuple[tuple[str, str], ...] = ()  # (service, alias) from ``links: [svc:alias]``
 
     @property
     def shares(self) -> str | None:
@@ -93,17 +107,38 @@ class Service:
 
 @dataclass(frozen=True)
 class Project:
-    """A loaded compose project: its name, networks and services (networking fields only)."""
+    """A loaded compose project: its name, networks and services (networking fields only).
+
+    ``services`` holds the enabled services (profiles applied); ``defined`` every service name
+    of the file, so a disabled one is not taken for an orphan. ``targets`` is what ``up``
+    touches: None for every enabled service, else the named ones and their dependencies.
+    ``positions`` maps key paths (``services.web.ports``) to where they were written, so an
+    error from the daemon can point at the file's line.
+    """
 
     name: str
     working_dir: str
     networks: dict[str, NetworkDef]
     services: dict[str, Service]
     warnings: tuple[str, ...] = ()
+    defined: tuple[str, ...] = ()
+    targets: tuple[str, ...] | None = None
+    positions: dict[str, tuple[str, int]] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``netd compose config --format json``)."""
-        return asdict(self)
+        out = asdict(self)
+        del out["positions"]
+        return out
+
+    def where(self, path: str) -> tuple[str, int] | None:
+        """Where ``path`` or its nearest recorded parent was written in the files."""
+        while path:
+            if path in self.positions:
+                return self.positions[path]
+            cut = max(path.rfind("."), path.rfind("["))
+            path = path[:cut] if cut > 0 else ""
+        return None
 
     def sandbox_name(self, service: str, n: int) -> str:
         """The network namespace of replica ``n`` (1-based): ``<project>-<service>-<n>``."""

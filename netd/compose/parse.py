@@ -141,7 +141,8 @@ def parse_network(tree: dict[Any, Any], key: str, project: str, warnings: list[s
     external = _bool(_at(raw, "external", path), external)
     if name is not None:
         name = str(name)
-    full = name if name else f"{project}_{key}"
+    # docker compose: an external network without `name:` is the key itself, never prefixed.
+    full = name if name else (key if external else f"{project}_{key}")
     try:
         check_network_name(full)
     except InvalidInput as exc:

@@ -69,11 +69,19 @@ class Sandbox:
         return f"{NETNS_DIR}/{self.name}"
 
 
-def sandboxes(project: Project) -> list[Sandbox]:
-    """Every sandbox the project needs (``host`` and ``service:`` services have none)."""
+def sandboxes(project: Project, internal: frozenset[str] = frozenset()) -> list[Sandbox]:
+    """Every sandbox the project needs (``host`` and ``service:`` services have none).
+
+    ``internal`` names daemon networks known to be internal (external ones: the file cannot
+    say); ports are published on the first network of a service that is not internal.
+    Only the ``up`` targets' sandboxes when the project has targets.
+    """
     out = []
+    links = link_aliases(project)
     for svc in project.services.values():
         if svc.network_mode == "host" or svc.shares is not None:
+            continue
+        if project.targets is not None and svc.name not in project.targets:
             continue
         users = tuple(s.name for s in project.services.values() if s.shares == svc.name)
         for n in range(1, svc.replicas + 1):
@@ -83,7 +91,7 @@ def sandboxes(project: Project) -> list[Sandbox]:
                     name,
                     svc.name,
                     n,
-                    tuple(_connects(project, svc, name)),
+                    tuple(_connects(project, svc, name, n, internal, links)),
                     tuple(
                         (project.networks[a.network].name, a.link_local_ips)
                         for a in svc.attachments
@@ -95,11 +103,67 @@ def sandboxes(project: Project) -> list[Sandbox]:
     return out
 
 
-def _connects(project: Project, svc: Service, sandbox: str) -> list[tuple[str, dict[str, Any]]]:
+def link_aliases(project: Project) -> dict[tuple[str, str], list[str]]:
+    """``links: [db:database]``: (service owning the sandbox, network key) -> extra aliases.
+
+    docker compose scopes a link alias to the linking container; netd's DNS answers per
+    network, so the alias is added to the target's endpoint on every network the two share.
+    """
+    out: dict[tuple[str, str], list[str]] = {}
+    services = project.services
+
+    def owner(name: str) -> Service | None:
+        svc = services.get(name)
+        if svc is not None and svc.shares is not None:
+            svc = services.get(svc.shares)
+        return svc
+
+    for linker in services.values():
+        source = owner(linker.name)
+        for target, alias in linker.links:
+            dest = owner(target)
+            if source is None or dest is None or alias == target:
+                continue
+            mine = {a.network for a in source.attachments}
+            for att in dest.attachments:
+                if att.network in mine:
+                    out.setdefault((dest.name, att.network), []).append(alias)
+    return out
+
+
+def _publish_on(project: Project, svc: Service, internal: frozenset[str]) -> int | None:
+    """Index of the attachment that carries the ports: the first non-internal network."""
+    if not any(p.host_port for p in svc.ports):
+        return None
+    for i, att in enumerate(svc.attachments):
+        net = project.networks[att.network]
+        if not net.internal and net.name not in internal:
+            return i
+    path = f"services.{svc.name}.ports"
+    keys = ", ".join(a.network for a in svc.attachments)
+    raise ComposeError(
+        project.where(path),
+        path,
+        None,
+        f"cannot be published: every network of service {svc.name!r} is internal ({keys}); "
+        "attach it to a non-internal network too",
+    )
+
+
+def _connects(
+    project: Project,
+    svc: Service,
+    sandbox: str,
+    replica: int,
+    internal: frozenset[str],
+    links: dict[tuple[str, str], list[str]],
+) -> list[tuple[str, dict[str, Any]]]:
     out = []
     names = [svc.container_name] if svc.container_name else []
+    publish_on = _publish_on(project, svc, internal)
     for i, att in enumerate(svc.attachments):
-        aliases = list(dict.fromkeys([*names, sandbox, *att.aliases]))
+        extra = links.get((svc.name, att.network), [])
+        aliases = list(dict.fromkeys([*names, sandbox, *att.aliases, *extra]))
         body: dict[str, Any] = {
             "netns": f"{NETNS_DIR}/{sandbox}",
             "container_id": sandbox,
@@ -114,10 +178,10 @@ def _connects(project: Project, svc: Service, sandbox: str) -> list[tuple[str, d
             body["mac"] = att.mac_address
         if att.interface_name:
             body["ifname"] = att.interface_name
-        if i == 0:
+        if i == publish_on:
             body["publish"] = [
                 {
-                    "host_port": p.host_port,
+                    "host_port": p.host_port_for(replica),
                     "container_port": p.container_port,
                     "protocol": p.protocol,
                     **({"host_ip": p.host_ip} if p.host_ip else {}),
@@ -166,7 +230,7 @@ def check_state(project: Project, state: State, plan: list[Sandbox]) -> None:
         path = f"networks.{net.key}"
         if net.external and have is None:
             raise ComposeError(
-                None,
+                project.where(path),
                 path,
                 net.name,
                 "is an external network that does not exist (create it first: netd network create)",
@@ -175,7 +239,7 @@ def check_state(project: Project, state: State, plan: list[Sandbox]) -> None:
             owner = have.get("labels", {}).get(LABEL_PROJECT)
             if owner != project.name:
                 raise ComposeError(
-                    None,
+                    project.where(path),
                     path,
                     net.name,
                     "already exists and does not belong to project "
@@ -189,7 +253,7 @@ def check_state(project: Project, state: State, plan: list[Sandbox]) -> None:
         ]
         if foreign:
             raise ComposeError(
-                None,
+                project.where(f"networks.{net.key}"),
                 f"networks.{net.key}",
                 net.name,
                 "has changed but cannot be recreated: it is used by " + ", ".join(sorted(foreign)),
@@ -227,7 +291,7 @@ def _check_static(project: Project, state: State, plan: list[Sandbox], recreated
                 same = [s for s in subnets if s.version == addr.version]
                 if same and not any(addr in s for s in same):
                     raise ComposeError(
-                        None,
+                        project.where(f"{path}.{field_}"),
                         f"{path}.{field_}",
                         ip,
                         f'is not in any subnet of network "{key}" '
@@ -241,7 +305,10 @@ def _check_static(project: Project, state: State, plan: list[Sandbox], recreated
                         else user
                     )
                     raise ComposeError(
-                        None, f"{path}.{field_}", ip, f'is already used on network "{key}" by {who}'
+                        project.where(f"{path}.{field_}"),
+                        f"{path}.{field_}",
+                        ip,
+                        f'is already used on network "{key}" by {who}',
                     )
                 taken[(net_name, str(addr))] = sb.name
 

@@ -3,8 +3,9 @@
 Short syntax ``[[HOST_IP:][HOST_PORT[-END]]:]PORT[-END][/PROTOCOL]`` (an IPv6 host address in
 brackets: ``[::1]:8080:80``) and the long syntax ``{target, published, host_ip, protocol, mode,
 name, app_protocol}``. Ranges of equal length map port to port; a host range with one container
-port uses the range's first port. A port with no host port is recorded as exposed only: netd
-does not pick ephemeral host ports.
+port gives replica n the range's n-th port (the first one with a single replica). A port with
+no host port is recorded as exposed only: netd does not pick ephemeral host ports. ``[::1]``
+is refused (see :data:`netd.firewall.policy.LOOPBACK6_RULE`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from ..firewall.policy import LOOPBACK6_RULE
 from .errors import ComposeError
 from .model import Port
 from .source import Where
@@ -35,9 +37,12 @@ def _host_ip(text: str, where: Where | None, path: str, value: Any) -> str | Non
     if not text:
         return None
     try:
-        return str(ipaddress.ip_address(text.strip("[]")))
+        ip = ipaddress.ip_address(text.strip("[]"))
     except ValueError:
         raise ComposeError(where, path, value, f"{text!r} is not an IP address") from None
+    if ip.version == 6 and ip.is_loopback:
+        raise ComposeError(where, path, value, f"host address {ip} {LOOPBACK6_RULE}")
+    return str(ip)
 
 
 def _pairs(
@@ -50,7 +55,8 @@ def _pairs(
         return [Port(t, None, proto, ip) for t in targets]
     published = _range(host, where, path, v)
     if len(targets) == 1:
-        return [Port(targets[0], published[0], proto, ip)]
+        end = published[-1] if len(published) > 1 else None
+        return [Port(targets[0], published[0], proto, ip, end)]
     if len(published) != len(targets):
         raise ComposeError(where, path, v, "host and container port ranges differ in length")
     return [Port(t, h, proto, ip) for h, t in zip(published, targets, strict=True)]

@@ -18,8 +18,9 @@ from .errors import ComposeError
 from .merge import load_tree, project_env
 from .model import NetworkDef, Project, Service
 from .parse import parse_network
-from .services import check_shared, parse_service
-from .source import LocDict, position
+from .select import active_profiles, check_references, select
+from .services import check_shared, link_warnings, parse_service
+from .source import LocDict, Where, position
 
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 _PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
@@ -104,8 +105,14 @@ def load_project(
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     env_files: Sequence[str] = (),
+    profiles: Sequence[str] = (),
+    services: Sequence[str] = (),
 ) -> Project:
-    """Load, merge, interpolate and validate a compose project's networking definitions."""
+    """Load, merge, interpolate and validate a compose project's networking definitions.
+
+    ``profiles`` (else ``COMPOSE_PROFILES``) choose the enabled services; ``services`` are the
+    ``up SERVICE...`` targets (see :mod:`netd.compose.select`).
+    """
     import os
 
     environ = dict(os.environ if environ is None else environ)
@@ -113,22 +120,37 @@ def load_project(
     paths = find_files(files, cwd, environ)
     project_dir = paths[0].parent
     env = project_env(project_dir, environ, [cwd / e for e in env_files])
-    tree = load_tree(paths, env, cwd)
+    unset: list[str] = []
+    tree = load_tree(paths, env, cwd, unset)
     if not isinstance(tree, dict):
         raise ComposeError(None, "", None, "a compose file must be a mapping")
     name = project_name(project, tree, env, project_dir)
-    return build_project(tree, name, str(project_dir))
+    # docker compose's own words, once per variable
+    notes = [
+        f'The "{var}" variable is not set. Defaulting to a blank string.'
+        for var in dict.fromkeys(unset)
+    ]
+    loaded = build_project(tree, name, str(project_dir), notes)
+    return select(
+        loaded, active_profiles(profiles, env), list(services), tree.get("services") or {}
+    )
 
 
-def build_project(tree: dict[Any, Any], name: str, working_dir: str) -> Project:
-    """Validate a merged tree into a Project named ``name``."""
-    warnings: list[str] = []
+def build_project(
+    tree: dict[Any, Any], name: str, working_dir: str, notes: Sequence[str] = ()
+) -> Project:
+    """Validate a merged tree into a Project named ``name`` (every service, profiles or not)."""
+    warnings: list[str] = list(notes)
+    positions: dict[str, Where] = {}
     raw_nets = tree.get("networks") or LocDict()
     if not isinstance(raw_nets, dict):
         raise ComposeError(position(tree, "networks"), "networks", raw_nets, "must be a mapping")
     networks: dict[str, NetworkDef] = {}
     for key in raw_nets:
         networks[str(key)] = parse_network(raw_nets, str(key), name, warnings)
+        where = position(raw_nets, key)
+        if where is not None:
+            positions[f"networks.{key}"] = where
     if "default" not in networks:
         networks["default"] = parse_network(LocDict({"default": None}), "default", name, warnings)
     raw_services = tree.get("services") or LocDict()
@@ -139,10 +161,20 @@ def build_project(tree: dict[Any, Any], name: str, working_dir: str) -> Project:
     used: set[str] = set()
     services: dict[str, Service] = {}
     for svc in raw_services:
-        services[str(svc)] = parse_service(raw_services, str(svc), networks, used)
+        services[str(svc)] = parse_service(raw_services, str(svc), networks, used, positions)
     check_shared(services, raw_services)
+    check_references(services, raw_services)
+    warnings += link_warnings(services)
     # Like compose, only networks some service uses are created (an unused `default` never is);
     # declared but unused networks are still created, as `docker compose up` does.
     if "default" not in used and "default" not in raw_nets:
         del networks["default"]
-    return Project(name, working_dir, networks, services, tuple(warnings))
+    return Project(
+        name,
+        working_dir,
+        networks,
+        services,
+        tuple(warnings),
+        defined=tuple(services),
+        positions=positions,
+    )

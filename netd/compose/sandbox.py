@@ -19,6 +19,7 @@ from pyroute2 import netns as pr_netns
 
 from ..errors import KernelError
 from ..kernel.netns import iproute_in
+from . import uts
 
 NETNS_DIR = Path("/run/netns")
 ETC_NETNS = Path("/etc/netns")
@@ -48,7 +49,8 @@ def ensure_sandbox(name: str) -> bool:
 
 
 def remove_sandbox(name: str) -> None:
-    """Delete namespace ``name`` and its /etc/netns directory (missing ones are fine)."""
+    """Delete namespace ``name``, its UTS namespace and /etc/netns directory (missing: fine)."""
+    uts.remove(name)
     if exists(name):
         try:
             pr_netns.remove(name)

@@ -18,7 +18,7 @@ from ..names import check_dns_name, check_ifname
 from .model import Attachment, NetworkDef, Port, Service
 from .parse import ATTACH_KEYS, _address, _at, _Ctx, _int, _map, _strings
 from .ports import parse_expose, parse_port
-from .source import LocDict, position
+from .source import LocDict, Where, position
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}\Z")
 _SERVICE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]*\Z")
@@ -30,6 +30,13 @@ def _dns_name(c: _Ctx, value: Any) -> str:
         return check_dns_name(str(value))
     except InvalidInput as exc:
         raise c.fail(value, exc.rule) from None
+
+
+def _hostname(c: _Ctx, value: Any) -> str:
+    name = _dns_name(c, value)
+    if len(name) >= 64:  # HOST_NAME_MAX: sethostname() in the sandbox's UTS namespace
+        raise c.fail(value, "is longer than 63 characters (HOST_NAME_MAX)")
+    return name
 
 
 def _in_subnets(c: _Ctx, addr: str, net: NetworkDef) -> None:
@@ -128,10 +135,101 @@ def _extra_hosts(svc: dict[Any, Any], path: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _record(positions: dict[str, Where], container: Any, key: Any, path: str) -> None:
+    where = position(container, key)
+    if where is not None:
+        positions[path] = where
+
+
+def _positions(svc: dict[Any, Any], path: str, positions: dict[str, Where]) -> None:
+    """Where the service's networking keys were written (for errors raised later)."""
+    for key in ("ports", "networks", "hostname", "mac_address", "dns", "extra_hosts"):
+        if key in svc:
+            _record(positions, svc, key, f"{path}.{key}")
+    if isinstance(svc.get("networks"), dict):
+        for net, raw in svc["networks"].items():
+            _record(positions, svc["networks"], net, f"{path}.networks.{net}")
+            for k in raw if isinstance(raw, dict) else ():
+                _record(positions, raw, k, f"{path}.networks.{net}.{k}")
+    if isinstance(svc.get("ports"), list):
+        for i in range(len(svc["ports"])):
+            _record(positions, svc["ports"], i, f"{path}.ports[{i}]")
+
+
+def _profiles(svc: dict[Any, Any], path: str) -> tuple[str, ...]:
+    # Names are not checked against the documented pattern: compose-go does not either, and
+    # public files carry `profiles: [""]` (a service no profile flag can enable).
+    return _strings(_at(svc, "profiles", path), svc.get("profiles"))
+
+
+def _depends_on(svc: dict[Any, Any], path: str) -> tuple[tuple[str, bool], ...]:
+    raw = svc.get("depends_on")
+    c = _at(svc, "depends_on", path)
+    if raw is None:
+        return ()
+    if isinstance(raw, list):
+        return tuple((name, True) for name in _strings(c, raw))
+    if not isinstance(raw, dict):
+        raise c.fail(raw, "must be a list or a mapping")
+    out = []
+    for name, spec in raw.items():
+        sc = _at(raw, name, f"{path}.depends_on")
+        if spec is not None and not isinstance(spec, dict):
+            raise sc.fail(spec, "must be a mapping (condition, required, restart)")
+        required = (spec or {}).get("required", True)
+        if not isinstance(required, bool):
+            raise _at(spec, "required", f"{path}.depends_on.{name}").fail(
+                required, "must be true or false"
+            )
+        out.append((str(name), required))
+    return tuple(out)
+
+
+def _links(svc: dict[Any, Any], path: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    raw = svc.get("links")
+    for i, text in enumerate(_strings(_at(svc, "links", path), raw)):
+        target, _, alias = text.partition(":")
+        lc = _Ctx(raw, i, f"{path}.links[{i}]")
+        if not _SERVICE.match(target):
+            raise lc.fail(text, "must be SERVICE or SERVICE:ALIAS")
+        out.append((target, _dns_name(lc, alias or target)))
+    return tuple(out)
+
+
+def _check_replica_ports(svc: dict[Any, Any], path: str, ports: list[Port], n: int) -> None:
+    """Every replica publishes its own host port: a fixed one cannot serve two replicas."""
+    if n < 2:
+        return
+    raw_ports = svc.get("ports") or []
+    for i, p in enumerate(raw_ports):
+        pc = _Ctx(raw_ports, i, f"{path}.ports[{i}]")
+        for port in parse_port(p, position(raw_ports, i), f"{path}.ports[{i}]"):
+            if port.host_port is None:
+                continue
+            if port.host_port_end is None:
+                raise pc.fail(
+                    p,
+                    f"host port {port.host_port} cannot be published by {n} replicas (each "
+                    f'needs its own: give a range, e.g. "{port.host_port}-'
+                    f'{port.host_port + n - 1}:{port.container_port}")',
+                )
+            if port.host_port_end - port.host_port + 1 < n:
+                raise pc.fail(
+                    p,
+                    f"host port range {port.host_port}-{port.host_port_end} has fewer ports "
+                    f"than the {n} replicas",
+                )
+
+
 def parse_service(
-    services: dict[Any, Any], name: str, networks: dict[str, NetworkDef], used: set[str]
+    services: dict[Any, Any],
+    name: str,
+    networks: dict[str, NetworkDef],
+    used: set[str],
+    positions: dict[str, Where] | None = None,
 ) -> Service:
-    """One service; adds the network keys it uses to ``used``."""
+    """One service; adds the network keys it uses to ``used``, key positions to ``positions``."""
     path = f"services.{name}"
     c = _at(services, name, "services")
     if not _SERVICE.match(name):
@@ -184,6 +282,16 @@ def parse_service(
         ports += parse_port(p, position(raw_ports, i), f"{path}.ports[{i}]")
     if any(p.host_port for p in ports) and mode is not None and mode != "host":
         raise _at(svc, "ports", path).fail(None, f"cannot publish ports with network_mode {mode}")
+    published = any(p.host_port for p in ports) and mode is None
+    if published and all(networks[a.network].internal for a in attachments):
+        # Docker publishes nothing on an internal network: say so rather than show ports
+        # in `ps` that nothing answers on.
+        shown = ", ".join(a.network for a in attachments)
+        raise _at(svc, "ports", path).fail(
+            None,
+            f"cannot be published: every network of service {name!r} is internal ({shown}); "
+            "attach it to a non-internal network too",
+        )
     expose: list[str] = []
     raw_expose = svc.get("expose") or []
     if not isinstance(raw_expose, list):  # `expose: 5000` raised TypeError: found by fuzzing
@@ -191,6 +299,10 @@ def parse_service(
     for i, e in enumerate(raw_expose):
         expose += parse_expose(e, position(raw_expose, i), f"{path}.expose[{i}]")
     replicas = _replicas(svc, path)
+    _check_replica_ports(svc, path, ports, replicas)
+    if positions is not None:
+        _record(positions, services, name, path)
+        _positions(svc, path, positions)
     container_name = svc.get("container_name")
     if container_name is not None:
         container_name = _dns_name(_at(svc, "container_name", path), container_name)
@@ -215,7 +327,7 @@ def parse_service(
         network_mode=mode,
         attachments=tuple(attachments),
         container_name=container_name,
-        hostname=_dns_name(_at(svc, "hostname", path), hostname) if hostname else None,
+        hostname=_hostname(_at(svc, "hostname", path), hostname) if hostname else None,
         domainname=_dns_name(_at(svc, "domainname", path), domainname) if domainname else None,
         dns=tuple(str(ipaddress.ip_address(s)) for s in dns),
         dns_search=tuple(_dns_name(_at(svc, "dns_search", path), s) for s in search),
@@ -223,6 +335,9 @@ def parse_service(
         extra_hosts=_extra_hosts(svc, path),
         ports=tuple(ports),
         expose=tuple(expose),
+        profiles=_profiles(svc, path),
+        depends_on=_depends_on(svc, path),
+        links=_links(svc, path),
     )
 
 
@@ -249,3 +364,22 @@ def check_shared(services: dict[str, Service], raw: dict[Any, Any]) -> None:
             raise c.fail(svc.network_mode, f"service {target!r} has no sandbox of its own")
         if services[target].replicas == 0:
             raise c.fail(svc.network_mode, f"service {target!r} has no replicas")
+
+
+def link_warnings(services: dict[str, Service]) -> list[str]:
+    """A ``links`` entry whose two services share no network cannot resolve: say so."""
+
+    def nets(name: str) -> set[str]:
+        svc = services[name]
+        owner = services.get(svc.shares or "", svc)
+        return {a.network for a in owner.attachments}
+
+    out = []
+    for svc in services.values():
+        for target, alias in svc.links:
+            if target in services and not nets(svc.name) & nets(target):
+                out.append(
+                    f"services.{svc.name}.links: {target}:{alias}: {svc.name!r} and "
+                    f"{target!r} share no network, so {alias!r} cannot resolve"
+                )
+    return out

@@ -12,25 +12,31 @@ source address and port); TCP listeners go to the first worker. If a worker dies
 thread starts a new one and re-sends its sockets and the records; the daemon keeps its copies
 of the sockets, so queries that arrive meanwhile wait in the socket buffers. It does not
 answer queries itself, except :meth:`DnsManager.lookup` for the CLI.
+
+With a ``run_dir`` (the daemon's ``<state_dir>/dns``) the workers are detached
+(:mod:`netd.dns.workerproc`) and outlive the daemon: :meth:`DnsManager.detach` lets go of them
+at shutdown, and the next daemon's :meth:`DnsManager.start` finds them, takes their sockets
+back and adopts them, pushing its records with the first :meth:`set_state`; a worker of
+another build or settings keeps serving until its replacement has the records and the
+sockets, then retires. :meth:`DnsManager.stop` stops them for good.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
-import select
 import socket
-import subprocess
-import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, KernelError, Unavailable
 from ..model import Endpoint, Network
-from .control import MAX_FDS, ChannelClosed, Receiver, send_message
+from .control import MAX_FDS
+from .handover import forget, stop_workers
+from .listen import bind_dns_socket, default_workers, parse_listen
 from .records import (
     NetworkDoc,
     Tables,
@@ -39,14 +45,13 @@ from .records import (
     build_network_doc,
     network_meta,
 )
+from .stats import sum_query_stats
+from .workerproc import WorkerProc, WorkerSpec, find, retiring_path, set_aside, spawn
 
 log = logging.getLogger(__name__)
 
-IP_FREEBIND = 15  # linux/in.h: bind before the address is configured (bridge set up later)
-ACK_TIMEOUT = 5.0
 RESTART_WINDOW = 10.0
 RESTART_BURST = 5
-MAX_DEFAULT_WORKERS = 1
 
 
 class _Sock:
@@ -61,58 +66,19 @@ class _Sock:
 
 
 class _Worker:
-    """One worker process and its control socket."""
+    """One worker slot: its process, and what it still needs."""
 
-    __slots__ = ("ctrl", "index", "proc", "restarts")
+    __slots__ = ("full", "index", "old", "proc", "restarts")
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ctrl: socket.socket | None = None
+        self.proc: WorkerProc | None = None
         self.restarts: list[float] = []
+        self.full = False  # adopted: the next records push replaces whatever it serves
+        self.old: WorkerProc | None = None  # replaced: serves until this slot's new worker can
 
-
-def _parse_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    try:
-        if not sep:
-            raise ValueError("no port")
-        addr = ipaddress.ip_address(host.strip("[]"))
-        return str(addr), int(port)
-    except ValueError as exc:
-        raise ConfigError(f"invalid DNS host_listen {text!r}: expected ADDRESS:PORT") from exc
-
-
-def default_workers() -> int:
-    """Worker processes by default: one per CPU up to :data:`MAX_DEFAULT_WORKERS`."""
-    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
-
-
-def bind_dns_socket(addr: str, port: int, kind: int, reuseport: bool = False) -> socket.socket:
-    """A UDP socket bound to, or a TCP socket listening on, ``addr``:``port``.
-
-    ``reuseport``: one of several UDP sockets on the same address (one per worker).
-    """
-    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    sock = socket.socket(fam, kind)
-    try:
-        if fam == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-        if kind == socket.SOCK_STREAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        else:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-            if reuseport:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((addr, port))
-        if kind == socket.SOCK_STREAM:
-            sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        proto = "tcp" if kind == socket.SOCK_STREAM else "udp"
-        raise KernelError(f"binding DNS {proto} socket to {addr} port {port}: {exc}") from exc
-    return sock
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.alive()
 
 
 def _dns_fields(ep: Endpoint) -> tuple[object, ...]:
@@ -147,6 +113,7 @@ class DnsManager:
         host_listen: str | None = None,
         port: int = 53,
         workers: int | None = None,
+        run_dir: Path | None = None,
     ) -> None:
         if workers is not None and not 1 <= workers <= 64:
             raise ConfigError(f"invalid DNS workers {workers!r}: expected 1 to 64")
@@ -154,7 +121,7 @@ class DnsManager:
         self.ttl = ttl
         self.user = user or "nobody"
         self.upstreams_from = upstreams_from
-        self.host_listen = _parse_listen(host_listen) if host_listen else None
+        self.host_listen = parse_listen(host_listen) if host_listen else None
         self.port = port
         self._lock = threading.RLock()
         self._docs = _DocsView(self)
@@ -166,40 +133,158 @@ class DnsManager:
         self._socks: dict[str, _Sock] = {}
         self._tables = Tables({}, self.domain)
         self._workers = [_Worker(i) for i in range(workers or default_workers())]
-        self._seq = 0
+        self.spec = WorkerSpec(
+            domain=self.domain,
+            ttl=ttl,
+            user=self.user,
+            upstreams_from=upstreams_from,
+            workers=len(self._workers),
+            run_dir=run_dir,
+        )
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Bind the host listener (if configured) and spawn the workers."""
+        """Adopt workers left running (with a run dir), bind the host listener, spawn the rest."""
         with self._lock:
             self._stopping.clear()
+            if self.spec.run_dir is not None:
+                self._adopt()
+            host_keys: dict[str, tuple[str, bool, int]] = {}
+            host_port = 0
             if self.host_listen:
-                addr, port = self.host_listen
-                for key, (a, tcp, owner) in self._socket_keys(addr, port, "host-").items():
-                    if key not in self._socks:
-                        self._socks[key] = _Sock(self._bind(a, port, tcp), True, owner)
+                addr, host_port = self.host_listen
+                host_keys = self._socket_keys(addr, host_port, "host-")
+            for key in [k for k, s in self._socks.items() if s.host and k not in host_keys]:
+                self._drop_socket(key)  # host_listen changed since the worker started
+            for key, (a, tcp, owner) in host_keys.items():
+                if key not in self._socks:
+                    self._socks[key] = _Sock(self._bind(a, host_port, tcp), True, owner)
+                    self._send_later(owner, key)
             for w in self._workers:
-                self._spawn(w)
+                if w.proc is None and w.old is None:
+                    self._spawn(w)
             self._supervisor = threading.Thread(
                 target=self._supervise, name="netd-dns-supervisor", daemon=True
             )
             self._supervisor.start()
 
+    def _adopt(self) -> None:
+        """Take over the workers an earlier daemon left running (``start``, lock held)."""
+        assert self.spec.run_dir is not None
+        # A replacement that an earlier daemon did not finish: its predecessor goes now.
+        for line in stop_workers(self.spec.run_dir, prefixes=("retiring",)):
+            log.warning("DNS: interrupted replacement: %s", line)
+        found = find(self.spec)
+        layout_ok = all(f.proc.record and f.proc.record.settings.get("workers") ==
+                        self.spec.workers for f in found)  # fmt: skip
+        for f in found:
+            proc = f.proc
+            keep = f.compatible or (layout_ok and proc.index < len(self._workers))
+            if keep:
+                try:
+                    self._import_sockets(proc)
+                    missing = set(f.hello.get("sockets", [])) - set(self._socks)
+                    if missing:  # an older protocol: it serves sockets it cannot hand over
+                        raise ValueError(f"it did not hand over {sorted(missing)}")
+                except (Unavailable, ValueError, OSError) as exc:
+                    f.why, keep = f"taking its sockets back failed: {exc}", False
+            if keep and f.compatible:
+                w = self._workers[proc.index]
+                w.proc, w.full = proc, True
+                log.info("DNS worker %d (pid %d) adopted", proc.index, proc.pid)
+            elif keep:
+                # Same sockets, other code or settings: it serves until its replacement has
+                # the records (first set_state), then retires.
+                self._workers[proc.index].old = proc
+                log.warning("DNS worker %d (pid %d) is replaced: %s", proc.index, proc.pid, f.why)
+            else:
+                # Another socket layout (worker count changed), or it would not hand its sockets
+                # over: the sockets are bound anew, which needs the old ones closed first. DNS is
+                # down until the first set_state.
+                log.warning("DNS worker %d (pid %d) is stopped: %s", proc.index, proc.pid, f.why)
+                proc.retire()
+                forget(self.spec.run_dir, proc.index)
+                for key in [k for k, s in self._socks.items() if s.owner == proc.index]:
+                    self._socks.pop(key).sock.close()  # those it did hand over
+
+    def _import_sockets(self, proc: WorkerProc) -> None:
+        """Hold the sockets a found worker serves (descriptors sent back over ``export``)."""
+        start = 0
+        while True:
+            reply, fds = proc.request({"op": "export", "start": start})
+            items = reply.get("add", [])
+            for item, fd in zip(items, fds, strict=True):
+                sock = socket.socket(fileno=fd)
+                old = self._socks.pop(item["key"], None)
+                if old is not None:
+                    old.sock.close()
+                self._socks[item["key"]] = _Sock(sock, bool(item["host"]), proc.index)
+            start += len(items)
+            if not reply.get("more") or not items:
+                return
+
+    def _drop_socket(self, key: str) -> None:
+        """Stop serving one socket the daemon holds (its worker is told, then it is closed)."""
+        s = self._socks.pop(key)
+        w = self._workers[s.owner] if s.owner < len(self._workers) else None
+        if w is not None and w.proc is not None:
+            with contextlib.suppress(Unavailable):
+                self._request(w, {"op": "sockets", "add": [], "del": [key]})
+        s.sock.close()
+
+    def _send_later(self, owner: int, key: str) -> None:
+        """Hand a newly bound socket to its (adopted) worker; spawned ones get all at spawn."""
+        w = self._workers[owner]
+        if w.proc is not None:
+            try:
+                self._send_sockets(w, [key])
+            except Unavailable as exc:
+                log.warning("DNS worker not reachable (%s); it gets the sockets on restart", exc)
+
     def stop(self) -> None:
-        """Stop the workers and close every socket."""
-        self._stopping.set()
+        """Stop the workers for good and close every socket."""
+        self._halt_supervisor()
         with self._lock:
             for w in self._workers:
-                self._kill_worker(w)
+                for proc in (w.old, w.proc):
+                    if proc is not None:
+                        proc.kill()
+                w.old = w.proc = None
+                if self.spec.run_dir is not None:
+                    forget(self.spec.run_dir, w.index)
             for s in self._socks.values():
                 s.sock.close()
             self._socks.clear()
+
+    def _halt_supervisor(self) -> None:
+        self._stopping.set()
         if self._supervisor is not None:
             self._supervisor.join(timeout=5)
             self._supervisor = None
+
+    def detach(self) -> None:
+        """Let go of the workers without stopping them (the daemon exits; DNS keeps serving).
+
+        Without a run dir (attached workers) this is :meth:`stop`: those cannot be found again.
+        """
+        if self.spec.run_dir is None:
+            self.stop()
+            return
+        self._halt_supervisor()
+        with self._lock:
+            pids = [p.pid for w in self._workers for p in (w.old, w.proc) if p is not None]
+            log.info("DNS workers (pids %s) keep serving; the next daemon adopts them", pids)
+            for w in self._workers:
+                for proc in (w.old, w.proc):
+                    if proc is not None:
+                        proc.detach()
+                w.old = w.proc = None
+            for s in self._socks.values():
+                s.sock.close()  # the workers hold their own descriptors
+            self._socks.clear()
 
     def worker_pid(self) -> int | None:
         """PID of the first worker, if running."""
@@ -207,10 +292,7 @@ class DnsManager:
 
     def worker_pids(self) -> list[int | None]:
         """PIDs of the workers (None for one not running), in worker order."""
-        return [
-            w.proc.pid if w.proc is not None and w.proc.poll() is None else None
-            for w in self._workers
-        ]
+        return [w.proc.pid if w.proc is not None and w.alive() else None for w in self._workers]
 
     # --- state ----------------------------------------------------------------------------
 
@@ -261,7 +343,8 @@ class DnsManager:
                 if served is not None:
                     self._apply({}, [nid])
                 return
-            if served is None or last is None or served[0] != network:
+            adopted = any(w.full for w in self._workers)  # first push after adoption: whole
+            if served is None or last is None or served[0] != network or adopted:
                 self._apply({nid: (network, build_network_doc(network, endpoints))}, [])
                 self._last[nid] = ({id(e) for e in endpoints}, {id(e): e for e in endpoints})
                 return
@@ -331,10 +414,18 @@ class DnsManager:
                 # Other networks keep working; the next set_state retries this one.
                 log.error("%s", exc)
         self._tables = self._tables.replace(docs, removed)
+        # Slots whose worker is being replaced: the new one starts below, with everything.
+        pending = [w for w in self._workers if w.proc is None and w.old is not None]
         for w in self._workers:
+            if w in pending:
+                continue
             mine = [k for k in gone if self._socks[k].owner == w.index]
             try:
-                if docs or removed:
+                if w.full:  # adopted: serve exactly the current networks, whatever it had
+                    msg = {"op": "records", "set": self._tables.docs, "del": [], "replace": True}
+                    self._request(w, msg)
+                    w.full = False
+                elif docs or removed:
                     self._request(w, {"op": "records", "set": docs, "del": removed})
                 if mine:
                     self._request(w, {"op": "sockets", "add": [], "del": mine})
@@ -344,6 +435,13 @@ class DnsManager:
             self._socks.pop(key).sock.close()
         self._socks.update(new)
         for w in self._workers:
+            if w in pending:
+                try:
+                    self._spawn(w)  # records and sockets, then the old worker retires
+                except (OSError, KernelError, Unavailable) as exc:
+                    log.error("starting the DNS worker %d that replaces pid %d: %s", w.index,
+                              w.old.pid if w.old else 0, exc)  # fmt: skip
+                continue
             try:
                 self._send_sockets(w, [k for k, s in new.items() if s.owner == w.index])
             except Unavailable as exc:
@@ -398,15 +496,6 @@ class DnsManager:
 
     def query_stats(self) -> dict[str, Any]:
         """Query counters summed over every worker (for the daemon's /metrics)."""
-        total: dict[str, Any] = {
-            "results": {},
-            "buckets": [],
-            "sum": 0.0,
-            "count": 0,
-            "cache_hits": 0,
-            "upstream_failures": 0,
-            "bounds": [],
-        }
         with self._lock:
             replies = []
             for w in self._workers:
@@ -414,40 +503,29 @@ class DnsManager:
                     replies.append(self._request(w, {"op": "stats"}))
                 except Unavailable:
                     continue  # restarting: its counts start again from zero
-        for reply in replies:
-            q = reply.get("queries", {})
-            for name, n in q.get("results", {}).items():
-                total["results"][name] = total["results"].get(name, 0) + n
-            buckets = q.get("buckets", [])
-            if not total["buckets"]:
-                total["buckets"] = [0] * len(buckets)
-                total["bounds"] = q.get("bounds", [])
-            total["buckets"] = [a + b for a, b in zip(total["buckets"], buckets, strict=False)]
-            total["sum"] += q.get("sum", 0.0)
-            total["count"] += q.get("count", 0)
-            total["cache_hits"] += q.get("cache_hits", 0)
-            total["upstream_failures"] += reply.get("upstream_failures", 0)
-        return total
+        return sum_query_stats(replies)
 
     # --- workers --------------------------------------------------------------------------
 
     def _spawn(self, w: _Worker) -> None:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            cmd = [
-                sys.executable, "-m", "netd.dns.worker",
-                "--control-fd", str(child.fileno()),
-                "--user", self.user,
-                "--domain", self.domain,
-                "--ttl", str(self.ttl),
-                "--upstreams-from", self.upstreams_from,
-            ]  # fmt: skip
-            w.proc = subprocess.Popen(cmd, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL)
-        finally:
-            child.close()
-        w.ctrl = parent
+        """Start slot ``w``'s worker with the current records and its sockets.
+
+        If it replaces an older worker (``w.old``), that one serves the same sockets until the
+        new one has everything, then retires: no moment without an answering worker.
+        """
+        run_dir = self.spec.run_dir
+        if w.old is not None and run_dir is not None:
+            set_aside(run_dir, w.index)  # a crash from here on: the next daemon stops it
+        w.proc = spawn(self.spec, w.index)
         self._request(w, {"op": "records", "set": self._tables.docs, "del": []})
         self._send_sockets(w, [k for k, s in self._socks.items() if s.owner == w.index])
+        old, w.old = w.old, None
+        if old is not None:
+            old.retire()
+            log.info("DNS worker %d: pid %d retired, pid %d serves", w.index, old.pid, w.proc.pid)
+            if run_dir is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    retiring_path(run_dir, w.index).unlink()
 
     def _send_sockets(self, w: _Worker, keys: list[str]) -> None:
         for i in range(0, len(keys), MAX_FDS):
@@ -459,84 +537,37 @@ class DnsManager:
     def _request(
         self, w: _Worker, msg: dict[str, Any], fds: list[int] | None = None
     ) -> dict[str, Any]:
-        ctrl = w.ctrl
-        if ctrl is None:
+        if w.proc is None:
             raise Unavailable(f"DNS worker {w.index} is not running")
-        self._seq += 1
-        msg["seq"] = self._seq
-        try:
-            send_message(ctrl, msg, fds)
-            receiver = Receiver(ctrl)
-            deadline = time.monotonic() + ACK_TIMEOUT
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([ctrl], [], [], left)[0]:
-                    raise Unavailable(f"DNS worker {w.index} did not acknowledge {msg['op']!r}")
-                got = receiver.read()
-                if got is not None and got[0].get("ack") == self._seq:
-                    return got[0]
-        except (OSError, ChannelClosed) as exc:
-            raise Unavailable(f"sending {msg['op']!r} to DNS worker {w.index}: {exc}") from exc
-
-    def _kill_worker(self, w: _Worker) -> None:
-        proc, w.proc = w.proc, None
-        if w.ctrl is not None:
-            w.ctrl.close()
-            w.ctrl = None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        reply, got = w.proc.request(msg, fds)
+        for fd in got:
+            os.close(fd)
+        return reply
 
     def _supervise(self) -> None:
         while not self._stopping.wait(0.02):
             for w in self._workers:
                 proc = w.proc
-                if proc is None or proc.poll() is None:
+                if proc is None or proc.alive():
                     continue
                 with self._lock:
                     if self._stopping.is_set() or proc is not w.proc:
                         continue
                     self._restart(w, proc)
 
-    def _restart(self, w: _Worker, proc: subprocess.Popen[bytes]) -> None:
-        log.error("DNS worker %d exited with %s; restarting", proc.pid, proc.returncode)
+    def _restart(self, w: _Worker, proc: WorkerProc) -> None:
+        log.error("DNS worker %d exited with %s; restarting", proc.pid, proc.exit_status())
         now = time.monotonic()
         w.restarts = [t for t in w.restarts if now - t < RESTART_WINDOW]
         if len(w.restarts) >= RESTART_BURST:
             time.sleep(1.0)  # crash loop: do not spin
         w.restarts.append(now)
-        if w.ctrl is not None:
-            w.ctrl.close()
-            w.ctrl = None
+        proc.kill()  # closes the connection and pidfd, reaps our child
+        w.proc = None
+        w.full = False  # a new worker gets every record at spawn
         try:
             self._spawn(w)
-        except (OSError, Unavailable) as exc:
+        except (OSError, KernelError, Unavailable) as exc:
             log.error("restarting DNS worker %d: %s", w.index, exc)
-            with contextlib.suppress(OSError):
-                if w.proc is not None:
-                    w.proc.kill()
-
-
-def worker_capabilities(pid: int) -> dict[str, str]:
-    """Uid and capability lines of a process from /proc (for checks and `netd dns status`)."""
-    out: dict[str, str] = {}
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            key, _, val = line.partition(":")
-            if key in (
-                "Uid",
-                "Gid",
-                "Groups",
-                "CapInh",
-                "CapPrm",
-                "CapEff",
-                "CapBnd",
-                "CapAmb",
-                "NoNewPrivs",
-            ):
-                out[key] = val.strip()
-    return out
+            if w.proc is not None and w.proc.alive():
+                w.proc.kill()  # the supervisor tries again

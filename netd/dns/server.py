@@ -30,6 +30,10 @@ IDLE = 10.0  # seconds a TCP connection may sit idle or take to send one message
 MAX_TCP = 512  # TCP connections in total
 MAX_TCP_PER_CLIENT = 16
 MAX_FORWARDS = 2048  # forwarded queries in flight (beyond: dropped, the client retries)
+# A UDP thread blocked in a receive wakes at least this often (SO_RCVTIMEO) to see whether it
+# should stop: a worker handing its sockets to a successor (the daemon shares them between the
+# two) must not exit while one of its threads could still take a query off the shared socket.
+WAKE = 1.0
 
 
 class _UdpThread:
@@ -49,6 +53,7 @@ class Server:
         self.forwarder = forwarder
         self._udp: dict[str, _UdpThread] = {}
         self._tcp: dict[str, asyncio.AbstractServer] = {}
+        self._held: dict[str, tuple[socket.socket, bool]] = {}  # key -> (socket, host view)
         self._tcp_total = 0
         self._tcp_per: dict[str, int] = {}
         self._forwards = 0
@@ -59,8 +64,12 @@ class Server:
     async def add(self, key: str, sock: socket.socket, host: bool) -> None:
         """Start serving an already bound UDP socket or listening TCP socket."""
         await self.remove(key)
+        self._held[key] = (sock, host)
         if sock.type == socket.SOCK_DGRAM:
             sock.setblocking(True)
+            secs = int(WAKE)
+            usecs = int((WAKE - secs) * 1e6)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", secs, usecs))
             entry = _UdpThread(sock)
             entry.thread = threading.Thread(
                 target=self._udp_loop,
@@ -82,6 +91,7 @@ class Server:
         A UDP socket is shut down to wake its thread: only for sockets the daemon is
         removing too (shutdown acts on the socket the daemon shares, not on our descriptor).
         """
+        self._held.pop(key, None)
         entry = self._udp.pop(key, None)
         if entry is not None:
             entry.stop = True
@@ -97,6 +107,10 @@ class Server:
     def keys(self) -> list[str]:
         """Keys of the sockets being served."""
         return [*self._udp, *self._tcp]
+
+    def held(self) -> dict[str, tuple[socket.socket, bool]]:
+        """The sockets being served: key -> (socket, host view), for handing them back."""
+        return dict(self._held)
 
     # --- UDP ------------------------------------------------------------------------------
 
@@ -151,6 +165,8 @@ class Server:
                 seconds = clock() - started
                 for resp, _ in answers:
                     record(resp, seconds)
+            if entry.stop:  # retiring: the socket is served by another worker now
+                return
 
     def _udp_single(self, entry: _UdpThread, host: bool, loop: asyncio.AbstractEventLoop) -> None:
         # Without recvmmsg/sendmmsg in libc: two system calls per answer and nothing else.
@@ -190,6 +206,8 @@ class Server:
             else:
                 assert isinstance(resp, Forward)
                 loop.call_soon_threadsafe(forward, entry.sock, resp, addr, started)
+            if entry.stop:  # retiring: the socket is served by another worker now
+                return
 
     def _forward_soon(
         self, sock: socket.socket, fwd: Forward, addr: object, started: float
@@ -254,13 +272,26 @@ class Server:
             writer.write(struct.pack("!H", len(resp)) + resp)
             await asyncio.wait_for(writer.drain(), IDLE)
 
+    async def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for forwarded queries in flight to be answered."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
     async def close(self) -> None:
         """Stop serving every socket."""
         # UDP threads are told to stop but their sockets are not shut down: the daemon hands
-        # the same sockets to the next worker. They are daemon threads, gone when we exit.
-        for entry in self._udp.values():
+        # the same sockets to the next worker, which may be serving them already. Each thread
+        # returns after answering the batch it holds, or within WAKE when idle; wait for them,
+        # so no query taken off a shared socket dies with this process.
+        entries = list(self._udp.values())
+        for entry in entries:
             entry.stop = True
         self._udp.clear()
+        self._held.clear()
+        loop = asyncio.get_running_loop()
+        for entry in entries:
+            if entry.thread is not None:
+                await loop.run_in_executor(None, entry.thread.join, WAKE + 1.0)
         for key in list(self._tcp):
             await self.remove(key)
         for task in list(self._tasks):

@@ -89,3 +89,30 @@ class QueryStats:
             "count": sum(buckets),
             "cache_hits": sum(c.cache_hits for c in every),
         }
+
+
+def sum_query_stats(replies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several workers' ``stats`` replies summed into one set of query counters."""
+    total: dict[str, Any] = {
+        "results": {},
+        "buckets": [],
+        "sum": 0.0,
+        "count": 0,
+        "cache_hits": 0,
+        "upstream_failures": 0,
+        "bounds": [],
+    }
+    for reply in replies:
+        q = reply.get("queries", {})
+        for name, n in q.get("results", {}).items():
+            total["results"][name] = total["results"].get(name, 0) + n
+        buckets = q.get("buckets", [])
+        if not total["buckets"]:
+            total["buckets"] = [0] * len(buckets)
+            total["bounds"] = q.get("bounds", [])
+        total["buckets"] = [a + b for a, b in zip(total["buckets"], buckets, strict=False)]
+        total["sum"] += q.get("sum", 0.0)
+        total["count"] += q.get("count", 0)
+        total["cache_hits"] += q.get("cache_hits", 0)
+        total["upstream_failures"] += reply.get("upstream_failures", 0)
+    return total

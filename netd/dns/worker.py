@@ -7,7 +7,17 @@ capability sets — sets ``PR_SET_NO_NEW_PRIVS`` and checks /proc/self/status th
 is left. Then it serves: listening sockets and record documents arrive on the control socket
 (see :mod:`netd.dns.control`); each message is applied in one step (whole networks: tables
 swapped with a single assignment; one network's endpoints: changed in place under the
-answerer's sequence lock) and acknowledged. When the control socket closes, the worker exits.
+answerer's sequence lock) and acknowledged.
+
+Two ways to be started. ``--control-fd N``: one connected control socket; when it closes the
+worker exits (the standalone harness, tests). ``--listen-fd N`` (the daemon): a listening
+control socket the worker accepts connections on, one at a time, from the daemon's uid only
+(SO_PEERCRED). When a connection closes — the daemon stopped, restarted, crashed or is being
+upgraded — the worker keeps answering from its last records and sockets until a new daemon
+connects, says ``hello``, takes its sockets back (``export``) and pushes the current records
+(``records`` with ``replace``), or tells it to ``retire`` (see :mod:`netd.dns.handover`). A
+worker that serves no socket has nothing to keep alive and exits when its connection closes
+(or if no daemon connects within :data:`FIRST_CONTACT` seconds of its start).
 It never binds a socket itself and never touches the kernel's network configuration.
 """
 
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -22,12 +33,15 @@ import pwd
 import resource
 import signal
 import socket
+import struct
 import sys
 from typing import Any
 
 from .answer import Answerer
-from .control import ChannelClosed, Receiver, send_message
+from .control import MAX_FDS, ChannelClosed, Receiver, send_message
 from .forward import Forwarder
+from .handover import build_id
+from .records import Tables
 from .seccomp import install_filter
 from .server import Server
 from .upstreams import HostUpstreams
@@ -37,6 +51,7 @@ log = logging.getLogger("netd.dns.worker")
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
+FIRST_CONTACT = 60.0  # seconds a detached worker waits for its first control connection
 
 
 def _prctl(option: int, arg: int) -> None:
@@ -57,8 +72,12 @@ def capabilities() -> dict[str, int]:
     return caps
 
 
-def drop_privileges(user: str) -> None:
-    """Become ``user`` with no capabilities at all; exit if anything is left."""
+def drop_privileges(user: str, *, parent_death: bool = True) -> None:
+    """Become ``user`` with no capabilities at all; exit if anything is left.
+
+    ``parent_death``: be killed when the parent exits (not for a worker that must outlive its
+    daemon).
+    """
     pw = pwd.getpwnam(user)
     if os.geteuid() == 0:
         with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as f:
@@ -69,8 +88,9 @@ def drop_privileges(user: str) -> None:
         os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
         os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
-    # The parent-death signal is reset by the credential change above, so set it after.
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if parent_death:
+        # The parent-death signal is reset by the credential change above, so set it after.
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     caps = capabilities()
     if os.getuid() == 0 or caps.get("CapEff") or caps.get("CapPrm"):
         sys.exit(f"netd-dns: privileges were not dropped (uid {os.getuid()}, {caps})")
@@ -79,54 +99,154 @@ def drop_privileges(user: str) -> None:
 class Worker:
     """Applies control messages to the server and the record tables."""
 
-    def __init__(self, ctrl: socket.socket, answerer: Answerer, server: Server) -> None:
-        self.ctrl = ctrl
+    def __init__(
+        self,
+        ctrl: socket.socket | None,
+        answerer: Answerer,
+        server: Server,
+        *,
+        listener: socket.socket | None = None,
+        owner_uid: int = 0,
+        hello: dict[str, Any] | None = None,
+    ) -> None:
+        self.ctrl: socket.socket | None = None
         self.answerer = answerer
         self.server = server
-        self.receiver = Receiver(ctrl)
+        self.listener = listener  # detached mode: accept a new daemon's connection
+        self.owner_uid = owner_uid
+        self.hello = hello or {}
+        self.token: str | None = None
+        self.contacted = False
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.queue: asyncio.Queue[tuple[dict[str, Any], list[int]]] = asyncio.Queue()
+        # (connection it came on, message, fds): replies go back on that connection only
+        self.queue: asyncio.Queue[tuple[socket.socket, dict[str, Any], list[int]]] = asyncio.Queue()
+        if ctrl is not None:
+            self.connect(ctrl)
 
     def finish(self) -> None:
         """Make :func:`serve` return."""
         if not self.done.done():
             self.done.set_result(None)
 
+    def connect(self, conn: socket.socket) -> None:
+        """Make ``conn`` the control connection (a previous one is dropped)."""
+        old, self.ctrl = self.ctrl, None
+        if old is not None:  # superseded (its daemon is gone or going): not a reason to exit
+            self.drop(old)
+        conn.setblocking(False)
+        self.ctrl = conn
+        self.contacted = True
+        receiver = Receiver(conn)
+        asyncio.get_running_loop().add_reader(conn.fileno(), self.on_readable, conn, receiver)
+
+    def drop(self, conn: socket.socket) -> None:
+        """Close a control connection; without one, exit unless detached and serving."""
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(conn.fileno())
+        conn.close()
+        if conn is not self.ctrl:
+            return
+        self.ctrl = None
+        if self.listener is None or not self.server.keys():
+            self.finish()
+        else:
+            # Normal at every daemon restart (the daemon logs it); stderr is the daemon's log,
+            # whose format (text or JSON lines) this process does not know, so stay quiet.
+            log.info("control connection closed; serving the last records until adopted")
+
+    def on_accept(self) -> None:
+        """A daemon connects on the listening socket: take it if it runs as our owner."""
+        assert self.listener is not None
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        try:
+            raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+            _pid, uid, _gid = struct.unpack("3i", raw)
+        except OSError:
+            conn.close()
+            return
+        if uid != self.owner_uid:
+            log.warning("refused a control connection from uid %d", uid)
+            conn.close()
+            return
+        self.connect(conn)
+
+    def first_contact_due(self) -> None:
+        """A detached worker nobody ever connected to is an orphan of a failed start: exit."""
+        if not self.contacted:
+            log.warning("no daemon connected within %.0f s; exiting", FIRST_CONTACT)
+            self.finish()
+
     async def consume(self) -> None:
         """Apply control messages one at a time, in order."""
         while True:
-            msg, fds = await self.queue.get()
+            conn, msg, fds = await self.queue.get()
             try:
-                await self.apply(msg, fds)
+                reply, out_fds = await self.apply(msg, fds)
             except Exception:
                 log.exception("applying control message %r", msg.get("op"))
                 self.finish()  # the manager restarts us with a clean state
+                continue
+            with contextlib.suppress(OSError):  # that daemon is gone; the next one asks again
+                send_message(conn, reply, out_fds)
+            if msg.get("op") == "retire":
+                self.finish()  # a newer worker serves our sockets now
 
-    def on_readable(self) -> None:
+    def on_readable(self, conn: socket.socket, receiver: Receiver) -> None:
         try:
-            got = self.receiver.read()
+            got = receiver.read()
         except (ChannelClosed, OSError):
-            self.finish()
+            self.drop(conn)
             return
         if got is not None:
-            self.queue.put_nowait(got)
+            self.queue.put_nowait((conn, *got))
 
-    async def apply(self, msg: dict[str, Any], fds: list[int]) -> None:
-        """Apply one control message and acknowledge it."""
+    async def apply(self, msg: dict[str, Any], fds: list[int]) -> tuple[dict[str, Any], list[int]]:
+        """Apply one control message; return the acknowledgement (and fds it carries)."""
         op = msg.get("op")
         reply: dict[str, Any] = {"ack": msg.get("seq")}
+        out_fds: list[int] = []
         if op == "sockets":
             for key in msg.get("del", []):
                 await self.server.remove(key)
             for item, fd in zip(msg.get("add", []), fds, strict=True):
                 await self.server.add(item["key"], socket.socket(fileno=fd), item["host"])
         elif op == "records":
-            # Whole networks (new, removed, or changed beyond their endpoints).
-            tables = self.answerer.tables.replace(msg.get("set", {}), msg.get("del", []))
+            # Whole networks (new, removed, or changed beyond their endpoints); with "replace"
+            # (a new daemon's first push) exactly these networks, whatever was served before.
+            old = self.answerer.tables
+            docs = msg.get("set", {})
+            if msg.get("replace"):
+                tables = Tables(docs, old.domain)
+            else:
+                tables = old.replace(docs, msg.get("del", []))
             self.answerer.set_tables(tables)  # the atomic swap
         elif op == "endpoints":
             # One network's attach/detach: cost of the changed endpoints only.
             self.answerer.change_endpoints(msg["net"], msg.get("add", []), msg.get("del", []))
+        elif op == "hello":
+            if self.token is None and msg.get("token"):
+                self.token = str(msg["token"])  # given once, by the daemon that started us
+            reply.update(
+                self.hello,
+                pid=os.getpid(),
+                token=self.token,
+                networks=sorted(self.answerer.tables.nets),
+                sockets=sorted(self.server.keys()),
+            )
+        elif op == "export":
+            # Descriptors of the sockets we serve, so a new daemon holds them again (and can
+            # hand them to a replacement worker without closing them).
+            held = sorted(self.server.held().items())
+            start = int(msg.get("start", 0))
+            batch = held[start : start + MAX_FDS]
+            reply.update(
+                add=[{"key": k, "host": host} for k, (_s, host) in batch],
+                more=start + len(batch) < len(held),
+            )
+            out_fds = [s.fileno() for _k, (s, _h) in batch]
         elif op == "stats":
             ru = resource.getrusage(resource.RUSAGE_SELF)
             reply.update(
@@ -138,7 +258,7 @@ class Worker:
                 queries=self.answerer.stats.snapshot(),
                 upstream_failures=self.server.forwarder.health.failures,
             )
-        send_message(self.ctrl, reply)
+        return reply, out_fds
 
 
 def _rss_kb() -> int:
@@ -149,38 +269,77 @@ def _rss_kb() -> int:
     return 0
 
 
-async def serve(ctrl: socket.socket, domain: str, ttl: int, upstreams_from: str) -> None:
-    """Serve until the control socket closes."""
+async def serve(
+    ctrl: socket.socket | None,
+    domain: str,
+    ttl: int,
+    upstreams_from: str,
+    *,
+    listener: socket.socket | None = None,
+    owner_uid: int = 0,
+    hello: dict[str, Any] | None = None,
+) -> None:
+    """Serve until the control socket closes (or, detached, until told to stop)."""
     answerer = Answerer(domain, ttl)
     forwarder = Forwarder(answerer, HostUpstreams(upstreams_from))
     server = Server(answerer, forwarder)
-    worker = Worker(ctrl, answerer, server)
+    worker = Worker(ctrl, answerer, server, listener=listener, owner_uid=owner_uid, hello=hello)
     loop = asyncio.get_running_loop()
-    ctrl.setblocking(False)
-    loop.add_reader(ctrl.fileno(), worker.on_readable)
+    if listener is not None:
+        listener.setblocking(False)
+        loop.add_reader(listener.fileno(), worker.on_accept)
+        loop.call_later(FIRST_CONTACT, worker.first_contact_due)
     loop.add_signal_handler(signal.SIGTERM, worker.finish)
     consumer = asyncio.ensure_future(worker.consume())
     await worker.done
     consumer.cancel()
     loop.remove_signal_handler(signal.SIGTERM)
-    loop.remove_reader(ctrl.fileno())
+    if listener is not None:
+        loop.remove_reader(listener.fileno())
+    if worker.ctrl is not None:
+        loop.remove_reader(worker.ctrl.fileno())
+    await server.drain(2.0)  # answer forwarded queries in flight (retiring, SIGTERM)
     await server.close()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: drop privileges, then serve the control socket's instructions."""
     p = argparse.ArgumentParser(prog="netd-dns-worker")
-    p.add_argument("--control-fd", type=int, required=True)
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--control-fd", type=int, help="connected control socket (exit on close)")
+    mode.add_argument("--listen-fd", type=int, help="listening control socket (detached)")
+    p.add_argument("--owner-uid", type=int, default=0, help="uid allowed to connect")
     p.add_argument("--user", default="nobody")
     p.add_argument("--domain", default="dns.netd")
     p.add_argument("--ttl", type=int, default=5)
     p.add_argument("--upstreams-from", default="/etc/resolv.conf")
     args = p.parse_args(argv)
-    ctrl = socket.socket(fileno=args.control_fd)
-    drop_privileges(args.user)
+    detached = args.listen_fd is not None
+    ctrl = None if detached else socket.socket(fileno=args.control_fd)
+    listener = socket.socket(fileno=args.listen_fd) if detached else None
+    hello = {
+        "build": build_id(),  # read before the filter, from the code this process runs
+        "settings": {
+            "domain": args.domain,
+            "ttl": args.ttl,
+            "upstreams_from": args.upstreams_from,
+            "user": args.user,
+        },
+    }
+    drop_privileges(args.user, parent_death=not detached)
     install_filter()  # allow-list of system calls, after the privilege drop (seccomp.py)
     logging.basicConfig(level=logging.WARNING, format="netd-dns[%(process)d]: %(message)s")
-    asyncio.run(serve(ctrl, args.domain, args.ttl, args.upstreams_from))
+    asyncio.run(
+        serve(
+            ctrl,
+            args.domain,
+            args.ttl,
+            args.upstreams_from,
+            listener=listener,
+            owner_uid=args.owner_uid,
+            hello=hello,
+        )
+    )
 
 
 if __name__ == "__main__":

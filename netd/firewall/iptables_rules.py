@@ -167,8 +167,16 @@ def _render_nat(r: Render, policies: list[NetworkPolicy], ports: list[PortRule])
     v = r.version
     for chain in FIXED_CHAINS["nat"]:
         r.declare("nat", chain)
-    r.add("nat", "NETD-PREROUTING", "-m addrtype --dst-type LOCAL -j NETD-DNAT")
-    r.add("nat", "NETD-OUTPUT", "-m addrtype --dst-type LOCAL -j NETD-DNAT")
+    for chain in ("NETD-PREROUTING", "NETD-OUTPUT"):
+        # DNS to a gateway is netd's own resolver: a container publishing host port 53 must
+        # not take it over for every network (and project) of the host.
+        for p in policies:
+            for gw in p.gateways(v):
+                for proto in ("udp", "tcp"):
+                    r.add(
+                        "nat", chain, f"-d {_host(gw)} -p {proto} -m {proto} --dport 53 -j RETURN"
+                    )
+        r.add("nat", chain, "-m addrtype --dst-type LOCAL -j NETD-DNAT")
     mine = [p for p in ports if p.version == v]
     # Ports on a given host address first: they win over the same port on any address.
     for rule in sorted(mine, key=lambda p: p.host_ip is None):

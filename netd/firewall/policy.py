@@ -12,7 +12,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from ..errors import Conflict, InvalidInput
-from ..model import Endpoint, IPAddress, IPNetwork, Network
+from ..model import Endpoint, IPAddress, IPNetwork, Network, PortMapping
 from ..names import check_container_id, check_ifname
 
 PROTOCOLS = ("tcp", "udp", "sctp")
@@ -135,6 +135,26 @@ def _check_port(value: int, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise InvalidInput(field, value, "a port is an integer in 1-65535")
     return value
+
+
+LOOPBACK6_RULE = (
+    "cannot be published on: the kernel does not deliver IPv6 loopback traffic to another "
+    "namespace after DNAT (IPv6 has no route_localnet); publish on 127.0.0.1, on a host "
+    "address or on all addresses"
+)
+
+
+def check_port_mappings(mappings: tuple[PortMapping, ...]) -> None:
+    """Refuse a host IP netd cannot publish on (``::1``), before anything changes.
+
+    Called on attach for every way in (API, CLI, CNI, compose), whatever the backend.
+    ``::1`` is refused rather than left silently unreachable: Docker answers there only
+    through its userland proxy, and netd has none. (Not checked when rules are rebuilt from
+    stored endpoints, so an endpoint recorded by an older netd never stops the daemon.)
+    """
+    for i, pm in enumerate(mappings):
+        if pm.host_ip is not None and pm.host_ip.version == 6 and pm.host_ip.is_loopback:
+            raise InvalidInput(f"port_mappings[{i}].host_ip", str(pm.host_ip), LOOPBACK6_RULE)
 
 
 def endpoint_ports(policy: NetworkPolicy, endpoint: Endpoint) -> tuple[PortRule, ...]:

@@ -47,6 +47,9 @@ SETS: dict[str, tuple[str, list[str] | str, str | None, bool]] = {
     "nets6": (INET, ["ifname", "ipv6_addr"], None, True),
     "gateways4": (INET, ["ifname", "ipv4_addr"], None, False),
     "gateways6": (INET, ["ifname", "ipv6_addr"], None, False),
+    # Every gateway address (netd's DNS listens there): never subject to published-port DNAT.
+    "dns4": (INET, "ipv4_addr", None, False),
+    "dns6": (INET, "ipv6_addr", None, False),
     "masq4": (INET, "ipv4_addr", None, True),
     "masq6": (INET, "ipv6_addr", None, True),
     "snat4": (INET, "ipv4_addr", "ipv4_addr", True),
@@ -261,11 +264,25 @@ def _dnat(version: int, key: dict[str, Any], maps: str) -> dict[str, Any]:
 
 
 def build_dnat_rules(chain: str) -> list[Cmd]:
-    """prerouting/output: published ports, by host address first, then on any local address."""
+    """prerouting/output: published ports, by host address first, then on any local address.
+
+    DNS to a gateway is netd's own resolver: a container publishing host port 53 (pihole)
+    must not take it over for every network of the host, so it returns before any DNAT.
+    """
     rules: list[Cmd] = []
     l4 = (_meta("l4proto"), _payload("th", "dport"))
     for v in (4, 6):
         fam = _ipfam(v)
+        # meta l4proto { tcp, udp } th dport 53 ip daddr @dns4 return   (and ip6)
+        rules.append(
+            _rule(
+                chain,
+                _match(_meta("l4proto"), {"set": ["tcp", "udp"]}),
+                _match(_payload("th", "dport"), 53),
+                _match(_payload(fam, "daddr"), f"@dns{v}"),
+                {"return": None},
+            )
+        )
         # dnat ip to ip daddr . meta l4proto . th dport map @pub4_ip
         #         : ip daddr . meta l4proto . th dport map @pub4_ip_port          (and ip6)
         rules.append(_rule(chain, _dnat(v, _concat(_payload(fam, "daddr"), *l4), f"pub{v}_ip")))
@@ -397,6 +414,7 @@ def build_network_elements(policy: NetworkPolicy) -> list[Elem]:
             out.append(Elem.of(f"nets{v}", _concat(br, _prefix(net)), comment=tag))
         for gw in policy.gateways(v):
             out.append(Elem.of(f"gateways{v}", _concat(br, str(gw)), comment=tag))
+            out.append(Elem.of(f"dns{v}", str(gw), comment=tag))
         if policy.internal:
             for net in policy.subnets(v):
                 out.append(Elem.of(f"internal_nets{v}", _concat(br, _prefix(net)), comment=tag))

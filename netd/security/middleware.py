@@ -23,7 +23,8 @@ from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
 from ..api.body import loads as load_json
-from ..errors import NetdError
+from ..cni.spec import PERMISSION_DENIED as CNI_PERMISSION_DENIED
+from ..errors import NetdError, PermissionDenied
 from ..logs import current_request_id
 from ..model import Caller
 from .audit import AuditLog, Outcome, make_record
@@ -114,6 +115,27 @@ def response_error(response: web.StreamResponse) -> str | None:
     return response.reason
 
 
+def refused(status: int, error: NetdError | None = None, body: Any = None) -> bool:
+    """Whether an allowed request's failure is a refusal (audited as ``denied``, not ``error``).
+
+    The policy let the request through, but a rule behind it said no: an owner restriction or
+    quota (``PermissionDenied``, 403), or the same as a CNI error object with code 105.
+    """
+    if isinstance(error, PermissionDenied) or status == 403:
+        return True
+    return isinstance(body, dict) and body.get("code") == CNI_PERMISSION_DENIED
+
+
+def response_json(response: web.StreamResponse) -> Any:
+    """The JSON body of a response, or None."""
+    if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+        return None
+    try:
+        return json.loads(response.body)
+    except ValueError:
+        return None
+
+
 def denied_response(caller: Caller | None, method: str, route: str, reason: str) -> web.Response:
     """The 403 answer, naming who may not do what and why."""
     who = f"uid {caller.uid}" if caller is not None else "this caller"
@@ -185,9 +207,12 @@ def make_auth_middleware(
         method = request.method
         route = route_template(request)
         body: Any = None
+        size = 0
         if method not in ("GET", "HEAD"):
             try:
-                body = parse_body(await request.read())
+                raw = await request.read()
+                size = len(raw)
+                body = parse_body(raw)
             except web.HTTPException as exc:  # too large: the handler answers it again
                 body = {"unreadable": exc.reason}
         cni_command = cni_verb(route, body)
@@ -215,6 +240,19 @@ def make_auth_middleware(
             )
             return reply
         if decision.role == "owner" and caller is not None:
+            limit = policy.config.rootless_max_body_bytes
+            if size > limit:
+                # Bounds what one owner's request makes the daemon parse, audit and validate.
+                message = (
+                    f"{method} {route}: a request body of {size} bytes is over "
+                    f"policy.rootless_max_body_bytes ({limit})"
+                )
+                refusal: dict[str, Any] = {"code": "too_large", "message": message}
+                refusal |= {"field": "policy.rootless_max_body_bytes", "value": limit}
+                record(
+                    caller, cmdline, action, target, body, "denied", 413, message, message, started
+                )
+                return web.json_response({"error": refusal}, status=413)
             # The handlers confine a rootless owner to its own networks (rootless.OwnerScope).
             request[OWNER] = Confinement.from_policy(caller, policy.config)
         if not mutation:
@@ -223,20 +261,27 @@ def make_auth_middleware(
             response = await handler(request)
         except BaseException as exc:
             status, message = failure_of(exc)
+            denied = refused(status, exc if isinstance(exc, NetdError) else None)
             record(
                 caller,
                 cmdline,
                 action,
                 target,
                 body,
-                "error",
+                "denied" if denied else "error",
                 status,
                 message,
-                decision.reason,
+                message if denied else decision.reason,
                 started,
             )
             raise
-        outcome: Outcome = "ok" if response.status < 400 else "error"
+        error = response_error(response)
+        outcome: Outcome = "ok"
+        if response.status >= 400:
+            outcome = (
+                "denied" if refused(response.status, None, response_json(response)) else "error"
+            )
+        reason = error if outcome == "denied" and error else decision.reason
         record(
             caller,
             cmdline,
@@ -245,8 +290,8 @@ def make_auth_middleware(
             body,
             outcome,
             response.status,
-            response_error(response),
-            decision.reason,
+            error,
+            reason,
             started,
         )
         return response

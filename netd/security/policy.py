@@ -81,6 +81,24 @@ class PolicyConfig(BaseModel):
         le=1 << 24,
         description="IPv4 addresses (sum of subnet sizes) one rootless uid may own",
     )
+    rootless_max_ports: int = Field(
+        default=256,
+        ge=0,
+        le=65535 * 3,
+        description="published host ports (port mappings) one rootless uid may hold in all",
+    )
+    rootless_max_ports_per_request: int = Field(
+        default=128,
+        ge=0,
+        le=65535 * 3,
+        description="port mappings one rootless request (connect or CNI ADD) may publish",
+    )
+    rootless_max_body_bytes: int = Field(
+        default=65536,
+        ge=1024,
+        le=1 << 20,
+        description="bytes of one rootless request's body (everyone: max_body_bytes)",
+    )
 
     @field_validator("manage_group")
     @classmethod

@@ -11,7 +11,14 @@ the service in the API handlers and the CNI backend for such a caller:
   larger than the pool's block size and overlap no host route); IPv6 only from the v6 pools or
   the ULA prefix. Options only from :data:`OWNER_OPTIONS` (no custom bridge name, no
   ``host_ipv4``/``host_ipv6``).
-- Publishes no host port below the kernel's ``net.ipv4.ip_unprivileged_port_start``.
+- Publishes no host port below the kernel's ``net.ipv4.ip_unprivileged_port_start``, at most
+  ``rootless_max_ports_per_request`` per request and ``rootless_max_ports`` in all (counted
+  under the event loop with the requests still in flight, so parallel requests cannot both
+  squeeze under the quota). Ports a host socket holds are refused for everyone by the service
+  (``hostports``).
+- Names no DNS upstream on the host's loopback, link-local or own addresses (``upstreams``).
+- Learns from a conflict only that a name, subnet or port is taken, not by whom
+  (``disclosure``).
 - Attaches (and CNI CHECKs) only namespaces it owns, as the kernel tells (``nsowner``).
 
 Pure checks are functions; :class:`OwnerScope` only wires them to the service. Who is an owner
@@ -23,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +39,20 @@ from typing import TYPE_CHECKING, Any
 from ..drivers.bridge_options import DOCKER_ALIASES
 from ..errors import Conflict, NetdError, NotFound, PermissionDenied
 from ..ipam.subnets import DefaultPool
-from ..model import AttachRequest, Caller, Endpoint, IPNetwork, Network, NetworkSpec, PortMapping
+from ..model import (
+    AttachRequest,
+    Caller,
+    Endpoint,
+    IPAddress,
+    IPNetwork,
+    Network,
+    NetworkSpec,
+    PortMapping,
+)
 from . import nsowner
+from .disclosure import network_conflict, port_conflict
 from .procinfo import caller_groups
+from .upstreams import check_upstreams, host_addresses
 
 if TYPE_CHECKING:
     from ..service import Service
@@ -64,11 +83,19 @@ class Confinement:
     caller: Caller
     max_networks: int
     max_addresses: int
+    max_ports: int = 256
+    max_ports_per_request: int = 128
 
     @classmethod
     def from_policy(cls, caller: Caller, config: PolicyConfig) -> Confinement:
         """The confinement the policy config gives ``caller``."""
-        return cls(caller, config.rootless_max_networks, config.rootless_max_addresses)
+        return cls(
+            caller,
+            config.rootless_max_networks,
+            config.rootless_max_addresses,
+            config.rootless_max_ports,
+            config.rootless_max_ports_per_request,
+        )
 
 
 def ipv4_size(network: Network) -> int:
@@ -167,6 +194,32 @@ def check_ports(ports: Iterable[PortMapping], start: int) -> None:
             )
 
 
+def check_port_quota(container_id: str, wanted: int, held: int, limits: Confinement) -> None:
+    """PermissionDenied naming the quota if publishing ``wanted`` more ports exceeds one."""
+    uid = limits.caller.uid
+    if wanted > limits.max_ports_per_request:
+        raise PermissionDenied(
+            f"publishing {wanted} ports for container {container_id!r}: a request may publish "
+            f"at most {limits.max_ports_per_request} (policy.rootless_max_ports_per_request)",
+            field="policy.rootless_max_ports_per_request",
+            value=limits.max_ports_per_request,
+        )
+    if held + wanted > limits.max_ports:
+        raise PermissionDenied(
+            f"publishing {wanted} ports for container {container_id!r}: uid {uid} holds {held} "
+            f"published ports; quota policy.rootless_max_ports is {limits.max_ports}",
+            field="policy.rootless_max_ports",
+            value=limits.max_ports,
+        )
+
+
+AttachmentKey = tuple[str, str, str]  # network id, container id, ifname
+# Ports of attaches in flight, per service and uid: counted by the quota until the attach ends.
+_PENDING: weakref.WeakKeyDictionary[Any, dict[int, dict[AttachmentKey, int]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class OwnerScope:
     """The service as a rootless owner may use it (see the module docstring).
 
@@ -182,6 +235,7 @@ class OwnerScope:
         verify_netns: Callable[[str, Caller, Iterable[int]], int] = nsowner.verify,
         groups_of: Callable[[Caller], frozenset[int]] = caller_groups,
         port_start: Callable[[], int] = unprivileged_port_start,
+        host_addresses: Callable[[], Iterable[IPAddress]] = host_addresses,
     ) -> None:
         self._svc = service
         self.limits = limits
@@ -189,6 +243,8 @@ class OwnerScope:
         self._verify_netns = verify_netns
         self._groups_of = groups_of
         self._port_start = port_start
+        self._host_addresses = host_addresses
+        self._host_now: list[IPAddress] = []  # the host's addresses, read before an admission
         self._verified: dict[str, int] = {}  # path -> inode of the namespace verified
 
     # --- what the service shows, confined ---------------------------------------------------
@@ -261,10 +317,28 @@ class OwnerScope:
         check_options(network)
         check_subnets(network, self._svc.pools, self._svc.ula, routes)
         check_quota(network, [n for n in existing if self.owns(n)], self.limits)
+        servers = network.options.get("dns_servers", "")
+        if servers:
+            check_upstreams(
+                "options.dns_servers",
+                [s for s in servers.split(",") if s.strip()],
+                self._host_now,
+                self._foreign_subnets(existing),
+            )
+
+    def _foreign_subnets(self, networks: Iterable[Network]) -> list[IPNetwork]:
+        """Subnets of the networks that are not this owner's (no upstream may lie there)."""
+        return [s.subnet for n in networks if not self.owns(n) for s in n.subnets]
 
     async def create_network(self, spec: NetworkSpec, caller: Caller | None = None) -> Network:
         """Create a network owned by this owner, within the restrictions and quotas."""
-        return await self._svc.create_network(spec, self.caller, admit=self._admit)
+        if spec.options.get("dns_servers"):
+            # Read here, off the event loop: the admission hook runs on it, under the lock.
+            self._host_now = await asyncio.to_thread(lambda: list(self._host_addresses()))
+        try:
+            return await self._svc.create_network(spec, self.caller, admit=self._admit)
+        except Conflict as exc:
+            raise network_conflict(exc, spec.name, self._svc.list_networks(), self.owns) from None
 
     async def ensure_network(self, spec: NetworkSpec) -> Network:
         """CniBackend: the owner's network called ``spec.name``, created if missing."""
@@ -309,13 +383,48 @@ class OwnerScope:
         """Attach a namespace the owner owns to one of its networks."""
         net = self.find_network(req.network)
         check_ports(req.port_mappings, self._port_start())
+        check_port_quota(req.container_id, len(req.port_mappings), 0, self.limits)
+        if req.dns_servers:
+            addresses = await asyncio.to_thread(lambda: list(self._host_addresses()))
+            foreign = self._foreign_subnets(self._svc.list_networks())
+            check_upstreams("dns_servers", req.dns_servers, addresses, foreign)
         inode = 0
         if plumb:
             self._svc.check_netns(req.netns)
             inode = await asyncio.to_thread(self._verify, req.netns)
         # Pinned: the driver refuses the path if it no longer leads to the verified namespace.
         req = dataclasses.replace(req, network=net.id, netns_inode=inode)
-        return await self._svc.attach(req, plumb=plumb, caller=self.caller)
+        key = (net.id, req.container_id, req.ifname)
+        # Check and reserve with no await in between: the event loop makes it atomic.
+        pending = _PENDING.setdefault(self._svc, {}).setdefault(self.caller.uid, {})
+        if req.port_mappings:
+            held = self.published_ports(skip=set(pending)) + sum(pending.values())
+            check_port_quota(req.container_id, len(req.port_mappings), held, self.limits)
+            pending[key] = pending.get(key, 0) + len(req.port_mappings)
+        try:
+            return await self._svc.attach(req, plumb=plumb, caller=self.caller)
+        except Conflict as exc:
+            if exc.field != "port_mappings":
+                raise
+            every = [(n, e) for n in self._svc.list_networks() for e in self._svc.endpoints(n)]
+            raise port_conflict(exc, req.port_mappings, every, self.owns, key) from None
+        finally:
+            if req.port_mappings:
+                pending[key] -= len(req.port_mappings)
+                if pending[key] <= 0:
+                    del pending[key]
+
+    def published_ports(
+        self, skip: set[AttachmentKey] | frozenset[AttachmentKey] = frozenset()
+    ) -> int:
+        """Port mappings held by this owner's endpoints (``skip``: attaches in flight)."""
+        return sum(
+            len(ep.port_mappings)
+            for n in self._svc.list_networks()
+            for ep in self._svc.endpoints(n)
+            if ep.owner_uid == self.caller.uid
+            and (ep.network_id, ep.container_id, ep.ifname) not in skip
+        )
 
     async def detach(self, network: str, container_id: str, ifname: str, netns: str | None) -> None:
         """Idempotent detach from one of the owner's networks; others' are "not there".

@@ -7,9 +7,11 @@ path, so the test process can call it from outside the namespace).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -123,9 +125,39 @@ class Daemon:
         self.proc = None
         return code
 
+    def dns_worker_pids(self) -> list[int]:
+        """Pids of the DNS worker processes in this daemon's host namespace, read from /proc.
+
+        Independent of netd: every process ``ip netns pids`` lists whose command line is
+        ``python -m netd.dns.worker``. DNS workers outlive the daemon (they are detached), so
+        this is also what :meth:`close` kills.
+        """
+        out = subprocess.run(
+            ["ip", "netns", "pids", self.host.name], capture_output=True, text=True, check=False
+        ).stdout
+        pids = []
+        for pid in out.split():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"netd.dns.worker" in argv[1:4]:
+                pids.append(int(pid))
+        return sorted(pids)
+
+    def kill_dns_workers(self) -> None:
+        """SIGKILL this daemon's DNS workers by pid (they outlive the daemon by design)."""
+        for pid in self.dns_worker_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while self.dns_worker_pids() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     def close(self) -> None:
-        """Stop and remove the temporary directory."""
+        """Stop the daemon, kill its DNS workers by pid and remove the temporary directory."""
         self.stop()
+        self.kill_dns_workers()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def close_checked(self) -> None:

@@ -53,7 +53,7 @@ def endpoint(
         "container_id": container_id,
         "ifname": ifname,
         "netns": netns,
-        "host_ifname": host_veth_name(container_id, ifname),
+        "host_ifname": host_veth_name(net_id, container_id, ifname),
         "addresses": addresses,
         **extra,
     }

@@ -164,8 +164,8 @@ def _snapshot(compose: Compose) -> tuple[object, list[str]]:
         (
             "services: {web: {networks: {n: {ipv4_address: 10.233.0.9}}}}\n"
             "networks: {n: {name: EXT, external: true}}\n",
-            'services.web.networks.n.ipv4_address: "10.233.0.9" is not in any subnet of '
-            'network "n" (10.233.1.0/24)',
+            'compose.yaml:1: services.web.networks.n.ipv4_address: "10.233.0.9" is not in any '
+            'subnet of network "n" (10.233.1.0/24)',
         ),
         (
             "services: {web: {}}\nnetworks: {default: {driver: macvlan}}\n",
@@ -175,15 +175,15 @@ def _snapshot(compose: Compose) -> tuple[object, list[str]]:
         (
             "services: {web: {networks: [x]}}\n"
             "networks: {x: {external: true, name: missing-net}}\n",
-            'networks.x: "missing-net" is an external network that does not exist '
+            'compose.yaml:2: networks.x: "missing-net" is an external network that does not exist '
             "(create it first: netd network create)",
         ),
         (
             "services:\n  a: {networks: {n: {ipv4_address: 10.233.2.5}}}\n"
             "  b: {networks: {n: {ipv4_address: 10.233.2.5}}}\n"
             "networks: {n: {ipam: {config: [{subnet: 10.233.2.0/24}]}}}\n",
-            'services.b.networks.n.ipv4_address: "10.233.2.5" is already used on network "n" '
-            "by P-a-1",
+            'compose.yaml:3: services.b.networks.n.ipv4_address: "10.233.2.5" is already used on '
+            'network "n" by P-a-1',
         ),
     ],
     ids=["outside-subnet", "unknown-driver", "external-missing", "duplicate-static"],

@@ -69,7 +69,7 @@ class Compose:
     def leftovers(self) -> list[str]:
         """Sandboxes, /etc/netns dirs and the state file this project left behind."""
         out = []
-        for base in (Path(NETNS_DIR), Path("/etc/netns")):
+        for base in (Path(NETNS_DIR), Path("/etc/netns"), STATE_DIR / "uts"):
             if base.is_dir():
                 out += [str(base / n) for n in base.iterdir() if n.name.startswith(self.name + "-")]
         if (STATE_DIR / f"{self.name}.json").exists():
@@ -83,6 +83,9 @@ class Compose:
         for path in self.leftovers():
             if path.startswith(NETNS_DIR):
                 subprocess.run(["ip", "netns", "del", Path(path).name], check=False)
+            elif path.startswith(str(STATE_DIR / "uts")):
+                subprocess.run(["umount", "-l", path], check=False)
+                Path(path).unlink(missing_ok=True)
             elif Path(path).is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:

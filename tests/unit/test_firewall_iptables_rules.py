@@ -74,11 +74,25 @@ def test_empty_state_removes_jumps_and_chains_only() -> None:
     )
 
 
-def test_rules_grow_per_port_but_fixed_chains_stay() -> None:
+def test_rules_grow_per_port_and_gateway() -> None:
     state = DesiredState.build(NETWORKS, [WEB, DB])
     counts = build_render(state, 4).counts()
     assert counts["NETD-DNAT"] == 3  # web 8080 (any), web 53/udp on 192.0.2.1, db 9000/sctp
-    assert counts["NETD-PREROUTING"] == counts["NETD-OUTPUT"] == 1
+    # the jump to NETD-DNAT, after a udp and a tcp RETURN for DNS to each of 3 gateways
+    assert counts["NETD-PREROUTING"] == counts["NETD-OUTPUT"] == 1 + 3 * 2
+
+
+def test_gateway_dns_returns_before_published_port_dnat() -> None:
+    # A container publishing host port 53 (pihole) must not capture netd's DNS on gateways.
+    state = DesiredState.build(NETWORKS, [WEB, DB])
+    for version, gw in ((4, "10.1.0.1/32"), (6, "fd00:a::1/128")):
+        nat = build_render(state, version).chains["nat"]
+        for chain in ("NETD-PREROUTING", "NETD-OUTPUT"):
+            rules = nat[chain]
+            for proto in ("udp", "tcp"):
+                ret = f"-A {chain} -d {gw} -p {proto} -m {proto} --dport 53 -j RETURN"
+                assert rules.index(ret) < len(rules) - 1, rules
+            assert rules[-1].endswith("-j NETD-DNAT")
 
 
 DIRECT = "-m conntrack --ctstate NEW -m conntrack ! --ctstate DNAT -j DROP"

@@ -101,7 +101,15 @@ def test_no_networks_only_removes_tables() -> None:
 def test_internal_network_has_no_nat_and_no_ports() -> None:
     policy = build_policy(NET_I, "nd-b")
     sets = {e.set for e in ruleset.build_network_elements(policy)}
-    assert sets == {"bridges", "self_pairs", "nets4", "gateways4", "internal_nets4", "internal_ifs"}
+    assert sets == {
+        "bridges",
+        "self_pairs",
+        "nets4",
+        "gateways4",
+        "dns4",
+        "internal_nets4",
+        "internal_ifs",
+    }
     state = DesiredState.build(NETWORKS, [])
     assert state.check_ports(ep(NET_I, "x", ["10.2.0.5/24"], (PortMapping(80, 80),))) == ()
 
@@ -160,3 +168,33 @@ def test_direct_routing_drops_test_the_dnat_bit() -> None:
     # The drops come last: after the isolation rules of bridge-to-bridge traffic.
     forward = [c["add"]["rule"] for c in ruleset.build_forward_rules()]
     assert forward[-4:] == rules and ruleset.rule_counts()[("inet", "forward")] == 13
+
+
+def test_gateway_dns_returns_before_published_port_dnat() -> None:
+    # A container publishing host port 53 (pihole) must not capture netd's DNS on gateways:
+    # in both nat chains, DNS to a gateway (the dns4/dns6 sets) returns before any DNAT.
+    for chain in ("prerouting", "output"):
+        exprs = [r["add"]["rule"]["expr"] for r in ruleset.build_dnat_rules(chain)]
+        for v, fam in ((4, "ip"), (6, "ip6")):
+            ret = next(
+                i for i, e in enumerate(exprs) if e[-1] == {"return": None} and f"@dns{v}" in str(e)
+            )
+            assert exprs[ret][1] == {
+                "match": {
+                    "op": "==",
+                    "left": {"payload": {"protocol": "th", "field": "dport"}},
+                    "right": 53,
+                }
+            }
+            assert exprs[ret][2]["match"]["left"] == {
+                "payload": {"protocol": fam, "field": "daddr"}
+            }
+            first_dnat = next(
+                i for i, e in enumerate(exprs) if "dnat" in e[-1] and f"pub{v}" in str(e)
+            )
+            assert ret < first_dnat
+    elems = ruleset.build_network_elements(build_policy(NET_A, "nd-a"))
+    assert {(e.set, e.key) for e in elems if e.set.startswith("dns")} == {
+        ("dns4", '"10.1.0.1"'),
+        ("dns6", '"fd00:a::1"'),
+    }
