@@ -25,14 +25,12 @@ import sys
 
 from . import answer, spec, strict
 from .environment import check_env
-from .transport import TIMEOUT
+from .transport import TIMEOUT, build_request, exchange
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections.abc cost start-up time; annotations are strings
     from collections.abc import Mapping
     from typing import IO, Any
-
-__all__ = ["check_env", "read_config", "run"]
 
 
 def read_config(raw: bytes, command: str) -> dict[str, Any]:
@@ -203,8 +201,6 @@ def forward(
     command: str, config: dict[str, Any], stdin: bytes, env: Mapping[str, str], timeout: float
 ) -> Any:
     """POST the call to the daemon; the result (None for verbs without output) or CniError."""
-    from .transport import build_request, exchange
-
     path = socket_path(config, env)
     request = build_request("/v1/cni", encode_call(command, stdin, env))
     try:

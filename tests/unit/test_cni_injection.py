@@ -407,3 +407,29 @@ def test_daemon_refuses_ambiguous_calls(raw: bytes, code: int, needle: str) -> N
 def test_daemon_accepts_what_the_plugins_send() -> None:
     assert decode_call(old_plugin_body(CONF_TEXT)) == {**CALL, "config": CONF}
     assert decode_call(json.dumps({"command": "STATUS", "config": CONF}).encode())["command"]
+
+
+def test_the_published_schema_has_the_limits_the_route_enforces() -> None:
+    from netd.api.schemas import CniCall
+    from netd.cni.request import ENV_KEYS
+
+    schema = CniCall.model_json_schema()
+    assert schema["additionalProperties"] is False
+    for key, (_, limit) in ENV_KEYS.items():
+        assert schema["properties"][key]["maxLength"] == limit, key
+
+
+def test_both_clients_print_the_same_errors(fake: FakeDaemon, workdir: Path) -> None:
+    c = install_plugin(workdir / "c", client="c")[0]
+    py = install_plugin(workdir / "py", client="python")[0]
+    cases: list[tuple[bytes, dict[str, str | bytes]]] = [
+        *((stdin, {}) for stdin in REFUSED.values()),
+        (CONF_TEXT.encode(), {"CNI_CONTAINERID": "x" * 300}),
+        (CONF_TEXT.encode(), {"CNI_PATH": b"/opt/\xff"}),
+        (CONF_TEXT.encode(), {"CNI_IFNAME": "e" * 16}),
+    ]
+    for stdin, env in cases:
+        assert run(c, stdin, fake.path, **env) == run(py, stdin, fake.path, **env), stdin[:80]
+    for body in [b"garbage", b'{"cniVersion":"1.0.0"}', b"{}"]:
+        fake.answer = http(200, body)
+        assert run(c, CONF_TEXT.encode(), fake.path) == run(py, CONF_TEXT.encode(), fake.path)
