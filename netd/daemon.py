@@ -190,7 +190,10 @@ def build_service(config: Config) -> tuple[Service, Any, Any]:
     assert isinstance(ula, ipaddress.IPv6Network)
     service = Service(
         store=store,
-        drivers={"bridge": get_driver("bridge", allow_initial_netns=config.managed_netns is None)},
+        drivers={
+            "bridge": get_driver("bridge", allow_initial_netns=config.managed_netns is None),
+            "ipam": get_driver("ipam"),  # IPAM-only networks (CNI ``"ipam": {"type": "netd"}``)
+        },
         firewall=firewall,
         dns=dns,
         pools=pools,
@@ -220,14 +223,27 @@ def _firewall_monitor(firewall: Firewall) -> Any:
     return monitor
 
 
+def _link_watcher(service: Service) -> Any:
+    """Repair a deleted bridge or veth from link events, not only at the next periodic pass."""
+    from .link_watch import LinkWatcher
+
+    def state() -> tuple[list[Any], list[Any]]:
+        # Endpoints being attached or detached are left out: their links come and go by netd.
+        return service.list_networks(), service.settled_endpoints()
+
+    return LinkWatcher(service.reconcile, state).start()
+
+
 def _install_authorisation(app: web.Application, config: Config) -> Any:
     """Policy, optional hook and audit trail on every request; returns the audit log."""
+    from .api.audit_route import install as serve_audit
     from .security import AuditLog, AuthzHook, Policy
     from .security.middleware import make_auth_middleware
 
     audit = None
     if config.audit.enabled:
         audit = AuditLog.from_config(config.audit, config.state_dir).start()
+    serve_audit(app, audit)  # GET /v1/audit: `netd audit` reads this daemon's own trail
     hook = None
     if config.policy.authz_command:
         hook = AuthzHook(config.policy.authz_command, config.policy.authz_timeout)
@@ -263,6 +279,7 @@ async def serve(config: Config) -> None:
     monitor: Any = None
     reconciler: asyncio.Task[None] | None = None
     replayer: asyncio.Task[None] | None = None
+    watcher: Any = None
     store: Any = None
     dns: Any = None
     try:
@@ -277,6 +294,7 @@ async def serve(config: Config) -> None:
         replayer = asyncio.create_task(replay.run(service, spooled))
         if config.reconcile_interval > 0:
             reconciler = asyncio.create_task(service.run_reconciler(config.reconcile_interval))
+            watcher = _link_watcher(service)
         monitor = _firewall_monitor(service.firewall)
         if config.metrics_port is not None:
             from .metrics import serve_tcp
@@ -314,6 +332,8 @@ async def serve(config: Config) -> None:
             with contextlib.suppress(OSError):
                 if _peer_pid(config.socket) is None:
                     config.socket.unlink()
+        if watcher is not None:
+            await watcher.stop()
         if reconciler is not None:
             reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -23,7 +23,9 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from . import faults
+from .attachments import existing_connection
 from .drivers.base import Driver
+from .drivers.ipam import is_ipam_only, refuse_plumbing
 from .errors import (
     Conflict,
     InvalidInput,
@@ -261,8 +263,11 @@ class Service:
             except Exception:
                 log.exception("reconcile: pass failed; retrying in %.0f s", interval)
 
-    async def reconcile(self) -> list[Action]:
+    async def reconcile(self, only: set[str] | None = None) -> list[Action]:
         """Compare the kernel with the records and repair it; returns the actions applied.
+
+        ``only``: network ids to look at (a targeted pass after link events,
+        :mod:`netd.link_watch`); orphan links and the firewall are always checked.
 
         Links first, under the global lock (no network appears or vanishes meanwhile; the links
         are listed before the records are read, so an attach running meanwhile is never taken
@@ -274,15 +279,20 @@ class Service:
             tagged = await asyncio.to_thread(self._tagged_links)
             eps = [ep for table in self._endpoints.values() for ep in table.values()]
             for action in plan_links(tagged, list(self._networks.values()), eps):
+                if only is not None and action.network_id and action.network_id not in only:
+                    continue
                 async with self._lock(action.network_id or "-orphans"):
                     if await self._repair(action):
                         done.append(action)
         for net in list(self._networks.values()):
+            if only is not None and net.id not in only:
+                continue
             # Check outside the network's lock (a pass over many endpoints must not hold up
             # attaches); repair under it, only if the record is unchanged and not in flight.
             busy = set(self._inflight.get(net.id, set()))
             eps = [e for e in self._endpoints.get(net.id, {}).values() if needs_check(e, busy)]
-            problems, gone = await self._check_paced(net, eps)
+            # A targeted pass (a link was deleted) is short and urgent: not paced.
+            problems, gone = await self._check_paced(net, eps, paced=only is None)
             actions = plan_endpoints(eps, problems, gone, busy)
             if not actions:
                 continue
@@ -362,7 +372,7 @@ class Service:
         return tagged
 
     async def _check_paced(
-        self, net: Network, eps: list[Endpoint]
+        self, net: Network, eps: list[Endpoint], paced: bool = True
     ) -> tuple[dict[tuple[str, str, str], list[str]], dict[tuple[str, str, str], list[str]]]:
         """:meth:`_check_endpoints` in chunks, busy at most 1/(1 + CHECK_PAUSE) of the time.
 
@@ -380,7 +390,7 @@ class Service:
             )
             problems.update(found)
             gone.update(lost)
-            if start + CHECK_CHUNK < len(eps):
+            if paced and start + CHECK_CHUNK < len(eps):
                 await asyncio.sleep((time.monotonic() - began) * CHECK_PAUSE)
         return problems, gone
 
@@ -411,7 +421,8 @@ class Service:
                 log.warning("reconcile: removing %s (%s)", action.ifname, action.detail)
                 for driver in self.drivers.values():
                     remove = getattr(driver, "remove_link", None)
-                    if remove is not None and remove(action.ifname):
+                    # In a worker thread: a netlink socket must not be opened on the event loop.
+                    if remove is not None and await asyncio.to_thread(remove, action.ifname):
                         break
             elif action.kind == "missing_bridge":
                 net = self._networks[action.network_id]
@@ -460,8 +471,10 @@ class Service:
         await asyncio.to_thread(self.firewall.add_endpoint, net, plumbed)
 
     async def _sync_firewall(self) -> None:
-        nets = [(n, self.bridge_for(n)) for n in self._networks.values()]
-        eps = [ep for table in self._endpoints.values() for ep in table.values()]
+        # IPAM-only networks have no firewall state: their links are another plugin's.
+        plumbed = [n for n in self._networks.values() if not is_ipam_only(n)]
+        nets = [(n, self.bridge_for(n)) for n in plumbed]
+        eps = [ep for n in plumbed for ep in self._endpoints.get(n.id, {}).values()]
         live = [ep for ep in eps if ep.state != "gone"]  # reaped: its ports stay withdrawn
         await asyncio.to_thread(self.firewall.sync, nets, live)
 
@@ -481,12 +494,23 @@ class Service:
         """All networks by creation time."""
         return sorted(self._networks.values(), key=lambda n: n.created)
 
+    def settled_endpoints(self) -> list[Endpoint]:
+        """Ready endpoints no request is changing: those whose links must exist right now."""
+        return [
+            ep
+            for net_id, table in self._endpoints.items()
+            for ep in table.values()
+            if needs_check(ep, self._inflight.get(net_id, set()))
+        ]
+
     def endpoints(self, network: Network) -> list[Endpoint]:
         """The network's endpoints, oldest first."""
         return sorted(self._endpoints.get(network.id, {}).values(), key=lambda e: e.created)
 
     def bridge_for(self, network: Network) -> str:
-        """The bridge interface name of a network."""
+        """The bridge interface name of a network ("" for an IPAM-only network: none)."""
+        if is_ipam_only(network):
+            return ""
         return network.options.get("bridge") or bridge_name(network.id)
 
     def dns_for(self, network: Network) -> dict[str, list[str]]:
@@ -565,7 +589,7 @@ class Service:
                 admit(net, list(self._networks.values()), routes)
             bridge = self.bridge_for(net)
             for other in self._networks.values():
-                if self.bridge_for(other) == bridge:
+                if bridge and self.bridge_for(other) == bridge:
                     raise Conflict(
                         f"bridge {bridge!r} is already used by network {other.name!r}",
                         field="options.bridge",
@@ -576,10 +600,12 @@ class Service:
                 await asyncio.to_thread(driver.ensure_network, net)
                 undo.push("bridge", lambda: asyncio.to_thread(driver.teardown_network, net))
                 faults.point("service.network_plumbed")
-                await asyncio.to_thread(self.firewall.ensure_network, net, bridge)
-                undo.push(
-                    "firewall", lambda: asyncio.to_thread(self.firewall.remove_network, net, bridge)
-                )
+                if not is_ipam_only(net):
+                    await asyncio.to_thread(self.firewall.ensure_network, net, bridge)
+                    undo.push(
+                        "firewall",
+                        lambda: asyncio.to_thread(self.firewall.remove_network, net, bridge),
+                    )
                 await asyncio.to_thread(self.store.create_network, net)
             except BaseException:
                 await undo.run()
@@ -633,7 +659,9 @@ class Service:
                 self._ipam.pop(net.id, None)
                 failures: list[str] = []
                 try:
-                    await asyncio.to_thread(self.firewall.remove_network, net, self.bridge_for(net))
+                    if not is_ipam_only(net):
+                        bridge = self.bridge_for(net)
+                        await asyncio.to_thread(self.firewall.remove_network, net, bridge)
                 except NetdError as exc:
                     failures.append(str(exc))
                 failures += await asyncio.to_thread(self._driver(net).teardown_network, net)
@@ -694,6 +722,8 @@ class Service:
         ifname = check_ifname(req.ifname)
         check_port_mappings(req.port_mappings)  # ::1: before anything changes, any backend
         if plumb:
+            if is_ipam_only(net):
+                raise refuse_plumbing(net)
             self.validate_netns(req.netns, req.netns_inode)
             if req.port_mappings:  # reads /proc/net tables: off the event loop
                 await asyncio.to_thread(self.check_publish, req.port_mappings)
@@ -704,6 +734,10 @@ class Service:
                     f"network {req.network!r} not found", field="network", value=req.network
                 )
             self._busy(net, key)
+            # `netd network connect` twice: refused, or the same endpoint for a retry.
+            same = existing_connection(net, self._endpoints[net.id].values(), req, cid, ifname)
+            if same is not None:
+                return net, same
             existing = self._endpoints[net.id].get(key)
             if existing is not None:
                 if existing.state == "ready" and not plumb:
@@ -831,7 +865,8 @@ class Service:
         """Best-effort removal of an endpoint's firewall elements and interfaces; logs failures."""
         failures: list[str] = []
         try:
-            await asyncio.to_thread(self.firewall.remove_endpoint, net, ep)
+            if not is_ipam_only(net):
+                await asyncio.to_thread(self.firewall.remove_endpoint, net, ep)
         except NetdError as exc:
             failures.append(str(exc))
         if ep.host_ifname:

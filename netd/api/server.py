@@ -38,6 +38,7 @@ from ..names import check_container_id
 from ..security.rootless import Confinement, OwnerScope
 from ..service import Service
 from . import schemas
+from .audit_route import AuditPage, get_audit
 from .body import loads as load_json
 from .limits import make_limits_middleware
 from .openapi import Route, build_openapi
@@ -257,10 +258,13 @@ async def connect(request: web.Request) -> web.Response:
         dns_servers=tuple(body.dns_servers),
         origin="api",
     )
+    known = {e.key for e in svc.find_endpoints(net, cid) if e.state == "ready"}
     _, ep = await svc.attach(req, caller=request[CALLER])
     out = schemas.endpoint_out(ep)
     out["dns"] = svc.dns_for(net)
-    return web.json_response(out, status=201)
+    # A retry of a connect that succeeded (same interface name and settings) gets that
+    # endpoint back with 200; a second interface on the network is refused (409).
+    return web.json_response(out, status=200 if ep.key in known else 201)
 
 
 def _ip(value: str, field: str) -> Any:
@@ -380,6 +384,7 @@ ROUTES: list[Route] = [
         schemas.ConnectIn,
         schemas.EndpointOut,
         201,
+        responses=((200, "a retry: the endpoint already connected so", schemas.EndpointOut),),
     ),
     Route(
         "POST",
@@ -396,6 +401,15 @@ ROUTES: list[Route] = [
         query=(("name", True), ("network", False)),
     ),
     Route("GET", "/v1/firewall", firewall_show, "The live ruleset of netd's firewall"),
+    Route(
+        "GET",
+        "/v1/audit",
+        get_audit,
+        "The daemon's audit trail (root and policy.admins); follow=1 streams NDJSON",
+        None,
+        AuditPage,
+        query=(("since", False), ("limit", False), ("follow", False)),
+    ),
     Route(
         "POST",
         "/v1/cni",

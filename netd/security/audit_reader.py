@@ -1,8 +1,9 @@
 """Reading the audit trail back: rotated files in order, a time filter, and a rotation-aware tail.
 
-Used by ``netd audit``, which reads the files directly (they are root-only, mode 0600), so it
-works while the daemon is down. Lines that are not JSON objects are skipped and counted (a line
-cut by a full disk must not hide the rest). It never writes.
+Used by the daemon's ``GET /v1/audit`` (``netd audit``) and by ``netd audit --file``, which
+reads the files directly (they are root-only, mode 0600) and so works while the daemon is
+down. Lines that are not JSON objects are skipped and counted (a line cut by a full disk must
+not hide the rest). It never writes.
 """
 
 from __future__ import annotations
@@ -113,14 +114,17 @@ def follow(
     poll: float = 0.2,
     stop: Callable[[], bool] = lambda: False,
     stats: ReadStats | None = None,
+    opened: Callable[[], None] = lambda: None,
 ) -> Iterator[dict[str, Any]]:
     """Records appended to ``path`` from now on, surviving rotation (until ``stop()``).
 
     Rotation is noticed when ``path`` names another inode or shrinks: what is left in the old
-    file is read first, then the new file from its start.
+    file is read first, then the new file from its start. ``opened()`` is called once "now" is
+    fixed (the file opened at its end), so a caller can read the past after it without a gap.
     """
     stats = stats if stats is not None else ReadStats()
     fh = _open_at_end(path)
+    opened()
     pending = b""
     while not stop():
         chunk = fh.read() if fh is not None else b""

@@ -217,7 +217,12 @@ def test_socket_key_beats_environment(daemon: str, backend: FakeCniBackend) -> N
     env = {**ADD_ENV, "NETD_SOCKET": "/nonexistent.sock"}
     code, out = run_inprocess(env, {**CONF, "socket": daemon})
     assert code == 0, out
-    ipam_conf = {**CONF, "type": "bridge", "ipam": {"type": "netd", "socket": daemon}}
+    ipam_conf = {
+        **CONF,
+        "name": "ref",
+        "type": "bridge",
+        "ipam": {"type": "netd", "socket": daemon, "subnet": "10.45.0.0/24"},
+    }
     code, out = run_inprocess({**env, "CNI_CONTAINERID": "e"}, ipam_conf)
     assert code == 0, out
 

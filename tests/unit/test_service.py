@@ -60,9 +60,11 @@ def test_attach_twice_is_conflict_ipam_only_is_idempotent(tmp_path: Path) -> Non
         svc = make_service(tmp_path)
         await svc.start()
         await svc.create_network(spec("web"))
-        await svc.attach(attach_req("web", "c1"))
-        with pytest.raises(Conflict, match="already attached"):
-            await svc.attach(attach_req("web", "c1"))
+        await svc.attach(attach_req("web", "c1", origin="cni"))
+        with pytest.raises(
+            Conflict, match="already attached"
+        ):  # CNI ADD twice (API: test_attachments)
+            await svc.attach(attach_req("web", "c1", origin="cni"))
         _, a = await svc.attach(attach_req("web", "c9"), plumb=False)
         _, b = await svc.attach(attach_req("web", "c9"), plumb=False)
         assert a.addresses == b.addresses
