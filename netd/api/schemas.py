@@ -189,11 +189,12 @@ class DisconnectIn(BaseModel):
 class CniCall(BaseModel):
     """POST /v1/cni: one CNI invocation forwarded by the plugin executable."""
 
-    model_config = ConfigDict(extra="allow")
+    # netd.cni.request.decode_call enforces this shape (and refuses duplicated keys).
+    model_config = ConfigDict(extra="forbid")
     command: str = Field(..., max_length=16)
     containerId: str = Field("", max_length=256)
     netns: str = Field("", max_length=4096)
-    ifname: str = Field("", max_length=64)
+    ifname: str = Field("", max_length=15)
     args: str = Field("", max_length=8192)
     path: str = Field("", max_length=8192)
     config: dict[str, Any]

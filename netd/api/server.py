@@ -344,10 +344,16 @@ class _CniBackend:
 async def cni(request: web.Request) -> web.Response:
     """One CNI call forwarded by the plugin; answers the CNI result or error object."""
     from ..cni.handler import handle_cni
+    from ..cni.request import CallRefused, decode_call
 
-    body = await read_body(request, schemas.CniCall)
+    # Not read_body: the call is decoded strictly (duplicate and unknown keys refused) and every
+    # refusal is a CNI error object the plugin prints (issue #14). schemas.CniCall documents it.
+    try:
+        call = decode_call(await request.read())
+    except CallRefused as exc:
+        return web.json_response(exc.to_result(exc.version), status=422)
     backend = _CniBackend(_service(request), request[CALLER])
-    status, result = await handle_cni(body.model_dump(), backend)
+    status, result = await handle_cni(call, backend)
     if status == 0:
         return web.json_response(result)  # the CNI result itself (null for DEL/CHECK/GC)
     # The plugin prints a CNI error object from any non-200 body carrying ``code`` and ``msg``.
