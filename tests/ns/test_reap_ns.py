@@ -28,11 +28,19 @@ SOON = 15.0  # seconds: a few reconcile passes of 0.5 s, with room for a loaded 
 
 
 class World:
-    def __init__(self, host: Namespace, sandbox: Sandbox, tmp_path: Path, grace: float) -> None:
+    def __init__(
+        self,
+        host: Namespace,
+        sandbox: Sandbox,
+        tmp_path: Path,
+        grace: float,
+        interval: float = 0.5,
+    ) -> None:
         bin_dir = tmp_path / "bin"
         install_plugin(bin_dir)
         self.host, self.sandbox = host, sandbox
         self.daemon = Daemon(host, firewall="nftables")
+        self.interval = interval
         self.configure(grace)
         self.daemon.start()
         self.rt = Runtime(host, [bin_dir], self.daemon.socket)
@@ -40,7 +48,9 @@ class World:
         assert self.add(self.probe, CONF, "probe").code == 0
 
     def configure(self, grace: float) -> None:
-        self.daemon.config_path().write_text(f"reconcile_interval = 0.5\nreap_grace = {grace}\n")
+        self.daemon.config_path().write_text(
+            f"reconcile_interval = {self.interval}\nreap_grace = {grace}\n"
+        )
 
     def add(self, ns: Namespace, conf: dict[str, Any], name: str, args: str = "") -> Any:
         return self.rt.exec(
@@ -118,6 +128,30 @@ def test_gone_namespace_withdraws_name_and_port_then_releases_address(world: Wor
     assert res3.code == 0 and res3.out["ips"][0]["address"] == address, res3.out
     log = w.daemon.log()
     assert "reap: namespace " + c1.path in log and "reap: released " + address in log
+
+
+def test_the_link_event_reaps_without_waiting_for_a_pass(
+    host: Namespace, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # The periodic pass is an hour away: the host veth's deletion (the kernel removes a veth
+    # pair with its namespace) is what starts the reaping (netd.link_watch).
+    w = World(host, sandbox, tmp_path, grace=3600, interval=3600)
+    try:
+        c1 = w.sandbox.add_ns("c1")
+        res = w.add(c1, port_conf(8093), "web4")
+        assert res.code == 0, res.out
+        ip = res.out["ips"][0]["address"].split("/")[0]
+        assert publishes(host, 8093) and dig(w.probe, "web4") == [ip]
+        w.sandbox.namespaces.remove(c1)
+        delete_namespace(c1.name)
+        wait_for(
+            "port and name withdrawn from the link event",
+            lambda: not publishes(host, 8093) and dig(w.probe, "web4") == [],
+            SOON,
+        )
+        assert w.containers()[c1.name] == "gone"
+    finally:
+        w.daemon.close_checked()
 
 
 @pytest.mark.parametrize("holder", ["process", "bind-mount"])
