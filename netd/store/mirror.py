@@ -1,0 +1,418 @@
+"""The recovery copy: every record the store commits, also kept as a file outside the database.
+
+``netd recover`` rebuilds a lost database from the kernel, but the kernel keeps only what netd
+tags in it (ids, addresses, MACs, firewall rules): not network names, labels, options, owners,
+endpoint names, aliases or hostnames. This module keeps those in a second copy, written after
+every commit, in a directory the operator may put on another disk (``recovery_dir``):
+
+    <dir>/<network id>/network.json            the network record
+    <dir>/<network id>/ep-<hash of key>.json   one endpoint record (key: container id, ifname)
+
+Each file is one JSON document ``{"format", "kind", "revision", "sha256", "record"}`` where
+``record`` is the store's own document (:func:`netd.model.to_json`) and ``sha256`` its checksum,
+so a torn or bit-flipped file is detected, not trusted. A file is replaced atomically (write a
+temporary file, rename it over the old one). Durability follows the store's (docs/store.md):
+network files and directories are fsynced like the store's ``FULL`` commits; endpoint files are
+not, like its ``NORMAL`` endpoint commits (a power loss destroys the namespaces and veths they
+describe).
+
+:class:`MirroredStore` wraps any :class:`~netd.store.base.Store`: it commits first and writes
+the copy after, holding a per-record lock across both so two writes of one record reach the
+copy in commit order. A crash between the two leaves the copy one change behind the database;
+``sync`` (daemon start) closes that gap while the database lives, and ``netd recover`` lets the
+kernel decide what still exists when it does not. A failed copy write never fails the
+operation: it is logged and that network is rewritten whole at its next change.
+
+What it does not do: decide anything at recovery time (``netd.recover_copy``), or read the
+kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import faults
+from ..errors import StoreCorrupt
+from ..model import (
+    Endpoint,
+    IPAddress,
+    Network,
+    endpoint_from_json,
+    network_from_json,
+    to_json,
+)
+from .base import Store
+
+log = logging.getLogger(__name__)
+
+COPY_FORMAT = 1
+NETWORK_FILE = "network.json"
+_LOCK_STRIPES = 64
+
+
+def endpoint_file(container_id: str, ifname: str) -> str:
+    """The file name of an endpoint's copy: a hash of the key (container ids reach 256 chars)."""
+    digest = hashlib.sha256(f"{container_id}\0{ifname}".encode()).hexdigest()
+    return f"ep-{digest[:24]}.json"
+
+
+def _canonical(record: Any) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+def encode(kind: str, record: Network | Endpoint, revision: int) -> bytes:
+    """The bytes of one copy file."""
+    doc = to_json(record)
+    body = _canonical(doc)
+    envelope = {
+        "format": COPY_FORMAT,
+        "kind": kind,
+        "revision": revision,
+        "sha256": hashlib.sha256(body.encode()).hexdigest(),
+        "record": doc,
+    }
+    return (_canonical(envelope) + "\n").encode()
+
+
+def decode(data: bytes, kind: str) -> tuple[Any, int]:
+    """``(record document, revision)`` of a copy file; ValueError saying what is wrong."""
+    try:
+        envelope = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not JSON ({exc})") from exc
+    if not isinstance(envelope, dict):
+        raise ValueError("not a JSON object")
+    if envelope.get("format") != COPY_FORMAT:
+        raise ValueError(f"unknown format {envelope.get('format')!r} (expected {COPY_FORMAT})")
+    if envelope.get("kind") != kind:
+        raise ValueError(f"holds a {envelope.get('kind')!r} record, expected {kind!r}")
+    record = envelope.get("record")
+    if hashlib.sha256(_canonical(record).encode()).hexdigest() != envelope.get("sha256"):
+        raise ValueError("checksum mismatch (the file is damaged)")
+    return record, int(envelope.get("revision", 0))
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class CopyWriter:
+    """Writes and removes the files of the copy under ``directory``; thread-safe."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._revision_lock = threading.Lock()
+        self._revision = 0
+
+    def _next_revision(self) -> int:
+        # Strictly increasing within a process and, through the clock, across restarts: it
+        # tells which of two copies of a record is the later one, and how old a copy is.
+        with self._revision_lock:
+            self._revision = max(self._revision + 1, time.time_ns())
+            return self._revision
+
+    def _replace(self, path: Path, data: bytes, *, durable: bool) -> None:
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        if durable:
+            _fsync_dir(path.parent)
+
+    def _network_dir(self, network_id: str, *, create: bool) -> Path:
+        where = self.directory / network_id
+        if create and not where.is_dir():
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            where.mkdir(mode=0o700, exist_ok=True)
+            _fsync_dir(self.directory)
+        return where
+
+    def write_network(self, network: Network) -> None:
+        """Write (durably) the network's record."""
+        where = self._network_dir(network.id, create=True)
+        data = encode("network", network, self._next_revision())
+        self._replace(where / NETWORK_FILE, data, durable=True)
+
+    def remove_network(self, network_id: str) -> None:
+        """Remove the network's directory (renamed away first, so it vanishes at once)."""
+        where = self.directory / network_id
+        if not where.exists():
+            return
+        gone = self.directory / f".removed-{network_id}-{threading.get_ident()}"
+        os.rename(where, gone)
+        _fsync_dir(self.directory)
+        for child in gone.iterdir():
+            child.unlink()
+        gone.rmdir()
+
+    def write_endpoint(self, endpoint: Endpoint) -> None:
+        """Write the endpoint's record (not fsynced: see the module docstring)."""
+        where = self._network_dir(endpoint.network_id, create=True)
+        data = encode("endpoint", endpoint, self._next_revision())
+        name = endpoint_file(endpoint.container_id, endpoint.ifname)
+        self._replace(where / name, data, durable=False)
+
+    def remove_endpoint(self, network_id: str, container_id: str, ifname: str) -> None:
+        """Remove the endpoint's file, if any."""
+        path = self.directory / network_id / endpoint_file(container_id, ifname)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+    def sync_network(self, network: Network, endpoints: list[Endpoint]) -> int:
+        """Make one network's files say exactly this; the number of files (re)written."""
+        where = self._network_dir(network.id, create=True)
+        changed = 0
+        if _record_of(where / NETWORK_FILE, "network") != to_json(network):
+            self.write_network(network)
+            changed += 1
+        wanted = {endpoint_file(e.container_id, e.ifname): e for e in endpoints}
+        for name, ep in wanted.items():
+            if _record_of(where / name, "endpoint") != to_json(ep):
+                self.write_endpoint(ep)
+                changed += 1
+        for child in where.iterdir():
+            if child.name != NETWORK_FILE and child.name not in wanted:
+                child.unlink()  # a record the database no longer has, or a stale temp file
+                changed += 1
+        return changed
+
+    def sync(self, store: Store) -> int:
+        """Make the whole copy say what ``store`` says; the number of files changed.
+
+        StoreCorrupt if the store was just created while the copy holds networks: the
+        database was lost, and overwriting the copy would lose the last record of the state.
+        """
+        networks = store.list_networks()
+        present = network_dirs(self.directory)
+        if store.fresh and not networks and present:
+            raise StoreCorrupt(
+                f"the state database was just created, but the recovery copy in "
+                f"{self.directory} holds {len(present)} networks: the database was probably "
+                "lost. Run `netd recover` to rebuild it from the copy and the kernel (or move "
+                "the copy away to start with no state)"
+            )
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        changed = 0
+        for net in networks:
+            changed += self.sync_network(net, store.list_endpoints(net.id))
+        ids = {n.id for n in networks}
+        for stale in present - ids:
+            self.remove_network(stale)
+            changed += 1
+        for child in self.directory.iterdir():
+            if child.name.startswith(".removed-") and child.is_dir():
+                for leftover in child.iterdir():
+                    leftover.unlink()
+                child.rmdir()
+        if changed:
+            _fsync_dir(self.directory)
+        return changed
+
+
+def network_dirs(directory: Path) -> set[str]:
+    """Ids of the networks that have a directory in the copy."""
+    try:
+        return {p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    except FileNotFoundError:
+        return set()
+
+
+def _record_of(path: Path, kind: str) -> Any:
+    """The record document in ``path``, or None if it is missing or unreadable."""
+    try:
+        return decode(path.read_bytes(), kind)[0]
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+# --- reading the copy (for `netd recover`) ------------------------------------------------------
+
+
+@dataclass
+class CopyContents:
+    """What a copy directory holds: networks by id, their endpoints, and what could not be read."""
+
+    directory: Path
+    found: bool = False
+    networks: dict[str, Network] = field(default_factory=dict)
+    endpoints: dict[str, list[Endpoint]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    newest: int = 0  # highest revision seen (ns since the epoch)
+
+
+def read_copy(directory: Path) -> CopyContents:
+    """Every readable record under ``directory``; unreadable files are named in ``problems``."""
+    out = CopyContents(directory)
+    if not directory.is_dir():
+        out.problems.append(f"no recovery copy at {directory}")
+        return out
+    out.found = True
+    for net_id in sorted(network_dirs(directory)):
+        where = directory / net_id
+        try:
+            doc, revision = decode((where / NETWORK_FILE).read_bytes(), "network")
+            net = network_from_json(doc)
+            if net.id != net_id:
+                raise ValueError(f"holds network {net.id}")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            out.problems.append(f"copy of network {net_id[:12]} ({where / NETWORK_FILE}): {exc}")
+            continue
+        out.networks[net_id] = net
+        out.newest = max(out.newest, revision)
+        eps = out.endpoints.setdefault(net_id, [])
+        for path in sorted(where.glob("ep-*.json")):
+            try:
+                doc, revision = decode(path.read_bytes(), "endpoint")
+                ep = endpoint_from_json(doc)
+                if ep.network_id != net_id or path.name != endpoint_file(
+                    ep.container_id, ep.ifname
+                ):
+                    raise ValueError("holds another endpoint's record")
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                out.problems.append(f"copy of an endpoint of network {net_id[:12]} ({path}): {exc}")
+                continue
+            eps.append(ep)
+            out.newest = max(out.newest, revision)
+        eps.sort(key=lambda e: e.created)
+    return out
+
+
+# --- the store wrapper ------------------------------------------------------------------------
+
+
+class MirroredStore:
+    """A :class:`~netd.store.base.Store` that keeps the recovery copy after every commit."""
+
+    def __init__(self, store: Store, writer: CopyWriter) -> None:
+        self.store = store
+        self.writer = writer
+        self.fresh = store.fresh  # whether opening the store created it
+        self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self._dirty: set[str] = set()  # networks whose copy missed a write
+        self._dirty_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _record(self, *key: str) -> Iterator[None]:
+        with self._locks[hash(key) % _LOCK_STRIPES]:
+            yield
+
+    def _mirror(self, network_id: str, doing: str, write: Any, *args: Any) -> None:
+        """Write to the copy after a commit; a failure is logged, never raised."""
+        faults.point("mirror.committed")
+        try:
+            with self._dirty_lock:
+                dirty = network_id in self._dirty
+            if dirty:
+                self._resync(network_id)
+            else:
+                write(*args)
+        except OSError as exc:
+            with self._dirty_lock:
+                self._dirty.add(network_id)
+            log.error(
+                "recovery copy: %s in %s failed: %s; the database has it, the copy will be "
+                "rewritten at the next change",
+                doing,
+                self.writer.directory,
+                exc,
+            )
+
+    def _resync(self, network_id: str) -> None:
+        net = next((n for n in self.store.list_networks() if n.id == network_id), None)
+        if net is None:
+            self.writer.remove_network(network_id)
+        else:
+            self.writer.sync_network(net, self.store.list_endpoints(network_id))
+        with self._dirty_lock:
+            self._dirty.discard(network_id)
+        log.info("recovery copy: network %s rewritten", network_id[:12])
+
+    def sync(self) -> int:
+        """Rewrite the copy from the database (daemon start); files changed.
+
+        StoreCorrupt if the database is new and the copy is not (see :meth:`CopyWriter.sync`);
+        an unwritable copy is logged, not raised: the daemon works without it.
+        """
+        try:
+            changed = self.writer.sync(self.store)
+        except OSError as exc:
+            log.error(
+                "recovery copy: bringing %s up to date failed: %s", self.writer.directory, exc
+            )
+            with self._dirty_lock:
+                self._dirty.update(n.id for n in self.store.list_networks())
+            return 0
+        if changed:
+            log.info(
+                "recovery copy: %d files brought up to date in %s", changed, self.writer.directory
+            )
+        return changed
+
+    def list_networks(self) -> list[Network]:
+        """All networks, ordered by creation time."""
+        return self.store.list_networks()
+
+    def create_network(self, network: Network) -> None:
+        """Add a network, then its copy."""
+        with self._record(network.id):
+            self.store.create_network(network)
+            self._mirror(network.id, "writing network", self.writer.write_network, network)
+
+    def delete_network(self, network_id: str) -> None:
+        """Remove a network, then its copy."""
+        with self._record(network_id):
+            self.store.delete_network(network_id)
+            self._mirror(network_id, "removing network", self.writer.remove_network, network_id)
+
+    def list_endpoints(self, network_id: str | None = None) -> list[Endpoint]:
+        """Endpoints of one network, or of all networks."""
+        return self.store.list_endpoints(network_id)
+
+    def put_endpoint(self, endpoint: Endpoint, cursors: dict[str, IPAddress]) -> None:
+        """Insert or replace an endpoint, then its copy."""
+        with self._record(endpoint.network_id, endpoint.container_id, endpoint.ifname):
+            self.store.put_endpoint(endpoint, cursors)
+            self._mirror(
+                endpoint.network_id, "writing endpoint", self.writer.write_endpoint, endpoint
+            )
+
+    def delete_endpoint(self, network_id: str, container_id: str, ifname: str) -> bool:
+        """Remove an endpoint, then its copy."""
+        with self._record(network_id, container_id, ifname):
+            existed = self.store.delete_endpoint(network_id, container_id, ifname)
+            self._mirror(
+                network_id,
+                "removing endpoint",
+                self.writer.remove_endpoint,
+                network_id,
+                container_id,
+                ifname,
+            )
+        return existed
+
+    def get_cursors(self, network_id: str) -> dict[str, IPAddress]:
+        """The IPAM cursors of a network."""
+        return self.store.get_cursors(network_id)
+
+    def close(self) -> None:
+        """Close the wrapped store."""
+        self.store.close()
