@@ -310,6 +310,12 @@ class MirroredStore:
         self._dirty: set[str] = set()  # networks whose copy missed a write
         self._dirty_lock = threading.Lock()
 
+    def __enter__(self) -> MirroredStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @contextlib.contextmanager
     def _record(self, *key: str) -> Iterator[None]:
         with self._locks[hash(key) % _LOCK_STRIPES]:
