@@ -14,12 +14,12 @@ from test_store_records import NET_ID, OTHER_ID, make_endpoint, make_network
 
 from netd.errors import Conflict, StoreCorrupt
 from netd.store.mirror import (
-    NETWORK_FILE,
+    NETWORK_STEM,
     CopyWriter,
     MirroredStore,
     decode,
     encode,
-    endpoint_file,
+    endpoint_stem,
     read_copy,
 )
 from netd.store.sqlite import SqliteStore
@@ -36,6 +36,18 @@ def store(tmp_path: Path, copy_dir: Path) -> Iterator[MirroredStore]:
     s.sync()
     yield s
     s.close()
+
+
+def files(copy_dir: Path, net_id: str, stem: str) -> list[Path]:
+    """The versions of one record's file, oldest first."""
+    return sorted(
+        (copy_dir / net_id).glob(f"{stem}.*.json"), key=lambda p: int(p.name.split(".")[1])
+    )
+
+
+def one(copy_dir: Path, net_id: str, stem: str) -> Path:
+    [path] = files(copy_dir, net_id, stem)
+    return path
 
 
 def same_as_store(s: MirroredStore, copy_dir: Path) -> None:
@@ -60,7 +72,7 @@ def test_every_change_reaches_the_copy(store: MirroredStore, copy_dir: Path) -> 
     same_as_store(store, copy_dir)
     assert read_copy(copy_dir).endpoints[NET_ID][0].state == "ready"
     assert store.delete_endpoint(NET_ID, "c1", "eth0")
-    assert not (copy_dir / NET_ID / endpoint_file("c1", "eth0")).exists()
+    assert files(copy_dir, NET_ID, endpoint_stem("c1", "eth0")) == []
     store.delete_endpoint(NET_ID, "c2", "eth1")
     store.delete_network(NET_ID)
     assert not (copy_dir / NET_ID).exists()
@@ -70,19 +82,19 @@ def test_every_change_reaches_the_copy(store: MirroredStore, copy_dir: Path) -> 
 
 def test_a_refused_write_changes_no_copy(store: MirroredStore, copy_dir: Path) -> None:
     store.create_network(make_network())
-    before = sorted((p.name, p.read_bytes()) for p in (copy_dir / NET_ID).iterdir())
+    before = one(copy_dir, NET_ID, NETWORK_STEM).read_bytes()
     with pytest.raises(Conflict):
         store.create_network(make_network())
     store.put_endpoint(make_endpoint("c1", "10.88.0.2/24"), {})
     with pytest.raises(Conflict):
         store.put_endpoint(make_endpoint("c2", "10.88.0.2/24"), {})
-    assert not (copy_dir / NET_ID / endpoint_file("c2", "eth0")).exists()
-    assert (copy_dir / NET_ID / NETWORK_FILE).read_bytes() == dict(before)[NETWORK_FILE]
+    assert files(copy_dir, NET_ID, endpoint_stem("c2", "eth0")) == []
+    assert one(copy_dir, NET_ID, NETWORK_STEM).read_bytes() == before
 
 
 def test_files_are_private_and_checksummed(store: MirroredStore, copy_dir: Path) -> None:
     store.create_network(make_network())
-    path = copy_dir / NET_ID / NETWORK_FILE
+    path = one(copy_dir, NET_ID, NETWORK_STEM)
     assert path.stat().st_mode & 0o777 == 0o600 and copy_dir.stat().st_mode & 0o777 == 0o700
     doc = json.loads(path.read_text())
     assert doc["format"] == 1 and doc["kind"] == "network" and doc["record"]["name"] == "front"
@@ -118,7 +130,7 @@ def test_start_up_sync_rewrites_only_what_differs(tmp_path: Path, copy_dir: Path
         s.create_network(make_network())
         s.put_endpoint(make_endpoint("c1", "10.88.0.2/24"), {})
     # A copy one commit behind (a crash between commit and copy write), a stale record, junk.
-    (copy_dir / NET_ID / endpoint_file("c1", "eth0")).unlink()
+    one(copy_dir, NET_ID, endpoint_stem("c1", "eth0")).unlink()
     stale = CopyWriter(copy_dir)
     stale.write_network(make_network(OTHER_ID, "gone"))
     stale.write_endpoint(make_endpoint("old", "10.88.0.9/24"))
@@ -147,11 +159,11 @@ def test_read_copy_names_what_it_cannot_read(tmp_path: Path, copy_dir: Path) -> 
     w.write_network(make_network(OTHER_ID, "back"))
     w.write_endpoint(make_endpoint("c1", "10.88.0.2/24"))
     w.write_endpoint(make_endpoint("c2", "10.88.0.3/24"))
-    (copy_dir / OTHER_ID / NETWORK_FILE).write_bytes(b"")
-    (copy_dir / NET_ID / endpoint_file("c2", "eth0")).write_bytes(b"{")
+    one(copy_dir, OTHER_ID, NETWORK_STEM).write_bytes(b"")
+    one(copy_dir, NET_ID, endpoint_stem("c2", "eth0")).write_bytes(b"{")
     shutil.copy(
-        copy_dir / NET_ID / endpoint_file("c1", "eth0"),
-        copy_dir / NET_ID / endpoint_file("c9", "eth0"),
+        one(copy_dir, NET_ID, endpoint_stem("c1", "eth0")),
+        copy_dir / NET_ID / f"{endpoint_stem('c9', 'eth0')}.7.json",
     )
     copy = read_copy(copy_dir)
     assert list(copy.networks) == [NET_ID]
@@ -160,3 +172,29 @@ def test_read_copy_names_what_it_cannot_read(tmp_path: Path, copy_dir: Path) -> 
     assert f"copy of network {OTHER_ID[:12]}" in problems and "not JSON" in problems
     assert "holds another endpoint's record" in problems
     assert len(copy.problems) == 3
+
+
+def test_the_newest_readable_revision_wins(tmp_path: Path, copy_dir: Path) -> None:
+    w = CopyWriter(copy_dir)
+    w.write_network(make_network())
+    stem = endpoint_stem("c1", "eth0")
+    w.write_endpoint(make_endpoint("c1", "10.88.0.2/24"))
+    first = one(copy_dir, NET_ID, stem)
+    w.write_endpoint(make_endpoint("c1", "10.88.0.3/24"))
+    second = one(copy_dir, NET_ID, stem)  # the older revision was unlinked
+    assert first != second and int(second.name.split(".")[1]) > int(first.name.split(".")[1])
+    # A crash between writing a new version and unlinking the old one leaves both.
+    revision = int(first.name.split(".")[1])
+    first.write_bytes(encode("endpoint", make_endpoint("c1", "10.88.0.2/24"), revision))
+    [ep] = read_copy(copy_dir).endpoints[NET_ID]
+    assert str(ep.addresses[0]) == "10.88.0.3/24"
+    # The newest damaged (a power loss before it reached the disk): the older one is used.
+    first.unlink()
+    older = copy_dir / NET_ID / f"{stem}.5.json"
+    older.write_bytes(encode("endpoint", make_endpoint("c1", "10.88.0.2/24"), 5))
+    newest = files(copy_dir, NET_ID, stem)[-1]
+    newest.write_bytes(b"")
+    copy = read_copy(copy_dir)
+    [ep] = copy.endpoints[NET_ID]
+    assert str(ep.addresses[0]) == "10.88.0.2/24"
+    assert len(copy.problems) == 1 and "used the older revision 5" in copy.problems[0]
