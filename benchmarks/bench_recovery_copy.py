@@ -118,16 +118,21 @@ def main() -> int:
         rows.append(
             [
                 f"{what.upper()} ({'2 puts' if what == 'add' else '1 delete'})",
-                bare["p50"],
-                mirrored["p50"],
-                mirrored["p50"] - bare["p50"],
-                bare["p95"],
-                mirrored["p95"],
+                *(
+                    round(v * 1000)
+                    for v in (
+                        bare["p50"],
+                        mirrored["p50"],
+                        mirrored["p50"] - bare["p50"],
+                        bare["p95"],
+                        mirrored["p95"],
+                    )
+                ),
             ]
         )
     m = machine_description()
     print(f"Machine: {m['cpu']}, {m['cpus']} CPUs, kernel {m['kernel']}, Python {m['python']}")
-    print(f"\nStore writes in ms, {args.endpoints} endpoints on one network, files in {parent}\n")
+    print(f"\nStore writes in µs, {args.endpoints} endpoints on one network, files in {parent}\n")
     headers = ["writes of", "sqlite p50", "+copy p50", "added p50", "sqlite p95", "+copy p95"]
     print(format_table(headers, rows))
     print(

@@ -353,7 +353,7 @@ def test_damaged_copy_falls_back_to_the_kernel(host: Namespace, sandbox: Sandbox
             body = {"netns": c.path, "container_id": name, "aliases": [f"{name}-alias"]}
             assert d.request("POST", f"/v1/networks/{name}/connect", body)[0] == 201
         d.stop()
-        damaged = d.state_dir / "recovery" / ids["bad"] / "network.json"
+        [damaged] = (d.state_dir / "recovery" / ids["bad"]).glob("network.*.json")
         data = bytearray(damaged.read_bytes())
         data[data.index(b'"bad"') + 1] = ord("B")  # one flipped byte in the record
         damaged.write_bytes(bytes(data))
@@ -372,7 +372,8 @@ def test_damaged_copy_falls_back_to_the_kernel(host: Namespace, sandbox: Sandbox
         status, bad = d.request("GET", f"/v1/networks/recovered-{ids['bad'][:12]}")
         assert status == 200 and bad["endpoints"][0]["aliases"] == [], bad
         # The daemon rewrote the copy from the database (before it answered): whole again.
-        damaged_now = json.loads(damaged.read_text())
-        assert damaged_now["record"]["name"] == f"recovered-{ids['bad'][:12]}"
+        [rewritten] = (d.state_dir / "recovery" / ids["bad"]).glob("network.*.json")
+        assert rewritten != damaged and not damaged.exists()
+        assert json.loads(rewritten.read_text())["record"]["name"] == f"recovered-{ids['bad'][:12]}"
     finally:
         d.close_checked()
