@@ -151,6 +151,7 @@ class CopyWriter:
         # What is on disk, so a write knows what to unlink without listing the directory:
         # network id → stem → [(revision, file name)], newest first.
         self._files: dict[str, dict[str, list[tuple[int, str]]]] = {}
+        self._files_lock = threading.Lock()
 
     def _next_revision(self, above: int) -> int:
         # Strictly increasing within a process and, through the clock, across restarts; never
@@ -160,19 +161,23 @@ class CopyWriter:
             return self._revision
 
     def _known(self, network_id: str) -> dict[str, list[tuple[int, str]]]:
-        known = self._files.get(network_id)
-        if known is None:
-            known = self._files[network_id] = _versions(self.directory / network_id)
-        return known
+        with self._files_lock:
+            known = self._files.get(network_id)
+            if known is None:
+                known = self._files[network_id] = _versions(self.directory / network_id)
+            return known
 
-    def _network_dir(self, network_id: str) -> Path:
+    def _network_dir(self, network_id: str, *, check: bool = False) -> Path:
+        """The network's directory, created if this writer has not seen it (or ``check``)."""
         where = self.directory / network_id
-        if network_id not in self._files or not where.is_dir():
+        if check or network_id not in self._files:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not where.is_dir():
+            try:
                 where.mkdir(mode=0o700)
+            except FileExistsError:
+                pass
+            else:
                 _fsync_dir(self.directory)
-                self._files[network_id] = {}
         return where
 
     def _write(self, network_id: str, stem: str, kind: str, record: Any, durable: bool) -> None:
@@ -203,11 +208,12 @@ class CopyWriter:
 
     def remove_network(self, network_id: str) -> None:
         """Remove the network's directory (renamed away first, so it vanishes at once)."""
-        self._files.pop(network_id, None)
+        with self._files_lock:
+            self._files.pop(network_id, None)
         where = self.directory / network_id
         if not where.exists():
             return
-        gone = self.directory / f".removed-{network_id}-{threading.get_ident()}"
+        gone = self.directory / f".removed-{network_id}-{time.time_ns()}"
         os.rename(where, gone)
         _fsync_dir(self.directory)
         _remove_tree(gone)
@@ -226,8 +232,10 @@ class CopyWriter:
 
     def sync_network(self, network: Network, endpoints: list[Endpoint]) -> int:
         """Make one network's files say exactly this; the number of files changed."""
-        where = self._network_dir(network.id)
-        on_disk = self._files[network.id] = _versions(where)
+        where = self._network_dir(network.id, check=True)
+        on_disk = _versions(where)
+        with self._files_lock:
+            self._files[network.id] = on_disk
         wanted: dict[str, tuple[str, Network | Endpoint]] = {NETWORK_STEM: ("network", network)}
         for ep in endpoints:
             wanted[endpoint_stem(ep.container_id, ep.ifname)] = ("endpoint", ep)
