@@ -58,12 +58,14 @@ def recover(
     (netd.db.corrupt-<time>), never deleted. The report says what could not be recovered.
     Refuses while the daemon runs.
     """
-    from ..config import load_config
+    from ..config import DEFAULT_CONFIG, load_config
     from ..errors import NetdError
     from ..recover import recover as run_recover
 
     try:
-        cfg = load_config(config) if config is not None or state_dir is None else None
+        # The config is read even with --state-dir when it exists: it may put the copy elsewhere.
+        wanted = config is not None or state_dir is None or DEFAULT_CONFIG.exists()
+        cfg = load_config(config) if wanted else None
         directory = state_dir or (cfg.state_dir if cfg else Path())
         copy = copy_dir or (cfg.recovery_dir if cfg else None) or directory / "recovery"
         report = run_recover(
