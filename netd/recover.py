@@ -109,9 +109,11 @@ class Report:
         lines = []
         if self.moved_aside:
             lines.append(f"moved the damaged database aside to {self.moved_aside}")
-        if self.copy_found:
+        if self.copy_found and self.copy_newest:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.copy_newest / 1e9))
             lines.append(f"recovery copy read (newest record written {stamp})")
+        elif self.copy_found:
+            lines.append("recovery copy read: it holds no readable record")
         for net in self.networks:
             subnets = ", ".join(
                 f"{s.subnet} gw {s.gateway}" if s.gateway else str(s.subnet) for s in net.subnets

@@ -135,9 +135,15 @@ def test_start_up_sync_rewrites_only_what_differs(tmp_path: Path, copy_dir: Path
     stale.write_network(make_network(OTHER_ID, "gone"))
     stale.write_endpoint(make_endpoint("old", "10.88.0.9/24"))
     (copy_dir / NET_ID / ".x.tmp").write_text("half")
+    # The network's newest version cut short (a crash mid-write), the previous one whole.
+    good = one(copy_dir, NET_ID, NETWORK_STEM)
+    revision = int(good.name.split(".")[1]) + 1
+    (copy_dir / NET_ID / f"{NETWORK_STEM}.{revision}.json").write_bytes(good.read_bytes()[:50])
     with MirroredStore(SqliteStore(tmp_path / "netd.db"), CopyWriter(copy_dir)) as s:
-        assert s.sync() == 4  # c1 written; "old", the temp file and network "gone" removed
+        # c1 written; "old", the temp file, the cut version and network "gone" removed
+        assert s.sync() == 5
         same_as_store(s, copy_dir)
+        assert one(copy_dir, NET_ID, NETWORK_STEM) == good
         assert s.sync() == 0
 
 
