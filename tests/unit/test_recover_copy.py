@@ -6,13 +6,18 @@ import dataclasses
 import ipaddress
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
 from test_store_records import make_endpoint, make_network
 
+from netd import recover as rec
+from netd.cli.main import cli
 from netd.model import Endpoint, Network, Subnet
 from netd.names import bridge_name, endpoint_tag, host_veth_name
 from netd.recover import Peer, Scan, TaggedVeth, build_records, parse_tag
 from netd.recover_copy import tag_key
-from netd.store.mirror import CopyContents
+from netd.store.mirror import CopyContents, CopyWriter
+from netd.store.sqlite import SqliteStore
 
 IF = ipaddress.ip_interface
 NET_ID = "ab" * 32
@@ -127,3 +132,34 @@ def test_a_long_container_id_is_matched_through_its_cut_tag() -> None:
     )
     [got] = build_records(scan, copy=contents([network()], [ep])).endpoints
     assert got.container_id == ep.container_id
+
+
+def test_the_cli_finds_the_copy_where_the_config_puts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    net, ep = network(), endpoint("c1", "10.88.0.2/24")
+    scan = Scan(
+        bridges={NET_ID: (bridge_name(NET_ID), [IF("10.88.0.1/24")])},
+        veths=[veth(ep, "10.88.0.2/24")],
+    )
+    monkeypatch.setattr(rec, "scan_kernel", lambda: scan)
+    monkeypatch.setattr("netd.config.DEFAULT_CONFIG", tmp_path / "absent.toml")
+    writer = CopyWriter(tmp_path / "other-disk")
+    writer.write_network(net)
+    writer.write_endpoint(ep)
+    state = tmp_path / "state"
+    config = tmp_path / "netd.toml"
+    config.write_text(f'state_dir = "{state}"\nrecovery_dir = "{tmp_path / "other-disk"}"\n')
+    out = CliRunner().invoke(cli, ["recover", "--config", str(config)])
+    assert out.exit_code == 0, out.output
+    assert f"network front ({NET_ID[:12]}): 10.88.0.0/24 gw 10.88.0.1 [copy]" in out.output
+    with SqliteStore(state / "netd.db") as store:
+        assert store.list_networks() == [net]
+        [got] = store.list_endpoints()
+        assert got.aliases == ep.aliases and got.owner_uid == ep.owner_uid
+    # Without the copy's place, only the kernel speaks, and the report says where it looked.
+    out = CliRunner().invoke(cli, ["recover", "--state-dir", str(state), "--force", "--dry-run"])
+    assert out.exit_code == 0, out.output
+    assert f"not recovered: the recovery copy: no recovery copy at {state / 'recovery'}" in (
+        out.output
+    )
