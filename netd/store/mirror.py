@@ -59,6 +59,7 @@ from ..model import (
     to_json,
 )
 from .base import Store
+from .health import HealthReport
 
 log = logging.getLogger(__name__)
 
@@ -408,6 +409,7 @@ class MirroredStore:
         self.store = store
         self.writer = writer
         self.fresh = store.fresh  # whether opening the store created it
+        self.health = store.health  # the database's: the copy's failures are only logged
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._dirty: set[str] = set()  # networks whose copy missed a write
         self._dirty_lock = threading.Lock()
@@ -520,6 +522,10 @@ class MirroredStore:
     def get_cursors(self, network_id: str) -> dict[str, IPAddress]:
         """The IPAM cursors of a network."""
         return self.store.get_cursors(network_id)
+
+    def probe(self) -> HealthReport:
+        """The wrapped store's probe: whether the database can write."""
+        return self.store.probe()
 
     def close(self) -> None:
         """Close the wrapped store."""

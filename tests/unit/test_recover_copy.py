@@ -34,7 +34,7 @@ def network(net_id: str = NET_ID, name: str = "front") -> Network:
 def endpoint(cid: str, address: str, net_id: str = NET_ID) -> Endpoint:
     return dataclasses.replace(
         make_endpoint(cid, address, nid=net_id),
-        host_ifname=host_veth_name(cid, "eth0"),
+        host_ifname=host_veth_name(net_id, cid, "eth0"),
         netns=f"/run/netns/{cid}",
     )
 
