@@ -313,7 +313,7 @@ def build_records(
         record = copy.networks.get(net_id)
         if record is not None:
             net = replace(record, name=given(net_id) or record.name)
-            if not bridge:
+            if not bridge and net.driver == "bridge":
                 report.notes.append(
                     f"network {net.name} ({net.short_id}): no bridge in the kernel; the daemon "
                     "creates it at start"

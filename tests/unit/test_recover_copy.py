@@ -163,3 +163,12 @@ def test_the_cli_finds_the_copy_where_the_config_puts_it(
     assert f"not recovered: the recovery copy: no recovery copy at {state / 'recovery'}" in (
         out.output
     )
+
+
+def test_an_ipam_only_network_comes_back_from_the_copy_alone() -> None:
+    """Driver ``ipam`` networks have no kernel object at all: only the copy knows them."""
+    net = dataclasses.replace(network(), driver="ipam")
+    ep = dataclasses.replace(endpoint("c1", "10.88.0.2/24"), host_ifname="", origin="cni")
+    report = build_records(Scan(), copy=contents([net], [ep]))
+    assert report.networks == [net] and report.endpoints == [ep]
+    assert report.notes == [] and report.lost == []
