@@ -32,6 +32,11 @@ class Config(BaseModel):
     socket: Path = DEFAULT_SOCKET
     socket_group: str = Field("netd", description="group owning the socket (mode 0660)")
     store: Literal["sqlite"] = "sqlite"
+    recovery_dir: Path | None = Field(
+        None,
+        description="the recovery copy of the state for `netd recover` (default: "
+        "<state_dir>/recovery); on another disk it survives the loss of state_dir",
+    )
     firewall_backend: Literal["auto", "nftables", "iptables", "none"] = "auto"
     default_address_pools: tuple[str, ...] = ("10.89.0.0/16:24",)
     dns_domain: str = "dns.netd"
@@ -62,6 +67,11 @@ class Config(BaseModel):
     )
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+
+    @property
+    def recovery_path(self) -> Path:
+        """Where the recovery copy lives: ``recovery_dir``, else ``<state_dir>/recovery``."""
+        return self.recovery_dir or self.state_dir / "recovery"
 
     @field_validator("socket_group", "dns_user")
     @classmethod

@@ -181,8 +181,16 @@ def build_service(config: Config) -> tuple[Service, Any, Any]:
     from .firewall import make_firewall
     from .kernel.hostroutes import host_routes
     from .store import open_store
+    from .store.mirror import CopyWriter, MirroredStore
 
-    store = open_store(config.store, config.state_dir)
+    store = MirroredStore(
+        open_store(config.store, config.state_dir), CopyWriter(config.recovery_path)
+    )
+    try:
+        store.sync()  # the copy catches up with the database (StoreCorrupt if the db was lost)
+    except BaseException:
+        store.close()
+        raise
     firewall = make_firewall(config.firewall_backend)
     dns = make_dns(config)
     pools = [parse_pool(p) for p in config.default_address_pools]

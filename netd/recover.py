@@ -1,10 +1,14 @@
-"""`netd recover`: rebuild a lost or corrupt state database from netd's tags in the kernel.
+"""`netd recover`: rebuild a lost or corrupt state database from the recovery copy and the kernel.
 
 Runs as root in the managed namespace with the daemon stopped (it takes the daemon's instance
-lock, so neither can run while the other does). It reads, never changes, the kernel:
+lock, so neither can run while the other does). It reads the recovery copy
+(:mod:`netd.store.mirror`: every network and endpoint record as the user configured it) and
+reads, never changes, the kernel; :mod:`netd.recover_copy` says how the two are combined. What
+the copy lacks (no copy, a damaged file, a record it never got) is rebuilt from the kernel alone:
 
 - bridges tagged ``netd:<network id>`` become networks: subnets and gateways from the bridge's
-  addresses, name ``recovered-<id12>`` unless the operator names it (``--name ID=NAME``);
+  addresses, name ``recovered-<id12>`` unless the operator names it (``--name ID=NAME``, which
+  also wins over the copy's name);
 - host veths tagged ``netd:<net12>:<ifname>:<container id>`` become endpoints: the peer's
   namespace is found by the veth's IFLA_LINK_NETNSID, matched against the namespaces of
   /run/netns, nsfs bind mounts and /proc/*/ns/net; the peer interface's addresses and MAC are
@@ -25,8 +29,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +43,17 @@ from .kernel import links
 from .kernel.netns import iproute_in_fd
 from .model import Endpoint, IPAddress, IPInterface, Network, Subnet
 from .names import bridge_name
+from .recover_copy import (
+    EndpointKey,
+    check_network,
+    index_endpoints,
+    merge_endpoint,
+    tag_key,
+    unique_name,
+)
 from .recover_firewall import describe_port, endpoint_ports, firewall_losses, firewall_options
 from .store import DB_FILENAME
+from .store.mirror import CopyContents, read_copy
 from .store.sqlite import SqliteStore
 
 TAG_PREFIX = "netd:"
@@ -84,6 +97,10 @@ class Report:
     networks: list[Network] = field(default_factory=list)
     endpoints: list[Endpoint] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # told, but nothing of the user's was lost
+    from_copy: set[str] = field(default_factory=set)  # ids of networks rebuilt from the copy
+    copy_found: bool = False
+    copy_newest: int = 0  # revision (ns since the epoch) of the newest record in the copy
     moved_aside: Path | None = None
     written: Path | None = None
 
@@ -92,20 +109,32 @@ class Report:
         lines = []
         if self.moved_aside:
             lines.append(f"moved the damaged database aside to {self.moved_aside}")
+        if self.copy_found and self.copy_newest:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.copy_newest / 1e9))
+            lines.append(f"recovery copy read (newest record written {stamp})")
+        elif self.copy_found:
+            lines.append("recovery copy read: it holds no readable record")
         for net in self.networks:
             subnets = ", ".join(
                 f"{s.subnet} gw {s.gateway}" if s.gateway else str(s.subnet) for s in net.subnets
             )
             extra = "".join(f" {k}={v}" for k, v in sorted(net.options.items()))
             kind = " internal" if net.internal else ""
-            lines.append(f"network {net.name} ({net.short_id}){kind}: {subnets}{extra}")
+            source = "copy" if net.id in self.from_copy else "kernel only"
+            lines.append(f"network {net.name} ({net.short_id}){kind}: {subnets}{extra} [{source}]")
         for ep in self.endpoints:
             addrs = " ".join(str(a) for a in ep.addresses)
+            dns = [f"name {ep.name}"] if ep.name else []
+            dns += [f"hostname {ep.hostname}"] if ep.hostname else []
+            dns += [f"aliases {','.join(ep.aliases)}"] if ep.aliases else []
             lines.append(
                 f"endpoint {ep.container_id}/{ep.ifname} on {ep.network_id[:12]}: {addrs} "
-                f"mac {ep.mac} in {ep.netns} (host veth {ep.host_ifname})"
+                f"mac {ep.mac} in {ep.netns} (host veth {ep.host_ifname or 'none: IPAM only'})"
                 + "".join(f" publishes {describe_port(p)}" for p in ep.port_mappings)
+                + "".join(f" {d}" for d in dns)
+                + ("" if ep.state == "ready" else f" [{ep.state}: undone at the daemon's start]")
             )
+        lines += self.notes
         lines += [f"not recovered: {what}" for what in self.lost]
         if self.written:
             lines.append(
@@ -228,49 +257,112 @@ def scan_kernel() -> Scan:
 # --- building records (pure) ----------------------------------------------------------------
 
 
+def _kernel_network(
+    net_id: str,
+    bridge: str,
+    addrs: list[IPInterface],
+    name: str,
+    facts: FirewallFacts,
+    now: float,
+) -> Network:
+    """A network from its bridge and its firewall rules alone (no copy of its record)."""
+    subnets = tuple(Subnet(a.network, a.ip) for a in addrs)
+    options = {} if bridge == bridge_name(net_id) else {"bridge": bridge}
+    internal, fw_options = firewall_options(facts, net_id[:12], subnets)
+    return Network(
+        id=net_id,
+        name=name,
+        driver="bridge",
+        subnets=subnets,
+        ipv6=any(s.version == 6 for s in subnets),
+        internal=internal,
+        options={**options, **fw_options},
+        labels={"netd.recovered": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))},
+        created=now,
+    )
+
+
 def build_records(
     scan: Scan,
     names: dict[str, str] | None = None,
     now: float | None = None,
     facts: FirewallFacts | None = None,
+    copy: CopyContents | None = None,
+    same_netns: Callable[[str, str], bool] = str.__eq__,
 ) -> Report:
-    """Networks and endpoints from a scan and the firewall's facts.
+    """Networks and endpoints from a scan, the firewall's facts and the recovery copy.
 
-    ``names`` maps a network id prefix to its name.
+    ``names`` maps a network id prefix to its name (it wins over the copy's).
+    ``same_netns(a, b)`` tells whether two paths lead to one namespace. How the copy and the
+    kernel are combined is :mod:`netd.recover_copy`'s docstring.
     """
     now = time.time() if now is None else now
     facts = facts or FirewallFacts()
-    report = Report()
+    copy = copy or CopyContents(Path())
+    report = Report(copy_found=copy.found, copy_newest=copy.newest)
+    report.lost += [f"the recovery copy: {p}" for p in copy.problems]
     by12: dict[str, Network] = {}
-    for net_id, (bridge, addrs) in sorted(scan.bridges.items()):
-        name = next((n for p, n in (names or {}).items() if net_id.startswith(p)), None)
-        if name is None:
-            name = f"recovered-{net_id[:12]}"
-            report.lost.append(f"name of network {net_id[:12]} (now {name!r})")
-        subnets = tuple(Subnet(a.network, a.ip) for a in addrs)
-        if not subnets:
-            report.lost.append(f"network {net_id[:12]}: bridge {bridge} has no addresses; skipped")
-            continue
-        options = {} if bridge == bridge_name(net_id) else {"bridge": bridge}
-        internal, fw_options = firewall_options(facts, net_id[:12], subnets)
-        net = Network(
-            id=net_id,
-            name=name,
-            driver="bridge",
-            subnets=subnets,
-            ipv6=any(s.version == 6 for s in subnets),
-            internal=internal,
-            options={**options, **fw_options},
-            labels={"netd.recovered": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))},
-            created=now,
-        )
+    taken: set[str] = set()
+    kernel_only: set[str] = set()  # ids of networks rebuilt without their record
+
+    def given(net_id: str) -> str | None:
+        return next((n for p, n in (names or {}).items() if net_id.startswith(p)), None)
+
+    for net_id in sorted(set(scan.bridges) | set(copy.networks)):
+        bridge, addrs = scan.bridges.get(net_id, ("", []))
+        record = copy.networks.get(net_id)
+        if record is not None:
+            net = replace(record, name=given(net_id) or record.name)
+            if not bridge and net.driver == "bridge":
+                report.notes.append(
+                    f"network {net.name} ({net.short_id}): no bridge in the kernel; the daemon "
+                    "creates it at start"
+                )
+            report.notes += check_network(net, {str(a) for a in addrs})
+        else:
+            name = given(net_id)
+            if name is None:
+                name = f"recovered-{net_id[:12]}"
+                report.lost.append(f"name of network {net_id[:12]} (now {name!r})")
+            if not addrs:
+                report.lost.append(
+                    f"network {net_id[:12]}: bridge {bridge} has no addresses; skipped"
+                )
+                continue
+            net = _kernel_network(net_id, bridge, addrs, name, facts, now)
+            kernel_only.add(net_id)
+        unique, why = unique_name(net.name, net_id, taken)
+        report.lost += why
+        net = replace(net, name=unique)
+        taken.add(unique)
         report.networks.append(net)
         by12[net_id[:12]] = net
+    report.from_copy = {n.id for n in report.networks} - kernel_only
+
+    recorded = index_endpoints(copy)
+    matched: set[EndpointKey] = set()
+    kernel_eps = 0
     for veth in sorted(scan.veths, key=lambda v: v.name):
         what = f"endpoint {veth.container_id[:12]}/{veth.ifname} (host veth {veth.name})"
         owner = by12.get(veth.net12)
         if owner is None:
             report.lost.append(f"{what}: its network's bridge is gone")
+            continue
+        key = (veth.net12, veth.ifname, veth.container_id)
+        in_subnets: tuple[IPInterface, ...] = ()
+        if veth.peer is not None:
+            in_subnets = tuple(
+                a for a in veth.peer.addresses if any(a.ip in s.subnet for s in owner.subnets)
+            )
+        mine = recorded.get(key)
+        if mine is not None and mine.network_id == owner.id:
+            matched.add(key)
+            peer = None if veth.peer is None else (veth.peer.netns, veth.peer.mac, in_subnets)
+            ep, notes = merge_endpoint(
+                mine, host_ifname=veth.name, host_mac=veth.mac, peer=peer, same_netns=same_netns
+            )
+            report.notes += notes
+            report.endpoints.append(ep)
             continue
         if veth.peer is None:
             report.lost.append(
@@ -278,9 +370,7 @@ def build_records(
                 "(the daemon removes the veth as an orphan at its next start)"
             )
             continue
-        addresses = tuple(
-            a for a in veth.peer.addresses if any(a.ip in s.subnet for s in owner.subnets)
-        )
+        kernel_eps += 1
         report.endpoints.append(
             Endpoint(
                 network_id=owner.id,
@@ -288,30 +378,45 @@ def build_records(
                 ifname=veth.ifname,
                 netns=veth.peer.netns,
                 host_ifname=veth.name,
-                addresses=addresses,
+                addresses=in_subnets,
                 mac=veth.peer.mac,
                 host_mac=veth.mac,
-                port_mappings=endpoint_ports(facts, veth.net12, veth.container_id, addresses),
+                port_mappings=endpoint_ports(facts, veth.net12, veth.container_id, in_subnets),
                 state="ready",
                 created=now,
             )
         )
-    if report.endpoints:
+    for net_id, eps in copy.endpoints.items():
+        if net_id not in report.from_copy:
+            continue
+        for ep in eps:
+            if not ep.host_ifname:
+                report.endpoints.append(ep)  # IPAM-only: no kernel object of netd's to confirm it
+            elif tag_key(ep) not in matched:
+                report.notes.append(
+                    f"endpoint {ep.container_id[:12]}/{ep.ifname} on {ep.network_id[:12]}: in the "
+                    f"copy, but its host veth {ep.host_ifname} is gone (the container stopped, "
+                    "or the host restarted); not recovered"
+                )
+    if kernel_eps:
         report.lost.append(
-            "DNS names, aliases and hostnames of every endpoint, and ports published on "
-            "internal networks (none of it is kept in the kernel); endpoints are recorded as API "
-            "attachments"
+            f"DNS names, aliases and hostnames of the {kernel_eps} endpoint(s) the copy does not "
+            "have, and their ports published on internal networks (none of it is kept in the "
+            "kernel); they are recorded as API attachments"
         )
-    if report.networks:
+    if kernel_only:
         report.lost.append(
-            "network options not kept in the kernel (dns, dns_servers, mtu, labels, ip ranges; "
-            "NAT options of internal networks); defaults used"
+            f"for the {len(kernel_only)} network(s) the copy does not have: options not kept "
+            "in the kernel (dns, dns_servers, mtu, labels, ip ranges; NAT options of internal "
+            "networks); defaults used"
         )
         report.lost.append(
-            "owners of rootless networks (the kernel does not keep them): every network and "
-            "endpoint is recorded as root's (uid 0), so a rootless user no longer sees it"
+            "owners of rootless networks the copy does not have (the kernel does not keep "
+            "them): they are recorded as root's (uid 0), so a rootless user no longer sees them"
         )
-        report.lost += firewall_losses(facts, report.endpoints)
+        report.lost += firewall_losses(
+            facts, [e for e in report.endpoints if e.network_id in kernel_only]
+        )
     return report
 
 
@@ -346,14 +451,25 @@ def _move_aside(path: Path, why: str) -> Path:
     return target
 
 
+def same_namespace(a: str, b: str) -> bool:
+    """Whether two paths lead to the same network namespace (nsfs inode)."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
 def recover(
     state_dir: Path,
     *,
     dry_run: bool = False,
     force: bool = False,
     names: dict[str, str] | None = None,
+    copy_dir: Path | None = None,
 ) -> Report:
-    """Rebuild ``<state_dir>/netd.db`` from the kernel; the report says what and what not.
+    """Rebuild ``<state_dir>/netd.db`` from the recovery copy and the kernel; the report says
+    what and what not. ``copy_dir`` defaults to ``<state_dir>/recovery``.
 
     ConfigError if the daemon holds its lock, or if the database is healthy and not empty
     (``force`` moves it aside too).
@@ -383,7 +499,8 @@ def recover(
             facts = read_firewall({name: net_id[:12] for net_id, (name, _) in scan.bridges.items()})
         except FirewallError as exc:
             facts = FirewallFacts(problems=[str(exc)])
-        report = build_records(scan, names, facts=facts)
+        copy = read_copy(copy_dir or state_dir / "recovery")
+        report = build_records(scan, names, facts=facts, copy=copy, same_netns=same_namespace)
         if corrupt is not None:
             report.lost.insert(0, f"the database could not be read: {corrupt}")
         if dry_run:

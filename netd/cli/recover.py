@@ -25,6 +25,11 @@ def _names(values: tuple[str, ...]) -> dict[str, str]:
 @click.command()
 @click.option("--config", type=click.Path(path_type=Path), help="daemon config (for state_dir)")
 @click.option("--state-dir", type=click.Path(path_type=Path), help="default: from the config")
+@click.option(
+    "--copy-dir",
+    type=click.Path(path_type=Path),
+    help="the recovery copy (default: recovery_dir from the config, else <state-dir>/recovery)",
+)
 @click.option("--dry-run", is_flag=True, help="scan and report; write and move nothing")
 @click.option("--force", is_flag=True, help="also replace a healthy database (moved aside)")
 @click.option(
@@ -37,26 +42,35 @@ def _names(values: tuple[str, ...]) -> dict[str, str]:
 def recover(
     config: Path | None,
     state_dir: Path | None,
+    copy_dir: Path | None,
     dry_run: bool,
     force: bool,
     names: tuple[str, ...],
 ) -> None:
-    """Rebuild the state database from netd's tags in the kernel (run with the daemon stopped).
+    """Rebuild the state database from the recovery copy and the kernel (daemon stopped).
 
-    Run as root in the namespace the daemon manages. Bridges tagged by netd become networks,
-    tagged host veths become endpoints with the addresses and MAC read in their namespace. A
-    damaged database is moved aside (netd.db.corrupt-<time>), never deleted. Published ports and
-    the firewall's network options are read back from netd's nftables or iptables rules. The
-    report says what could not be recovered (names, DNS aliases, options the kernel does not
-    keep, endpoints whose namespace is gone). Refuses while the daemon runs.
+    Run as root in the namespace the daemon manages. Networks and endpoints come back as the
+    recovery copy records them (names, options, labels, owners, DNS names, aliases, ports),
+    the kernel deciding which endpoints still exist (a tagged host veth) and with which
+    addresses and MAC. What the copy lacks is rebuilt from the kernel alone: tagged bridges
+    become networks, tagged host veths endpoints, published ports and the firewall's options
+    are read back from netd's nftables or iptables rules. A damaged database is moved aside
+    (netd.db.corrupt-<time>), never deleted. The report says what could not be recovered.
+    Refuses while the daemon runs.
     """
-    from ..config import load_config
+    from ..config import DEFAULT_CONFIG, load_config
     from ..errors import NetdError
     from ..recover import recover as run_recover
 
     try:
-        directory = state_dir or load_config(config).state_dir
-        report = run_recover(directory, dry_run=dry_run, force=force, names=_names(names))
+        # The config is read even with --state-dir when it exists: it may put the copy elsewhere.
+        wanted = config is not None or state_dir is None or DEFAULT_CONFIG.exists()
+        cfg = load_config(config) if wanted else None
+        directory = state_dir or (cfg.state_dir if cfg else Path())
+        copy = copy_dir or (cfg.recovery_dir if cfg else None) or directory / "recovery"
+        report = run_recover(
+            directory, dry_run=dry_run, force=force, names=_names(names), copy_dir=copy
+        )
     except NetdError as exc:
         fail(f"Error: {exc}")
     click.echo(report.render())

@@ -1,15 +1,17 @@
-"""`netd recover` against a real daemon's kernel state after its database was deleted or corrupted.
+"""`netd recover` from the kernel alone, after the database *and* the recovery copy were lost.
 
 Networks and endpoints are made through the API, the daemon is stopped (data plane up), the
-database is deleted or overwritten, `netd recover` runs inside the host namespace, and the daemon
-is started again: the same networks and addresses are back, a new attach does not reuse a
-recovered address, and detaching a recovered endpoint removes its veth.
+database is deleted or overwritten and the recovery copy removed, `netd recover` runs inside
+the host namespace, and the daemon is started again: the same networks and addresses are back,
+a new attach does not reuse a recovered address, and detaching a recovered endpoint removes its
+veth. (With the copy, everything the user configured comes back: test_recover_copy_ns.py.)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +32,11 @@ def recover(host: Namespace, state_dir: Path, *args: str) -> subprocess.Complete
         text=True,
         timeout=60,
     )
+
+
+def lose_copy(state_dir: Path) -> None:
+    """Remove the recovery copy, so that recovery has only the kernel to go by."""
+    shutil.rmtree(state_dir / "recovery")
 
 
 def endpoints(d: Daemon, network: str) -> dict[str, dict[str, object]]:
@@ -55,6 +62,7 @@ def test_recover_rebuilds_networks_and_endpoints(
         d.stop()
 
         db = d.state_dir / "netd.db"
+        lose_copy(d.state_dir)
         names: list[str] = []
         if damage == "deleted":
             for side in ("", "-wal", "-shm"):
@@ -74,6 +82,7 @@ def test_recover_rebuilds_networks_and_endpoints(
         assert done.returncode == 0, done
         print(done.stdout)
         assert "DNS names, aliases" in done.stdout
+        assert "not recovered: the recovery copy: no recovery copy at" in done.stdout
         if damage == "corrupt":
             aside = [p for p in d.state_dir.iterdir() if p.name.startswith("netd.db.corrupt-")]
             assert len(aside) == 1 and aside[0].read_bytes() == garbage
@@ -173,6 +182,7 @@ def test_recover_reads_ports_internal_and_options_from_the_firewall(
         d.stop()
         for side in ("", "-wal", "-shm"):
             Path(f"{d.state_dir}/netd.db{side}").unlink(missing_ok=True)
+        lose_copy(d.state_dir)
 
         names = [f"--name={net_id[:12]}={name}" for name, net_id in ids.items()]
         done = recover(host, d.state_dir, *names)
