@@ -81,9 +81,11 @@ def _bool(c: _Ctx, value: Any) -> bool:
 def _int(c: _Ctx, value: Any, low: int = -(2**31)) -> int:
     if isinstance(value, bool):
         raise c.fail(value, "must be an integer")
+    if isinstance(value, float) and not value.is_integer():  # also .inf and .nan (YAML)
+        raise c.fail(value, "must be an integer")
     try:
         out = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise c.fail(value, "must be an integer") from None
     if out < low:
         raise c.fail(value, f"must be at least {low}")

@@ -319,3 +319,11 @@ def test_resolv_and_hosts(tmp_path: Path) -> None:
     hosts = render_hosts(web, "p-web-1", answers, "10.0.0.1")
     assert "10.0.0.2\tw.example.org w\n" in hosts
     assert hosts.endswith("10.0.0.1\tgw\n::1\th6\n")
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1.5"])
+def test_replicas_that_are_no_integer_are_refused_at_their_line(tmp_path: Path, value: str) -> None:
+    # .inf used to escape as an OverflowError traceback (found by the compose fuzzer).
+    text = f"services:\n  web:\n    image: nginx\n    deploy: {{replicas: {value}}}\n"
+    with pytest.raises(ComposeError, match="must be an integer"):
+        load(tmp_path, text)
