@@ -273,7 +273,7 @@ class LogPump:
         if not self.log.isEnabledFor(level):
             return
         extra = {"dns_worker": int(src.label)} if src.label.isdigit() else {}
-        where = f" ({_clean(name)})" if name and name != self.log.name else ""
+        where = f" ({_clean(name)})" if name and name != wlog.name else ""
         self.log.log(level, "DNS worker %s%s: %s", src.label, where, _clean(msg), extra=extra)
 
     def _report_suppressed(self) -> None:
