@@ -10,6 +10,8 @@ the whole worker are under their shares:
   So a lone flooder is held at ``per_client``, and as more clients become busy each share
   shrinks towards an equal split of ``total``. Shares are checked on admission only: a client
   above its (shrunken) share keeps what it holds and gets nothing more until it drops below.
+- a client holding fewer than ``min_share`` is admitted even when its network is at its
+  share: the network cap holds back the heavy clients, never a quiet neighbour.
 - ``hard`` bounds the sum (descriptors). It is above ``total``, so a client that was idle still
   finds room while the busy ones' shares shrink.
 
@@ -32,7 +34,7 @@ class Shares:
     hard: int  # absolute ceiling of the sum
     per_client: int
     per_group: int
-    min_share: int  # no share is computed below this (while ``hard`` allows)
+    min_share: int  # every client may hold this many (while ``hard`` allows)
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_share <= self.per_client <= self.per_group <= self.total:
@@ -74,10 +76,16 @@ class FairShare:
         with self._lock:
             mine = self._clients.get(client, 0)
             ours = self._groups.get(group, 0)
-            cshare, gshare = self.share(client, group)
-            if mine >= cshare or ours >= gshare or self.held >= self.shares.hard:
+            if self.held >= self.shares.hard:
                 self.refused += 1
                 return False
+            # Below the minimum a client is admitted whatever its network holds: a quiet
+            # container is never refused because its neighbours on the same network flood.
+            if mine >= self.shares.min_share:
+                cshare, gshare = self.share(client, group)
+                if mine >= cshare or ours >= gshare:
+                    self.refused += 1
+                    return False
             self._clients[client] = mine + 1
             self._groups[group] = ours + 1
             self.held += 1

@@ -30,12 +30,13 @@ def test_a_lone_flooder_is_held_at_its_client_cap() -> None:
 def test_shares_shrink_as_clients_become_busy_and_the_network_is_capped() -> None:
     fair = FairShare(SMALL)
     got = [fill(fair, f"c{i}", "net", 100) for i in range(4)]
-    # c0 alone: 30; c1: 100//2 = 50 -> 30; the network cap (60) stops c2, c3
-    assert got == [30, 30, 0, 0]
+    # c0 alone: 30; c1: 100//2 = 50 -> 30; then the network is at its cap (60): c2 and c3
+    # get their guaranteed minimum only
+    assert got == [30, 30, 5, 5]
     # another network is not affected by the first one's cap
-    assert fill(fair, "d0", "other", 100) == 30  # 3 busy clients: 100 // 3, capped at 30
-    assert fill(fair, "e0", "third", 100) == 25  # 4 busy clients: 100 // 4
-    assert fair.held == 115
+    assert fill(fair, "d0", "other", 100) == 20  # 5 busy clients: 100 // 5
+    assert fill(fair, "e0", "third", 100) == 16  # 6 busy clients: 100 // 6
+    assert fair.held == 106
 
 
 def test_hard_cap_and_the_minimum_share() -> None:
@@ -158,3 +159,12 @@ def test_servfail_answers_over_share_are_rate_limited() -> None:
     assert answered == 5000  # one second's worth of SERVFAIL, then dropped
     assert adm.snapshot()["servfail_dropped"] == 1000
     assert adm.refusal(keys, 1.0)  # refilled
+
+
+def test_a_quiet_neighbour_is_admitted_when_flooders_fill_its_network() -> None:
+    fair = FairShare(FORWARDS)
+    for i in range(4):  # 4 x 256 = the network's 1024
+        fill(fair, f"flood{i}", "net", 1000)
+    assert fair.snapshot()["held"] == FORWARDS.per_group
+    assert fill(fair, "good", "net", FORWARDS.min_share) == FORWARDS.min_share
+    assert not fair.admit("good", "net")  # beyond its minimum the network cap applies
