@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .api.protocol_log import ProtocolLog
 from .api.server import make_app
 from .config import Config
 from .errors import ConfigError, NetdError, StoreCorrupt
@@ -48,8 +49,12 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise ConfigError naming the pid that holds it."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        """Take the lock or raise ConfigError naming the pid that holds it (or why the file
+        cannot be opened: a read-only or full state directory)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"opening the instance lock {describe_os_error(exc)}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -67,6 +72,14 @@ class InstanceLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``<path>: <strerror> (<ERRNO>)``, e.g. ``/var/lib/netd/netd.lock: Read-only file system
+    (EROFS)``: the one line an operator needs, with the errno's name to search for."""
+    name = errno.errorcode.get(exc.errno or 0, f"errno {exc.errno}")
+    what = exc.strerror or str(exc)
+    return f"{exc.filename}: {what} ({name})" if exc.filename else f"{what} ({name})"
 
 
 def check_namespace(expected: str | None) -> None:
@@ -177,7 +190,10 @@ def build_service(config: Config) -> tuple[Service, Any, Any]:
     assert isinstance(ula, ipaddress.IPv6Network)
     service = Service(
         store=store,
-        drivers={"bridge": get_driver("bridge", allow_initial_netns=config.managed_netns is None)},
+        drivers={
+            "bridge": get_driver("bridge", allow_initial_netns=config.managed_netns is None),
+            "ipam": get_driver("ipam"),  # IPAM-only networks (CNI ``"ipam": {"type": "netd"}``)
+        },
         firewall=firewall,
         dns=dns,
         pools=pools,
@@ -207,14 +223,27 @@ def _firewall_monitor(firewall: Firewall) -> Any:
     return monitor
 
 
+def _link_watcher(service: Service) -> Any:
+    """Repair a deleted bridge or veth from link events, not only at the next periodic pass."""
+    from .link_watch import LinkWatcher
+
+    def state() -> tuple[list[Any], list[Any]]:
+        # Endpoints being attached or detached are left out: their links come and go by netd.
+        return service.list_networks(), service.settled_endpoints()
+
+    return LinkWatcher(service.reconcile, state).start()
+
+
 def _install_authorisation(app: web.Application, config: Config) -> Any:
     """Policy, optional hook and audit trail on every request; returns the audit log."""
+    from .api.audit_route import install as serve_audit
     from .security import AuditLog, AuthzHook, Policy
     from .security.middleware import make_auth_middleware
 
     audit = None
     if config.audit.enabled:
         audit = AuditLog.from_config(config.audit, config.state_dir).start()
+    serve_audit(app, audit)  # GET /v1/audit: `netd audit` reads this daemon's own trail
     hook = None
     if config.policy.authz_command:
         hook = AuthzHook(config.policy.authz_command, config.policy.authz_timeout)
@@ -239,7 +268,10 @@ async def serve(config: Config) -> None:
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=32, thread_name_prefix="netd-worker")
     )
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"creating the state directory {describe_os_error(exc)}") from exc
     lock = InstanceLock(config.state_dir)
     lock.acquire()
     runner: web.AppRunner | None = None
@@ -247,6 +279,7 @@ async def serve(config: Config) -> None:
     monitor: Any = None
     reconciler: asyncio.Task[None] | None = None
     replayer: asyncio.Task[None] | None = None
+    watcher: Any = None
     store: Any = None
     dns: Any = None
     try:
@@ -261,6 +294,7 @@ async def serve(config: Config) -> None:
         replayer = asyncio.create_task(replay.run(service, spooled))
         if config.reconcile_interval > 0:
             reconciler = asyncio.create_task(service.run_reconciler(config.reconcile_interval))
+            watcher = _link_watcher(service)
         monitor = _firewall_monitor(service.firewall)
         if config.metrics_port is not None:
             from .metrics import serve_tcp
@@ -271,7 +305,13 @@ async def serve(config: Config) -> None:
         audit = _install_authorisation(app, config)
         # keepalive_timeout also cuts clients that trickle a request head (aiohttp arms it at
         # accept), so a slow client cannot hold a connection for aiohttp's default hour.
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=15)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=15,
+            logger=ProtocolLog(),  # a request that is not HTTP: one line, not a traceback
+        )
         await runner.setup()
         await web.SockSite(runner, sock).start()
         log.info(
@@ -292,6 +332,8 @@ async def serve(config: Config) -> None:
             with contextlib.suppress(OSError):
                 if _peer_pid(config.socket) is None:
                     config.socket.unlink()
+        if watcher is not None:
+            await watcher.stop()
         if reconciler is not None:
             reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -329,8 +371,9 @@ def run(config: Config) -> int:
         log.error("%s", exc)
         return 1
     except OSError as exc:
-        if exc.errno == errno.EACCES:
-            log.error("permission denied: %s (netd daemon must run as root)", exc)
-            return 1
-        raise
+        # A file the daemon could not use (read-only, full or missing state directory, socket
+        # directory, ...): one line naming it and the errno, not a traceback.
+        hint = " (netd daemon must run as root)" if exc.errno == errno.EACCES else ""
+        log.error("cannot start: %s%s", describe_os_error(exc), hint)
+        return 1
     return 0

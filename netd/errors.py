@@ -9,7 +9,8 @@ status. Foreign errors (pyroute2's ``NetlinkError``, libnftables failures, ``OSE
     ├── InvalidInput          bad request field: names the field and the value (400)
     ├── NotFound              named network/endpoint does not exist (404)
     ├── Conflict              duplicate name, overlapping subnet, address taken, port taken (409)
-    │   └── AddressExhausted  no free address left in a network's subnets
+    │   ├── AddressExhausted  no free address left in a network's subnets
+    │   └── AlreadyConnected  the container already has an interface on that network
     ├── PermissionDenied      caller not allowed (403)
     ├── Unavailable           daemon busy / shutting down / try again (503)
     ├── KernelError           netlink / sysctl / namespace operation failed (500)
@@ -80,6 +81,19 @@ class AddressExhausted(Conflict):
     """No free address is left where one was asked for."""
 
     code = "address_exhausted"
+
+
+class AlreadyConnected(Conflict):
+    """A second interface of one container on one network (`netd network connect` twice).
+
+    ``ifname`` is the interface the container already has there.
+    """
+
+    code = "already_connected"
+
+    def __init__(self, message: str, *, ifname: str, field: str, value: Any) -> None:
+        super().__init__(message, field=field, value=value)
+        self.ifname = ifname
 
 
 class PermissionDenied(NetdError):

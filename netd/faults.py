@@ -3,8 +3,9 @@
 Every multi-step operation marks its steps with ``faults.point("bridge.veth_created")``. In
 production ``NETD_FAULTS`` is unset and a point costs one dict lookup. Tests set
 ``NETD_FAULTS="bridge.veth_created=raise"`` (raise :class:`InjectedFault`) or ``...=kill``
-(SIGKILL the daemon at that instant, for crash-safety tests), optionally ``=raise@3`` to trigger
-on the third time the point is reached. Several points are separated by commas.
+(SIGKILL the daemon at that instant, for crash-safety tests) or ``...=eio`` (raise
+``OSError(EIO)``, as a failing disk does), optionally ``=raise@3`` to trigger on the third time
+the point is reached, or ``=eio@*`` on every time. Several points are separated by commas.
 
 The points let tests prove that rollback and recovery work; they do not change behaviour when
 unset, so no code path exists only for tests.
@@ -12,6 +13,7 @@ unset, so no code path exists only for tests.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
@@ -30,7 +32,7 @@ def _parse(spec: str) -> dict[str, tuple[str, int]]:
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, _, action = item.partition("=")
         action, _, nth = (action or "raise").partition("@")
-        out[name] = (action, int(nth or 1))
+        out[name] = (action, 0 if nth == "*" else int(nth or 1))  # 0: every time
     return out
 
 
@@ -49,10 +51,12 @@ def point(name: str) -> None:
     action, nth = armed
     with _lock:
         _hits[name] = _hits.get(name, 0) + 1
-        if _hits[name] != nth:
+        if nth and _hits[name] != nth:
             return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if action == "eio":
+        raise OSError(errno.EIO, f"{os.strerror(errno.EIO)} (injected fault at {name})")
     raise InjectedFault(f"injected fault at {name}")
 
 

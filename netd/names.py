@@ -18,13 +18,16 @@ MAX_IFNAME = IFNAMSIZ - 1
 MAX_NETWORK_NAME = 128  # bounded so names fit labels, logs and table cells
 MAX_CONTAINER_ID = 256
 
+# The syntax shared by network names, interface names and container ids; the API's OpenAPI
+# document publishes it (netd.api.formats), so it is kept free of Python-only syntax.
+NAME_PATTERN = "[a-zA-Z0-9][a-zA-Z0-9_.-]*"
 # Docker's rule for network names (libnetwork config.go: `^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`).
-_NETWORK_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+_NETWORK_NAME = re.compile(NAME_PATTERN + r"\Z")
 # Linux accepts any bytes but '/', ':' (aliases) and whitespace; we are stricter so a name is
 # always safe inside nft rules and shell output.
-_IFNAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+_IFNAME = re.compile(NAME_PATTERN + r"\Z")
 # CNI CONVENTIONS / SPEC: container id is alphanumeric plus ._- , must start alphanumeric.
-_CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
+_CONTAINER_ID = re.compile(NAME_PATTERN + r"\Z")
 _DNS_LABEL = re.compile(r"[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?\Z")
 
 BRIDGE_PREFIX = "nd-"

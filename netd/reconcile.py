@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import Literal
 
+from .drivers.ipam import is_ipam_only
 from .model import Endpoint, Network
 from .names import bridge_tag, endpoint_tag
 
@@ -96,6 +97,8 @@ def plan_links(
 ) -> list[Action]:
     """Orphan links to delete (veths, then bridges), then networks whose bridge is missing.
 
+    IPAM-only networks have no bridge of netd's: their links belong to another plugin.
+
     ``tagged`` is ``{ifalias tag: ifname}`` of the netd-tagged links, listed *before* the records
     were read, so a link made by an operation running meanwhile always has its record here.
     """
@@ -105,7 +108,7 @@ def plan_links(
         for name, tag in plan_orphans(tagged, networks, endpoints)
     ]
     for net in networks:
-        if bridge_tag(net.id) not in tagged:
+        if bridge_tag(net.id) not in tagged and not is_ipam_only(net):
             actions.append(
                 Action("missing_bridge", net.id, f"bridge of network {net.name!r} is missing")
             )

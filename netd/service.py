@@ -23,7 +23,9 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from . import faults
+from .attachments import existing_connection
 from .drivers.base import Driver
+from .drivers.ipam import is_ipam_only, refuse_plumbing
 from .errors import (
     Conflict,
     InvalidInput,
@@ -31,6 +33,7 @@ from .errors import (
     NetdError,
     NotFound,
     StoreCorrupt,
+    StoreError,
     Unavailable,
 )
 from .firewall.base import Firewall
@@ -38,7 +41,16 @@ from .firewall.policy import check_backend_supports, check_port_mappings
 from .ipam.allocator import NetworkAllocator
 from .ipam.subnets import DefaultPool
 from .metrics import METRICS
-from .model import AttachRequest, Caller, Endpoint, IPNetwork, Network, NetworkSpec, PortMapping
+from .model import (
+    AttachRequest,
+    Caller,
+    Endpoint,
+    IPAddress,
+    IPNetwork,
+    Network,
+    NetworkSpec,
+    PortMapping,
+)
 from .names import bridge_name, check_container_id, check_ifname, check_network_name, host_veth_name
 from .reap import DEFAULT_GRACE, Reaper
 from .reconcile import (
@@ -51,6 +63,7 @@ from .reconcile import (
 )
 from .spec import build_network
 from .store.base import Store
+from .store.health import Prober
 
 log = logging.getLogger("netd.service")
 T = TypeVar("T")
@@ -164,7 +177,9 @@ class Service:
         dns_domain: str = "dns.netd",
         validate_netns: Callable[[str, int], None] = lambda path, inode: None,
         reap_grace: float = DEFAULT_GRACE,
-        check_publish: Callable[[tuple[PortMapping, ...]], None] = lambda ports: None,
+        check_publish: Callable[
+            [tuple[PortMapping, ...], frozenset[tuple[IPAddress, int]]], None
+        ] = lambda ports, exempt: None,
     ) -> None:
         self.store = store
         self.drivers = drivers
@@ -186,6 +201,7 @@ class Service:
         self._dns_lock = asyncio.Lock()
         self._inflight: dict[str, set[tuple[str, str]]] = {}  # net id → keys being changed
         self.reaper = Reaper(self, reap_grace)  # endpoints whose namespace is gone for good
+        self.store_health = Prober(store.probe)  # await it: the store's health, probed now
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -209,7 +225,8 @@ class Service:
             for ep in list(self._endpoints[net.id].values()):
                 if ep.state not in ("ready", "gone"):
                     log.warning(
-                        "start: removing interrupted attachment %s/%s on %s",
+                        "start: removing interrupted %s %s/%s on %s",
+                        "detach of" if ep.state == "deleting" else "attachment",
                         ep.container_id,
                         ep.ifname,
                         net.name,
@@ -257,8 +274,11 @@ class Service:
             except Exception:
                 log.exception("reconcile: pass failed; retrying in %.0f s", interval)
 
-    async def reconcile(self) -> list[Action]:
+    async def reconcile(self, only: set[str] | None = None) -> list[Action]:
         """Compare the kernel with the records and repair it; returns the actions applied.
+
+        ``only``: network ids to look at (a targeted pass after link events,
+        :mod:`netd.link_watch`); orphan links and the firewall are always checked.
 
         Links first, under the global lock (no network appears or vanishes meanwhile; the links
         are listed before the records are read, so an attach running meanwhile is never taken
@@ -270,15 +290,20 @@ class Service:
             tagged = await asyncio.to_thread(self._tagged_links)
             eps = [ep for table in self._endpoints.values() for ep in table.values()]
             for action in plan_links(tagged, list(self._networks.values()), eps):
+                if only is not None and action.network_id and action.network_id not in only:
+                    continue
                 async with self._lock(action.network_id or "-orphans"):
                     if await self._repair(action):
                         done.append(action)
         for net in list(self._networks.values()):
+            if only is not None and net.id not in only:
+                continue
             # Check outside the network's lock (a pass over many endpoints must not hold up
             # attaches); repair under it, only if the record is unchanged and not in flight.
             busy = set(self._inflight.get(net.id, set()))
             eps = [e for e in self._endpoints.get(net.id, {}).values() if needs_check(e, busy)]
-            problems, gone = await self._check_paced(net, eps)
+            # A targeted pass (a link was deleted) is short and urgent: not paced.
+            problems, gone = await self._check_paced(net, eps, paced=only is None)
             actions = plan_endpoints(eps, problems, gone, busy)
             if not actions:
                 continue
@@ -290,9 +315,36 @@ class Service:
                         continue  # changed by a request meanwhile: the next pass looks again
                     if await self._repair(action):
                         done.append(action)
+        await self._finish_detaches()
         done += await self._reconcile_firewall()
         await self.reaper.release_due()
         return done
+
+    async def _finish_detaches(self) -> None:
+        """Finish detaches that tore the endpoint down but could not delete its record (the
+        store failed meanwhile): the ``deleting`` records no request is working on."""
+        for net in list(self._networks.values()):
+            finished = 0
+            async with self._lock(net.id):
+                busy = self._inflight.get(net.id, set())
+                table = self._endpoints.get(net.id, {})
+                stuck = [e for e in table.values() if e.state == "deleting" and e.key not in busy]
+                for ep in stuck:
+                    try:
+                        await self._remove_endpoint(net, ep)
+                    except NetdError as exc:
+                        log.error("reconcile: finishing the detach of %s: %s", ep.host_ifname, exc)
+                        continue
+                    log.warning(
+                        "reconcile: finished the detach of %s/%s from %s",
+                        ep.container_id[:12],
+                        ep.ifname,
+                        net.name,
+                    )
+                    METRICS.reconcile_repairs.labels("finish_detach").inc()
+                    finished += 1
+            if finished:
+                await self._publish_dns(net)
 
     async def _reconcile_firewall(self) -> list[Action]:
         """Re-add firewall elements the kernel lost (e.g. ``nft delete element``), by owner."""
@@ -331,7 +383,7 @@ class Service:
         return tagged
 
     async def _check_paced(
-        self, net: Network, eps: list[Endpoint]
+        self, net: Network, eps: list[Endpoint], paced: bool = True
     ) -> tuple[dict[tuple[str, str, str], list[str]], dict[tuple[str, str, str], list[str]]]:
         """:meth:`_check_endpoints` in chunks, busy at most 1/(1 + CHECK_PAUSE) of the time.
 
@@ -349,7 +401,7 @@ class Service:
             )
             problems.update(found)
             gone.update(lost)
-            if start + CHECK_CHUNK < len(eps):
+            if paced and start + CHECK_CHUNK < len(eps):
                 await asyncio.sleep((time.monotonic() - began) * CHECK_PAUSE)
         return problems, gone
 
@@ -380,7 +432,8 @@ class Service:
                 log.warning("reconcile: removing %s (%s)", action.ifname, action.detail)
                 for driver in self.drivers.values():
                     remove = getattr(driver, "remove_link", None)
-                    if remove is not None and remove(action.ifname):
+                    # In a worker thread: a netlink socket must not be opened on the event loop.
+                    if remove is not None and await asyncio.to_thread(remove, action.ifname):
                         break
             elif action.kind == "missing_bridge":
                 net = self._networks[action.network_id]
@@ -429,8 +482,10 @@ class Service:
         await asyncio.to_thread(self.firewall.add_endpoint, net, plumbed)
 
     async def _sync_firewall(self) -> None:
-        nets = [(n, self.bridge_for(n)) for n in self._networks.values()]
-        eps = [ep for table in self._endpoints.values() for ep in table.values()]
+        # IPAM-only networks have no firewall state: their links are another plugin's.
+        plumbed = [n for n in self._networks.values() if not is_ipam_only(n)]
+        nets = [(n, self.bridge_for(n)) for n in plumbed]
+        eps = [ep for n in plumbed for ep in self._endpoints.get(n.id, {}).values()]
         live = [ep for ep in eps if ep.state != "gone"]  # reaped: its ports stay withdrawn
         await asyncio.to_thread(self.firewall.sync, nets, live)
 
@@ -450,12 +505,23 @@ class Service:
         """All networks by creation time."""
         return sorted(self._networks.values(), key=lambda n: n.created)
 
+    def settled_endpoints(self) -> list[Endpoint]:
+        """Ready endpoints no request is changing: those whose links must exist right now."""
+        return [
+            ep
+            for net_id, table in self._endpoints.items()
+            for ep in table.values()
+            if needs_check(ep, self._inflight.get(net_id, set()))
+        ]
+
     def endpoints(self, network: Network) -> list[Endpoint]:
         """The network's endpoints, oldest first."""
         return sorted(self._endpoints.get(network.id, {}).values(), key=lambda e: e.created)
 
     def bridge_for(self, network: Network) -> str:
-        """The bridge interface name of a network."""
+        """The bridge interface name of a network ("" for an IPAM-only network: none)."""
+        if is_ipam_only(network):
+            return ""
         return network.options.get("bridge") or bridge_name(network.id)
 
     def dns_for(self, network: Network) -> dict[str, list[str]]:
@@ -473,6 +539,22 @@ class Service:
         """IPAM use per subnet: (used, size)."""
         return self._ipam[network.id].utilisation()
 
+    def _own_dns(self) -> frozenset[tuple[IPAddress, int]]:
+        """(gateway, 53) of every network netd plumbs: its own DNS, which the firewall never
+        DNATs, so a host socket there does not make a published port 53 a takeover."""
+        return frozenset(
+            (s.gateway, 53)
+            for n in self._networks.values()
+            if not is_ipam_only(n)
+            for s in n.subnets
+            if s.gateway is not None
+        )
+
+    def _resolvable(self, network: Network) -> list[Endpoint]:
+        """The endpoints whose names DNS serves: all but those being detached and those reaped
+        (namespace gone for good)."""
+        return [e for e in self.endpoints(network) if e.state not in ("deleting", "gone")]
+
     async def _publish_dns(self, network: Network | None = None, *, removed: bool = False) -> None:
         """Push records to DNS off the event loop, one publication at a time.
 
@@ -483,17 +565,13 @@ class Service:
         """
         async with self._dns_lock:
             try:
-                # A reaped endpoint (namespace gone for good) has no name any more.
                 if network is None:
-                    state = [
-                        (n, [e for e in self.endpoints(n) if e.state != "gone"])
-                        for n in self.list_networks()
-                    ]
+                    state = [(n, self._resolvable(n)) for n in self.list_networks()]
                     await asyncio.to_thread(self.dns.set_state, state)
                 elif removed:
                     await asyncio.to_thread(self.dns.remove_network, network.id)
                 else:
-                    eps = [e for e in self.endpoints(network) if e.state != "gone"]
+                    eps = self._resolvable(network)
                     await asyncio.to_thread(self.dns.update_network, network, eps)
             except Exception:  # DNS trouble must never fail a network operation
                 log.exception("pushing DNS records failed")
@@ -534,7 +612,7 @@ class Service:
             check_backend_supports(net, self.firewall.name, self.firewall.capabilities)
             bridge = self.bridge_for(net)
             for other in self._networks.values():
-                if self.bridge_for(other) == bridge:
+                if bridge and self.bridge_for(other) == bridge:
                     raise Conflict(
                         f"bridge {bridge!r} is already used by network {other.name!r}",
                         field="options.bridge",
@@ -545,10 +623,12 @@ class Service:
                 await asyncio.to_thread(driver.ensure_network, net)
                 undo.push("bridge", lambda: asyncio.to_thread(driver.teardown_network, net))
                 faults.point("service.network_plumbed")
-                await asyncio.to_thread(self.firewall.ensure_network, net, bridge)
-                undo.push(
-                    "firewall", lambda: asyncio.to_thread(self.firewall.remove_network, net, bridge)
-                )
+                if not is_ipam_only(net):
+                    await asyncio.to_thread(self.firewall.ensure_network, net, bridge)
+                    undo.push(
+                        "firewall",
+                        lambda: asyncio.to_thread(self.firewall.remove_network, net, bridge),
+                    )
                 await asyncio.to_thread(self.store.create_network, net)
             except BaseException:
                 await undo.run()
@@ -602,7 +682,9 @@ class Service:
                 self._ipam.pop(net.id, None)
                 failures: list[str] = []
                 try:
-                    await asyncio.to_thread(self.firewall.remove_network, net, self.bridge_for(net))
+                    if not is_ipam_only(net):
+                        bridge = self.bridge_for(net)
+                        await asyncio.to_thread(self.firewall.remove_network, net, bridge)
                 except NetdError as exc:
                     failures.append(str(exc))
                 failures += await asyncio.to_thread(self._driver(net).teardown_network, net)
@@ -632,9 +714,13 @@ class Service:
         return self.find_network(name)
 
     async def status(self) -> None:
-        """CniBackend: raise Unavailable until start-up has finished."""
+        """CniBackend: Unavailable until start-up has finished; StoreError while the state
+        store cannot write (probed now), since no ADD or DEL could be recorded."""
         if not self.ready:
             raise Unavailable("netd is starting; try again")
+        health = await self.store_health()
+        if not health.ok:
+            raise StoreError(f"the state store cannot write: {health.reason}")
 
     def _busy(self, net: Network, key: tuple[str, str]) -> None:
         """Unavailable (CNI: try again) while another request changes this attachment."""
@@ -659,9 +745,11 @@ class Service:
         ifname = check_ifname(req.ifname)
         check_port_mappings(req.port_mappings)  # ::1: before anything changes, any backend
         if plumb:
+            if is_ipam_only(net):
+                raise refuse_plumbing(net)
             self.validate_netns(req.netns, req.netns_inode)
             if req.port_mappings:  # reads /proc/net tables: off the event loop
-                await asyncio.to_thread(self.check_publish, req.port_mappings)
+                await asyncio.to_thread(self.check_publish, req.port_mappings, self._own_dns())
         key = (cid, ifname)
         async with self._lock(net.id):
             if net.id not in self._networks:
@@ -669,6 +757,10 @@ class Service:
                     f"network {req.network!r} not found", field="network", value=req.network
                 )
             self._busy(net, key)
+            # `netd network connect` twice: refused, or the same endpoint for a retry.
+            same = existing_connection(net, self._endpoints[net.id].values(), req, cid, ifname)
+            if same is not None:
+                return net, same
             existing = self._endpoints[net.id].get(key)
             if existing is not None:
                 if existing.state == "ready" and not plumb:
@@ -796,7 +888,8 @@ class Service:
         """Best-effort removal of an endpoint's firewall elements and interfaces; logs failures."""
         failures: list[str] = []
         try:
-            await asyncio.to_thread(self.firewall.remove_endpoint, net, ep)
+            if not is_ipam_only(net):
+                await asyncio.to_thread(self.firewall.remove_endpoint, net, ep)
         except NetdError as exc:
             failures.append(str(exc))
         if ep.host_ifname:
@@ -818,9 +911,13 @@ class Service:
     async def detach(self, network: str, container_id: str, ifname: str, netns: str | None) -> None:
         """Idempotent detach: a missing network, endpoint or namespace is not an error.
 
-        Like attach, the kernel work (a veth deletion waits ~20 ms for the kernel) runs outside
-        the network's lock with the attachment marked in flight; the address is released after
-        the interface is gone.
+        The record changes first: the endpoint is durably marked ``deleting`` before anything in
+        the kernel is touched, so a store that cannot write fails the detach with kernel, DNS
+        and record unchanged, and a retry succeeds. A failure later (the record cannot be
+        deleted after the teardown) leaves a ``deleting`` record, which the reconciler, the next
+        start or a retried detach finishes. Like attach, the kernel work runs outside the
+        network's lock with the attachment marked in flight; the address is released after the
+        interface is gone.
         """
         try:
             net = self.find_network(network)
@@ -832,6 +929,7 @@ class Service:
             if ep is None:
                 return
             self._busy(net, key)
+            ep = await self._mark_deleting(net, ep)
             self._inflight[net.id].add(key)
         try:
             await self._teardown(net, ep, netns or None)
@@ -839,8 +937,18 @@ class Service:
                 await self._forget(net, ep)
         finally:
             self._inflight[net.id].discard(key)
+            await self._publish_dns(net)  # a deleting endpoint no longer resolves
         log.info("detached %s/%s from %s", container_id[:12], ifname, net.name)
-        await self._publish_dns(net)
+
+    async def _mark_deleting(self, net: Network, ep: Endpoint) -> Endpoint:
+        """Durably record that ``ep`` is being removed (network lock held); StoreError changes
+        nothing."""
+        if ep.state == "deleting":
+            return ep
+        deleting = dataclasses.replace(ep, state="deleting")
+        await asyncio.to_thread(self.store.put_endpoint, deleting, {})
+        self._endpoints[net.id][ep.key] = deleting
+        return deleting
 
     async def check(self, network: str, container_id: str, ifname: str, netns: str) -> None:
         """Raise NotFound/KernelError naming the first thing that is not as recorded."""

@@ -37,6 +37,9 @@ def check_labels(labels: object, field: str = "labels") -> dict[str, str]:
     return dict(labels)
 
 
+IPV6_MIN_MTU = 1280  # RFC 8200 section 5: every IPv6 link carries 1280-octet packets
+
+
 def build_network(
     spec: NetworkSpec,
     *,
@@ -69,6 +72,11 @@ def build_network(
         ula=ula,
     )
     has_v6 = any(s.version == 6 for s in subnets)
+    if has_v6 and int(options.get("mtu", IPV6_MIN_MTU)) < IPV6_MIN_MTU:
+        # The kernel refuses IPv6 addresses on a smaller link (EINVAL), after the bridge exists.
+        raise InvalidInput(
+            "options.mtu", options["mtu"], f"must be at least {IPV6_MIN_MTU} on a network with IPv6"
+        )
     return Network(
         id=secrets.token_hex(32),
         name=name,

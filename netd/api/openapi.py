@@ -29,6 +29,7 @@ class Route:
     response: Any = None
     status: int = 200
     query: tuple[tuple[str, bool], ...] = ()  # (name, required) of string query parameters
+    query_schemas: dict[str, dict[str, Any]] | None = None  # a parameter's own schema, if any
     responses: tuple[tuple[int, str, Any], ...] = ()  # extra (status, description, model)
 
 
@@ -70,7 +71,14 @@ def build_openapi(routes: list[Route], version: str) -> dict[str, Any]:
             for p in re.findall(r"{(\w+)}", route.path)
         ]
         params += [
-            {"name": q, "in": "query", "required": required, "schema": {"type": "string"}}
+            {
+                "name": q,
+                "in": "query",
+                "required": required,
+                # A required parameter given empty is refused like a missing one.
+                "schema": (route.query_schemas or {}).get(q)
+                or ({"type": "string", "minLength": 1} if required else {"type": "string"}),
+            }
             for q, required in route.query
         ]
         if params:

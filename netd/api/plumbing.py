@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..drivers.ipam import is_ipam_only
 from ..errors import NetdError
 from ..model import Endpoint, Network
 
@@ -105,6 +106,13 @@ def plumbing(
     network: Network, bridge: str, endpoints: list[Endpoint], firewall: Any, dns: Any
 ) -> dict[str, Any]:
     """Everything above for one network (blocking: run it in a worker thread)."""
+    if is_ipam_only(network):
+        # Nothing of netd's exists in the kernel for it: say so rather than report "missing".
+        return {
+            "ipam_only": True,
+            "note": "IPAM-only network: netd allocates and records its addresses; the main CNI "
+            "plugin owns its interfaces (no bridge, veth, firewall rules or DNS of netd's)",
+        }
     out = links_state(bridge, endpoints)
     out["firewall"] = describe_firewall(firewall, network)
     out["dns"] = dns_records(dns, network)

@@ -38,6 +38,8 @@ from ..names import check_container_id
 from ..security.rootless import Confinement, OwnerScope
 from ..service import Service
 from . import schemas
+from .audit_route import QUERY_SCHEMAS as AUDIT_QUERY
+from .audit_route import AuditPage, get_audit
 from .body import loads as load_json
 from .limits import make_limits_middleware
 from .openapi import Route, build_openapi
@@ -51,6 +53,7 @@ CALLER: web.RequestKey[Caller | None] = web.RequestKey("caller", Caller)
 # Set by the authorisation middleware for a rootless owner: confines the request to its networks.
 OWNER: web.RequestKey[Confinement] = web.RequestKey("owner", Confinement)
 _PEERCRED = struct.Struct("3i")
+_BODY_HEADERS = {"content-type", "content-length", "content-encoding"}  # replaced by ours
 
 
 def peer_caller(request: web.Request) -> Caller | None:
@@ -95,8 +98,10 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status, "http_error"
         )
+        # The exception's own headers say more than the status: 405's Allow (RFC 9110 §15.5.6).
+        kept = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
         return web.json_response(
-            {"error": {"code": code, "message": exc.reason}}, status=exc.status
+            {"error": {"code": code, "message": exc.reason}}, status=exc.status, headers=kept
         )
     except Exception:
         log.exception("internal error on %s %s", request.method, request.path)
@@ -129,21 +134,26 @@ def _service(request: web.Request) -> Service | OwnerScope:
 
 
 async def get_status(request: web.Request) -> web.Response:
-    """Health and counts."""
+    """Health and counts; ``ready`` is false (with ``reason``) while the store cannot write."""
     svc = _service(request)
     nets = svc.list_networks()
-    return web.json_response(
-        {
-            "version": __version__,
-            "ready": svc.ready,
-            "networks": len(nets),
-            "endpoints": sum(len(svc.endpoints(n)) for n in nets),
-            "firewall": svc.firewall.name,
-            "pid": os.getpid(),
-            # Endpoints whose namespace is gone (reaped, awaiting release) or unmounted but alive.
-            **request.app[SERVICE].reaper.status(nets, svc.endpoints),
-        }
-    )
+    store = await request.app[SERVICE].store_health()
+    body: dict[str, Any] = {
+        "version": __version__,
+        "ready": svc.ready and store.ok,
+        "networks": len(nets),
+        "endpoints": sum(len(svc.endpoints(n)) for n in nets),
+        "firewall": svc.firewall.name,
+        "pid": os.getpid(),
+        "store": {"ok": store.ok, "error": store.reason or None, "since": store.since or None},
+        # Endpoints whose namespace is gone (reaped, awaiting release) or unmounted but alive.
+        **request.app[SERVICE].reaper.status(nets, svc.endpoints),
+    }
+    if not svc.ready:
+        body["reason"] = "netd is starting"
+    elif not store.ok:
+        body["reason"] = f"the state store cannot write: {store.reason}"
+    return web.json_response(body)
 
 
 async def list_networks(request: web.Request) -> web.Response:
@@ -249,10 +259,13 @@ async def connect(request: web.Request) -> web.Response:
         dns_servers=tuple(body.dns_servers),
         origin="api",
     )
+    known = {e.key for e in svc.find_endpoints(net, cid) if e.state == "ready"}
     _, ep = await svc.attach(req, caller=request[CALLER])
     out = schemas.endpoint_out(ep)
     out["dns"] = svc.dns_for(net)
-    return web.json_response(out, status=201)
+    # A retry of a connect that succeeded (same interface name and settings) gets that
+    # endpoint back with 200; a second interface on the network is refused (409).
+    return web.json_response(out, status=200 if ep.key in known else 201)
 
 
 def _ip(value: str, field: str) -> Any:
@@ -331,10 +344,16 @@ class _CniBackend:
 async def cni(request: web.Request) -> web.Response:
     """One CNI call forwarded by the plugin; answers the CNI result or error object."""
     from ..cni.handler import handle_cni
+    from ..cni.request import CallRefused, decode_call
 
-    body = await read_body(request, schemas.CniCall)
+    # Not read_body: the call is decoded strictly (duplicate and unknown keys refused) and every
+    # refusal is a CNI error object the plugin prints (issue #14). schemas.CniCall documents it.
+    try:
+        call = decode_call(await request.read())
+    except CallRefused as exc:
+        return web.json_response(exc.to_result(exc.version), status=422)
     backend = _CniBackend(_service(request), request[CALLER])
-    status, result = await handle_cni(body.model_dump(), backend)
+    status, result = await handle_cni(call, backend)
     if status == 0:
         return web.json_response(result)  # the CNI result itself (null for DEL/CHECK/GC)
     # The plugin prints a CNI error object from any non-200 body carrying ``code`` and ``msg``.
@@ -366,6 +385,7 @@ ROUTES: list[Route] = [
         schemas.ConnectIn,
         schemas.EndpointOut,
         201,
+        responses=((200, "a retry: the endpoint already connected so", schemas.EndpointOut),),
     ),
     Route(
         "POST",
@@ -382,6 +402,16 @@ ROUTES: list[Route] = [
         query=(("name", True), ("network", False)),
     ),
     Route("GET", "/v1/firewall", firewall_show, "The live ruleset of netd's firewall"),
+    Route(
+        "GET",
+        "/v1/audit",
+        get_audit,
+        "The daemon's audit trail (root and policy.admins); follow=1 streams NDJSON",
+        None,
+        AuditPage,
+        query=(("since", False), ("limit", False), ("follow", False)),
+        query_schemas=AUDIT_QUERY,
+    ),
     Route(
         "POST",
         "/v1/cni",
@@ -412,6 +442,9 @@ def make_app(
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     document = build_openapi(ROUTES, __version__)
+    # The drivers are the daemon's, not the code's: the document lists exactly those.
+    create = document["paths"]["/v1/networks"]["post"]["requestBody"]["content"]
+    create["application/json"]["schema"]["properties"]["driver"]["enum"] = sorted(service.drivers)
 
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(document)

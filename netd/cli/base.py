@@ -110,6 +110,13 @@ def cli(ctx: click.Context, socket: str | None) -> None:
 @click.option("--firewall-backend", type=click.Choice(["auto", "nftables", "iptables", "none"]))
 @click.option("--managed-netns", help="refuse to start unless in this network namespace")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--socket",
+    "daemon_socket",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="API socket to serve (default: netd --socket / NETD_SOCKET, else the config's socket, "
+    f"else {DEFAULT_SOCKET})",
+)
 @click.pass_obj
 def daemon(
     obj: Ctx,
@@ -118,13 +125,17 @@ def daemon(
     firewall_backend: str | None,
     managed_netns: str | None,
     log_level: str | None,
+    daemon_socket: Path | None,
 ) -> None:
     """Run the daemon in the foreground (root; logs to stderr)."""
     from ..config import load_config
     from ..daemon import run
     from ..errors import ConfigError
 
-    sock = obj.socket if obj.socket != str(DEFAULT_SOCKET) else None
+    # `netd daemon --socket P` and `netd --socket P daemon` mean the same; the former wins.
+    sock: str | Path | None = daemon_socket or (
+        obj.socket if obj.socket != str(DEFAULT_SOCKET) else None
+    )
     try:
         cfg = load_config(
             config,
@@ -148,14 +159,17 @@ def daemon(
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.pass_obj
 def status(obj: Ctx, fmt: str) -> None:
-    """Summarise the daemon's health."""
+    """Summarise the daemon's health; exits 1 when it is not ready (``reason`` says why)."""
     data = obj.call("GET", "/v1/status")
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
-        return
-    for key in ("version", "ready", "pid", "networks", "endpoints", "firewall"):
-        click.echo(f"{key + ':':<11}{data.get(key)}")
-    from ..reap_report import status_lines
+    else:
+        for key in ("version", "ready", "reason", "pid", "networks", "endpoints", "firewall"):
+            if key in data:
+                click.echo(f"{key + ':':<11}{data[key]}")
+        from ..reap_report import status_lines
 
-    for line in status_lines(data):
-        click.echo(line)
+        for line in status_lines(data):
+            click.echo(line)
+    if not data.get("ready"):
+        sys.exit(1)

@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field, replace
 
+from ..drivers.ipam import is_ipam_only
 from ..errors import AddressExhausted, Conflict, InvalidInput, KernelError, NotFound, Unavailable
 from ..model import AttachRequest, Endpoint, Network, NetworkSpec, Subnet
 from ..names import bridge_name, host_veth_name
@@ -75,6 +76,7 @@ class FakeCniBackend:
             subnets=tuple(subnets),
             ipv6=any(s.version == 6 for s in subnets),
             internal=spec.internal,
+            dns_enabled=spec.options.get("dns", "true") != "false",
             options=dict(spec.options),
             labels=dict(spec.labels),
         )
@@ -197,12 +199,16 @@ class FakeCniBackend:
             raise Unavailable("netd is starting; try again")
 
     def dns_for(self, network: Network) -> dict[str, list[str]]:
-        """The first gateway as nameserver, ``<network>.netd`` as search domain."""
+        """The first gateway as nameserver, ``<network>.netd`` as search domain (DNS on)."""
+        if not network.dns_enabled:
+            return {"nameservers": [], "search": []}
         servers = [str(s.gateway) for s in network.subnets[:1] if s.gateway]
         return {"nameservers": servers, "search": [f"{network.name}.netd"]}
 
     def bridge_for(self, network: Network) -> str:
-        """Option ``bridge`` or the deterministic default."""
+        """Option ``bridge`` or the deterministic default ("" for an IPAM-only network)."""
+        if is_ipam_only(network):
+            return ""
         return network.options.get("bridge") or bridge_name(network.id)
 
     def check_netns(self, path: str) -> None:

@@ -26,6 +26,7 @@ from typing import Literal
 
 from ..errors import InvalidInput, NetdError
 from ..names import check_network_name
+from . import spec
 from .spec import SUPPORTED_VERSIONS
 
 Client = Literal["auto", "c", "python"]
@@ -68,6 +69,18 @@ def _c_string(value: str, field: str) -> str:
     return f'"{value}"'
 
 
+def client_limits() -> dict[str, int]:
+    """The limits compiled into the C client, from ``netd.cni.spec`` (the Python plugin's)."""
+    return {
+        "MAX_CONFIG": spec.MAX_CONFIG_BYTES,
+        "MAX_DEPTH": spec.MAX_JSON_DEPTH,
+        "MAX_CONTAINER_ID": spec.MAX_CONTAINER_ID,
+        "MAX_IFNAME": spec.MAX_IFNAME,
+        "MAX_NETNS": spec.MAX_NETNS,
+        "MAX_ENV_TEXT": spec.MAX_ENV_TEXT,
+    }
+
+
 def build_client(target: Path, python: str | None = None, root: Path | None = None) -> None:
     """Compile ``client.c`` into ``target`` (an executable); NetdError when the build fails."""
     cc = compiler()
@@ -85,6 +98,7 @@ def build_client(target: Path, python: str | None = None, root: Path | None = No
         # A Python string literal inside the C string: sys.path.insert(0, "<root>").
         f'-DNETD_ROOT="\\"{_c_string(str(root), "root")[1:-1]}\\""',
         f"-DNETD_VERSIONS={versions}",
+        *(f"-DNETD_{name}={value}" for name, value in client_limits().items()),
         "-o",
         str(target),
         str(CLIENT_SOURCE),

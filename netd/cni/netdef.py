@@ -5,6 +5,11 @@ config may define it in host-local style (``ipam.ranges`` or ``ipam.subnet``/``r
 ``rangeEnd``/``gateway``) plus ``internal``, ``mtu`` and ``bridge``; the daemon then creates it.
 When it exists, every key the config states must agree with it, or ADD fails with code 7
 naming each difference. Pure: no I/O; subnet rules proper (overlaps, pools) stay in netd.ipam.
+
+In IPAM-only mode (another main plugin names ``"ipam": {"type": "netd"}``) the network is
+created with the ``ipam`` driver, which makes no kernel object; a network of the other kind is a
+conflict either way (netd's bridge beside the main plugin's, with the same gateway address, or
+netd as the main plugin on a network it has no bridge for).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from ..drivers.ipam import IPAM_DRIVER, is_ipam_only
 from ..model import Network, NetworkSpec, SubnetRequest
 from . import spec
 from .config import invalid
@@ -29,6 +35,7 @@ class NetDefinition:
     internal: bool | None = None
     mtu: int | None = None
     bridge: str | None = None
+    ipam_only: bool = False
 
     @property
     def defines(self) -> bool:
@@ -137,7 +144,7 @@ def parse_definition(config: dict[str, Any], ipam_only: bool) -> NetDefinition:
             'omit ipam.type or set it to "netd"',
         )
     if ipam_only:  # the main plugin owns the link: only addressing is netd's business
-        return NetDefinition(subnets=_ranges(ipam))
+        return NetDefinition(subnets=_ranges(ipam), ipam_only=True)
     internal = config.get("internal")
     if internal is not None and not isinstance(internal, bool):
         raise invalid(spec.INVALID_CONFIG, "internal", internal, "must be true or false")
@@ -183,13 +190,15 @@ def parse_routes(config: dict[str, Any], ipam_only: bool) -> tuple[Route, ...]:
 def to_spec(name: str, definition: NetDefinition) -> NetworkSpec:
     """The NetworkSpec that creates the network the config defines."""
     versions = {ipaddress.ip_network(s.subnet or "").version for s in definition.subnets}
-    options: dict[str, str] = {}
+    # IPAM-only: netd has no address of its own on the network to serve DNS from.
+    options: dict[str, str] = {"dns": "false"} if definition.ipam_only else {}
     if definition.mtu is not None:
         options["mtu"] = str(definition.mtu)
     if definition.bridge is not None:
         options["bridge"] = definition.bridge
     return NetworkSpec(
         name=name,
+        driver=IPAM_DRIVER if definition.ipam_only else "bridge",
         subnets=definition.subnets,
         ipv4=4 in versions or not versions,
         ipv6=6 in versions,
@@ -202,6 +211,15 @@ def to_spec(name: str, definition: NetDefinition) -> NetworkSpec:
 def conflicts(network: Network, definition: NetDefinition, bridge: str) -> list[str]:
     """Every way ``definition`` disagrees with the existing ``network`` (empty: it agrees)."""
     problems = []
+    if definition.ipam_only != is_ipam_only(network):
+        problems.append(
+            f"mode: netd as the IPAM plugin of another main plugin in the config, a bridge "
+            f"network with netd's own bridge {bridge} in netd (use a network created for IPAM "
+            "only: `netd network create --driver ipam`, or let the config define it)"
+            if definition.ipam_only
+            else "mode: netd as the main plugin in the config, an IPAM-only network (driver "
+            "ipam, no bridge) in netd"
+        )
     if definition.subnets:
         have = {str(s.subnet): s for s in network.subnets}
         want = {str(ipaddress.ip_network(s.subnet or "")): s for s in definition.subnets}

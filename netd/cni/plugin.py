@@ -7,6 +7,11 @@ other verb as one ``POST /v1/cni`` on the daemon's Unix socket. All CNI semantic
 negotiation, config parsing, results) live in the daemon (``netd.cni.handler``), so the plugin
 and the daemon can never disagree about them.
 
+The request is built so that stdin can only ever be the ``config`` value: stdin must be exactly
+one strict JSON object (``netd.cni.strict``: no trailing bytes, no duplicated keys, no NaN, no
+BOM, at most 64 levels deep, at most 512 KiB), and only then are its bytes put in place of
+``config``. The daemon's answer is checked before anything is printed (``netd.cni.answer``).
+
 Socket: the config key ``socket`` > the environment variable ``NETD_SOCKET`` >
 ``/run/netd/netd.sock``. A DEL that finds no daemon listening there is recorded in the daemon's
 spool (``netd.cni.spool``) and succeeds; the daemon replays it before it serves again.
@@ -18,36 +23,31 @@ import json
 import os
 import sys
 
-from . import spec
+from . import answer, spec, strict
+from .environment import check_env
+from .transport import TIMEOUT, build_request, exchange
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections.abc cost start-up time; annotations are strings
     from collections.abc import Mapping
     from typing import IO, Any
 
-TIMEOUT = 60.0  # seconds of daemon silence; an ADD may queue behind others under load
-
-# Which environment variables each verb needs (SPEC.md "Parameters"). CNI_PATH is required by
-# the spec for the runtime to set, but netd never execs another plugin, so it is not enforced.
-REQUIRED_ENV = {
-    "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
-    "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"),
-    "DEL": ("CNI_CONTAINERID", "CNI_IFNAME"),
-    "GC": (),
-    "STATUS": (),
-    "VERSION": (),
-}
-
 
 def read_config(raw: bytes, command: str) -> dict[str, Any]:
-    """Decode the stdin config; CniError(6) when it is not a JSON object."""
-    if not raw.strip():
+    """Decode the stdin config: CniError(7) when too large, 6 when not one strict JSON object."""
+    if len(raw) > spec.MAX_CONFIG_BYTES:
+        raise spec.CniError(
+            spec.INVALID_CONFIG,
+            f"CNI {command}: the network config on stdin is larger than "
+            f"{spec.MAX_CONFIG_BYTES} bytes",
+        )
+    if not raw.strip(strict.WHITESPACE):
         if command == "VERSION":
             return {}
         raise spec.CniError(spec.DECODE_FAILURE, f"CNI {command}: no network config on stdin")
     try:
-        config = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # deep nesting (`{"a":{"a":...`): found by fuzzing
+        config = strict.loads(raw, spec.MAX_JSON_DEPTH)
+    except strict.StrictJSONError as exc:
         raise spec.CniError(
             spec.DECODE_FAILURE, f"CNI {command}: decoding the config on stdin: {exc}"
         ) from exc
@@ -58,27 +58,6 @@ def read_config(raw: bytes, command: str) -> dict[str, Any]:
             f"not {type(config).__name__}",
         )
     return config
-
-
-def check_env(env: Mapping[str, str]) -> str:
-    """The command, after checking the variables it needs are set; CniError(4) otherwise."""
-    command = env.get("CNI_COMMAND", "")
-    if not command:
-        raise spec.CniError(
-            spec.INVALID_ENVIRONMENT, "required env variable CNI_COMMAND is missing"
-        )
-    if command not in REQUIRED_ENV:
-        raise spec.CniError(
-            spec.INVALID_ENVIRONMENT,
-            f"unknown CNI_COMMAND {command!r}; expected one of {', '.join(spec.COMMANDS)}",
-        )
-    missing = [name for name in REQUIRED_ENV[command] if not env.get(name)]
-    if missing:
-        raise spec.CniError(
-            spec.INVALID_ENVIRONMENT,
-            f"CNI {command}: required env variables missing: {', '.join(missing)}",
-        )
-    return command
 
 
 def socket_path(config: dict[str, Any], env: Mapping[str, str]) -> str:
@@ -94,16 +73,6 @@ def socket_path(config: dict[str, Any], env: Mapping[str, str]) -> str:
     from .wire import DEFAULT_SOCKET
 
     return env.get("NETD_SOCKET") or DEFAULT_SOCKET
-
-
-def _answer_error(status: int, body: Any) -> spec.CniError:
-    """Turn a non-200 answer into the CniError to print."""
-    if isinstance(body, dict) and isinstance(body.get("code"), int) and "msg" in body:
-        return spec.CniError(body["code"], str(body["msg"]), str(body.get("details") or ""))
-    error = body.get("error") if isinstance(body, dict) else None
-    message = error.get("message") if isinstance(error, dict) else None
-    code = {403: spec.PERMISSION_DENIED, 503: spec.TRY_AGAIN_LATER}.get(status, spec.INTERNAL)
-    return spec.CniError(code, f"netd daemon answered HTTP {status}: {message or body!r}")
 
 
 def unreachable_error(command: str, path: str, exc: OSError, timeout: float) -> spec.CniError:
@@ -123,15 +92,15 @@ def unreachable_error(command: str, path: str, exc: OSError, timeout: float) -> 
 
 def _print_error(err: spec.CniError, config: bytes, out: IO[bytes]) -> int:
     try:
-        parsed: Any = json.loads(config)
-    except (ValueError, RecursionError):
+        parsed: Any = strict.loads(config, spec.MAX_JSON_DEPTH)
+    except ValueError:
         parsed = {}
     out.write(json.dumps(err.to_result(spec.reply_version(parsed))).encode() + b"\n")
     return 1
 
 
 def build_call(command: str, config: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """The body of ``POST /v1/cni`` for one invocation."""
+    """The call ``POST /v1/cni`` carries, as a dict (what the DEL spool records)."""
     return {
         "command": command,
         "containerId": env.get("CNI_CONTAINERID", ""),
@@ -174,6 +143,19 @@ def spool_del(
     return None
 
 
+def encode_call(command: str, stdin: bytes, env: Mapping[str, str]) -> bytes:
+    """The body of ``POST /v1/cni``: the environment as JSON strings, then stdin as ``config``.
+
+    ``stdin`` must have passed :func:`read_config`: exactly one strict JSON object, so its bytes
+    (the runtime's, unchanged, as the compiled client sends them) end where ``config`` ends and
+    cannot add or repeat a key of the call around it.
+    """
+    call = build_call(command, {}, env)
+    del call["config"]
+    head = json.dumps(call, separators=(",", ":")).encode()
+    return head[:-1] + b',"config":' + stdin.strip(strict.WHITESPACE) + b"}"
+
+
 def report_unreachable(
     command: str,
     config: bytes,
@@ -182,9 +164,7 @@ def report_unreachable(
     out: IO[bytes],
     env: Mapping[str, str] | None = None,
 ) -> int:
-    """Fast path's rare case: spool a DEL, or print the unreachable-daemon error; exit code."""
-    from .fast import TIMEOUT
-
+    """The compiled client's rare case: spool a DEL, or print the unreachable-daemon error."""
     if command == "DEL":
         try:
             parsed = read_config(config, command)
@@ -196,43 +176,43 @@ def report_unreachable(
 
 
 def report_answer(
-    command: str, config: bytes, answer: tuple[int, bytes] | None, out: IO[bytes]
+    command: str, config: bytes, raw: bytes, out: IO[str], env: Mapping[str, str]
 ) -> int:
-    """Fast path's rare case: an answer that is not 200/422 (or not plain HTTP); exit code."""
+    """The compiled client's rare case: an answer it would not print itself; the exit code.
+
+    The answer is judged exactly as :func:`run` judges one (``netd.cni.answer``), so the request
+    is never sent twice and both clients print the same thing.
+    """
+    result: Any = None
+    parsed: dict[str, Any] = {}
     try:
-        read_config(config, command)  # the daemon refused stdin that is not JSON: code 6
-    except spec.CniError as decode_error:
-        return _print_error(decode_error, config, out)
-    if answer is None:
-        not_http = spec.CniError(spec.INTERNAL, f"CNI {command}: the daemon's answer is not HTTP")
-        return _print_error(not_http, config, out)
-    status, body = answer
-    try:
-        parsed: Any = json.loads(body) if body.strip() else None
-    except (ValueError, RecursionError):
-        parsed = body[:200].decode("utf-8", "replace")
-    return _print_error(_answer_error(status, parsed), config, out)
+        parsed = read_config(config, command)
+        version = spec.reply_version(parsed)
+        result = answer.interpret(command, version, socket_path(parsed, env), raw)
+    except spec.CniError as exc:
+        out.write(json.dumps(exc.to_result(spec.reply_version(parsed))) + "\n")
+        return 1
+    if result is not None:
+        out.write(json.dumps(result) + "\n")
+    return 0
 
 
-def forward(command: str, config: dict[str, Any], env: Mapping[str, str], timeout: float) -> Any:
+def forward(
+    command: str, config: dict[str, Any], stdin: bytes, env: Mapping[str, str], timeout: float
+) -> Any:
     """POST the call to the daemon; the result (None for verbs without output) or CniError."""
-    # Imported here so that VERSION, which Podman asks of every plugin, does not pay for it.
-    from .wire import request_json
-
     path = socket_path(config, env)
-    call = build_call(command, config, env)
+    request = build_request("/v1/cni", encode_call(command, stdin, env))
     try:
-        status, body = request_json(path, "POST", "/v1/cni", call, timeout=timeout)
+        raw = exchange(path, request, timeout)
     except OSError as exc:
-        error = spool_del(call, path, exc, timeout) if command == "DEL" else None
-        if command == "DEL" and error is None:
-            return None  # recorded for replay: DEL succeeds
+        error = None
+        if command == "DEL":
+            error = spool_del(build_call(command, config, env), path, exc, timeout)
+            if error is None:
+                return None  # recorded for replay: DEL succeeds
         raise error or unreachable_error(command, path, exc, timeout) from exc
-    except ValueError as exc:
-        raise spec.CniError(spec.INTERNAL, f"netd daemon at {path}: {exc}") from exc
-    if status != 200:
-        raise _answer_error(status, body)
-    return body or None
+    return answer.interpret(command, spec.reply_version(config), path, raw)
 
 
 def run(env: Mapping[str, str], stdin: bytes, stdout: IO[str], timeout: float = TIMEOUT) -> int:
@@ -244,18 +224,30 @@ def run(env: Mapping[str, str], stdin: bytes, stdout: IO[str], timeout: float = 
         if command == "VERSION":
             result: Any = spec.version_result(config)
         else:
-            result = forward(command, config, env, timeout)
+            result = forward(command, config, stdin, env, timeout)
     except spec.CniError as exc:
-        stdout.write(json.dumps(exc.to_result(spec.reply_version(config))) + "\n")
+        stdout.write(json.dumps(exc.to_result(_reply_version(config, stdin))) + "\n")
         return 1
     if result is not None:
         stdout.write(json.dumps(result) + "\n")
     return 0
 
 
+def _reply_version(config: dict[str, Any], stdin: bytes) -> str:
+    """The version to answer an error in: the config's, even when the error came before it."""
+    if not config and len(stdin) <= spec.MAX_CONFIG_BYTES:
+        try:  # contextlib.suppress would cost the plugin ~7 ms of imports
+            config = strict.loads(stdin, spec.MAX_JSON_DEPTH)
+        except ValueError:
+            config = {}
+    return spec.reply_version(config)
+
+
 def main() -> None:
     """Entry point of the ``netd`` CNI plugin executable."""
-    code = run(os.environ, sys.stdin.buffer.read(), sys.stdout)
+    from .fast import read_stdin
+
+    code = run(os.environ, read_stdin(), sys.stdout)
     sys.stdout.flush()
     sys.exit(code)
 

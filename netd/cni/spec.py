@@ -43,6 +43,17 @@ INTERNAL = 999
 # The verbs the daemon serves; VERSION is answered by the plugin itself.
 COMMANDS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
 
+# --- limits both plugin clients enforce before sending (client.c gets them from install.py) ---
+# A config and the environment must fit the daemon's default 1 MiB body limit with room to
+# spare; real configs are a few KiB. Larger is code 7.
+MAX_CONFIG_BYTES = 512 * 1024
+# Objects/arrays nested deeper than this are code 6; real configs nest about 6 levels.
+MAX_JSON_DEPTH = 64
+MAX_CONTAINER_ID = 256  # bytes; as netd.names.MAX_CONTAINER_ID
+MAX_IFNAME = 15  # IFNAMSIZ (16, linux/if.h) without the NUL
+MAX_NETNS = 4096  # PATH_MAX (linux/limits.h)
+MAX_ENV_TEXT = 8192  # CNI_ARGS and CNI_PATH, bytes
+
 
 class CniError(Exception):
     """A failure to report to the runtime as the spec's error object."""

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import socket
 
+from .transport import parse_answer
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here anyway
     from typing import Any
@@ -21,44 +23,6 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here an
 DEFAULT_SOCKET = "/run/netd/netd.sock"
 DEFAULT_TIMEOUT = 60.0
 MAX_ANSWER = 64 * 1024 * 1024  # a runaway answer must not eat the plugin's memory
-
-
-def _dechunk(data: bytes) -> bytes:
-    """Decode a ``Transfer-Encoding: chunked`` body (RFC 9112 §7.1)."""
-    out: list[bytes] = []
-    while True:
-        size_line, sep, data = data.partition(b"\r\n")
-        if not sep:
-            raise ConnectionError("truncated chunked HTTP answer")
-        size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
-        if size == 0:
-            return b"".join(out)
-        if len(data) < size + 2:
-            raise ConnectionError("truncated chunked HTTP answer")
-        out.append(data[:size])
-        data = data[size + 2 :]
-
-
-def _parse_answer(raw: bytes) -> tuple[int, bytes]:
-    head, sep, rest = raw.partition(b"\r\n\r\n")
-    if not sep:
-        raise ConnectionError("the daemon closed the connection before a full HTTP answer")
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-        raise ConnectionError(f"not an HTTP answer: {lines[0][:80]!r}")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-        return int(parts[1]), _dechunk(rest)
-    length = headers.get(b"content-length")
-    if length is not None:
-        if len(rest) < int(length):
-            raise ConnectionError("truncated HTTP answer")
-        rest = rest[: int(length)]
-    return int(parts[1]), rest
 
 
 def request_json(
@@ -92,7 +56,7 @@ def request_json(
             if received > MAX_ANSWER:
                 raise ConnectionError(f"{method} {path}: answer larger than {MAX_ANSWER} bytes")
             chunks.append(chunk)
-    status, raw = _parse_answer(b"".join(chunks))
+    status, raw = parse_answer(b"".join(chunks))
     if not raw.strip():
         return status, None
     try:

@@ -1,8 +1,9 @@
 """Network drivers: the kernel plumbing of each network type, chosen by name.
 
-``get_driver("bridge")`` is the Linux bridge + veth driver; ``get_driver("null")`` touches
-nothing (see :mod:`netd.drivers.null`). The Protocol every driver implements is in
-:mod:`netd.drivers.base`.
+``get_driver("bridge")`` is the Linux bridge + veth driver; ``get_driver("ipam")`` makes no
+kernel object (IPAM-only networks, :mod:`netd.drivers.ipam`); ``get_driver("null")`` touches
+nothing and records its calls (see :mod:`netd.drivers.null`). The Protocol every driver
+implements is in :mod:`netd.drivers.base`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from .base import Driver, EndpointStatus
 
 log = logging.getLogger(__name__)
 
-DRIVERS = ("bridge", "null")
+DRIVERS = ("bridge", "ipam", "null")
 
 __all__ = ["DRIVERS", "Driver", "EndpointStatus", "get_driver"]
 
@@ -30,6 +31,11 @@ def get_driver(name: str, *, allow_initial_netns: bool = False) -> Driver:
 
         log.info("network driver: bridge")
         return BridgeDriver(allow_initial_netns=allow_initial_netns)
+    if name == "ipam":
+        from .ipam import IpamOnlyDriver
+
+        log.info("network driver: ipam (addresses only)")
+        return IpamOnlyDriver()
     if name == "null":
         from .null import NullDriver
 

@@ -2,7 +2,10 @@
 
 ensure_network makes the bridge (name from option ``bridge`` or ``names.bridge_name``, ifalias
 ``names.bridge_tag``), puts the gateway addresses on it and turns on forwarding in the daemon's
-namespace. setup_endpoint creates a veth pair whose container end is born inside the container's
+namespace; a bridge it has to re-create (deleted behind netd's back) gets the network's tagged
+host veths back as ports.
+
+setup_endpoint creates a veth pair whose container end is born inside the container's
 namespace (IFLA_NET_NS_FD: ~3 ms instead of ~27 ms for create-then-move), enslaves the host end
 (hairpin on, IPv6 off on the host end), then addresses, links up and default routes inside the
 container; an IPv4-only interface gets no IPv6 link-local address. Every step is a
@@ -43,7 +46,7 @@ from ..model import Endpoint, IPAddress, Network
 from ..names import bridge_name, bridge_tag, check_ifname, endpoint_tag
 from .base import EndpointStatus
 from .bridge_options import validate_bridge_options
-from .macs import check_mac
+from .macs import bridge_mac, check_mac
 
 log = logging.getLogger(__name__)
 
@@ -170,19 +173,45 @@ class BridgeDriver:
         options = validate_bridge_options(network.options)
         with self._host() as ipr:
             mtu = int(options["mtu"]) if "mtu" in options else links.default_route_mtu(ipr)
-            link = links.ensure_bridge(ipr, name, bridge_tag(network.id), mtu)
+            existed = links.get_link(ipr, name) is not None
+            link = links.ensure_bridge(
+                ipr, name, bridge_tag(network.id), mtu, bridge_mac(network.id)
+            )
             self._bridges[name] = (int(link["index"]), mtu)
             for subnet in network.subnets:
                 if subnet.gateway is None:
                     continue
                 iface = f"{subnet.gateway}/{subnet.subnet.prefixlen}"
                 links.ensure_address(ipr, link["index"], name, ipaddress.ip_interface(iface))
+            if not existed:
+                self._reattach_ports(ipr, network, name, int(link["index"]))
         wanted = ["net.ipv4.ip_forward"]
         if network.ipv6 or any(s.version == 6 for s in network.subnets):
             wanted.append("net.ipv6.conf.all.forwarding")
         for key in wanted:
             if ensure_sysctl(key, "1", allow_initial_netns=self.allow_initial_netns):
                 self.sysctl_changes.append(f"{key}=1")
+
+    def _reattach_ports(self, ipr: IPRoute, network: Network, bridge: str, index: int) -> None:
+        """Put the network's host veths back on a re-created bridge (someone deleted it).
+
+        Deleting a bridge leaves its ports behind, detached; enslaving them again is one request
+        each, where re-plumbing every endpoint would recreate each container's interface. Best
+        effort: a port that cannot be re-attached is logged and left to the reconciler's
+        endpoint check, which re-plumbs it.
+        """
+        prefix = f"{TAG_PREFIX}{network.id[:12]}:"  # names.endpoint_tag of this network
+        for tag, ifname in links.tagged_links(ipr, prefix).items():
+            try:
+                port = links.get_link(ipr, ifname)
+                if port is None or port.get_attr("IFLA_MASTER") == index:
+                    continue
+                ipr.link("set", index=port["index"], master=index)
+                self._host_rtnl().set_bridge_port(ifname, tag, hairpin=True)
+            except (NetdError, NetlinkError, RtnlError) as exc:
+                log.warning('re-attaching "%s" to bridge "%s": %s', ifname, bridge, exc)
+                continue
+            log.info('re-attached "%s" to re-created bridge "%s"', ifname, bridge)
 
     def teardown_network(self, network: Network) -> list[str]:
         """Delete the bridge; a missing bridge is not a failure."""

@@ -8,6 +8,7 @@ EADDRNOTAVAIL, and all-zero is not an address. It does not generate MACs (see
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from ..errors import InvalidInput
@@ -27,3 +28,15 @@ def check_mac(value: object, field: str = "mac") -> str:
     if mac == "00:00:00:00:00:00":
         raise InvalidInput(field, value, "must not be all zeros")
     return mac
+
+
+def bridge_mac(network_id: str) -> str:
+    """The MAC of a network's bridge: derived from its id, so a re-created bridge has the same.
+
+    Containers keep the gateway's MAC in their neighbour tables for up to ~45 s
+    (base_reachable_time); a bridge re-created with a new MAC (after someone deleted it) would
+    be unreachable from them until then. Unicast, locally administered.
+    """
+    raw = bytearray(hashlib.sha256(f"netd-bridge:{network_id}".encode()).digest()[:6])
+    raw[0] = (raw[0] & 0xFE) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)

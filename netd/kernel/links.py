@@ -81,17 +81,18 @@ def link_kind(msg: Any) -> str | None:
     return info.get_attr("IFLA_INFO_KIND") if info is not None else None
 
 
-def ensure_bridge(ipr: IPRoute, name: str, alias: str, mtu: int) -> Any:
+def ensure_bridge(ipr: IPRoute, name: str, alias: str, mtu: int, mac: str | None = None) -> Any:
     """Create bridge ``name`` (or adopt it if it exists), set alias and MTU, bring it up.
 
-    Returns the link message. An existing link of another kind is an error, not adopted.
+    ``mac`` is the MAC a new bridge gets (default random). Returns the link message. An
+    existing link of another kind is an error, not adopted.
     """
     link = get_link(ipr, name)
     if link is None:
         try:
             # A fixed MAC stops the bridge from taking the lowest port MAC, which would change
             # (and flush neighbours) every time a container comes or goes.
-            ipr.link("add", ifname=name, kind="bridge", address=random_mac(), mtu=mtu)
+            ipr.link("add", ifname=name, kind="bridge", address=mac or random_mac(), mtu=mtu)
         except NetlinkError as exc:
             raise kernel_error(f'creating bridge "{name}"', exc) from exc
         link = get_link(ipr, name)

@@ -1,8 +1,9 @@
 """Reading the audit trail back: rotated files in order, a time filter, and a rotation-aware tail.
 
-Used by ``netd audit``, which reads the files directly (they are root-only, mode 0600), so it
-works while the daemon is down. Lines that are not JSON objects are skipped and counted (a line
-cut by a full disk must not hide the rest). It never writes.
+Used by the daemon's ``GET /v1/audit`` (``netd audit``) and by ``netd audit --file``, which
+reads the files directly (they are root-only, mode 0600) and so works while the daemon is
+down. Lines that are not JSON objects are skipped and counted (a line cut by a full disk must
+not hide the rest). It never writes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-_DURATION = re.compile(r"(\d+)([smhdw])")
+_DURATION = re.compile(r"([0-9]+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -25,9 +26,12 @@ def parse_since(value: str, *, now: datetime | None = None) -> datetime:
     """``--since``: a duration back from now (``90s``, ``10m``, ``1h30m``, ``2d``) or an RFC 3339
     / ISO 8601 timestamp (naive ones are taken as UTC). ValueError naming the value otherwise."""
     text = value.strip()
-    if re.fullmatch(r"(\d+[smhdw])+", text):
+    if re.fullmatch(r"([0-9]+[smhdw])+", text):
         seconds = sum(int(n) * _UNITS[u] for n, u in _DURATION.findall(text))
-        return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+        try:
+            return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+        except OverflowError:  # e.g. 99999999999d: before year 1
+            raise ValueError(f"--since {value!r}: too far back") from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -113,14 +117,17 @@ def follow(
     poll: float = 0.2,
     stop: Callable[[], bool] = lambda: False,
     stats: ReadStats | None = None,
+    opened: Callable[[], None] = lambda: None,
 ) -> Iterator[dict[str, Any]]:
     """Records appended to ``path`` from now on, surviving rotation (until ``stop()``).
 
     Rotation is noticed when ``path`` names another inode or shrinks: what is left in the old
-    file is read first, then the new file from its start.
+    file is read first, then the new file from its start. ``opened()`` is called once "now" is
+    fixed (the file opened at its end), so a caller can read the past after it without a gap.
     """
     stats = stats if stats is not None else ReadStats()
     fh = _open_at_end(path)
+    opened()
     pending = b""
     while not stop():
         chunk = fh.read() if fh is not None else b""

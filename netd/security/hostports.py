@@ -26,7 +26,7 @@ import ipaddress
 import logging
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,10 +146,20 @@ def describe_mapping(mapping: PortMapping) -> str:
     return f"{ip}{mapping.host_port}/{mapping.protocol}"
 
 
-def check_ports_free(ports: Iterable[PortMapping], sockets: Sequence[HostSocket]) -> None:
-    """Conflict naming the first publication a host socket already holds the port of."""
+def check_ports_free(
+    ports: Iterable[PortMapping],
+    sockets: Sequence[HostSocket],
+    exempt: Collection[tuple[IPAddress, int]] = (),
+) -> None:
+    """Conflict naming the first publication a host socket already holds the port of.
+
+    Sockets at an ``exempt`` (address, port) are left out: netd's own DNS on its gateways,
+    which the firewall never DNATs (so a published port 53 cannot take its traffic).
+    """
     by_port: dict[tuple[str, int], list[HostSocket]] = {}
     for sock in sockets:
+        if (_unmapped(sock.address), sock.port) in exempt:
+            continue
         by_port.setdefault((sock.protocol, sock.port), []).append(sock)
     for i, mapping in enumerate(ports):
         for sock in by_port.get((mapping.protocol, mapping.host_port), ()):
@@ -164,7 +174,9 @@ def check_ports_free(ports: Iterable[PortMapping], sockets: Sequence[HostSocket]
                 )
 
 
-def refuse_ports_in_use(ports: Sequence[PortMapping]) -> None:
+def refuse_ports_in_use(
+    ports: Sequence[PortMapping], exempt: Collection[tuple[IPAddress, int]] = ()
+) -> None:
     """The service's publish check: Conflict if a socket of this namespace holds a port."""
     if ports:
-        check_ports_free(ports, host_sockets())
+        check_ports_free(ports, host_sockets(), exempt)

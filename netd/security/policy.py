@@ -12,6 +12,8 @@ read from /proc by ``procinfo``), never anything the request claims. Three roles
   their own networks, the daemon status, DNS lookups and the OpenAPI document.
 - everyone else: ``policy.others = "read"`` (GET only, the default) or ``"none"``.
 
+The audit trail (``GET /v1/audit``) is an exception among reads: admins only.
+
 Reads are GET/HEAD requests, plus the CNI verbs VERSION and STATUS on ``POST /v1/cni`` (they
 change nothing and reveal nothing about containers). Every other method is a mutation, and so are
 the CNI verbs ADD, DEL, GC and also CHECK: CHECK changes no state, but it makes the daemon open a
@@ -41,6 +43,9 @@ Role = Literal["admin", "manager", "owner", "other", "unknown"]
 READ_METHODS = frozenset({"GET", "HEAD"})
 CNI_ROUTE = "/v1/cni"
 CNI_READ_COMMANDS = frozenset({"VERSION", "STATUS"})
+# Reads only root and policy.admins may make: the audit trail holds every caller's command line
+# (its files are mode 0600 for the same reason).
+ADMIN_READ_ROUTES = frozenset({"/v1/audit"})
 # Mutations a manage-group member may make: networks, their endpoints, and CNI calls.
 MANAGE_PREFIXES = ("/v1/networks", CNI_ROUTE)
 GROUP_TTL = 10.0
@@ -222,6 +227,8 @@ class Policy:
         role, why = self.role(caller)
         if role == "admin":
             return Decision(True, why, role)
+        if route in ADMIN_READ_ROUTES:
+            return Decision(False, f"{why}; only root and policy.admins may read {route}", role)
         if role == "owner":
             return self._owner(why, method, route, mutation)
         if not mutation:

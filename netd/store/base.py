@@ -11,12 +11,14 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..model import Endpoint, IPAddress, Network
+from .health import HealthReport, StoreHealth
 
 
 class Store(Protocol):
     """Durable home of networks, endpoints and their address allocations."""
 
     fresh: bool  # True if opening the store created it (nothing was there before)
+    health: StoreHealth  # the outcome of the latest write (netd.store.health)
 
     def list_networks(self) -> list[Network]:
         """All networks, ordered by creation time."""
@@ -49,6 +51,10 @@ class Store(Protocol):
 
     def get_cursors(self, network_id: str) -> dict[str, IPAddress]:
         """The IPAM cursors of a network (subnet string → last address handed out)."""
+        ...
+
+    def probe(self) -> HealthReport:
+        """Make a small durable write now and return :attr:`health` (it records the outcome)."""
         ...
 
     def close(self) -> None:

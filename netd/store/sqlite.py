@@ -37,6 +37,7 @@ from ..model import (
     network_from_json,
     to_json,
 )
+from .health import HealthReport, StoreHealth
 from .sqlite_file import open_connection
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class SqliteStore:
         # Whether this open created the database: a daemon that finds netd's objects in the
         # kernel but a brand-new database must not take them for orphans (the db was lost).
         self.fresh = not path.exists()
+        self.health = StoreHealth()
         self._conn, self.schema_version = open_connection(path, busy_timeout)
 
     def __enter__(self) -> SqliteStore:
@@ -119,17 +121,24 @@ class SqliteStore:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
+                faults.point("store.write")  # "=eio@*": every write fails as on a failing disk
                 conn.execute("COMMIT")
             except sqlite3.IntegrityError as e:
                 # The schema's own guarantee caught what the explicit checks did not.
                 self._rollback()
                 raise Conflict(f"{doing}: {e}") from e
-            except sqlite3.Error as e:
+            except (sqlite3.Error, OSError) as e:
+                # The disk's fault (full, EIO, read-only), not the request's: the status says so.
                 self._rollback()
-                raise StoreError(f"sqlite error while {doing} in {self.path}: {e}") from e
+                reason = f"{e.strerror} (errno {e.errno})" if isinstance(e, OSError) else str(e)
+                # Only the path and the engine's words: the status is shown to every caller.
+                self.health.failed(f"{self.path}: {reason}")
+                raise StoreError(f"sqlite error while {doing} in {self.path}: {reason}") from e
             except BaseException:
                 self._rollback()
                 raise
+            else:
+                self.health.succeeded()
             finally:
                 if not fsync:
                     conn.execute("PRAGMA synchronous = FULL")
@@ -307,6 +316,18 @@ class SqliteStore:
             subnet: self._load(f"cursor {subnet} of network {network_id}", _address, address)
             for subnet, address in rows
         }
+
+    def probe(self) -> HealthReport:
+        """Whether the store can write now: commit the smallest durable change SQLite makes.
+
+        Rewriting the schema version with its own value dirties the header page, so the commit
+        appends a frame to the WAL and syncs it (``synchronous=FULL``): a full, failing or
+        read-only disk refuses it exactly as it would refuse a record. Nothing visible changes.
+        """
+        with suppress(StoreError), self._write("probing whether the store can write") as conn:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            conn.execute(f"PRAGMA user_version = {version}")
+        return self.health.report()
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL); later calls raise StoreError."""

@@ -9,7 +9,10 @@ from netns_fixtures.daemon import Daemon
 
 
 def test_inspect_shows_live_plumbing_and_what_broke(host: Namespace, sandbox: Sandbox) -> None:
-    d = Daemon(host, firewall="nftables").start()
+    d = Daemon(host, firewall="nftables")
+    # No self-repair (periodic or from link events): the test breaks things to see them shown.
+    d.config_path().write_text("reconcile_interval = 0\n")
+    d.start()
     try:
         d.cli("network", "create", "app", "--subnet", "10.141.0.0/24")
         web = sandbox.add_ns("web")

@@ -71,8 +71,8 @@ def test_repairs_address_veth_and_bridge(
     assert not c1.ping(GATEWAY, timeout=1)
     took = [wait_for("address deleted in the container", healthy(c1, ep1))]
 
+    # (The link-event watcher may repair it before the next line runs: no "broken" assertion.)
     host.run("ip", "link", "del", str(ep1["host_ifname"]))
-    assert "eth0" not in c1.links()
     took.append(wait_for("host veth deleted", healthy(c1, ep1)))
 
     _, nets = d.request("GET", "/v1/networks")

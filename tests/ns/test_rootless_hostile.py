@@ -260,13 +260,14 @@ def test_published_ports_are_bounded_per_request_and_per_owner(rl: Rootless) -> 
     }
     assert addresses(pid) == []
     assert attach(rl, ALICE, "a-net", pid, "a1", publish=ports(20000, 4))[0] == 201
-    status, err = attach(rl, ALICE, "a-net", pid, "a2", ifname="eth1", publish=ports(20010, 3))
+    pid2 = rl.user_netns(ALICE)  # one connect per namespace and network (Docker's rule)
+    status, err = attach(rl, ALICE, "a-net", pid2, "a2", ifname="eth1", publish=ports(20010, 3))
     assert status == 403, err
     assert err["error"]["message"] == (
         "publishing 3 ports for container 'a2': uid 4242 holds 4 published ports; quota "
         "policy.rootless_max_ports is 6"
     )
-    assert attach(rl, ALICE, "a-net", pid, "a2", ifname="eth1", publish=ports(20010, 2))[0] == 201
+    assert attach(rl, ALICE, "a-net", pid2, "a2", ifname="eth1", publish=ports(20010, 2))[0] == 201
     ruleset = rl.host.run("nft", "-j", "list", "table", "inet", "netd")
     assert "20012" not in ruleset and "20011" in ruleset
     # the quota is per owner: Bob has his own, and root is not bounded
@@ -342,7 +343,8 @@ def test_owners_cannot_point_dns_forwarding_into_the_host(rl: Rootless, host: Na
     # an ordinary upstream, or a resolver container on her own network, is fine
     assert attach(rl, ALICE, "a-net", pid, "a1", dns_servers=["10.1.2.4:5353"])[0] == 201
     own = gateway.rsplit(".", 1)[0] + ".53"
-    assert attach(rl, ALICE, "a-net", pid, "a2", ifname="eth1", dns_servers=[own])[0] == 201
+    pid2 = rl.user_netns(ALICE)  # one connect per namespace and network
+    assert attach(rl, ALICE, "a-net", pid2, "a2", ifname="eth1", dns_servers=[own])[0] == 201
     # root may name the host's loopback explicitly
     status, net = rl.daemon.request(
         "POST", "/v1/networks", {"name": "r-net", "options": {"dns_servers": "127.0.0.1"}}
@@ -411,7 +413,7 @@ def test_port_conflicts_name_no_other_users_container(rl: Rootless) -> None:
         rl,
         ALICE,
         "a-net",
-        a_pid,
+        rl.user_netns(ALICE),  # another namespace: one connect per namespace and network
         "a4",
         ifname="eth3",
         publish=[{"host_port": 18081, "container_port": 80}],

@@ -391,3 +391,16 @@ def test_follow_survives_rotation(tmp_path: Path) -> None:
     stop.set()
     t.join(5)
     assert seen == [f"net{n}" for n in range(10)]
+
+
+def test_since_refuses_what_it_cannot_represent() -> None:
+    # Found by the API fuzzer: a huge duration overflowed timedelta (a 500), and Unicode digits
+    # passed the syntax check.
+    from netd.api.audit_route import LIMIT_SYNTAX
+    from netd.security.audit_reader import parse_since
+
+    with pytest.raises(ValueError, match="too far back"):
+        parse_since("99999999999999d")
+    with pytest.raises(ValueError, match="expected a duration"):
+        parse_since("٣d")
+    assert LIMIT_SYNTAX.fullmatch("²") is None

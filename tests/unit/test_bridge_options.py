@@ -104,4 +104,6 @@ def test_factory() -> None:
     assert isinstance(get_driver("null"), NullDriver)
     with pytest.raises(InvalidInput) as err:
         get_driver("macvlan0")
-    assert err.value.message == "invalid driver 'macvlan0': unknown driver; known: bridge, null"
+    assert err.value.message == (
+        "invalid driver 'macvlan0': unknown driver; known: bridge, ipam, null"
+    )

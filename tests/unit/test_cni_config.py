@@ -78,4 +78,8 @@ def test_definition_to_spec() -> None:
     assert not NetDefinition().defines
     # An IPAM-only config describes addressing only; the main plugin's mtu/bridge are its own.
     ipam_only = parse_definition({"mtu": 1, "bridge": "cni0", "ipam": {"type": "netd"}}, True)
-    assert ipam_only == NetDefinition()
+    assert ipam_only == NetDefinition(ipam_only=True)
+    # ...and its network is created with the ipam driver: no bridge, no firewall, no DNS.
+    ipam_spec = to_spec("ref", parse_definition({"ipam": {"subnet": "10.3.0.0/24"}}, True))
+    assert (ipam_spec.driver, ipam_spec.options) == ("ipam", {"dns": "false"})
+    assert network_spec.driver == "bridge"

@@ -1,11 +1,16 @@
-"""The plugin's fast path: request building, answer handling, and when it steps aside."""
+"""The plugin's entry points and transport: VERSION answered locally, HTTP framing, the body."""
 
 from __future__ import annotations
 
 import io
 import json
 
-from netd.cni.fast import build_request, json_string, run_fast, split_answer
+import pytest
+
+from netd.cni.fast import run_fast, version_answer
+from netd.cni.plugin import encode_call, run
+from netd.cni.spec import SUPPORTED_VERSIONS
+from netd.cni.transport import build_request, parse_answer
 
 ENV = {
     "CNI_COMMAND": "ADD",
@@ -17,40 +22,46 @@ ENV = {
 }
 
 
-def test_json_string_escapes_like_json() -> None:
-    for value in ["plain", 'q"uote', "back\\slash", "ctl\x01\n\t", "ünï"]:
-        assert json.loads(json_string(value)) == value
-
-
 def test_request_body_is_the_call_the_daemon_expects() -> None:
-    raw = build_request(ENV, "ADD", b'{"cniVersion":"1.0.0","name":"n","type":"netd"}')
+    config = b'{"cniVersion":"1.0.0","name":"n","type":"netd"}'
+    raw = build_request("/v1/cni", encode_call("ADD", b"\n " + config + b"\n", ENV))
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"POST /v1/cni HTTP/1.1")
     assert f"Content-Length: {len(body)}".encode() in head
     call = json.loads(body)
     assert call["command"] == "ADD" and call["args"] == ENV["CNI_ARGS"]
     assert call["config"] == {"cniVersion": "1.0.0", "name": "n", "type": "netd"}
+    assert body.endswith(b',"config":' + config + b"}")
 
 
-def test_split_answer() -> None:
-    assert split_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}") == (200, b"{}")
-    assert split_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n") is None
-    assert split_answer(b"garbage") is None
+def test_parse_answer() -> None:
+    assert parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}") == (200, b"{}")
+    chunked = b"HTTP/1.1 201 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    assert parse_answer(chunked) == (201, b"{}")
+    for broken in [
+        b"garbage",
+        b"HTTP/1.1 200\r\nContent-Length: 9\r\n\r\n{}",
+        b"HTTP/1.1 x\r\n\r\n",
+    ]:
+        with pytest.raises(ConnectionError):
+            parse_answer(broken)
 
 
-def test_steps_aside_for_unusual_calls() -> None:
+def test_version_is_answered_without_the_full_plugin() -> None:
     out = io.BytesIO()
-    assert run_fast({**ENV, "CNI_COMMAND": "VERSION"}, b"{}", out) is None
-    assert run_fast({**ENV, "CNI_CONTAINERID": ""}, b"{}", out) is None
-    assert run_fast(ENV, b"[1]", out) is None
-    assert run_fast(ENV, b'{"socket": "/x.sock"}', out) is None
-    assert out.getvalue() == b""
+    assert run_fast({"CNI_COMMAND": "VERSION"}, b'{"cniVersion":"0.4.0"}', out) == 0
+    assert json.loads(out.getvalue()) == {
+        "cniVersion": "0.4.0",
+        "supportedVersions": list(SUPPORTED_VERSIONS),
+    }
+    assert version_answer(b'{"cniVersion":"9.9.9"}') is None
+    assert run_fast(ENV, b"{}", io.BytesIO()) is None  # every other verb: plugin.run
 
 
-def test_unreachable_daemon_is_code_11(tmp_path: object) -> None:
-    out = io.BytesIO()
+def test_unreachable_daemon_is_code_11() -> None:
+    out = io.StringIO()
     env = {**ENV, "NETD_SOCKET": "/nonexistent/netd.sock"}
-    assert run_fast(env, b'{"cniVersion":"1.0.0","name":"n"}', out) == 1
+    assert run(env, b'{"cniVersion":"1.0.0","name":"n"}', out) == 1
     err = json.loads(out.getvalue())
     assert err["code"] == 11 and "/nonexistent/netd.sock" in err["msg"]
     assert err["cniVersion"] == "1.0.0"

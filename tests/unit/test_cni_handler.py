@@ -440,11 +440,28 @@ def test_ipam_only_add_and_del() -> None:
             {"dst": "0.0.0.0/0", "gw": "10.55.0.1"},
             {"dst": "192.168.0.0/16", "gw": "10.55.0.1"},
         ],
-        "dns": {"nameservers": ["10.55.0.1"], "search": ["web.netd"]},
+        # No DNS of netd's: the gateway address is the main plugin's, netd listens nowhere.
+        "dns": {},
     }
+    assert backend.networks["web"].driver == "ipam"
     assert backend.plumbed[("web", CID, "eth0")] is False
     assert run(call("DEL", ipam_conf()), backend) == (0, {})
     assert not backend.endpoints
+
+
+def test_ipam_only_on_a_bridge_network_is_7_and_the_reverse_too() -> None:
+    """netd's own bridge beside the main plugin's, with the same gateway, breaks traffic:
+    IPAM-only mode needs an IPAM-only network, and netd as main plugin needs a bridge one."""
+    backend = seeded()  # "web" is a bridge network
+    msg = error(run(call("ADD", ipam_conf()), backend), spec.INVALID_CONFIG)
+    assert "mode: netd as the IPAM plugin of another main plugin in the config" in msg
+    assert "`netd network create --driver ipam`" in msg
+    ipam_backend = FakeCniBackend()
+    assert run(call("ADD", ipam_conf()), ipam_backend)[0] == 0
+    main = netconf(ipam={"ranges": [[{"subnet": "10.55.0.0/24"}]]}, containerId="other")
+    msg = error(run(call("ADD", main), ipam_backend), spec.INVALID_CONFIG)
+    assert "mode: netd as the main plugin in the config, an IPAM-only network" in msg
+    assert len(ipam_backend.endpoints) == 1
 
 
 def test_ipam_only_legacy_version() -> None:

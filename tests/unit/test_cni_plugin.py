@@ -217,7 +217,12 @@ def test_socket_key_beats_environment(daemon: str, backend: FakeCniBackend) -> N
     env = {**ADD_ENV, "NETD_SOCKET": "/nonexistent.sock"}
     code, out = run_inprocess(env, {**CONF, "socket": daemon})
     assert code == 0, out
-    ipam_conf = {**CONF, "type": "bridge", "ipam": {"type": "netd", "socket": daemon}}
+    ipam_conf = {
+        **CONF,
+        "name": "ref",
+        "type": "bridge",
+        "ipam": {"type": "netd", "socket": daemon, "subnet": "10.45.0.0/24"},
+    }
     code, out = run_inprocess({**env, "CNI_CONTAINERID": "e"}, ipam_conf)
     assert code == 0, out
 
@@ -244,7 +249,8 @@ def test_unusual_answers_through_the_executable_are_sent_once(
     launcher: Path, workdir: Path, chunked: bool
 ) -> None:
     # The compiled client hands a 503 (or a chunked 200) to the Python path with the raw answer:
-    # the message is Python's, and the daemon saw exactly one request.
+    # the message is Python's, and the daemon saw exactly one request. The chunked 200 is read
+    # and judged: it is not a CNI result (no ips).
     calls: list[Any] = []
 
     def respond(h: BaseHTTPRequestHandler, call: Any) -> None:
@@ -256,7 +262,7 @@ def test_unusual_answers_through_the_executable_are_sent_once(
         rc, out = execute(launcher, "ADD", CONF, sock)
     assert len(calls) == 1
     if chunked:
-        assert rc == 1 and out["code"] == 999 and "not HTTP" in out["msg"]
+        assert rc == 1 and out["code"] == 999 and "not a CNI result: ips" in out["msg"]
     else:
         assert rc == 1 and out["code"] == spec.TRY_AGAIN_LATER and "starting" in out["msg"]
 
@@ -307,6 +313,16 @@ def test_plugin_imports_only_the_standard_library() -> None:
     out = subprocess.run(
         [sys.executable, "-IS", "-c", probe], capture_output=True, text=True, check=True
     ).stdout
-    assert (
-        out.strip() == "['netd', 'netd.cni', 'netd.cni.plugin', 'netd.cni.spec', 'netd.cni.wire']"
+    assert out.strip() == str(
+        [
+            "netd",
+            "netd.cni",
+            "netd.cni.answer",
+            "netd.cni.environment",
+            "netd.cni.plugin",
+            "netd.cni.spec",
+            "netd.cni.strict",
+            "netd.cni.transport",
+            "netd.cni.wire",
+        ]
     )

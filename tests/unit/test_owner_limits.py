@@ -20,7 +20,15 @@ from test_rootless import ALICE, BOB, POOLS, ULA, Checks, make, net, scope
 from netd.drivers.null import NullDriver
 from netd.errors import Conflict, PermissionDenied
 from netd.firewall.base import NullFirewall
-from netd.model import AttachRequest, Caller, Endpoint, NetworkSpec, PortMapping, SubnetRequest
+from netd.model import (
+    AttachRequest,
+    Caller,
+    Endpoint,
+    IPAddress,
+    NetworkSpec,
+    PortMapping,
+    SubnetRequest,
+)
 from netd.names import host_veth_name
 from netd.security.disclosure import network_conflict, port_conflict
 from netd.security.hostports import (
@@ -130,6 +138,14 @@ def test_a_publication_clashes_like_a_bind(
     assert clashes(mapping, socket) is clash
 
 
+def test_netd_own_gateway_dns_does_not_block_publishing_53() -> None:
+    gateway = ipaddress.ip_address("10.240.0.1")
+    held = [sock("10.240.0.1", 53, "udp"), sock("10.240.0.1", 53)]
+    check_ports_free([pm(53, "udp"), pm(53)], held, frozenset({(gateway, 53)}))
+    with pytest.raises(Conflict, match=r"10\.240\.0\.1:53"):
+        check_ports_free([pm(53, "udp")], held)
+
+
 def test_ports_in_use_are_refused_naming_the_socket() -> None:
     held = [sock("127.0.0.1", 5399, "udp"), sock("0.0.0.0", 5432)]
     check_ports_free([pm(8080), pm(5399)], held)  # tcp 5399 is free
@@ -146,11 +162,13 @@ def test_the_service_checks_every_callers_publications_before_anything_exists(
     tmp_path: Path,
 ) -> None:
     seen: list[tuple[PortMapping, ...]] = []
+    exempts: list[frozenset[tuple[IPAddress, int]]] = []
 
-    def check(ports: tuple[PortMapping, ...]) -> None:
+    def check(ports: tuple[PortMapping, ...], exempt: frozenset[tuple[IPAddress, int]]) -> None:
         seen.append(ports)
+        exempts.append(exempt)
         if any(p.host_port == 5432 for p in ports):
-            check_ports_free(ports, [sock("0.0.0.0", 5432)])
+            check_ports_free(ports, [sock("0.0.0.0", 5432)], exempt)
 
     async def scenario() -> None:
         svc = Service(
@@ -168,6 +186,9 @@ def test_the_service_checks_every_callers_publications_before_anything_exists(
         assert svc.endpoints(n) == []
         await svc.attach(AttachRequest("n", "c1", "eth0", "/x", port_mappings=(pm(8080),)))
         assert seen == [(pm(5432),), (pm(8080),)]
+        # netd's own DNS on the gateway is exempt: the firewall never DNATs it.
+        gateway = n.subnets[0].gateway
+        assert gateway is not None and exempts[0] == frozenset({(gateway, 53)})
 
     asyncio.run(scenario())
 

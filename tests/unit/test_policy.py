@@ -90,6 +90,23 @@ def test_group_member_may_not_use_admin_routes(tmp_path: Path) -> None:
     assert not policy(tmp_path / "b").authorize(ALICE, "POST", "/v1/networksx").allowed
 
 
+def test_only_admins_read_the_audit_trail(tmp_path: Path) -> None:
+    """Its files are root-only; through the API it stays so (it holds callers' command lines)."""
+    p = policy(tmp_path, admins=[1001], rootless_users=[1002])
+    assert p.authorize(ROOT, "GET", "/v1/audit").allowed
+    assert p.authorize(BOB, "GET", "/v1/audit").allowed  # in policy.admins
+    d = p.authorize(ALICE, "GET", "/v1/audit")
+    assert not d.allowed and d.role == "manager"
+    assert d.reason == (
+        "uid 1000 is in group 'netd' (gid 998); only root and policy.admins may read /v1/audit"
+    )
+    carol = Caller(uid=1002, gid=1002, pid=4444)
+    fake_proc(tmp_path, carol, "1002")
+    assert not p.authorize(carol, "GET", "/v1/audit").allowed
+    d = policy(tmp_path / "o").authorize(Caller(uid=1003, gid=1003, pid=4545), "GET", "/v1/audit")
+    assert not d.allowed and d.role == "other"
+
+
 def test_others_read_only_by_default(tmp_path: Path) -> None:
     p = policy(tmp_path)
     assert p.authorize(BOB, "GET", "/v1/networks").allowed

@@ -60,9 +60,11 @@ def test_attach_twice_is_conflict_ipam_only_is_idempotent(tmp_path: Path) -> Non
         svc = make_service(tmp_path)
         await svc.start()
         await svc.create_network(spec("web"))
-        await svc.attach(attach_req("web", "c1"))
-        with pytest.raises(Conflict, match="already attached"):
-            await svc.attach(attach_req("web", "c1"))
+        await svc.attach(attach_req("web", "c1", origin="cni"))
+        with pytest.raises(
+            Conflict, match="already attached"
+        ):  # CNI ADD twice (API: test_attachments)
+            await svc.attach(attach_req("web", "c1", origin="cni"))
         _, a = await svc.attach(attach_req("web", "c9"), plumb=False)
         _, b = await svc.attach(attach_req("web", "c9"), plumb=False)
         assert a.addresses == b.addresses
@@ -217,5 +219,21 @@ def test_same_attachment_twice_at_once_is_try_again(tmp_path: Path) -> None:
         # a detach racing nothing succeeds; the address is released after teardown
         await svc.detach("web", "c1", "eth0", None)
         assert {e.container_id for e in svc.store.list_endpoints()} == {"c2"}
+
+    run(scenario())
+
+
+def test_mtu_below_ipv6_minimum_is_refused_before_the_kernel(tmp_path: Path) -> None:
+    # Found by the API fuzzer: mtu 68 with IPv6 made the bridge, then the kernel refused the
+    # IPv6 gateway address (EINVAL) and the API answered 500.
+    async def scenario() -> None:
+        svc = make_service(tmp_path)
+        await svc.start()
+        with pytest.raises(InvalidInput) as err:
+            await svc.create_network(NetworkSpec(name="v6", ipv6=True, options={"mtu": "68"}))
+        assert err.value.field == "options.mtu" and "1280" in str(err.value)
+        assert svc.list_networks() == []
+        await svc.create_network(NetworkSpec(name="v4", options={"mtu": "68"}))
+        await svc.create_network(NetworkSpec(name="v6", ipv6=True, options={"mtu": "1280"}))
 
     run(scenario())

@@ -1,0 +1,119 @@
+"""The syntax of the API's string fields, as regular expressions the OpenAPI document publishes.
+
+Each pattern is written once here and used twice: pydantic enforces it on the request (so a
+value the document calls invalid is refused with a 400 naming the field) and ``/openapi.json``
+publishes it (so a client or a fuzzer generating from the document only sends values the API
+accepts). The checks behind them (``netd.names``, ``ipaddress``, the bridge options, the
+namespace checks) stay as they are; tests/unit/test_api_formats.py proves that every string
+these patterns match passes them.
+
+The patterns use only what ECMA-262 (JSON Schema's dialect), Rust's regex (pydantic's engine)
+and Python's ``re`` read alike: no look-around, no inline flags. What a pattern cannot say
+(a subnet that overlaps another, an address outside its subnet, a namespace file that does not
+exist) is a rule of the request as a whole and is written in the field's description.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..drivers.bridge_options import DOCKER_ALIASES, MAX_MTU, MIN_MTU, VALIDATORS
+from ..ipam.subnets import MAX_PREFIX
+from ..names import MAX_IFNAME, NAME_PATTERN
+
+_HEX4 = "[0-9a-fA-F]{1,4}"
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4 = rf"{_OCTET}(\.{_OCTET}){{3}}"
+# RFC 4291 §2.2 text forms, compressed or not, with an embedded IPv4 tail; no zone index.
+IPV6 = (
+    "("
+    + "|".join(
+        [
+            rf"({_HEX4}:){{7}}{_HEX4}",
+            rf"({_HEX4}:){{1,7}}:",
+            rf"({_HEX4}:){{1,6}}:{_HEX4}",
+            rf"({_HEX4}:){{1,5}}(:{_HEX4}){{1,2}}",
+            rf"({_HEX4}:){{1,4}}(:{_HEX4}){{1,3}}",
+            rf"({_HEX4}:){{1,3}}(:{_HEX4}){{1,4}}",
+            rf"({_HEX4}:){{1,2}}(:{_HEX4}){{1,5}}",
+            rf"{_HEX4}:(:{_HEX4}){{1,6}}",
+            rf":((:{_HEX4}){{1,7}}|:)",
+            rf"({_HEX4}:){{6}}{IPV4}",
+            rf"::(ffff(:0{{1,4}})?:)?{IPV4}",
+            rf"({_HEX4}:){{1,4}}:{IPV4}",
+        ]
+    )
+    + ")"
+)
+IP = f"({IPV4}|{IPV6})"
+CIDR = rf"({IPV4}/(3[0-2]|[12]?[0-9])|{IPV6}/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))"
+# A network's subnet: room for a gateway and a container (netd.ipam.subnets.MAX_PREFIX: /30, /126).
+SUBNET = rf"({IPV4}/(30|[12]?[0-9])|{IPV6}/(12[0-6]|1[01][0-9]|[1-9]?[0-9]))"
+_PORT = "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+# netd.dns.upstreams.parse_server: addr, IPv4:port, [IPv6]:port.
+DNS_SERVER = rf"({IP}|{IPV4}:{_PORT}|\[{IPV6}\](:{_PORT})?)"
+# A unicast MAC (lowest bit of the first octet clear), ':' or '-' separated, any case.
+MAC = "[0-9a-fA-F][02468aceACE]([:-][0-9a-fA-F]{2}){5}"
+ZERO_MAC = "00([:-]00){5}"
+# An absolute path without NUL (open(2) cannot take one); PATH_MAX is 4096 with the NUL.
+NETNS_PATH = "/[^\\x00]*"
+MAX_PATH = 4095
+
+
+assert MAX_PREFIX == {4: 30, 6: 126}, "update SUBNET with the limits"
+
+
+def anchored(pattern: str) -> str:
+    """``pattern`` matching the whole string."""
+    return f"^({pattern})$"
+
+
+def _nocase(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+def _mtu() -> str:
+    # MIN_MTU..MAX_MTU (68..65535) spelled as a regular expression.
+    assert (MIN_MTU, MAX_MTU) == (68, 65535), "update the MTU pattern with the limits"
+    return (
+        "(6[89]|[7-9][0-9]|[1-9][0-9]{2,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}"
+        "|655[0-2][0-9]|6553[0-5])"
+    )
+
+
+_BOOL = "(" + "|".join(_nocase(w) for w in ("true", "yes", "on", "false", "no", "off", "1", "0"))
+_BOOL += ")"
+# An interface name: the shared name syntax, at most MAX_IFNAME characters (IFNAMSIZ).
+IFNAME = NAME_PATTERN.removesuffix("*") + f"{{0,{MAX_IFNAME - 1}}}"
+_OPTION_SYNTAX = {
+    "bridge": IFNAME,
+    "mtu": _mtu(),
+    "host_ipv4": IPV4,
+    "host_ipv6": IPV6,
+    "dns_servers": rf"{IP}(\s*,\s*{IP})*",
+}
+
+
+def bridge_options_schema() -> dict[str, Any]:
+    """The JSON schema of a bridge network's ``options``: known keys only, each value's syntax
+    (surrounding blanks allowed, as the driver strips them)."""
+    properties: dict[str, Any] = {}
+    for key in [*VALIDATORS, *DOCKER_ALIASES]:
+        canonical = DOCKER_ALIASES.get(key, key)
+        syntax = _OPTION_SYNTAX.get(canonical, _BOOL)
+        prop: dict[str, Any] = {"type": "string", "pattern": anchored(rf"\s*{syntax}\s*")}
+        if canonical != key:
+            prop["description"] = f"Docker's name for {canonical!r}; both given must agree"
+        if canonical == "mtu":
+            prop["description"] = (
+                prop.get("description", "link MTU") + "; at least 1280 on a network with IPv6"
+            )
+        properties[key] = prop
+    return {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+        "maxProperties": 64,
+        "description": "bridge driver options (docs/configuration.md); unknown keys are refused; "
+        'driver "ipam" (IPAM-only) takes none but dns=false',
+    }

@@ -1,0 +1,103 @@
+"""The published syntax (netd.api.formats) never promises more than the API's own checks accept.
+
+For every pattern the OpenAPI document publishes, strings generated from that very pattern
+(hypothesis ``from_regex``) pass pydantic's enforcement (Rust's regex engine) and the check that
+stands behind the field (ipaddress, netd.names, the bridge options, the DNS upstream parser).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from netd.api import formats, schemas
+from netd.dns.upstreams import parse_server
+from netd.drivers.bridge_options import validate_bridge_options
+from netd.drivers.macs import check_mac
+from netd.ipam.subnets import MAX_PREFIX
+from netd.names import (
+    MAX_IFNAME,
+    NAME_PATTERN,
+    check_container_id,
+    check_ifname,
+    check_network_name,
+)
+
+
+def generated(pattern: str) -> st.SearchStrategy[str]:
+    return st.from_regex(re.compile(formats.anchored(pattern)), fullmatch=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(generated(formats.IP))
+def test_ip_pattern_is_an_address(text: str) -> None:
+    ipaddress.ip_address(text)
+    schemas.PortIn.model_validate({"host_port": 1, "container_port": 1, "host_ip": text})
+
+
+@settings(max_examples=300, deadline=None)
+@given(generated(formats.CIDR))
+def test_cidr_pattern_is_a_network(text: str) -> None:
+    ipaddress.ip_network(text, strict=False)
+    schemas.SubnetIn.model_validate({"subnet": "10.0.0.0/8", "ip_range": text})
+
+
+@settings(max_examples=300, deadline=None)
+@given(generated(formats.SUBNET))
+def test_subnet_pattern_is_big_enough(text: str) -> None:
+    net = ipaddress.ip_network(text, strict=False)
+    assert net.prefixlen <= MAX_PREFIX[net.version]
+    schemas.SubnetIn.model_validate({"subnet": text})
+
+
+@settings(max_examples=200, deadline=None)
+@given(generated(formats.DNS_SERVER))
+def test_dns_server_pattern_parses(text: str) -> None:
+    parse_server(text)
+    schemas.ConnectIn.model_validate({"netns": "/run/netns/x", "dns_servers": [text]})
+
+
+@settings(max_examples=200, deadline=None)
+@given(generated(formats.MAC).filter(lambda m: not re.fullmatch(formats.ZERO_MAC, m)))
+def test_mac_pattern_is_a_usable_mac(text: str) -> None:
+    check_mac(text)
+    schemas.ConnectIn.model_validate({"netns": "/run/netns/x", "mac": text})
+
+
+def test_zero_mac_is_refused_as_the_document_says() -> None:
+    for mac in ("00:00:00:00:00:00", "00-00-00-00-00-00"):
+        assert re.fullmatch(formats.ZERO_MAC, mac)
+        try:
+            schemas.ConnectIn.model_validate({"netns": "/run/netns/x", "mac": mac})
+        except ValueError as exc:
+            assert "zeros" in str(exc)
+        else:
+            raise AssertionError(mac)
+
+
+@settings(max_examples=200, deadline=None)
+@given(generated(NAME_PATTERN).filter(lambda n: len(n) <= MAX_IFNAME))
+def test_name_pattern_passes_the_name_checks(text: str) -> None:
+    check_network_name(text)
+    check_container_id(text)
+    check_ifname(text)
+    schemas.DisconnectIn.model_validate({"container_id": text, "ifname": text})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_bridge_option_patterns_pass_the_driver(data: st.DataObject) -> None:
+    options = formats.bridge_options_schema()["properties"]
+    key = data.draw(st.sampled_from(sorted(options)))
+    value = data.draw(st.from_regex(re.compile(options[key]["pattern"]), fullmatch=True))
+    validate_bridge_options({key: value})
+
+
+def test_netns_pattern_refuses_relative_and_nul() -> None:
+    pattern = re.compile(formats.anchored(formats.NETNS_PATH))
+    assert pattern.fullmatch("/run/netns/a b")
+    for bad in ("", "run/netns/x", "/run/netns/\x00x"):
+        assert not pattern.fullmatch(bad)

@@ -1,0 +1,87 @@
+"""The link-event watcher's pure parts: RTM_DELLINK parsing and which networks to repair."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import struct
+
+from netd.link_watch import (
+    IFLA_IFALIAS,
+    IFLA_IFNAME,
+    RTM_DELLINK,
+    DeletedLink,
+    LinkWatcher,
+    deleted_links,
+    networks_to_repair,
+)
+from netd.model import Endpoint, Network, Subnet
+from netd.names import bridge_tag, endpoint_tag
+
+RTM_NEWLINK = 16
+
+
+def nla(kind: int, payload: bytes) -> bytes:
+    length = 4 + len(payload)
+    return struct.pack("=HH", length, kind) + payload + b"\0" * (-length % 4)
+
+
+def message(kind: int, ifname: str, alias: str | None = None) -> bytes:
+    body = struct.pack("=BxHiII", 0, 1, 7, 0, 0) + nla(IFLA_IFNAME, ifname.encode() + b"\0")
+    if alias is not None:
+        body += nla(IFLA_IFALIAS, alias.encode() + b"\0")
+    return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
+
+
+NET = Network(
+    id="ab" * 32,
+    name="web",
+    driver="bridge",
+    subnets=(Subnet(ipaddress.ip_network("10.1.0.0/24"), ipaddress.ip_address("10.1.0.1")),),
+)
+OTHER = Network(id="cd" * 32, name="db", driver="bridge", subnets=())
+EP = Endpoint(NET.id, "c1", "eth0", "/run/netns/c1", "nv1", (), state="ready")
+
+
+def test_parses_only_dellink_with_name_and_alias() -> None:
+    data = (
+        message(RTM_NEWLINK, "nv1", "netd:x")
+        + message(RTM_DELLINK, "nd-abab", bridge_tag(NET.id))
+        + message(RTM_DELLINK, "eth9")
+    )
+    assert deleted_links(data) == [
+        DeletedLink("nd-abab", bridge_tag(NET.id)),
+        DeletedLink("eth9", ""),
+    ]
+    assert deleted_links(data[:-3]) == [DeletedLink("nd-abab", bridge_tag(NET.id))]  # cut short
+    assert deleted_links(b"") == []
+
+
+def test_only_links_the_records_expect_are_repaired() -> None:
+    veth = endpoint_tag(NET.id, "c1", "eth0")
+    assert networks_to_repair([bridge_tag(NET.id)], [NET, OTHER], [EP]) == {NET.id}
+    assert networks_to_repair([veth], [NET, OTHER], [EP]) == {NET.id}
+    # Detached (record gone) or network removed: netd deleted it itself.
+    assert networks_to_repair([veth], [NET, OTHER], []) == set()
+    assert networks_to_repair([bridge_tag(NET.id)], [OTHER], []) == set()
+    assert networks_to_repair(["netd:someone-elses"], [NET], [EP]) == set()
+
+
+def test_watcher_debounces_and_reconciles_the_networks() -> None:
+    calls: list[set[str] | None] = []
+
+    async def reconcile(ids: set[str] | None) -> None:
+        calls.append(ids)
+
+    async def scenario() -> None:
+        watcher = LinkWatcher(reconcile, lambda: ([NET, OTHER], [EP]), debounce=0.01, gap=0.01)
+        watcher._tags = {bridge_tag(NET.id), endpoint_tag(NET.id, "c1", "eth0")}
+        await watcher._run()
+        watcher._full = True
+        await watcher._run()
+        watcher._tags = {"netd:gone"}
+        await watcher._run()
+        assert watcher.passes == 2
+
+    asyncio.run(scenario())
+    assert calls == [{NET.id}, None]
