@@ -9,6 +9,8 @@ reference CNI ``portmap`` plugin (Debian containernetworking-plugins) is measure
 run when installed: N ADDs first, then the timed ADD of one more. Everything runs inside the
 sandbox's host namespace (this script re-executes itself there with ``--inner``); nothing
 touches the initial namespace. Not a test: it prints a table and writes a result file.
+``--anti-spoof`` adds a row set for nftables with the network option ``anti_spoof=true`` (each
+endpoint then also adds its port and address to the bridge table's sets).
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ PORTMAP = Path("/usr/lib/cni/portmap")
 BRIDGE = "nd-bench"
 
 
-def _records(n: int) -> tuple[Any, list[Any]]:
+def _records(n: int, options: dict[str, str] | None = None) -> tuple[Any, list[Any]]:
     from netd.model import Endpoint, Network, PortMapping, Subnet
 
     net = Network(
         id="f" * 64,
         name="bench",
         driver="bridge",
+        options=options or {},
         subnets=(
             Subnet(ipaddress.ip_network("10.200.0.0/16"), ipaddress.ip_address("10.200.0.1")),
         ),
@@ -70,10 +73,11 @@ def inner_netd(backend: str, sizes: list[int], reps: int) -> list[dict[str, Any]
     """Time add/remove of one more published port on ``backend`` (inside the host ns)."""
     from netd.firewall import make_firewall
 
-    fw = make_firewall(backend)
+    kind, _, option = backend.partition("+")
+    fw = make_firewall(kind)
     rows = []
     for n in sizes:
-        net, eps = _records(n)
+        net, eps = _records(n, {option: "true"} if option else None)
         fw.sync([(net, BRIDGE)], eps)
         adds, removes = [], []
         for r in range(reps):
@@ -175,6 +179,8 @@ def outer(args: argparse.Namespace) -> None:
     targets = ["nftables", "iptables"] + (
         ["portmap"] if PORTMAP.exists() and not args.no_portmap else []
     )
+    if args.anti_spoof:
+        targets.insert(1, "nftables+anti_spoof")
     for target in targets:
         with Sandbox() as box:  # a fresh host per backend: nothing carries over
             host = box.add_host()
@@ -224,6 +230,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="0,100,1000")
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--no-portmap", action="store_true")
+    parser.add_argument("--anti-spoof", action="store_true", help="also nftables+anti_spoof")
     parser.add_argument("--inner", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:

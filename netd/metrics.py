@@ -11,7 +11,8 @@ Series (all prefixed ``netd_``):
   stale and cost nothing between scrapes);
 - ``reconcile_repairs_total{kind}``, ``firewall_restores_total``;
 - ``dns_queries_total{result}``, ``dns_query_seconds``, ``dns_upstream_failures_total``,
-  ``dns_cache_hits_total`` — counted by the DNS worker processes, read at scrape time.
+  ``dns_cache_hits_total``, ``dns_over_share_total{kind}`` — counted by the DNS worker
+  processes, read at scrape time.
 
 Producers elsewhere in the daemon use the process-wide :data:`METRICS`
 (``METRICS.firewall_restores.inc()``). Tests build their own :class:`Metrics` so they never see
@@ -113,6 +114,15 @@ class DnsCollector(Collector):
             "Forwarded DNS queries answered from the cache",
             value=stats.get("cache_hits", 0),
         )
+        over = CounterMetricFamily(
+            "netd_dns_over_share",
+            "DNS requests refused because their container or network was over its fair share "
+            "(forward: answered SERVFAIL, tcp: connection closed)",
+            labels=["kind"],
+        )
+        for kind, n in sorted(stats.get("over_share", {}).items()):
+            over.add_metric([kind], n)
+        yield over
 
 
 def _le(bound: float) -> str:

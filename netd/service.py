@@ -37,7 +37,7 @@ from .errors import (
     Unavailable,
 )
 from .firewall.base import Firewall
-from .firewall.policy import check_port_mappings
+from .firewall.policy import check_backend_supports, check_port_mappings
 from .ipam.allocator import NetworkAllocator
 from .ipam.subnets import DefaultPool
 from .metrics import METRICS
@@ -609,6 +609,7 @@ class Service:
             )
             if admit is not None:
                 admit(net, list(self._networks.values()), routes)
+            check_backend_supports(net, self.firewall.name, self.firewall.capabilities)
             bridge = self.bridge_for(net)
             for other in self._networks.values():
                 if bridge and self.bridge_for(other) == bridge:

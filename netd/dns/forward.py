@@ -59,7 +59,7 @@ class Forwarder:
             log.debug("forwarding failed", exc_info=True)
             msg = b""
         if not msg:
-            return self._servfail(fwd)
+            return self.servfail(fwd)
         resp = fwd.qid + bytes([(msg[2] & 0xFE) | (fwd.query[2] & 1)]) + msg[3:12]
         resp += fwd.question + msg[qend:]
         if len(resp) > fwd.limit:
@@ -72,7 +72,9 @@ class Forwarder:
 
         return done
 
-    def _servfail(self, fwd: Forward) -> bytes:
+    @staticmethod
+    def servfail(fwd: Forward) -> bytes:
+        """SERVFAIL for the client: header, its question, an OPT if it sent one (no longer)."""
         head = fwd.qid + bytes([0x81, 0x80 | wire.SERVFAIL])
         head += struct.pack("!HHHH", 1, 0, 0, 1 if fwd.edns else 0)
         return head + fwd.question + (wire.opt_rr() if fwd.edns else b"")

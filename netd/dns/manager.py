@@ -37,6 +37,7 @@ from ..model import Endpoint, Network
 from .control import MAX_FDS
 from .handover import forget, stop_workers
 from .listen import bind_dns_socket, default_workers, parse_listen
+from .logchan import LogPump
 from .records import (
     NetworkDoc,
     Tables,
@@ -46,7 +47,15 @@ from .records import (
     network_meta,
 )
 from .stats import sum_query_stats
-from .workerproc import WorkerProc, WorkerSpec, find, retiring_path, set_aside, spawn
+from .workerproc import (
+    WorkerProc,
+    WorkerSpec,
+    attach_log,
+    find,
+    retiring_path,
+    set_aside,
+    spawn,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +152,7 @@ class DnsManager:
         )
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self._logs = LogPump()  # the workers' log records, logged in the daemon's format
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -182,6 +192,7 @@ class DnsManager:
                         self.spec.workers for f in found)  # fmt: skip
         for f in found:
             proc = f.proc
+            attach_log(proc, self._logs)  # first: what it logged while no daemon was there
             keep = f.compatible or (layout_ok and proc.index < len(self._workers))
             if keep:
                 try:
@@ -258,6 +269,7 @@ class DnsManager:
             for s in self._socks.values():
                 s.sock.close()
             self._socks.clear()
+        self._logs.stop()
 
     def _halt_supervisor(self) -> None:
         self._stopping.set()
@@ -285,6 +297,7 @@ class DnsManager:
             for s in self._socks.values():
                 s.sock.close()  # the workers hold their own descriptors
             self._socks.clear()
+        self._logs.stop()  # they keep their log lines until the next daemon sends a pipe
 
     def worker_pid(self) -> int | None:
         """PID of the first worker, if running."""
@@ -516,7 +529,7 @@ class DnsManager:
         run_dir = self.spec.run_dir
         if w.old is not None and run_dir is not None:
             set_aside(run_dir, w.index)  # a crash from here on: the next daemon stops it
-        w.proc = spawn(self.spec, w.index)
+        w.proc = spawn(self.spec, w.index, self._logs)
         self._request(w, {"op": "records", "set": self._tables.docs, "del": []})
         self._send_sockets(w, [k for k, s in self._socks.items() if s.owner == w.index])
         old, w.old = w.old, None

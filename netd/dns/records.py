@@ -171,6 +171,9 @@ class Client:
     scope: int  # index into Tables.scopes
     forward: bool
     upstreams: tuple[str, ...]  # empty: the host's resolvers
+    # Who asks, for per-client limits (all of a container's addresses are one client); not
+    # part of equality, which stays "answers the same way".
+    cid: str = field(default="", compare=False)
 
 
 def _owners_with_ancestors(owner: str, domain: str) -> list[str]:
@@ -279,7 +282,8 @@ class Tables:
         self.refresh_clients(self._cid_eps)
         # The host view (host listener, `netd dns lookup`): every network, forwarding allowed.
         self.host_scope = self._scope(tuple(sorted(self.nets)))
-        self.host_client = Client(scope=self.host_scope, forward=True, upstreams=())
+        self.host_client = Client(scope=self.host_scope, forward=True, upstreams=(), cid="host")
+        self._net_of: dict[str, str] = {}
 
     @property
     def docs(self) -> dict[str, NetworkDoc]:
@@ -349,6 +353,7 @@ class Tables:
                 scope=self._scope(nets),
                 forward=any(m["forward"] for m in metas),
                 upstreams=tuple(dict.fromkeys(upstreams)),
+                cid=cid,
             )
             self._cid_addrs[cid] = addrs
             for addr in addrs:
@@ -368,6 +373,25 @@ class Tables:
             if network in (nid, t.meta["name"]):
                 return self._scope((nid,))
         return None
+
+    def network_of(self, address: str) -> str:
+        """The id of the network whose subnet holds ``address`` (a gateway), or ``address``.
+
+        For per-network limits: the listening address a query arrived on names its network.
+        Cached; a Tables whose networks change is a new object (:meth:`replace`).
+        """
+        nid = self._net_of.get(address)
+        if nid is None:
+            nid = address
+            with contextlib.suppress(ValueError):
+                ip = ipaddress.ip_address(address)
+                for cand, t in self.nets.items():
+                    if any(ip in sub for sub in t.subnets):
+                        nid = cand
+                        break
+            if len(self._net_of) < 4096:
+                self._net_of[address] = nid
+        return nid
 
     def addresses(self, scope: int, name: str, family: int) -> list[str]:
         """Addresses of ``name`` (lower case) for family 4 or 6 across the scope's networks."""

@@ -5,9 +5,10 @@ Only moves bytes between sockets and :class:`~netd.dns.answer.Answerer` /
 every queued query with one ``recvmmsg`` and sends their answers with one ``sendmmsg``
 (:mod:`netd.dns.mmsg`; ``recvfrom``/``sendto`` per query where libc lacks them). TCP: several
 messages per connection, each message (and the idle gap before it) must arrive within
-:data:`IDLE`, connections are capped per client and in total, so clients that send partial
-messages or hold connections cannot starve others (cf. CVE-2024-8418). Sockets are handed in
-already bound (the worker cannot bind port 53 itself). No privileges and no records here.
+:data:`IDLE`. Forwarded queries in flight and TCP connections are shared fairly between
+clients and networks (:mod:`netd.dns.admission`), so clients that flood, send partial messages
+or hold connections cannot starve others (cf. CVE-2024-8418). Sockets are handed in already
+bound (the worker cannot bind port 53 itself). No privileges and no records here.
 """
 
 from __future__ import annotations
@@ -21,15 +22,13 @@ import threading
 import time
 
 from . import mmsg
+from .admission import Admission
 from .answer import Answerer, Forward
 from .forward import Forwarder
 
 log = logging.getLogger(__name__)
 
 IDLE = 10.0  # seconds a TCP connection may sit idle or take to send one message
-MAX_TCP = 512  # TCP connections in total
-MAX_TCP_PER_CLIENT = 16
-MAX_FORWARDS = 2048  # forwarded queries in flight (beyond: dropped, the client retries)
 # A UDP thread blocked in a receive wakes at least this often (SO_RCVTIMEO) to see whether it
 # should stop: a worker handing its sockets to a successor (the daemon shares them between the
 # two) must not exit while one of its threads could still take a query off the shared socket.
@@ -43,6 +42,7 @@ class _UdpThread:
         self.sock = sock
         self.thread: threading.Thread | None = None
         self.stop = False
+        self.listen = str(sock.getsockname()[0])  # names the network, for its share
 
 
 class Server:
@@ -54,9 +54,7 @@ class Server:
         self._udp: dict[str, _UdpThread] = {}
         self._tcp: dict[str, asyncio.AbstractServer] = {}
         self._held: dict[str, tuple[socket.socket, bool]] = {}  # key -> (socket, host view)
-        self._tcp_total = 0
-        self._tcp_per: dict[str, int] = {}
-        self._forwards = 0
+        self.admission = Admission()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- sockets --------------------------------------------------------------------------
@@ -131,6 +129,9 @@ class Server:
         recv = batcher.recv
         send = batcher.send
         forward = self._forward_soon
+        admit = self.admission.admit_forward
+        refusal = self.admission.refusal
+        servfail = self.forwarder.servfail
         record = self.answerer.stats.mine().record  # this thread's counters
         clock = time.perf_counter
         while True:
@@ -158,8 +159,12 @@ class Server:
                     answers.append((resp, slot))
                 else:
                     assert isinstance(resp, Forward)
-                    addr = batcher.address(slot)
-                    loop.call_soon_threadsafe(forward, entry.sock, resp, addr, started)
+                    keys = self._keys(resp, ip, entry.listen, host)
+                    if admit(keys, ip):
+                        addr = batcher.address(slot)
+                        loop.call_soon_threadsafe(forward, entry.sock, resp, addr, started, keys)
+                    elif refusal(keys, started):  # over its share: SERVFAIL now, not silence
+                        answers.append((servfail(resp), slot))
             if answers:
                 send(answers)  # refused answers are dropped, as a failed sendto is
                 seconds = clock() - started
@@ -205,27 +210,43 @@ class Server:
                 record(resp, clock() - started)
             else:
                 assert isinstance(resp, Forward)
-                loop.call_soon_threadsafe(forward, entry.sock, resp, addr, started)
+                keys = self._keys(resp, addr[0], entry.listen, host)
+                if self.admission.admit_forward(keys, addr[0]):
+                    loop.call_soon_threadsafe(forward, entry.sock, resp, addr, started, keys)
+                elif self.admission.refusal(keys, started):
+                    with contextlib.suppress(OSError):
+                        send(self.forwarder.servfail(resp), addr)
             if entry.stop:  # retiring: the socket is served by another worker now
                 return
 
+    def _keys(self, fwd: Forward, src: str, listen: str, host: bool) -> tuple[str, str]:
+        """(client, network) of a forwarded query, for its fair share."""
+        return self.admission.keys(self.answerer.tables, fwd.client.cid, src, listen, host)
+
     def _forward_soon(
-        self, sock: socket.socket, fwd: Forward, addr: object, started: float
+        self,
+        sock: socket.socket,
+        fwd: Forward,
+        addr: object,
+        started: float,
+        keys: tuple[str, str],
     ) -> None:
-        if self._forwards >= MAX_FORWARDS:
-            return  # dropped: the client retries
-        task = asyncio.ensure_future(self._forward_udp(sock, fwd, addr, started))
+        task = asyncio.ensure_future(self._forward_udp(sock, fwd, addr, started, keys))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _forward_udp(
-        self, sock: socket.socket, fwd: Forward, addr: object, started: float
+        self,
+        sock: socket.socket,
+        fwd: Forward,
+        addr: object,
+        started: float,
+        keys: tuple[str, str],
     ) -> None:
-        self._forwards += 1
         try:
             resp = await self.forwarder.resolve(fwd)
         finally:
-            self._forwards -= 1
+            self.admission.forwards.release(*keys)
         with contextlib.suppress(OSError):
             sock.sendto(resp, addr)  # type: ignore[call-overload]
         self.answerer.stats.mine().record(resp, time.perf_counter() - started)
@@ -236,27 +257,33 @@ class Server:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: bool
     ) -> None:
         peer = writer.get_extra_info("peername")
-        ip = peer[0] if peer else ""
-        if self._tcp_total >= MAX_TCP or self._tcp_per.get(ip, 0) >= MAX_TCP_PER_CLIENT:
-            writer.close()
+        local = writer.get_extra_info("sockname")
+        ip = str(peer[0]) if peer else ""
+        tables = self.answerer.tables
+        client = tables.clients.get(ip)
+        keys = self.admission.keys(
+            tables, client.cid if client else "", ip, str(local[0]) if local else "", host
+        )
+        if not self.admission.admit_tcp(keys, ip):
+            writer.close()  # over its share: closed before reading anything
             return
-        self._tcp_total += 1
-        self._tcp_per[ip] = self._tcp_per.get(ip, 0) + 1
         try:
-            await self._tcp_session(reader, writer, ip, host)
+            await self._tcp_session(reader, writer, ip, host, keys)
         except (TimeoutError, asyncio.IncompleteReadError, OSError):
             pass
         except Exception:
             log.exception("TCP session with %s", ip)
         finally:
-            self._tcp_total -= 1
-            self._tcp_per[ip] -= 1
-            if not self._tcp_per[ip]:
-                del self._tcp_per[ip]
+            self.admission.tcp.release(*keys)
             writer.close()
 
     async def _tcp_session(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ip: str, host: bool
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        ip: str,
+        host: bool,
+        keys: tuple[str, str],
     ) -> None:
         while True:
             head = await asyncio.wait_for(reader.readexactly(2), IDLE)
@@ -267,10 +294,19 @@ class Server:
             if resp is None:
                 return
             if not isinstance(resp, bytes):
-                resp = await self.forwarder.resolve(resp)
+                resp = await self._forward_tcp(resp, ip, keys)
             self.answerer.stats.mine().record(resp, time.perf_counter() - started)
             writer.write(struct.pack("!H", len(resp)) + resp)
             await asyncio.wait_for(writer.drain(), IDLE)
+
+    async def _forward_tcp(self, fwd: Forward, ip: str, keys: tuple[str, str]) -> bytes:
+        # The connection's keys: its client and the network it connected to.
+        if not self.admission.admit_forward(keys, ip):
+            return self.forwarder.servfail(fwd)  # TCP cannot be spoofed: no answer rate
+        try:
+            return await self.forwarder.resolve(fwd)
+        finally:
+            self.admission.forwards.release(*keys)
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for forwarded queries in flight to be answered."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host-listen", default=None)
     p.add_argument("--workers", type=int, default=0, help="worker processes (0: default)")
     args = p.parse_args(argv)
+    # stderr: the manager's lines and the workers' (which arrive through their log pipes)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     mgr = DnsManager(
         domain=args.domain,
         ttl=args.ttl,

@@ -100,6 +100,7 @@ def sum_query_stats(replies: list[dict[str, Any]]) -> dict[str, Any]:
         "count": 0,
         "cache_hits": 0,
         "upstream_failures": 0,
+        "over_share": {"forward": 0, "tcp": 0},
         "bounds": [],
     }
     for reply in replies:
@@ -115,4 +116,7 @@ def sum_query_stats(replies: list[dict[str, Any]]) -> dict[str, Any]:
         total["count"] += q.get("count", 0)
         total["cache_hits"] += q.get("cache_hits", 0)
         total["upstream_failures"] += reply.get("upstream_failures", 0)
+        limits = reply.get("limits", {})
+        for kind, key in (("forward", "forwards"), ("tcp", "tcp")):
+            total["over_share"][kind] += limits.get(key, {}).get("refused", 0)
     return total

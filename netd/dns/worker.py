@@ -19,6 +19,10 @@ connects, says ``hello``, takes its sockets back (``export``) and pushes the cur
 worker that serves no socket has nothing to keep alive and exits when its connection closes
 (or if no daemon connects within :data:`FIRST_CONTACT` seconds of its start).
 It never binds a socket itself and never touches the kernel's network configuration.
+
+Its stderr is /dev/null: log records go over a pipe the daemon reads (``--log-fd`` at start,
+then the control message ``log`` from each daemon that adopts it; :mod:`netd.dns.logchan`), so
+this unprivileged process holds no descriptor of the daemon's log.
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ import signal
 import socket
 import struct
 import sys
+import threading
 from typing import Any
 
 from .answer import Answerer
 from .control import MAX_FDS, ChannelClosed, Receiver, send_message
 from .forward import Forwarder
 from .handover import build_id
+from .logchan import ChannelHandler
 from .records import Tables
 from .seccomp import install_filter
 from .server import Server
@@ -108,8 +114,10 @@ class Worker:
         listener: socket.socket | None = None,
         owner_uid: int = 0,
         hello: dict[str, Any] | None = None,
+        channel: ChannelHandler | None = None,
     ) -> None:
         self.ctrl: socket.socket | None = None
+        self.channel = channel  # where log records go (None: stderr, run by hand)
         self.answerer = answerer
         self.server = server
         self.listener = listener  # detached mode: accept a new daemon's connection
@@ -150,8 +158,8 @@ class Worker:
         if self.listener is None or not self.server.keys():
             self.finish()
         else:
-            # Normal at every daemon restart (the daemon logs it); stderr is the daemon's log,
-            # whose format (text or JSON lines) this process does not know, so stay quiet.
+            # Normal at every daemon restart: buffered by the log channel, the next daemon
+            # logs it when it adopts this worker.
             log.info("control connection closed; serving the last records until adopted")
 
     def on_accept(self) -> None:
@@ -226,6 +234,14 @@ class Worker:
         elif op == "endpoints":
             # One network's attach/detach: cost of the changed endpoints only.
             self.answerer.change_endpoints(msg["net"], msg.get("add", []), msg.get("del", []))
+        elif op == "log":
+            # A new daemon's pipe for our log records (the last one's reader is gone).
+            for fd in fds[1:]:
+                os.close(fd)
+            if fds and self.channel is not None:
+                self.channel.attach(fds[0])
+            elif fds:
+                os.close(fds[0])
         elif op == "hello":
             if self.token is None and msg.get("token"):
                 self.token = str(msg["token"])  # given once, by the daemon that started us
@@ -257,6 +273,8 @@ class Worker:
                 cached=len(self.answerer.cache),
                 queries=self.answerer.stats.snapshot(),
                 upstream_failures=self.server.forwarder.health.failures,
+                limits=self.server.admission.snapshot(),
+                log_dropped=self.channel.dropped_total if self.channel is not None else 0,
             )
         return reply, out_fds
 
@@ -278,12 +296,16 @@ async def serve(
     listener: socket.socket | None = None,
     owner_uid: int = 0,
     hello: dict[str, Any] | None = None,
+    channel: ChannelHandler | None = None,
 ) -> None:
     """Serve until the control socket closes (or, detached, until told to stop)."""
     answerer = Answerer(domain, ttl)
     forwarder = Forwarder(answerer, HostUpstreams(upstreams_from))
     server = Server(answerer, forwarder)
-    worker = Worker(ctrl, answerer, server, listener=listener, owner_uid=owner_uid, hello=hello)
+    worker = Worker(
+        ctrl, answerer, server, listener=listener, owner_uid=owner_uid, hello=hello,
+        channel=channel,
+    )  # fmt: skip
     loop = asyncio.get_running_loop()
     if listener is not None:
         listener.setblocking(False)
@@ -291,7 +313,11 @@ async def serve(
         loop.call_later(FIRST_CONTACT, worker.first_contact_due)
     loop.add_signal_handler(signal.SIGTERM, worker.finish)
     consumer = asyncio.ensure_future(worker.consume())
+    if channel is not None:
+        flusher = asyncio.ensure_future(_flush_every(channel, 1.0))
     await worker.done
+    if channel is not None:
+        flusher.cancel()
     consumer.cancel()
     loop.remove_signal_handler(signal.SIGTERM)
     if listener is not None:
@@ -300,6 +326,14 @@ async def serve(
         loop.remove_reader(worker.ctrl.fileno())
     await server.drain(2.0)  # answer forwarded queries in flight (retiring, SIGTERM)
     await server.close()
+
+
+async def _flush_every(channel: ChannelHandler, seconds: float) -> None:
+    # Lines the pipe had no room for (a burst, or the backlog a new daemon receives) go out
+    # without waiting for the next record.
+    while True:
+        await asyncio.sleep(seconds)
+        channel.flush()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -313,7 +347,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--domain", default="dns.netd")
     p.add_argument("--ttl", type=int, default=5)
     p.add_argument("--upstreams-from", default="/etc/resolv.conf")
+    p.add_argument("--log-fd", type=int, default=None, help="pipe to the daemon for log records")
     args = p.parse_args(argv)
+    channel = _setup_logging(args.log_fd)
     detached = args.listen_fd is not None
     ctrl = None if detached else socket.socket(fileno=args.control_fd)
     listener = socket.socket(fileno=args.listen_fd) if detached else None
@@ -326,20 +362,54 @@ def main(argv: list[str] | None = None) -> None:
             "user": args.user,
         },
     }
-    drop_privileges(args.user, parent_death=not detached)
-    install_filter()  # allow-list of system calls, after the privilege drop (seccomp.py)
-    logging.basicConfig(level=logging.WARNING, format="netd-dns[%(process)d]: %(message)s")
-    asyncio.run(
-        serve(
-            ctrl,
-            args.domain,
-            args.ttl,
-            args.upstreams_from,
-            listener=listener,
-            owner_uid=args.owner_uid,
-            hello=hello,
-        )
-    )
+    try:
+        _raise_nofile()
+        drop_privileges(args.user, parent_death=not detached)
+        install_filter()  # allow-list of system calls, after the privilege drop (seccomp.py)
+    except SystemExit as exc:
+        if not isinstance(exc.code, int | None):
+            log.critical("%s", exc.code)
+        sys.exit(1)
+    except Exception:
+        log.critical("DNS worker failed to start", exc_info=True)
+        sys.exit(1)
+    main_loop = serve(
+        ctrl, args.domain, args.ttl, args.upstreams_from, listener=listener,
+        owner_uid=args.owner_uid, hello=hello, channel=channel,
+    )  # fmt: skip
+    try:
+        asyncio.run(main_loop)
+    except Exception:
+        log.critical("DNS worker failed", exc_info=True)
+        sys.exit(1)
+
+
+def _setup_logging(log_fd: int | None) -> ChannelHandler | None:
+    """Log records to the daemon's pipe (stderr only when run by hand without one)."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)  # the daemon filters by its own level
+    if log_fd is None:
+        logging.basicConfig(format="netd-dns[%(process)d]: %(message)s")
+        return None
+    channel = ChannelHandler(log_fd)
+    root.addHandler(channel)
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        exc = (args.exc_type, args.exc_value, args.exc_traceback)
+        name = args.thread.name if args.thread else "?"
+        log.error("uncaught exception in thread %s", name, exc_info=exc)  # type: ignore[arg-type]
+
+    threading.excepthook = hook
+    return channel
+
+
+def _raise_nofile() -> None:
+    """Soft descriptor limit up to the hard one: each forwarded query holds a socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, 65536), hard))
 
 
 if __name__ == "__main__":

@@ -5,10 +5,14 @@ processes and control connections. Two ways to run a worker:
 
 - attached (``run_dir`` None: the standalone harness, tests): a socketpair, the worker dies
   with its parent (PR_SET_PDEATHSIG) and exits when the connection closes;
-- detached (the daemon): its own session, cwd ``/``, stdout to /dev/null (stderr stays the
-  daemon's, i.e. the journal), a listening control socket at ``<run_dir>/worker-<i>.sock``
-  and a record ``worker-<i>.json`` (:mod:`netd.dns.handover`). It outlives the daemon, and the
-  next daemon :func:`find`\\ s and adopts it, or replaces it.
+- detached (the daemon): its own session, cwd ``/``, a listening control socket at
+  ``<run_dir>/worker-<i>.sock`` and a record ``worker-<i>.json`` (:mod:`netd.dns.handover`).
+  It outlives the daemon, and the next daemon :func:`find`\\ s and adopts it, or replaces it.
+
+Either way stdin, stdout and stderr are /dev/null: the worker never holds the daemon's log.
+Its log records come over a pipe (``--log-fd``) that the daemon's
+:class:`~netd.dns.logchan.LogPump` reads; a daemon that adopts a worker sends it a new pipe
+(:func:`attach_log`).
 
 Nothing here knows about records or which sockets a worker should serve.
 """
@@ -44,6 +48,7 @@ from .handover import (
     start_time,
     write_record,
 )
+from .logchan import LogPump
 
 log = logging.getLogger(__name__)
 
@@ -190,13 +195,46 @@ def _user_uid(user: str) -> int:
     return pwd.getpwnam(user).pw_uid
 
 
-def spawn(spec: WorkerSpec, index: int) -> WorkerProc:
+def attach_log(proc: WorkerProc, pump: LogPump) -> None:
+    """Give a worker found running a pipe to this daemon for its log records (and backlog)."""
+    read_fd, write_fd = pump.open()
+    pump.watch(read_fd, proc.pid)  # before sending: the backlog may not fit in the pipe
+    try:
+        proc.request({"op": "log"}, [write_fd])
+    except Unavailable as exc:
+        log.warning("DNS worker %d (pid %d): no log channel: %s", proc.index, proc.pid, exc)
+    finally:
+        os.close(write_fd)
+
+
+def _popen(cmd: list[str], keep: list[int], pump: LogPump, **kw: Any) -> subprocess.Popen[bytes]:
+    """Start a worker with /dev/null as stdio and a log pipe (``--log-fd``) that ``pump`` reads."""
+    read_fd, write_fd = pump.open()
+    try:
+        popen = subprocess.Popen(
+            [*cmd, "--log-fd", str(write_fd)],
+            pass_fds=[*keep, write_fd],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            **kw,
+        )
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    pump.watch(read_fd, popen.pid)
+    return popen
+
+
+def spawn(spec: WorkerSpec, index: int, pump: LogPump) -> WorkerProc:
     """Start worker ``index`` (detached with a record if ``spec.run_dir``) and say hello."""
     if spec.run_dir is None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             cmd = [*spec.argv(), "--control-fd", str(child.fileno())]
-            popen = subprocess.Popen(cmd, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL)
+            popen = _popen(cmd, [child.fileno()], pump)
         finally:
             child.close()
         return WorkerProc(index, parent, popen=popen)
@@ -214,15 +252,8 @@ def spawn(spec: WorkerSpec, index: int) -> WorkerProc:
             "--owner-uid", str(os.getuid()),
         ]  # fmt: skip
         # Own session and process group: a signal to the daemon's group (a terminal's ^C, the
-        # service manager's) does not reach it. stdout is nobody's; stderr stays the journal.
-        popen = subprocess.Popen(
-            cmd,
-            pass_fds=[listener.fileno()],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd="/",
-        )
+        # service manager's) does not reach it.
+        popen = _popen(cmd, [listener.fileno()], pump, start_new_session=True, cwd="/")
     finally:
         listener.close()
     handle = VerifiedProcess(popen.pid, os.pidfd_open(popen.pid))

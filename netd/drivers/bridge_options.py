@@ -99,6 +99,7 @@ VALIDATORS: dict[str, Callable[[str, str], str]] = {
     "dns": _bool,  # "false" turns the network's DNS server off
     "dns_forward_internal": _bool,  # internal networks forward to upstreams only if "true"
     "isolate": _bool,
+    "anti_spoof": _bool,  # containers send only from their own addresses (nftables backend)
 }
 
 

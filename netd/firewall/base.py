@@ -17,6 +17,9 @@ class Firewall(Protocol):
     """Packet filtering and NAT for netd's networks."""
 
     name: str
+    # Optional abilities ("anti_spoof": source-address validation on bridge ports); a network
+    # option that needs one the backend lacks is refused at create.
+    capabilities: frozenset[str]
 
     def ensure_network(self, network: Network, bridge: str) -> None:
         """Add the network's rules/set elements (masquerade, isolation, internal)."""
@@ -63,6 +66,7 @@ class NullFirewall:
     """``firewall_backend = "none"``: the operator owns the firewall; netd adds no rules."""
 
     name = "none"
+    capabilities: frozenset[str] = frozenset()
 
     def ensure_network(self, network: Network, bridge: str) -> None:
         """Nothing to do."""

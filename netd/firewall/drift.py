@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import ruleset
-from .policy import icc_port
 from .state import DesiredState, EndpointKey
 
 
@@ -104,7 +103,7 @@ def find_drift(state: DesiredState, listing: Iterable[dict[str, Any]]) -> Drift:
         for ep in state.endpoints_of(policy.network_id):
             key = (ep.network_id, ep.container_id, ep.ifname)
             rules = state.endpoints[key][1]
-            gone = lost(ruleset.build_endpoint_elements(policy, icc_port(policy, ep), rules))
+            gone = lost(ruleset.endpoint_elements(policy, ep, rules))
             if gone:
                 drift.endpoints[key] = gone
     return drift

@@ -58,6 +58,9 @@ class IptablesFirewall:
     """Firewall backend on iptables/ip6tables, in chains named NETD-*."""
 
     name = "iptables"
+    # No anti_spoof: filtering what a port sends needs ebtables or the bridge family of
+    # nftables; iptables sees bridged frames only with br_netfilter, which netd does not load.
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(self, variant: str = "auto") -> None:
         if variant not in VARIANTS:

@@ -21,7 +21,7 @@ from ..model import Endpoint, Network
 from . import ruleset
 from .drift import Drift, find_drift
 from .localnet import enable_route_localnet
-from .policy import NetworkPolicy, build_policy, icc_port
+from .policy import NetworkPolicy, build_policy
 from .state import DesiredState, endpoint_key
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class NftablesFirewall:
     """Firewall backend on nftables (tables ``inet netd`` and ``bridge netd``)."""
 
     name = "nftables"
+    capabilities: frozenset[str] = frozenset({"anti_spoof"})
 
     def __init__(self, nft: Any = None) -> None:
         self._nft = nft if nft is not None else load_nftables()
@@ -143,7 +144,7 @@ class NftablesFirewall:
             eps = self._state.endpoints_of(network.id)
             for ep in eps:
                 rules = self._state.endpoints[endpoint_key(ep)][1]
-                gone += ruleset.build_endpoint_elements(policy, icc_port(policy, ep), rules)
+                gone += ruleset.endpoint_elements(policy, ep, rules)
 
             def change(state: DesiredState) -> None:
                 for ep in eps:
@@ -159,11 +160,11 @@ class NftablesFirewall:
         with self._lock:
             policy = self._policy(network, op)
             rules = self._state.check_ports(endpoint)
-            add = ruleset.build_endpoint_elements(policy, icc_port(policy, endpoint), rules)
+            add = ruleset.endpoint_elements(policy, endpoint, rules)
             old = self._state.endpoints.get(endpoint_key(endpoint))
             delete: list[ruleset.Elem] = []
             if old is not None:
-                was = ruleset.build_endpoint_elements(policy, icc_port(policy, old[0]), old[1])
+                was = ruleset.endpoint_elements(policy, old[0], old[1])
                 delete = [e for e in was if e not in add]
             self._commit(lambda state: state.put_endpoint(endpoint, rules), add, delete, op)
 
@@ -175,7 +176,7 @@ class NftablesFirewall:
             old = self._state.endpoints.get(endpoint_key(endpoint))
             if policy is None or old is None:
                 return
-            gone = ruleset.build_endpoint_elements(policy, icc_port(policy, old[0]), old[1])
+            gone = ruleset.endpoint_elements(policy, old[0], old[1])
             self._commit(lambda state: state.drop_endpoint(endpoint_key(endpoint)), [], gone, op)
 
     def sync(self, networks: list[tuple[Network, str]], endpoints: list[Endpoint]) -> None:
@@ -303,9 +304,7 @@ class NftablesFirewall:
                 expected = len(ruleset.build_network_elements(policy))
                 for ep in self._state.endpoints_of(network.id):
                     rules = self._state.endpoints[endpoint_key(ep)][1]
-                    expected += len(
-                        ruleset.build_endpoint_elements(policy, icc_port(policy, ep), rules)
-                    )
+                    expected += len(ruleset.endpoint_elements(policy, ep, rules))
             listing, families = list_tables(self._nft)
         tables = [f"{family} {ruleset.TABLE}" for family in families]
         counts: dict[tuple[str, str], int] = {}

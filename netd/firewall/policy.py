@@ -21,6 +21,9 @@ OPT_ICC = "enable_icc"
 OPT_MASQUERADE = "enable_ip_masquerade"
 OPT_HOST_IPV4 = "host_ipv4"
 OPT_HOST_IPV6 = "host_ipv6"
+OPT_ANTI_SPOOF = "anti_spoof"
+# What a backend must be able to do for an option (``Firewall.capabilities``).
+OPTION_NEEDS = {OPT_ANTI_SPOOF: "anti_spoof"}
 
 
 def _bool_option(network: Network, key: str, default: bool) -> bool:
@@ -62,6 +65,7 @@ class NetworkPolicy:
     subnets6: tuple[IPNetwork, ...]
     gateways4: tuple[IPAddress, ...]
     gateways6: tuple[IPAddress, ...]
+    anti_spoof: bool = False  # containers may send only from the addresses netd gave them
 
     @property
     def tag(self) -> str:
@@ -103,7 +107,25 @@ def build_policy(network: Network, bridge: str) -> NetworkPolicy:
         subnets6=tuple(s.subnet for s in subnets if s.version == 6),
         gateways4=tuple(s.gateway for s in subnets if s.version == 4 and s.gateway is not None),
         gateways6=tuple(s.gateway for s in subnets if s.version == 6 and s.gateway is not None),
+        anti_spoof=_bool_option(network, OPT_ANTI_SPOOF, False),
     )
+
+
+def check_backend_supports(network: Network, backend: str, capabilities: frozenset[str]) -> None:
+    """Refuse (InvalidInput) an option the firewall backend cannot enforce, e.g. anti_spoof.
+
+    Checked when a network is created: a security option asked for and silently not enforced
+    would be worse than a clear refusal. (Not when rules are rebuilt, so a network made under
+    another backend never stops the daemon.)
+    """
+    for option, needs in OPTION_NEEDS.items():
+        if _bool_option(network, option, False) and needs not in capabilities:
+            raise InvalidInput(
+                f"options.{option}",
+                network.options[option],
+                f'needs the nftables firewall backend; this daemon runs "{backend}", which '
+                "cannot filter what containers send on bridge ports",
+            )
 
 
 @dataclass(frozen=True)
@@ -203,6 +225,16 @@ def icc_port(policy: NetworkPolicy, endpoint: Endpoint) -> str | None:
     if policy.icc:
         return None
     return check_ifname(endpoint.host_ifname, "host_ifname")
+
+
+def spoof_port(
+    policy: NetworkPolicy, endpoint: Endpoint
+) -> tuple[str, tuple[IPAddress, ...]] | None:
+    """(host-side veth, the endpoint's addresses) if its network has anti_spoof on."""
+    if not policy.anti_spoof:
+        return None
+    port = check_ifname(endpoint.host_ifname, "host_ifname")
+    return port, tuple(iface.ip for iface in endpoint.addresses)
 
 
 def clashes(a: PortRule, b: PortRule) -> bool:

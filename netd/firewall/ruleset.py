@@ -14,6 +14,7 @@ Base chains and priorities (lower runs first; other tables keep their own chains
     inet netd   output       nat    hook output       priority dstnat       (-100)
     inet netd   postrouting  nat    hook postrouting  priority srcnat       (100)
     bridge netd forward      filter hook forward      priority filter       (-200)
+    bridge netd prerouting   filter hook prerouting   priority filter       (-200)
 
 Running before firewalld (filter + 10) and Docker/iptables-nft (filter) means our drops
 (isolation, internal networks, invalid) apply whatever they accept; our accepts only end our
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model import Endpoint, IPAddress, IPNetwork, Network
-from .policy import NetworkPolicy, PortRule, icc_port
+from .policy import NetworkPolicy, PortRule, icc_port, spoof_port
 from .state import DesiredState
 
 TABLE = "netd"
@@ -65,6 +66,10 @@ SETS: dict[str, tuple[str, list[str] | str, str | None, bool]] = {
     "pub6_ip": (INET, ["ipv6_addr", "inet_proto", "inet_service"], "ipv6_addr", False),
     "pub6_ip_port": (INET, ["ipv6_addr", "inet_proto", "inet_service"], "inet_service", False),
     "no_icc_ports": (BRIDGE, "ifname", None, False),
+    # anti_spoof=true: the host veths whose senders are checked, and what each may send from.
+    "spoof_ports": (BRIDGE, "ifname", None, False),
+    "port_addrs4": (BRIDGE, ["ifname", "ipv4_addr"], None, False),
+    "port_addrs6": (BRIDGE, ["ifname", "ipv6_addr"], None, False),
 }
 
 # name -> (family, type, hook, priority)
@@ -75,11 +80,13 @@ CHAINS: dict[str, tuple[str, str, str, int]] = {
     "output": (INET, "nat", "output", -100),
     "postrouting": (INET, "nat", "postrouting", 100),
     "bridge_forward": (BRIDGE, "filter", "forward", -200),
+    # Every frame a port sends, also to the host (the gateway, DNS): forward sees bridged only.
+    "bridge_prerouting": (BRIDGE, "filter", "prerouting", -200),
 }
 
 
 def _chain_name(chain: str) -> str:
-    return "forward" if chain == "bridge_forward" else chain
+    return chain.removeprefix("bridge_")
 
 
 # --- expression helpers -------------------------------------------------------------------
@@ -358,6 +365,50 @@ def build_bridge_rules() -> list[Cmd]:
     ]
 
 
+def build_antispoof_rules() -> list[Cmd]:
+    """bridge netd prerouting: anti_spoof ports send only from their own addresses.
+
+    IPv6 link-local and unspecified sources pass (neighbour discovery, DAD: every port has
+    its own link-local address, which netd does not assign), as do ARP probes (sender
+    0.0.0.0). MAC addresses are not checked.
+    """
+    port = _meta("iifname")
+    return [
+        # iifname @spoof_ports meta protocol ip iifname . ip saddr != @port_addrs4 drop
+        _rule(
+            "bridge_prerouting",
+            _match(port, "@spoof_ports"),
+            _match(_meta("protocol"), "ip"),
+            _match(_concat(port, _payload("ip", "saddr")), "@port_addrs4", "!="),
+            DROP,
+        ),
+        # iifname @spoof_ports meta protocol ip6 ip6 saddr != { ::, fe80::/10 }
+        #     iifname . ip6 saddr != @port_addrs6 drop
+        _rule(
+            "bridge_prerouting",
+            _match(port, "@spoof_ports"),
+            _match(_meta("protocol"), "ip6"),
+            _match(
+                _payload("ip6", "saddr"),
+                {"set": ["::", {"prefix": {"addr": "fe80::", "len": 10}}]},
+                "!=",
+            ),
+            _match(_concat(port, _payload("ip6", "saddr")), "@port_addrs6", "!="),
+            DROP,
+        ),
+        # iifname @spoof_ports meta protocol arp arp saddr ip != 0.0.0.0
+        #     iifname . arp saddr ip != @port_addrs4 drop   (no claiming a neighbour's address)
+        _rule(
+            "bridge_prerouting",
+            _match(port, "@spoof_ports"),
+            _match(_meta("protocol"), "arp"),
+            _match(_payload("arp", "saddr ip"), "0.0.0.0", "!="),
+            _match(_concat(port, _payload("arp", "saddr ip")), "@port_addrs4", "!="),
+            DROP,
+        ),
+    ]
+
+
 def build_rules() -> list[Cmd]:
     """Every rule of netd, in chain order (constant: independent of networks and ports)."""
     return (
@@ -367,6 +418,7 @@ def build_rules() -> list[Cmd]:
         + build_dnat_rules("output")
         + build_postrouting_rules()
         + build_bridge_rules()
+        + build_antispoof_rules()
     )
 
 
@@ -445,13 +497,38 @@ def port_elems(policy: NetworkPolicy, rule: PortRule) -> list[Elem]:
 
 
 def build_endpoint_elements(
-    policy: NetworkPolicy, host_ifname: str | None, rules: tuple[PortRule, ...]
+    policy: NetworkPolicy,
+    host_ifname: str | None,
+    rules: tuple[PortRule, ...],
+    spoof: tuple[str, tuple[IPAddress, ...]] | None = None,
+    owner: str = "",
 ) -> list[Elem]:
-    """The elements of one endpoint: its published ports and, with ICC off, its bridge port."""
+    """The elements of one endpoint: its published ports, with ICC off its bridge port, with
+    anti_spoof its port and the addresses it may send from (``spoof``; ``owner``: container id
+    for their comments)."""
     out = [e for r in rules for e in port_elems(policy, r)]
     if host_ifname is not None:
         out.append(Elem.of("no_icc_ports", host_ifname, comment=policy.tag))
+    if spoof is not None:
+        port, addrs = spoof
+        tag = endpoint_comment(policy, owner) if owner else policy.tag
+        out.append(Elem.of("spoof_ports", port, comment=tag))
+        for addr in addrs:
+            out.append(Elem.of(f"port_addrs{addr.version}", _concat(port, str(addr)), comment=tag))
     return out
+
+
+def endpoint_elements(
+    policy: NetworkPolicy, endpoint: Endpoint, rules: tuple[PortRule, ...]
+) -> list[Elem]:
+    """:func:`build_endpoint_elements` for a recorded endpoint (ICC and anti_spoof from policy)."""
+    return build_endpoint_elements(
+        policy,
+        icc_port(policy, endpoint),
+        rules,
+        spoof_port(policy, endpoint),
+        endpoint.container_id,
+    )
 
 
 def state_elements(state: DesiredState) -> list[Elem]:
@@ -461,7 +538,7 @@ def state_elements(state: DesiredState) -> list[Elem]:
         out += build_network_elements(policy)
         for ep in state.endpoints_of(policy.network_id):
             rules = state.endpoints[(ep.network_id, ep.container_id, ep.ifname)][1]
-            out += build_endpoint_elements(policy, icc_port(policy, ep), rules)
+            out += endpoint_elements(policy, ep, rules)
     return out
 
 

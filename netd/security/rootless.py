@@ -70,6 +70,7 @@ OWNER_OPTIONS = frozenset(
         "dns_servers",
         "dns_forward_internal",
         "isolate",
+        "anti_spoof",
     }
 )
 PORT_START_SYSCTL = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")

@@ -134,6 +134,7 @@ def test_producers_feed_the_exposition() -> None:
         "count": 5,
         "cache_hits": 2,
         "upstream_failures": 1,
+        "over_share": {"forward": 7, "tcp": 3},
     }
     got = samples(m.exposition().decode())
     assert got[("netd_reconcile_repairs_total", (("kind", "bridge"),))] == 1
@@ -145,6 +146,8 @@ def test_producers_feed_the_exposition() -> None:
     assert got[("netd_dns_query_seconds_bucket", (("le", "+Inf"),))] == 5
     assert got[("netd_dns_cache_hits_total", ())] == 2
     assert got[("netd_dns_upstream_failures_total", ())] == 1
+    assert got[("netd_dns_over_share_total", (("kind", "forward"),))] == 7
+    assert got[("netd_dns_over_share_total", (("kind", "tcp"),))] == 3
     # no service bound: the IPAM families exist but are empty
     assert not any(k[0].startswith("netd_ipam_") for k in got)
 

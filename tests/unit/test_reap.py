@@ -81,6 +81,7 @@ class Firewall:
     """A firewall that only remembers whose ports it holds."""
 
     name = "fake"
+    capabilities: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
         self.ports: dict[str, tuple[PortMapping, ...]] = {}
