@@ -104,6 +104,15 @@ def networks_to_repair(
     return ids
 
 
+def _exists(ifname: str) -> bool:
+    """Whether a link named ``ifname`` exists in this namespace now (one ioctl)."""
+    try:
+        socket.if_nametoindex(ifname)
+    except OSError:
+        return False
+    return True
+
+
 def open_link_events() -> socket.socket | None:
     """A non-blocking rtnetlink socket receiving link events in this namespace, or None."""
     try:
@@ -134,7 +143,7 @@ class LinkWatcher:
         self._gap = gap
         self._last = -gap
         self._sock: socket.socket | None = None
-        self._tags: set[str] = set()
+        self._tags: dict[str, str] = {}  # tag → name of the deleted link
         self._full = False  # events were lost: check everything
         self._task: asyncio.Task[None] | None = None
         self.passes = 0  # targeted passes run (tests, metrics)
@@ -174,7 +183,7 @@ class LinkWatcher:
                 break
             for link in deleted_links(data):
                 if link.alias.startswith(TAG_PREFIX):
-                    self._tags.add(link.alias)
+                    self._tags[link.alias] = link.ifname
         if (self._tags or self._full) and (self._task is None or self._task.done()):
             self._task = asyncio.ensure_future(self._run())
 
@@ -183,7 +192,11 @@ class LinkWatcher:
         loop = asyncio.get_running_loop()
         while self._tags or self._full:
             await asyncio.sleep(max(self._debounce, self._last + self._gap - loop.time()))
-            tags, self._tags = self._tags, set()
+            deleted, self._tags = self._tags, {}
+            # A link that exists again under its name was re-made by netd itself, e.g. a DEL
+            # followed at once by an ADD of the same container (a runtime's restart): no pass
+            # over the whole network for that.
+            tags = {tag for tag, name in deleted.items() if not _exists(name)}
             full, self._full = self._full, False
             networks, endpoints = self._state()
             ids = None if full else networks_to_repair(tags, networks, endpoints)

@@ -75,11 +75,16 @@ def test_watcher_debounces_and_reconciles_the_networks() -> None:
 
     async def scenario() -> None:
         watcher = LinkWatcher(reconcile, lambda: ([NET, OTHER], [EP]), debounce=0.01, gap=0.01)
-        watcher._tags = {bridge_tag(NET.id), endpoint_tag(NET.id, "c1", "eth0")}
+        veth = endpoint_tag(NET.id, "c1", "eth0")
+        watcher._tags = {bridge_tag(NET.id): "nd-nosuchlink0", veth: "nv-nosuchlink0"}
         await watcher._run()
         watcher._full = True
         await watcher._run()
-        watcher._tags = {"netd:gone"}
+        watcher._tags = {"netd:gone": "nv-nosuchlink1"}
+        await watcher._run()
+        # Deleted, then made again under its name before the debounce ended (a DEL and an ADD
+        # of the same container): nothing to repair. "lo" stands for a link that exists.
+        watcher._tags = {veth: "lo"}
         await watcher._run()
         assert watcher.passes == 2
 
