@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 from netns_fixtures import HELLO_SERVER, Namespace, Sandbox, wait_for
-from netns_fixtures.daemon import NETD, REQUEST_SCRIPT, Daemon
+from netns_fixtures.daemon import NETD, Daemon
+from netns_fixtures.users import request_as, user_netns, write_client
 
 ALICE = 4242
 CONFIG = """
@@ -54,17 +55,12 @@ NETWORKS: list[dict[str, Any]] = [
 ]
 
 
-def as_uid(uid: int) -> list[str]:
-    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-
-
 class World:
     """The daemon, its containers and a client that calls the API as another uid."""
 
     def __init__(self, d: Daemon, host: Namespace, sandbox: Sandbox) -> None:
         self.d, self.host, self.sandbox = d, host, sandbox
-        self.client = d.socket.parent / "client.py"
-        self.client.write_text(REQUEST_SCRIPT)
+        self.client = write_client(d.socket.parent)
         self.etc: list[Path] = []
 
     def open_socket(self) -> None:
@@ -73,28 +69,12 @@ class World:
         self.d.socket.chmod(0o666)
 
     def call(self, uid: int, method: str, url: str, body: Any = None) -> tuple[int, Any]:
-        argv = [*as_uid(uid), sys.executable, "-I", str(self.client), str(self.d.socket)]
-        argv += [method, url, json.dumps(body) if body is not None else ""]
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
-        data = json.loads(out.stdout)
-        return data["status"], data["body"]
+        """(status, answer) of one request made by a process running as ``uid``."""
+        return request_as(uid, self.client, self.d.socket, method, url, body)
 
     def user_netns(self, uid: int) -> int:
         """Pid of a process in a new user + network namespace made by ``uid``."""
-        proc = self.host.spawn(
-            *as_uid(uid), "unshare", "--user", "--map-root-user", "--net", "sleep", "300"
-        )
-        ours = os.stat("/proc/self/ns/user").st_ino
-
-        def moved() -> bool:
-            assert proc.poll() is None, "unshare --user failed"
-            try:
-                return os.stat(f"/proc/{proc.pid}/ns/user").st_ino != ours
-            except OSError:
-                return False
-
-        wait_for("the user namespace", moved, timeout=10)
-        return proc.pid
+        return user_netns(self.host, uid)
 
     def resolv(self, ns: Namespace, server: str) -> None:
         """resolv.conf for glibc in ``ns`` (``ip netns exec`` bind-mounts /etc/netns/<ns>)."""

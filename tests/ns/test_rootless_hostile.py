@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 from netns_fixtures import Namespace, Sandbox, wait_for
 from netns_fixtures.daemon import REQUEST_SCRIPT, Daemon
-from test_rootless_ns import ALICE, BOB, Rootless, addresses, as_uid
+from netns_fixtures.users import as_uid
+from test_rootless_ns import ALICE, BOB, Rootless, addresses
 
 CONFIG = """
 [policy]

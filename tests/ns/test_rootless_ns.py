@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from netns_fixtures import Namespace, Sandbox
-from netns_fixtures.daemon import REQUEST_SCRIPT, Daemon
+from netns_fixtures.daemon import Daemon
+from netns_fixtures.users import request_as, user_netns, write_client
 
 ALICE, BOB, STRANGER = 4242, 4343, 4444
 
@@ -33,10 +33,6 @@ rootless_max_addresses = 384
 """
 
 
-def as_uid(uid: int) -> list[str]:
-    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-
-
 class Rootless:
     """The daemon, a client per uid, and user-owned namespaces."""
 
@@ -44,33 +40,15 @@ class Rootless:
         self.daemon = daemon
         self.host = host
         self.dir = daemon.socket.parent
-        self.client = self.dir / "client.py"
-        self.client.write_text(REQUEST_SCRIPT)
+        self.client = write_client(self.dir)
 
     def call(self, uid: int, method: str, url: str, body: Any = None) -> tuple[int, Any]:
         """(status, answer) of one request made by a process running as ``uid``."""
-        argv = [*as_uid(uid), sys.executable, "-I", str(self.client), str(self.daemon.socket)]
-        argv += [method, url, json.dumps(body) if body is not None else ""]
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
-        data = json.loads(out.stdout)
-        return data["status"], data["body"]
+        return request_as(uid, self.client, self.daemon.socket, method, url, body)
 
     def user_netns(self, uid: int) -> int:
         """Pid of a process in a new user + network namespace created by ``uid``."""
-        proc = self.host.spawn(
-            *as_uid(uid), "unshare", "--user", "--map-root-user", "--net", "sleep", "300"
-        )
-        ours = os.stat("/proc/self/ns/user").st_ino
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if os.stat(f"/proc/{proc.pid}/ns/user").st_ino != ours:
-                    return proc.pid
-            except OSError:
-                pass
-            assert proc.poll() is None, "unshare --user failed"
-            time.sleep(0.02)
-        raise AssertionError("the user namespace did not appear")
+        return user_netns(self.host, uid)
 
 
 def nsrun(pid: int, *cmd: str) -> subprocess.CompletedProcess[str]:
