@@ -41,3 +41,15 @@ def publishes(host: Namespace, port: int) -> bool:
 
 def dig(probe: Namespace, name: str) -> list[str]:
     return probe.run("dig", "+short", "+time=2", "+tries=1", f"@{GATEWAY}", name).split()
+
+
+def add_pod(rt: Any, ns: Namespace, conf: dict[str, Any], name: str, args: str = "") -> Any:
+    """CNI ADD of ``ns`` as a pod named ``name`` (container id: the namespace's name)."""
+    return rt.exec(
+        "netd",
+        "ADD",
+        conf,
+        container_id=ns.name,
+        netns=ns.path,
+        args=f"IgnoreUnknown=1;K8S_POD_NAME={name}{args}",
+    )

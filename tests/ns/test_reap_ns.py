@@ -20,7 +20,7 @@ import pytest
 from cni_runtime import Runtime
 from netns_fixtures import Namespace, Sandbox, delete_namespace, run, wait_for
 from netns_fixtures.daemon import Daemon
-from reap_kit import CONF, dig, port_conf, publishes
+from reap_kit import CONF, add_pod, dig, port_conf, publishes
 
 from netd.cni.install import install_plugin
 
@@ -53,14 +53,7 @@ class World:
         )
 
     def add(self, ns: Namespace, conf: dict[str, Any], name: str, args: str = "") -> Any:
-        return self.rt.exec(
-            "netd",
-            "ADD",
-            conf,
-            container_id=ns.name,
-            netns=ns.path,
-            args=f"IgnoreUnknown=1;K8S_POD_NAME={name}{args}",
-        )
+        return add_pod(self.rt, ns, conf, name, args)
 
     def status(self) -> dict[str, Any]:
         code, body = self.daemon.request("GET", "/v1/status")

@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 from netns_fixtures import HELLO_SERVER, Namespace, Sandbox, wait_for
-from netns_fixtures.daemon import NETD, Daemon
+from netns_fixtures.daemon import Daemon
 from netns_fixtures.users import request_as, user_netns, write_client
+from test_recover_ns import recover
 
 ALICE = 4242
 CONFIG = """
@@ -91,15 +92,6 @@ class World:
     def close(self) -> None:
         for etc in self.etc:
             shutil.rmtree(etc, ignore_errors=True)
-
-
-def recover(host: Namespace, state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        host.argv(NETD, "recover", "--state-dir", str(state_dir), *args),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def without_timestamps(value: Any) -> Any:

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 from netns_fixtures import Namespace, Sandbox, wait_for
-from netns_fixtures.daemon import REQUEST_SCRIPT, Daemon
+from netns_fixtures.daemon import REQUEST_SCRIPT
 from netns_fixtures.users import as_uid
-from test_rootless_ns import ALICE, BOB, Rootless, addresses
+from test_rootless_ns import ALICE, BOB, Rootless, addresses, rootless_daemon
 
 CONFIG = """
 [policy]
@@ -65,15 +65,8 @@ except OSError as exc:
 
 @pytest.fixture
 def rl(sandbox: Sandbox, host: Namespace) -> Iterator[Rootless]:
-    d = Daemon(host, firewall="nftables")
-    d.config_path().write_text(CONFIG)
-    d.start()
-    try:
-        d.socket.parent.chmod(0o755)
-        d.socket.chmod(0o666)
-        yield Rootless(d, host)
-    finally:
-        d.close_checked()
+    with rootless_daemon(host, CONFIG, firewall="nftables") as rootless:
+        yield rootless
 
 
 def serve(ns_argv: list[str], sandbox: Sandbox, word: str, proto: str, addr: str, port: int) -> Any:

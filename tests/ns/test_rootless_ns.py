@@ -10,6 +10,7 @@ namespace, made by that uid (``unshare --user --map-root-user --net``) and reach
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -68,10 +69,11 @@ def addresses(pid: int, ifname: str = "eth0") -> list[str]:
     ]
 
 
-@pytest.fixture
-def rl(sandbox: Sandbox, host: Namespace) -> Iterator[Rootless]:
-    d = Daemon(host)
-    d.config_path().write_text(CONFIG)
+@contextlib.contextmanager
+def rootless_daemon(host: Namespace, config: str, firewall: str = "none") -> Iterator[Rootless]:
+    """A daemon with ``config`` whose socket every uid may reach, as a :class:`Rootless`."""
+    d = Daemon(host, firewall=firewall)
+    d.config_path().write_text(config)
     d.start()
     try:
         # The socket is 0660 root:netd by default; the policy, not the mode, is under test.
@@ -80,6 +82,12 @@ def rl(sandbox: Sandbox, host: Namespace) -> Iterator[Rootless]:
         yield Rootless(d, host)
     finally:
         d.close_checked()
+
+
+@pytest.fixture
+def rl(sandbox: Sandbox, host: Namespace) -> Iterator[Rootless]:
+    with rootless_daemon(host, CONFIG) as rootless:
+        yield rootless
 
 
 def test_owner_attaches_its_own_user_namespace_and_nothing_else(
