@@ -108,6 +108,8 @@ def bridge_options_schema() -> dict[str, Any]:
             prop["description"] = (
                 prop.get("description", "link MTU") + "; at least 1280 on a network with IPv6"
             )
+        if canonical == "anti_spoof":
+            prop["description"] = "true needs the nftables firewall backend"
         properties[key] = prop
     return {
         "type": "object",

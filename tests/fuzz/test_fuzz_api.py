@@ -59,6 +59,7 @@ SEMANTIC_RULES: list[tuple[str, tuple[str, ...]]] = [
     ("options.", ("conflicts with",)),
     ("options.mtu", ("on a network with IPv6",)),  # RFC 8200's 1280 minimum
     ("options.", ("IPAM-only network",)),  # driver "ipam" takes no options (but dns=false)
+    ("options.anti_spoof", ("needs the nftables firewall",)),  # this daemon runs firewall none
     ("since", ("expected a duration", "too far back")),  # date-shaped, but no date
     ("subnet", ()),  # subnets[i].subnet/gateway/ip_range/aux_address: host bits, overlaps, inside
     ("gateway", ()),
