@@ -1,16 +1,53 @@
-"""The network driver seam: the kernel plumbing of one network type (bridge first).
+"""The network driver seam: a driver owns the data plane of one network type.
 
-A driver turns records into kernel objects and back. It never allocates addresses or touches
-the store; the service does that and hands the driver finished records. All methods are
-blocking (netlink) and are called from a worker thread.
+A driver turns finished records into kernel objects and back, and says what the rest of netd
+needs to know about them. It never allocates addresses or touches the store: the service does
+that and hands the driver finished records (after netavark's ``NetworkDriver`` trait, where the
+driver is handed the firewall and returns what DNS needs, and the CNI plugins' shared
+``ipam.ConfigureIface``). All kernel methods are blocking (netlink) and are called from a worker
+thread.
+
+What a driver declares (:class:`Capabilities`) decides what the service does around it: whether
+the firewall sees its networks at all, whether published ports and ICC make sense, where its
+containers' DNS is served, whether netd creates interfaces at all (an IPAM-only driver does
+not), and whether a network lives on one host or spans several (``scope``, for the overlay of
+the multi-host work). Nothing outside a driver asks which driver a network has.
+
+What a driver reports (:meth:`Driver.inventory`) is every host-side kernel object it made, by
+its deterministic tag (:mod:`netd.names`): reconcile finds orphans and missing objects by tag,
+``netd recover`` rebuilds records from them, and ``netd graph`` draws them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from ..model import Endpoint, Network
+
+# Where a driver's containers find netd's DNS: on the network's gateway addresses in the host
+# ("gateway": the bridge), on 127.0.0.11 inside each container's namespace ("netns": drivers
+# whose containers cannot reach the host, macvlan), or nowhere ("none").
+DnsPlacement = Literal["gateway", "netns", "none"]
+# "local": a network exists on one host; "global": on every node of a cluster (overlay).
+Scope = Literal["local", "global"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a driver's networks support, and what the service must do around them."""
+
+    plumbs: bool = True  # netd creates the endpoints' interfaces (False: IPAM only)
+    firewall: bool = True  # traffic passes a host interface the firewall filters and NATs
+    port_mappings: bool = True  # published ports can be DNATed to its containers
+    icc: bool = True  # option icc (inter-container traffic on the network) is enforced
+    host_interface: bool = True  # endpoints have a host-side interface (a veth)
+    dns: DnsPlacement = "gateway"
+    scope: Scope = "local"
+    # Kernel link kinds the driver needs (e.g. "macvlan"); doctor reports the missing ones and
+    # creating a network says which one this kernel lacks.
+    kernel_features: tuple[str, ...] = ()
 
 
 @dataclass
@@ -20,17 +57,51 @@ class EndpointStatus:
     problems: list[str] = field(default_factory=list)
 
 
-class Driver(Protocol):
-    """Kernel plumbing of one driver type."""
+@dataclass(frozen=True)
+class CniInterface:
+    """One entry of a CNI result's ``interfaces`` (SPEC.md "Result"): ``sandbox`` empty for a
+    host-side interface."""
 
     name: str
+    mac: str = ""
+    sandbox: str = ""
+    container: bool = False  # the interface the result's ``ips`` refer to
 
-    def validate_options(self, options: dict[str, str]) -> dict[str, str]:
+    def to_json(self) -> dict[str, str]:
+        """The result's JSON object for this interface."""
+        out = {"name": self.name}
+        if self.mac:
+            out["mac"] = self.mac
+        if self.sandbox:
+            out["sandbox"] = self.sandbox
+        return out
+
+
+class Driver(Protocol):
+    """The data plane of one network type."""
+
+    name: str
+    capabilities: Capabilities
+
+    def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
         """Normalised driver options; InvalidInput naming an unknown or bad option."""
         ...
 
+    def available(self) -> str:
+        """Empty if this host's kernel can run the driver, else the missing feature, in words."""
+        ...
+
+    def host_interface(self, network: Network) -> str:
+        """The host interface the network's traffic enters through (the bridge), which the
+        firewall keys on; "" when the firewall does not see the network."""
+        ...
+
+    def endpoint_host_ifname(self, network: Network, container_id: str, ifname: str) -> str:
+        """The deterministic host-side interface name of an endpoint; "" when it has none."""
+        ...
+
     def ensure_network(self, network: Network) -> None:
-        """Converge the network's kernel objects (bridge, gateway addresses, sysctls)."""
+        """Converge the network's kernel objects (bridge, parent link, gateway addresses)."""
         ...
 
     def teardown_network(self, network: Network) -> list[str]:
@@ -38,7 +109,7 @@ class Driver(Protocol):
         ...
 
     def setup_endpoint(self, network: Network, endpoint: Endpoint) -> Endpoint:
-        """Create the endpoint's interfaces, addresses and routes; returns it with MAC filled.
+        """Create the endpoint's interfaces, addresses and routes; returns it with MACs filled.
 
         On failure it undoes what it did and raises; nothing is left behind.
         """
@@ -51,3 +122,41 @@ class Driver(Protocol):
     def check_endpoint(self, network: Network, endpoint: Endpoint) -> EndpointStatus:
         """Compare the kernel with the record: interface, addresses, routes."""
         ...
+
+    def inventory(self) -> dict[str, str]:
+        """``{tag: ifname}`` of every host-side kernel object of this driver (netd.names tags)."""
+        ...
+
+    def network_tags(self, network: Network) -> frozenset[str]:
+        """Tags of the host-side objects ``network`` must have (missing: ensure_network)."""
+        ...
+
+    def endpoint_tags(self, network: Network, endpoint: Endpoint) -> frozenset[str]:
+        """Tags of the host-side objects ``endpoint`` must have (none when it has none)."""
+        ...
+
+    def remove_object(self, ifname: str) -> bool:
+        """Delete one of this driver's host-side objects found without a record; True if it
+        was this driver's and is gone."""
+        ...
+
+    def cni_interfaces(self, network: Network, endpoint: Endpoint) -> list[CniInterface]:
+        """The driver's part of a CNI ADD result: the interfaces it made, host side first."""
+        ...
+
+    def describe(self, network: Network, endpoints: list[Endpoint]) -> dict[str, Any]:
+        """What the kernel holds for ``network`` now (links, states), read-only, for inspect."""
+        ...
+
+    def close(self) -> None:
+        """Release sockets and threads (the daemon is stopping)."""
+        ...
+
+
+def no_options(options: Mapping[str, str], driver: str) -> dict[str, str]:
+    """Helper for drivers that take no options: {} or InvalidInput naming the first one."""
+    from ..errors import InvalidInput
+
+    for key, value in options.items():
+        raise InvalidInput(f"options.{key}", value, f"driver {driver!r} takes no such option")
+    return {}
