@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from service_kit import make_service
 
-from netd.errors import Conflict, InvalidInput
 from netd.drivers.bridge import BridgeDriver
+from netd.errors import Conflict, InvalidInput
 from netd.model import AttachRequest, Endpoint, Network, NetworkSpec, PortMapping, SubnetRequest
 from netd.names import endpoint_tag
 from netd.reconcile.reap import namespace_holders
