@@ -20,7 +20,7 @@ from typing import Literal
 
 from .drivers.ipam import is_ipam_only
 from .model import Endpoint, Network
-from .names import bridge_tag, endpoint_tag
+from .names import bridge_tag, endpoint_tag, teardown_rank
 
 
 def expected_tags(networks: Iterable[Network], endpoints: Iterable[Endpoint]) -> set[str]:
@@ -41,7 +41,7 @@ def plan_orphans(
     want = expected_tags(networks, endpoints)
     orphans = [(ifname, tag) for tag, ifname in tagged.items() if tag not in want]
     # Host veths first: deleting a bridge first would only detach them.
-    return sorted(orphans, key=lambda o: (o[1].count(":") < 3, o[0]))
+    return sorted(orphans, key=lambda o: (teardown_rank(o[1]), o[0]))
 
 
 # --- periodic reconciliation (pure planning) ----------------------------------------------

@@ -43,14 +43,19 @@ from ..kernel.rtnl import (
 )
 from ..kernel.sysctl import disable_ipv6_on, ensure_sysctl
 from ..model import Endpoint, IPAddress, Network
-from ..names import bridge_name, bridge_tag, check_ifname, endpoint_tag
+from ..names import (
+    TAG_PREFIX,
+    bridge_name,
+    bridge_tag,
+    check_ifname,
+    endpoint_tag,
+    endpoint_tag_prefix,
+)
 from .base import EndpointStatus
 from .bridge_options import validate_bridge_options
 from .macs import bridge_mac, check_mac
 
 log = logging.getLogger(__name__)
-
-TAG_PREFIX = "netd:"
 
 
 def bridge_for(network: Network) -> str:
@@ -200,8 +205,7 @@ class BridgeDriver:
         effort: a port that cannot be re-attached is logged and left to the reconciler's
         endpoint check, which re-plumbs it.
         """
-        prefix = f"{TAG_PREFIX}{network.id[:12]}:"  # names.endpoint_tag of this network
-        for tag, ifname in links.tagged_links(ipr, prefix).items():
+        for tag, ifname in links.tagged_links(ipr, endpoint_tag_prefix(network.id)).items():
             try:
                 port = links.get_link(ipr, ifname)
                 if port is None or port.get_attr("IFLA_MASTER") == index:
