@@ -25,7 +25,7 @@ import sys
 
 from . import answer, spec, strict
 from .environment import check_env
-from .transport import TIMEOUT, build_request, exchange
+from .transport import DEFAULT_SOCKET, TIMEOUT, build_request, exchange
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections.abc cost start-up time; annotations are strings
@@ -70,8 +70,6 @@ def socket_path(config: dict[str, Any], env: Mapping[str, str]) -> str:
     for configured in (flat.get("socket"), ipam.get("socket") if isinstance(ipam, dict) else None):
         if isinstance(configured, str) and configured:
             return configured
-    from .wire import DEFAULT_SOCKET
-
     return env.get("NETD_SOCKET") or DEFAULT_SOCKET
 
 
