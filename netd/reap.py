@@ -34,18 +34,17 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .errors import InvalidInput, NetdError
+from .firewall.base import Firewall
 from .metrics import METRICS
 from .model import Endpoint, Network
 from .names import endpoint_tag
 from .reconcile import EndpointId, endpoint_id, needs_check
-
-if TYPE_CHECKING:
-    from .service import Service
+from .store.base import Store
 
 log = logging.getLogger("netd.reap")
 DEFAULT_GRACE = 60.0
@@ -140,10 +139,62 @@ def describe(ep: Endpoint, network: Network, grace: float) -> dict[str, Any]:
     }
 
 
+class ReapHost(Protocol):
+    """What the reaper uses of the service (``netd.service.Service``): its records and locks,
+    its seams, and its own steps for DNS and removal, so a reaped endpoint goes the same way as
+    a detached one. A Protocol, so this module does not import the service that imports it."""
+
+    validate_netns: Callable[[str, int], None]
+
+    @property
+    def store(self) -> Store:
+        """The state store."""
+        ...
+
+    @property
+    def firewall(self) -> Firewall:
+        """The firewall backend."""
+        ...
+
+    @property
+    def _endpoints(self) -> dict[str, dict[tuple[str, str], Endpoint]]:
+        """Network id -> endpoint key -> the endpoint's current record."""
+        ...
+
+    @property
+    def _inflight(self) -> dict[str, set[tuple[str, str]]]:
+        """Network id -> keys of the endpoints a request is changing now."""
+        ...
+
+    def _tagged_links(self) -> dict[str, str]:
+        """``{tag: ifname}`` of every netd-tagged link the drivers see."""
+        ...
+
+    def _lock(self, network_id: str) -> asyncio.Lock:
+        """The network's lock."""
+        ...
+
+    def list_networks(self) -> list[Network]:
+        """Every network."""
+        ...
+
+    def endpoints(self, network: Network) -> list[Endpoint]:
+        """The network's endpoints, oldest first."""
+        ...
+
+    async def _publish_dns(self, network: Network | None = None, *, removed: bool = False) -> None:
+        """Push the network's names to DNS."""
+        ...
+
+    async def _remove_endpoint(self, net: Network, ep: Endpoint, netns: str | None = None) -> None:
+        """Remove the endpoint: kernel, firewall, record, addresses."""
+        ...
+
+
 class Reaper:
     """Judges, withdraws and finally releases the endpoints of dead namespaces (module doc)."""
 
-    def __init__(self, service: Service, grace: float, proc: Path = Path("/proc")) -> None:
+    def __init__(self, service: ReapHost, grace: float, proc: Path = Path("/proc")) -> None:
         self._svc = service
         self.grace = grace
         self.proc = proc

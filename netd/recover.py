@@ -463,7 +463,7 @@ def recover(
     ConfigError if the daemon holds its lock, or if the database is healthy and not empty
     (``force`` moves it aside too).
     """
-    from .daemon import InstanceLock
+    from .instance_lock import InstanceLock
 
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = InstanceLock(state_dir)

@@ -242,10 +242,10 @@ def _reply_version(config: dict[str, Any], stdin: bytes) -> str:
 
 
 def main() -> None:
-    """Entry point of the ``netd`` CNI plugin executable."""
-    from .fast import read_stdin
-
-    code = run(os.environ, read_stdin(), sys.stdout)
+    """Entry point for ``python3 -m netd.cni.plugin`` (the executable's is ``netd.cni.fast``)."""
+    # Up to one byte past the limit, as netd.cni.fast.read_stdin: enough to refuse a flood.
+    # (Not imported from there: fast imports this module, and the graph has no cycles.)
+    code = run(os.environ, sys.stdin.buffer.read(spec.MAX_CONFIG_BYTES + 1), sys.stdout)
     sys.stdout.flush()
     sys.exit(code)
 
