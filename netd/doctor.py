@@ -62,7 +62,7 @@ def _default_nft(command: str) -> Any:
 
 def _default_status(socket_path: str) -> Any:
     """GET /v1/status on the daemon socket; OSError when unreachable."""
-    from .cni.wire import request_json
+    from .client import request_json
 
     status, body = request_json(socket_path, "GET", "/v1/status", timeout=5)
     if status != 200:

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from .model import Network
+from .names import parse_tag
 from .reconcile.plan import Expected
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,6 @@ IFLA_IFNAME, IFLA_IFALIAS = 3, 20  # linux/if_link.h
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid (linux/netlink.h)
 _IFINFOMSG_SIZE = 16  # struct ifinfomsg
 _NLA = struct.Struct("=HH")  # len, type
-TAG_PREFIX = "netd:"
 DEBOUNCE = 0.1  # seconds: let the burst of one deletion arrive before acting
 MIN_GAP = 0.5  # seconds between passes: a repair that keeps failing must not spin
 
@@ -84,11 +84,6 @@ def deleted_links(data: bytes) -> list[DeletedLink]:
     return found
 
 
-def network_prefix(tag: str) -> str:
-    """The network id (bridge tag) or its 12-character prefix (veth tag) inside a netd tag."""
-    return tag[len(TAG_PREFIX) :].split(":", 1)[0]
-
-
 def networks_to_repair(
     tags: Iterable[str], networks: Iterable[Network], expected: Expected
 ) -> set[str]:
@@ -97,10 +92,9 @@ def networks_to_repair(
     want = expected.tags
     ids = set()
     for tag in tags:
-        if tag not in want:
+        if tag not in want or (parsed := parse_tag(tag)) is None:
             continue  # netd removed it itself (detach, network removal), or a stranger's
-        prefix = network_prefix(tag)
-        ids |= {n.id for n in networks if n.id.startswith(prefix)}
+        ids |= {n.id for n in networks if n.id.startswith(parsed.network)}
     return ids
 
 
@@ -182,7 +176,7 @@ class LinkWatcher:
                 log.error("reading link events: %s", exc)
                 break
             for link in deleted_links(data):
-                if link.alias.startswith(TAG_PREFIX):
+                if parse_tag(link.alias) is not None:
                     self._tags[link.alias] = link.ifname
         if (self._tags or self._full) and (self._task is None or self._task.done()):
             self._task = asyncio.ensure_future(self._run())

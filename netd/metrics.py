@@ -1,4 +1,4 @@
-"""Prometheus metrics of the daemon: one dedicated registry, the API middleware, the endpoint.
+"""Prometheus metrics of the daemon: one dedicated registry, its series and collectors.
 
 Series (all prefixed ``netd_``):
 
@@ -19,20 +19,19 @@ Producers elsewhere in the daemon use the process-wide :data:`METRICS`
 each other's counts. The registry is never prometheus_client's global one: a library import
 must not add series to our exposition, and ours must not leak into an embedding process.
 
-What it does not do: decide *when* something counts (the producers do), or listen on anything
-except through :func:`install` (the API's Unix socket) and :func:`serve_tcp` (127.0.0.1 only).
+What it does not do: decide *when* something counts (the producers do), know the web
+framework, or listen on anything except through :func:`serve_tcp` (127.0.0.1 only). The API's
+``GET /metrics`` and the middleware counting requests live in :mod:`netd.api.metrics_route`,
+so the domain core (the service and the reaper count here) never imports aiohttp.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
-from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
@@ -47,23 +46,33 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .api.body import loads as load_json
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .service import Service
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from .model import Network
 
 # The CNI spec's verbs; anything else is counted as "other" so a buggy client cannot create
 # unbounded label values.
 CNI_COMMANDS = frozenset({"ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION"})
-CNI_PATH = "/v1/cni"
 log = logging.getLogger(__name__)
 
-METRICS_PATH = "/metrics"
 # Network operations take milliseconds to seconds (netlink + nftables + SQLite fsync).
 _OP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class MetricsSource(Protocol):
+    """What the gauges read from the service at scrape time (``netd.service.Service``)."""
+
+    @property
+    def dns(self) -> object:
+        """The DNS seam; its ``query_stats()``, where it has one, feeds the DNS counters."""
+        ...
+
+    def list_networks(self) -> list[Network]:
+        """Every network."""
+        ...
+
+    def utilisation(self, network: Network) -> dict[str, tuple[int, int]]:
+        """``{subnet: (used, size)}`` of ``network``; KeyError once it is removed."""
+        ...
 
 
 class DnsCollector(Collector):
@@ -133,7 +142,7 @@ class IpamCollector(Collector):
     """Per-subnet address use of every network, read from the bound service at scrape time."""
 
     def __init__(self) -> None:
-        self.service: Service | None = None
+        self.service: MetricsSource | None = None
 
     def collect(self) -> Iterator[Metric]:
         """Yield the used/size gauge families (empty until a service is bound)."""
@@ -202,7 +211,7 @@ class Metrics:
         self.dns = DnsCollector()
         reg.register(self.dns)
 
-    def bind_service(self, service: Service) -> None:
+    def bind_service(self, service: MetricsSource) -> None:
         """Read IPAM gauges and DNS counters from ``service`` from now on."""
         self.ipam.service = service
         self.dns.source = service.dns.query_stats
@@ -219,81 +228,6 @@ class Metrics:
 
 
 METRICS = Metrics()
-METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
-
-
-def _route_label(request: web.Request) -> str:
-    """The matched route template, or ``unmatched`` (404s must not mint label values)."""
-    info = request.match_info
-    route = getattr(info, "route", None)
-    resource = getattr(route, "resource", None)
-    if resource is None:
-        return "unmatched"
-    return str(resource.canonical)
-
-
-async def _cni_command(request: web.Request) -> str:
-    """The ``command`` of a CNI call body (aiohttp caches the body for the handler)."""
-    try:
-        body = load_json(await request.read() or b"{}")
-    except (ValueError, web.HTTPException):
-        return "other"  # the handler answers the bad body with a 400
-    command = body.get("command") if isinstance(body, dict) else None
-    return command if isinstance(command, str) and command in CNI_COMMANDS else "other"
-
-
-def _metrics_of(request: web.Request) -> Metrics:
-    return request.app.get(METRICS_KEY) or METRICS
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every request by route template and status; time and count CNI calls."""
-    metrics = _metrics_of(request)
-    is_cni = request.method == "POST" and request.path == CNI_PATH
-    command = await _cni_command(request) if is_cni else ""
-    start = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        metrics.api_requests.labels(request.method, _route_label(request), str(status)).inc()
-        if is_cni:
-            # The CNI handler answers 200 with the result, anything else carries a CNI error.
-            metrics.observe_cni(command, status < 400, time.perf_counter() - start)
-
-
-async def metrics_handler(request: web.Request) -> web.Response:
-    """GET /metrics: the exposition text."""
-    body = _metrics_of(request).exposition()
-    # CONTENT_TYPE_LATEST carries a charset, which aiohttp wants in its own argument.
-    mime, _, params = CONTENT_TYPE_LATEST.partition(";")
-    charset = "utf-8" if "utf-8" in params.lower() else None
-    response = web.Response(body=body, content_type=mime.strip(), charset=charset)
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return response
-
-
-def install(app: web.Application, service: Service, metrics: Metrics | None = None) -> Metrics:
-    """Add GET /metrics and the (outermost) metrics middleware to ``app``; returns the metrics.
-
-    Call before the app starts (middlewares freeze then); a second call is a no-op. ``metrics``
-    defaults to the process-wide :data:`METRICS`.
-    """
-    if METRICS_KEY in app:  # already installed (idempotent: the daemon and a test may both call)
-        return app[METRICS_KEY]
-    chosen = metrics or METRICS
-    chosen.bind_service(service)
-    app[METRICS_KEY] = chosen
-    # Outermost, so it sees the status the error middleware finally chose.
-    app.middlewares.insert(0, metrics_middleware)
-    app.router.add_get(METRICS_PATH, metrics_handler)
-    return chosen
 
 
 def serve_tcp(port: int, metrics: Metrics | None = None) -> Any:

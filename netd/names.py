@@ -1,15 +1,37 @@
-"""Validated names, and the deterministic names netd gives kernel objects.
+"""Validated names, and the deterministic names and tags netd gives kernel objects.
 
 Anything that ends up in a kernel object name, an nft rule or a DNS record goes through a
 checking function here first, so an unsafe string cannot reach the kernel. The limits are cited:
 IFNAMSIZ is 16 bytes including the NUL (linux/if.h), so interface names have at most 15
 characters; a DNS label has at most 63 octets (RFC 1035 §2.3.4).
+
+Tags. Every link netd creates in the host namespace carries an ifalias tag saying which record
+owns it; reconcile, recover, the link watcher and ``netd graph`` find netd's links by tag, never
+by name. This module is the only place that writes or reads one (:class:`Tag`,
+:func:`parse_tag`). The formats, as the kernel holds them (existing kernels carry them, so they
+never change):
+
+- ``netd:<network id>`` — a network's own link (the bridge): kind ``network``, the full id;
+- ``netd:<net12>:<ifname>:<container id>`` — an endpoint's host-side link (the host veth): kind
+  ``endpoint``, the first 12 characters of the network id, the interface name in the container,
+  then the container id, last because it alone may be cut (IFALIASZ is 256 bytes with the NUL,
+  linux/if.h) and may be long;
+- ``netd:<kind>:<network id>`` — any other link a network owns (a macvlan parent
+  sub-interface: ``parent``; an overlay's VXLAN device: ``vxlan``). ``<kind>`` is a word from
+  :data:`LINK_KINDS`; each holds a letter outside ``a-f``, so it can never be read as the start
+  of a network id (those are hex, ``secrets.token_hex``). A new kind is added there, not by
+  inventing a new layout.
+
+Anything else after ``netd:`` (an empty field, two fields, an unknown kind word followed by
+more fields) is not a tag of netd's: :func:`parse_tag` returns None and nothing acts on it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
+from typing import Literal, cast, get_args
 
 from .errors import InvalidInput
 
@@ -101,14 +123,98 @@ def host_veth_name(network_id: str, container_id: str, ifname: str) -> str:
     return VETH_PREFIX + digest[:13]
 
 
+TAG_PREFIX = "netd:"
+MAX_TAG = 255  # IFALIASZ is 256 bytes including the NUL (linux/include/uapi/linux/if.h)
+NET12 = 12  # characters of the network id in an endpoint tag
+# Kinds of network-owned links besides the bridge; each word holds a non-hex letter (see above).
+LinkKind = Literal["parent", "vxlan"]
+LINK_KINDS: frozenset[str] = frozenset(get_args(LinkKind))
+TagKind = Literal["network", "endpoint", LinkKind]
+
+
+@dataclass(frozen=True)
+class Tag:
+    """The owner of a tagged link: what :func:`parse_tag` reads and :attr:`text` writes.
+
+    ``network`` is the full network id, except in an ``endpoint`` tag, which carries only its
+    first 12 characters (match with ``network_id.startswith(tag.network)``). ``ifname`` and
+    ``container_id`` are set for ``endpoint`` tags only.
+    """
+
+    kind: TagKind
+    network: str
+    ifname: str = ""
+    container_id: str = ""
+
+    @classmethod
+    def for_network(cls, network_id: str) -> Tag:
+        """The tag of a network's bridge."""
+        return cls("network", network_id)
+
+    @classmethod
+    def for_endpoint(cls, network_id: str, container_id: str, ifname: str) -> Tag:
+        """The tag of an endpoint's host-side link; the container id cut so the tag fits."""
+        head = f"{TAG_PREFIX}{network_id[:NET12]}:{ifname}:"
+        return cls("endpoint", network_id[:NET12], ifname, container_id[: MAX_TAG - len(head)])
+
+    @classmethod
+    def for_link(cls, kind: LinkKind, network_id: str) -> Tag:
+        """The tag of another link a network owns (a macvlan parent, a VXLAN device)."""
+        return cls(kind, network_id)
+
+    @property
+    def text(self) -> str:
+        """The tag as the kernel holds it (the link's ifalias)."""
+        if self.kind == "network":
+            return f"{TAG_PREFIX}{self.network}"
+        if self.kind == "endpoint":
+            return f"{TAG_PREFIX}{self.network}:{self.ifname}:{self.container_id}"[:MAX_TAG]
+        return f"{TAG_PREFIX}{self.kind}:{self.network}"
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_tag(text: str) -> Tag | None:
+    """The :class:`Tag` an ifalias holds, or None when it is not a tag of netd's."""
+    if not text.startswith(TAG_PREFIX):
+        return None
+    fields = text[len(TAG_PREFIX) :].split(":", 2)
+    if not all(fields):
+        return None
+    if len(fields) == 2 and fields[0] in LINK_KINDS:
+        return Tag.for_link(cast(LinkKind, fields[0]), fields[1])
+    if len(fields) == 1:
+        return Tag("network", fields[0])
+    if len(fields) == 3:
+        # The container id is last and kept whole, colons included: a foreign runtime's id
+        # is still told apart from its network and interface.
+        return Tag("endpoint", fields[0], fields[1], fields[2])
+    return None
+
+
 def endpoint_tag(network_id: str, container_id: str, ifname: str) -> str:
-    """The ifalias tag that marks a host veth as netd's: ``netd:<net12>:<cid>:<ifname>``.
+    """The ifalias tag that marks a host veth as netd's: ``netd:<net12>:<ifname>:<cid>``.
 
     IFALIASZ is 256 bytes; the container id is cut so the tag always fits.
     """
-    return f"netd:{network_id[:12]}:{ifname}:{container_id}"[:255]
+    return Tag.for_endpoint(network_id, container_id, ifname).text
+
+
+def endpoint_tag_prefix(network_id: str) -> str:
+    """What every endpoint tag of ``network_id`` starts with (to list one network's veths)."""
+    return f"{TAG_PREFIX}{network_id[:NET12]}:"
 
 
 def bridge_tag(network_id: str) -> str:
-    """The ifalias tag that marks a bridge as netd's."""
-    return f"netd:{network_id}"
+    """The ifalias tag that marks a network's bridge as netd's: ``netd:<network id>``."""
+    return Tag.for_network(network_id).text
+
+
+def teardown_rank(text: str) -> int:
+    """Where a link with this tag comes when removing several: endpoints' links first (deleting
+    a bridge first would only detach its ports), then networks', then other kinds'."""
+    tag = parse_tag(text)
+    if tag is None:
+        return 3
+    return {"endpoint": 0, "network": 1}.get(tag.kind, 2)

@@ -73,7 +73,7 @@ def missing(
 
 def _iptables(probe: Callable[[], bool] | None) -> bool:
     if probe is None:
-        from .firewall.iptables import iptables_available
+        from .firewall.iptables_tools import iptables_available
 
         probe = iptables_available
     return probe()

@@ -2,7 +2,7 @@
 
 :func:`make_limits_middleware` returns an aiohttp middleware that
 
-- caps the requests one caller (kernel-verified uid, ``request[server.CALLER]``) may have in
+- caps the requests one caller (kernel-verified uid, ``request[keys.CALLER]``) may have in
   progress; one more gets ``503 {"error": {"code": "too_many_requests", ...}}`` with
   ``Retry-After: 1`` at once, so a flood from one user never queues ahead of another user;
 - answers ``503 {"error": {"code": "timeout", ...}}`` when a request has not finished within
@@ -31,6 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import ConfigError
+from .keys import CALLER
 
 log = logging.getLogger("netd.api.limits")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -45,13 +46,6 @@ def _error(code: str, message: str, **extra: Any) -> web.Response:
     )
 
 
-def _default_caller_key() -> Any:
-    # Imported when the middleware is built (server.py imports this module at its top).
-    from . import server
-
-    return getattr(server, "CALLER", "caller")
-
-
 def make_limits_middleware(
     max_concurrent_per_caller: int = 64,
     request_timeout: float = 120.0,
@@ -61,11 +55,11 @@ def make_limits_middleware(
     """An aiohttp middleware enforcing the per-caller concurrency cap and the per-request time.
 
     Callers are told apart by uid, read from ``request[caller_key]`` (default: the key server.py's
-    middleware stores the Caller under, ``server.CALLER``); requests without a caller (a TCP
+    middleware stores the Caller under, ``keys.CALLER``); requests without a caller (a TCP
     transport) share one slot pool. Raises ConfigError for a cap below 1 or a timeout that is
     not positive.
     """
-    key_of_caller = _default_caller_key() if caller_key is None else caller_key
+    key_of_caller = CALLER if caller_key is None else caller_key
     if isinstance(max_concurrent_per_caller, bool) or max_concurrent_per_caller < 1:
         raise ConfigError(
             f"max_concurrent_per_caller: {max_concurrent_per_caller!r} must be at least 1",

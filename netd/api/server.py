@@ -34,7 +34,7 @@ from ..cni.backend import BackendProxy
 from ..core.dns_publish import NullDns
 from ..errors import InvalidInput, NetdError, NotFound
 from ..logs import make_request_id_middleware
-from ..metrics import Metrics, install
+from ..metrics import Metrics
 from ..model import (
     AttachRequest,
     Caller,
@@ -45,13 +45,15 @@ from ..model import (
     SubnetRequest,
 )
 from ..names import check_container_id
-from ..security.rootless import Confinement, OwnerScope
+from ..security.rootless import OwnerScope
 from ..service import Service
 from . import schemas
 from .audit_route import QUERY_SCHEMAS as AUDIT_QUERY
 from .audit_route import AuditPage, get_audit
 from .body import loads as load_json
+from .keys import CALLER, OWNER
 from .limits import make_limits_middleware
+from .metrics_route import install
 from .openapi import Route, build_openapi
 
 log = logging.getLogger("netd.api")
@@ -59,9 +61,6 @@ M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
-CALLER: web.RequestKey[Caller | None] = web.RequestKey("caller", Caller)
-# Set by the authorisation middleware for a rootless owner: confines the request to its networks.
-OWNER: web.RequestKey[Confinement] = web.RequestKey("owner", Confinement)
 _PEERCRED = struct.Struct("3i")
 _BODY_HEADERS = {"content-type", "content-length", "content-encoding"}  # replaced by ours
 

@@ -98,9 +98,9 @@ def _from_daemon(obj: Ctx, since: str | None, follow: bool, fmt: str) -> None:
         if page.get("malformed"):
             click.echo(f"warning: skipped {page['malformed']} malformed line(s)", err=True)
         return
-    from ..cni.wire import UnixHTTPConnection
+    from ..client import open_connection
 
-    conn = UnixHTTPConnection(obj.socket, timeout=None)
+    conn = open_connection(obj.socket, timeout=None)
     try:
         conn.request("GET", url)
         resp = conn.getresponse()

@@ -30,7 +30,7 @@ class Ctx:
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         """One API request; exits with the daemon's error message on failure."""
-        from ..cni.wire import request_json
+        from ..client import request_json
 
         try:
             status, data = request_json(self.socket, method, path, body, timeout=120)

@@ -104,9 +104,9 @@ def dns_stop(config: Path | None, state_dir: Path | None) -> None:
     command line) are signalled. Refuses while a daemon holds the state directory.
     """
     from ..config import load_config
-    from ..daemon import InstanceLock
     from ..dns.handover import stop_workers
     from ..errors import NetdError
+    from ..instance_lock import InstanceLock
 
     try:
         directory = state_dir or load_config(config).state_dir

@@ -25,7 +25,7 @@ import sys
 
 from . import answer, spec, strict
 from .environment import check_env
-from .transport import TIMEOUT, build_request, exchange
+from .transport import DEFAULT_SOCKET, TIMEOUT, build_request, exchange
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and collections.abc cost start-up time; annotations are strings
@@ -70,8 +70,6 @@ def socket_path(config: dict[str, Any], env: Mapping[str, str]) -> str:
     for configured in (flat.get("socket"), ipam.get("socket") if isinstance(ipam, dict) else None):
         if isinstance(configured, str) and configured:
             return configured
-    from .wire import DEFAULT_SOCKET
-
     return env.get("NETD_SOCKET") or DEFAULT_SOCKET
 
 
@@ -244,10 +242,10 @@ def _reply_version(config: dict[str, Any], stdin: bytes) -> str:
 
 
 def main() -> None:
-    """Entry point of the ``netd`` CNI plugin executable."""
-    from .fast import read_stdin
-
-    code = run(os.environ, read_stdin(), sys.stdout)
+    """Entry point for ``python3 -m netd.cni.plugin`` (the executable's is ``netd.cni.fast``)."""
+    # Up to one byte past the limit, as netd.cni.fast.read_stdin: enough to refuse a flood.
+    # (Not imported from there: fast imports this module, and the graph has no cycles.)
+    code = run(os.environ, sys.stdin.buffer.read(spec.MAX_CONFIG_BYTES + 1), sys.stdout)
     sys.stdout.flush()
     sys.exit(code)
 

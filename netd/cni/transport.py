@@ -3,7 +3,7 @@
 STANDARD LIBRARY ONLY, and only the C module ``_socket``: the ``socket`` module pulls in
 ``enum`` and ``selectors`` (~10 ms of start-up on every container start). :func:`exchange` moves
 one request and reads until the daemon closes; :func:`parse_answer` splits the status from the
-body (Content-Length or chunked). ``netd.cni.wire`` (the CLI's client) parses with the same
+body (Content-Length or chunked). ``netd.client`` (the CLI's client) parses with the same
 function. Nothing here interprets the body: ``netd.cni.answer`` does.
 """
 

@@ -1,6 +1,6 @@
 """The compose side of the daemon's HTTP API: one request, errors as netd exceptions.
 
-Uses the same stdlib client as the CLI and the CNI plugin (``netd.cni.wire.request_json``). An
+Uses the same stdlib client as the CLI (``netd.client.request_json``). An
 error answer becomes the NetdError subclass of its ``code`` carrying the daemon's message; an
 unreachable daemon becomes Unavailable naming the socket. No retries, no caching.
 """
@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import errors
-from ..cni.wire import request_json
+from ..client import request_json
 
 _BY_CODE: dict[str, type[errors.NetdError]] = {
     cls.code: cls

@@ -45,14 +45,21 @@ from ..kernel.rtnl import (
 )
 from ..kernel.sysctl import disable_ipv6_on, ensure_sysctl
 from ..model import Endpoint, IPAddress, Network
-from ..names import bridge_name, bridge_tag, check_ifname, endpoint_tag, host_veth_name
+from ..names import (
+    TAG_PREFIX,
+    bridge_name,
+    bridge_tag,
+    check_ifname,
+    endpoint_tag,
+    endpoint_tag_prefix,
+    host_veth_name,
+)
 from .base import Capabilities, CniInterface, EndpointStatus
 from .bridge_options import validate_bridge_options
 from .macs import bridge_mac, check_mac
 
 log = logging.getLogger(__name__)
 
-TAG_PREFIX = "netd:"
 _KINDS = ("bridge", "veth")  # the link kinds this driver makes in the host
 
 
@@ -240,8 +247,7 @@ class BridgeDriver:
         effort: a port that cannot be re-attached is logged and left to the reconciler's
         endpoint check, which re-plumbs it.
         """
-        prefix = f"{TAG_PREFIX}{network.id[:12]}:"  # names.endpoint_tag of this network
-        for tag, ifname in links.tagged_links(ipr, prefix).items():
+        for tag, ifname in links.tagged_links(ipr, endpoint_tag_prefix(network.id)).items():
             try:
                 port = links.get_link(ipr, ifname)
                 if port is None or port.get_attr("IFLA_MASTER") == index:

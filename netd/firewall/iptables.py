@@ -14,8 +14,6 @@ It does not manage ebtables, ipset or any chain not named NETD-*.
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 import threading
 from typing import Any
 
@@ -23,35 +21,13 @@ from ..errors import FirewallError, NotFound
 from ..model import Endpoint, Network, PortMapping
 from .drift import Drift
 from .iptables_rules import Existing, build_render, build_restore, parse_save
+from .iptables_tools import VARIANTS, iptables_available, run_tool
 from .localnet import enable_route_localnet
 from .policy import build_policy
+from .readback import parse_iptables_save
 from .state import DesiredState, endpoint_key
 
 log = logging.getLogger(__name__)
-
-VARIANTS = {
-    "auto": ("iptables", "ip6tables"),
-    "legacy": ("iptables-legacy", "ip6tables-legacy"),
-    "nft": ("iptables-nft", "ip6tables-nft"),
-}
-
-
-def iptables_available(variant: str = "auto") -> bool:
-    """True if the restore/save tools of ``variant`` are installed."""
-    return all(
-        shutil.which(f"{tool}-{verb}") for tool in VARIANTS[variant] for verb in ("restore", "save")
-    )
-
-
-def run_tool(argv: list[str], op: str, stdin: str | None = None) -> str:
-    """Run an iptables-save/-restore; its output, or FirewallError naming ``op`` and the tool."""
-    try:
-        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise FirewallError(f"{op}: running {argv[0]}: {exc}") from exc
-    if proc.returncode != 0:
-        raise FirewallError(f"{op}: {argv[0]} exited {proc.returncode}: {proc.stderr.strip()}")
-    return proc.stdout
 
 
 class IptablesFirewall:
@@ -187,8 +163,6 @@ class IptablesFirewall:
         Network rules are not compared here: the monitor's per-chain rule counts already see
         one go missing; a DNAT rule is also counted, but one changed in place is not.
         """
-        from .readback import parse_iptables_save
-
         with self._lock:
             texts = {v: self._tool(v, "save", "checking netd's DNAT rules") for v in (4, 6)}
             found = {(p.dest, p.mapping) for p in parse_iptables_save(texts, {}).ports}

@@ -219,7 +219,7 @@ def _list_nft() -> list[dict[str, Any]] | None:
 
 
 def _iptables_save() -> dict[int, str] | None:
-    from .iptables import VARIANTS, iptables_available, run_tool
+    from .iptables_tools import VARIANTS, iptables_available, run_tool
 
     if not iptables_available():
         return None

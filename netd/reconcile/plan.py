@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from ..model import Endpoint, Network
+from ..names import teardown_rank
 
 if TYPE_CHECKING:
     from ..drivers.base import Driver
@@ -63,7 +64,7 @@ def plan_orphans(tagged: Mapping[str, str], expected: Expected) -> list[tuple[st
     want = expected.tags
     orphans = [(ifname, tag) for tag, ifname in tagged.items() if tag not in want]
     # Host veths first: deleting a bridge first would only detach them.
-    return sorted(orphans, key=lambda o: (o[1].count(":") < 3, o[0]))
+    return sorted(orphans, key=lambda o: (teardown_rank(o[1]), o[0]))
 
 
 # --- periodic reconciliation (pure planning) ----------------------------------------------

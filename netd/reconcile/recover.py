@@ -42,7 +42,7 @@ from ..firewall.readback import FirewallFacts, read_firewall
 from ..kernel import links
 from ..kernel.netns import iproute_in_fd
 from ..model import Endpoint, IPAddress, IPInterface, Network, Subnet
-from ..names import bridge_name
+from ..names import Tag, bridge_name, parse_tag
 from ..store import DB_FILENAME
 from ..store.mirror import CopyContents, read_copy
 from ..store.sqlite import SqliteStore
@@ -56,7 +56,6 @@ from .recover_copy import (
 )
 from .recover_firewall import describe_port, endpoint_ports, firewall_losses, firewall_options
 
-TAG_PREFIX = "netd:"
 NETNS_DIR = "/run/netns"
 
 
@@ -149,16 +148,6 @@ class Report:
 # --- reading the kernel ---------------------------------------------------------------------
 
 
-def parse_tag(tag: str) -> tuple[str, ...] | None:
-    """``(network id,)`` for a bridge tag, ``(net12, ifname, container id)`` for a veth tag."""
-    if not tag.startswith(TAG_PREFIX):
-        return None
-    parts = tag[len(TAG_PREFIX) :].split(":", 2)
-    if len(parts) in (1, 3) and all(parts):
-        return tuple(parts)
-    return None
-
-
 def namespace_candidates() -> Iterator[str]:
     """Paths that may hold a network namespace, best names first (duplicates allowed)."""
     with contextlib.suppress(OSError):
@@ -219,24 +208,24 @@ def _read_peer(path: str, fd: int, index: int) -> Peer | None:
 def scan_kernel() -> Scan:
     """netd's tagged bridges and host veths in this namespace, with the veths' peers."""
     scan = Scan()
-    pending: list[tuple[Any, tuple[str, ...]]] = []
+    pending: list[tuple[Any, Tag]] = []
     with IPRoute(groups=0) as ipr:
         try:
             dump = list(ipr.link("dump"))
         except NetlinkError as exc:
             raise links.kernel_error("listing links", exc) from exc
         for msg in dump:
-            parsed = parse_tag(msg.get_attr("IFLA_IFALIAS") or "")
-            if parsed is None:
+            tag = parse_tag(msg.get_attr("IFLA_IFALIAS") or "")
+            if tag is None:
                 continue
-            if len(parsed) == 1 and links.link_kind(msg) == "bridge":
+            if tag.kind == "network" and links.link_kind(msg) == "bridge":
                 addrs = sorted(links.addresses_of(ipr, msg["index"]), key=lambda a: a.version)
-                scan.bridges[parsed[0]] = (msg.get_attr("IFLA_IFNAME"), addrs)
-            elif len(parsed) == 3 and links.link_kind(msg) == "veth":
-                pending.append((msg, parsed))
+                scan.bridges[tag.network] = (msg.get_attr("IFLA_IFNAME"), addrs)
+            elif tag.kind == "endpoint" and links.link_kind(msg) == "veth":
+                pending.append((msg, tag))
         wanted = {m.get_attr("IFLA_LINK_NETNSID") for m, _ in pending} - {None}
         with _netns_by_nsid(ipr, wanted) as spaces:
-            for msg, (net12, ifname, cid) in pending:
+            for msg, tag in pending:
                 where = spaces.get(msg.get_attr("IFLA_LINK_NETNSID"))
                 peer = None
                 if where is not None and msg.get_attr("IFLA_LINK"):
@@ -244,9 +233,9 @@ def scan_kernel() -> Scan:
                 scan.veths.append(
                     TaggedVeth(
                         msg.get_attr("IFLA_IFNAME"),
-                        net12,
-                        ifname,
-                        cid,
+                        tag.network,
+                        tag.ifname,
+                        tag.container_id,
                         msg.get_attr("IFLA_ADDRESS"),
                         peer,
                     )
@@ -474,7 +463,7 @@ def recover(
     ConfigError if the daemon holds its lock, or if the database is healthy and not empty
     (``force`` moves it aside too).
     """
-    from ..daemon import InstanceLock
+    from ..instance_lock import InstanceLock
 
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = InstanceLock(state_dir)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from ..model import Endpoint, IPInterface, Network
-from ..names import endpoint_tag
+from ..names import Tag
 from ..store.mirror import CopyContents
 
 EndpointKey = tuple[str, str, str]  # (net12, ifname, container id as the veth's tag holds it)
@@ -33,9 +33,8 @@ EndpointKey = tuple[str, str, str]  # (net12, ifname, container id as the veth's
 
 def tag_key(endpoint: Endpoint) -> EndpointKey:
     """The key under which the kernel scan sees ``endpoint``'s veth (its tag may be cut)."""
-    tag = endpoint_tag(endpoint.network_id, endpoint.container_id, endpoint.ifname)
-    net12, ifname, cid = tag[len("netd:") :].split(":", 2)
-    return net12, ifname, cid
+    tag = Tag.for_endpoint(endpoint.network_id, endpoint.container_id, endpoint.ifname)
+    return tag.network, tag.ifname, tag.container_id
 
 
 def index_endpoints(copy: CopyContents) -> dict[EndpointKey, Endpoint]:

@@ -23,6 +23,7 @@ from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
 from ..api.body import loads as load_json
+from ..api.keys import CALLER, OWNER
 from ..cni.spec import PERMISSION_DENIED as CNI_PERMISSION_DENIED
 from ..errors import NetdError, PermissionDenied
 from ..logs import current_request_id
@@ -156,16 +157,14 @@ def make_auth_middleware(
     """The middleware authorising each request with ``policy`` (+ ``hook``) and auditing it.
 
     ``caller_of`` finds the SO_PEERCRED caller the API's middleware stored on the request
-    (``request["caller"]`` today; pass a getter if that becomes a ``web.RequestKey``).
+    (``request[netd.api.keys.CALLER]`` by default).
     """
     if caller_of is None:
-        from ..api.server import CALLER
 
         def default_caller(request: web.Request) -> Caller | None:
             return request.get(CALLER)
 
     get_caller: Callable[[web.Request], Caller | None] = caller_of or default_caller
-    from ..api.server import OWNER
 
     def record(
         caller: Caller | None,

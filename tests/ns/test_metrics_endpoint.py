@@ -1,7 +1,7 @@
 """/metrics of a real daemon in a sandbox host after real operations (veths, CNI calls).
 
-The daemon is `netd daemon` itself, started through a small launcher that wraps
-``make_app`` with :func:`netd.metrics.install` (a no-op once the daemon's own ``make_app``
+The daemon is `netd daemon` itself, started through a small launcher that wraps ``make_app``
+with :func:`netd.api.metrics_route.install` (a no-op once the daemon's own ``make_app``
 installs the metrics) and, when asked, also serves them on 127.0.0.1 of the sandbox host with
 :func:`netd.metrics.serve_tcp`. The exposition is read with curl, independently of netd's client,
 and parsed with prometheus_client's own parser.
@@ -20,7 +20,8 @@ LAUNCHER = """
 import os, sys
 import netd.daemon
 from netd.api.server import make_app
-from netd.metrics import install, serve_tcp
+from netd.api.metrics_route import install
+from netd.metrics import serve_tcp
 
 def make_app_with_metrics(service, **kw):
     app = make_app(service, **kw)

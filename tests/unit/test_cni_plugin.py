@@ -1,7 +1,8 @@
 """The plugin executable end to end: the installed launcher against a fake daemon socket.
 
 The fake daemon is a stdlib HTTP server on a Unix socket that runs the real handler over the
-in-memory backend, so these tests cover plugin → wire → handler → result as a runtime sees it.
+in-memory backend, so these tests cover plugin → transport → handler → result as a runtime sees
+it. The general API client (``netd.client``, the CLI's) is tested against the same fake daemon.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from netd.cni import plugin, spec, wire
+from netd import client
+from netd.cni import plugin, spec
 from netd.cni.fake import FakeCniBackend
 from netd.cni.handler import handle_cni
 from netd.cni.install import install_plugin
@@ -284,30 +286,30 @@ def test_silent_daemon_times_out_with_11(workdir: Path) -> None:
     assert "did not answer CNI ADD within 0.2 s" in out["msg"]
 
 
-def test_wire_chunked_and_http_client_flavour(workdir: Path) -> None:
+def test_client_chunked_and_http_client_flavour(workdir: Path) -> None:
     payload = {"hello": "world" * 20, "n": [1, 2, 3]}
     for sock in serve(workdir, lambda h, call: _send(h, 201, json.dumps(call).encode(), True)):
-        assert wire.request_json(sock, "POST", "/echo", payload) == (201, payload)
-        conn = wire.UnixHTTPConnection(sock, timeout=5)
+        assert client.request_json(sock, "POST", "/echo", payload) == (201, payload)
+        conn = client.open_connection(sock, timeout=5)
         conn.request("POST", "/echo", body=b"[1]", headers={"Content-Length": "3"})
         response = conn.getresponse()
         assert (response.status, json.loads(response.read())) == (201, [1])
         conn.close()
 
 
-def test_wire_truncated_answer_is_connection_error(workdir: Path) -> None:
+def test_client_truncated_answer_is_connection_error(workdir: Path) -> None:
     def respond(h: BaseHTTPRequestHandler, call: Any) -> None:
         h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}")
 
     for sock in serve(workdir, respond):
         with pytest.raises(ConnectionError, match="truncated"):
-            wire.request_json(sock, "POST", "/", {})
+            client.request_json(sock, "POST", "/", {})
 
 
 def test_plugin_imports_only_the_standard_library() -> None:
     root = str(Path(plugin.__file__).resolve().parents[2])
     probe = (
-        f"import sys; sys.path.insert(0, {root!r}); import netd.cni.plugin, netd.cni.wire; "
+        f"import sys; sys.path.insert(0, {root!r}); import netd.cni.plugin; "
         "print(sorted(m for m in sys.modules if m.startswith(('netd', 'typing', 'http', 'email'))))"
     )
     out = subprocess.run(
@@ -323,6 +325,18 @@ def test_plugin_imports_only_the_standard_library() -> None:
             "netd.cni.spec",
             "netd.cni.strict",
             "netd.cni.transport",
-            "netd.cni.wire",
         ]
     )
+
+
+def test_the_api_client_is_cheap_to_import() -> None:
+    # Every CLI command imports it: no http.client (email, ssl), no typing, no daemon module.
+    root = str(Path(plugin.__file__).resolve().parents[2])
+    probe = (
+        f"import sys; sys.path.insert(0, {root!r}); import netd.client; "
+        "print(sorted(m for m in sys.modules if m.startswith(('netd', 'typing', 'http', 'email'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-IS", "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == str(["netd", "netd.client", "netd.cni", "netd.cni.transport"])

@@ -17,11 +17,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from netd.api import server
+from netd.api.keys import CALLER
 from netd.api.limits import make_limits_middleware
 from netd.errors import ConfigError, InvalidInput
 from netd.model import Caller
 
-CALLER: Any = getattr(server, "CALLER", "caller")  # the key server.py's middleware uses
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Client = TestClient[web.Request, web.Application]
 

@@ -13,9 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from service_kit import make_service
 
 from netd import metrics as metrics_mod
+from netd.api import metrics_route
+from netd.api.metrics_route import install
 from netd.api.server import make_app
 from netd.errors import ConfigError
-from netd.metrics import Metrics, install, serve_tcp
+from netd.metrics import Metrics, serve_tcp
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -171,7 +173,7 @@ def test_install_before_start_only(tmp_path: Path) -> None:
         svc = make_service(tmp_path)
         app = web.Application()
         install(app, svc, Metrics())
-        assert app.middlewares[0] is metrics_mod.metrics_middleware
+        assert app.middlewares[0] is metrics_route.metrics_middleware
         svc.store.close()
 
     asyncio.run(go())
@@ -189,5 +191,5 @@ def test_cni_command_label_survives_hostile_bodies() -> None:
 
     deep = b'{"command": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     for raw in (deep, b"\xff\xfe", b"[1]", b'{"command": "ADD"}'):
-        got = asyncio.run(metrics_mod._cni_command(Body(raw)))  # type: ignore[arg-type]
+        got = asyncio.run(metrics_route._cni_command(Body(raw)))  # type: ignore[arg-type]
         assert got == ("ADD" if raw.endswith(b'"ADD"}') else "other")

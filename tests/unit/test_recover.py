@@ -12,7 +12,7 @@ import pytest
 from netd.errors import ConfigError
 from netd.names import bridge_name
 from netd.reconcile import recover as rec
-from netd.reconcile.recover import Peer, Scan, TaggedVeth, build_records, cursors_for, parse_tag
+from netd.reconcile.recover import Peer, Scan, TaggedVeth, build_records, cursors_for
 from netd.store.sqlite import SqliteStore
 
 NET_ID = "ab" * 32
@@ -29,14 +29,6 @@ def scan() -> Scan:
             TaggedVeth("nv3", "f" * 12, "eth0", "c3", "02:00:00:00:00:cc", peer),
         ],
     )
-
-
-def test_parse_tag() -> None:
-    assert parse_tag(f"netd:{NET_ID}") == (NET_ID,)
-    assert parse_tag("netd:abcdef012345:eth0:c1:x") == ("abcdef012345", "eth0", "c1:x")
-    assert parse_tag("docker0") is None
-    assert parse_tag("netd:a:b") is None
-    assert parse_tag("netd:") is None
 
 
 def test_build_records_says_what_is_lost() -> None:

@@ -12,9 +12,9 @@ from test_store_records import make_endpoint, make_network
 
 from netd.cli.main import cli
 from netd.model import Endpoint, Network, Subnet
-from netd.names import bridge_name, endpoint_tag, host_veth_name
+from netd.names import bridge_name, endpoint_tag, host_veth_name, parse_tag
 from netd.reconcile import recover as rec
-from netd.reconcile.recover import Peer, Scan, TaggedVeth, build_records, parse_tag
+from netd.reconcile.recover import Peer, Scan, TaggedVeth, build_records
 from netd.reconcile.recover_copy import tag_key
 from netd.store.mirror import CopyContents, CopyWriter
 from netd.store.sqlite import SqliteStore
@@ -125,7 +125,7 @@ def test_given_names_win_and_names_stay_unique() -> None:
 def test_a_long_container_id_is_matched_through_its_cut_tag() -> None:
     ep = endpoint("x" * 250, "10.88.0.2/24")
     parsed = parse_tag(endpoint_tag(ep.network_id, ep.container_id, ep.ifname))
-    assert parsed is not None and len(parsed[2]) < 250
+    assert parsed is not None and len(parsed.container_id) < 250
     scan = Scan(
         bridges={NET_ID: (bridge_name(NET_ID), [IF("10.88.0.1/24")])},
         veths=[veth(ep, "10.88.0.2/24")],

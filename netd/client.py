@@ -1,12 +1,14 @@
-"""JSON over HTTP/1.1 on a Unix socket: the client half shared by the CNI plugin and the CLI.
+"""The client of netd's API: JSON over HTTP/1.1 on the daemon's Unix socket.
 
-STANDARD LIBRARY ONLY (the plugin imports it under ``python3 -I -S``). ``request_json`` speaks
-the little HTTP it needs (one request, ``Connection: close``, a Content-Length or chunked answer)
-directly on the socket: importing ``http.client`` drags in ``email`` and ``ssl`` and would
-double the plugin's start-up time. ``UnixHTTPConnection`` is the ``http.client`` flavour for
-callers that want a full client (streaming, keep-alive); it is built on first use for the same
-reason. This module moves one request and one response; it does not retry, authenticate or
-interpret netd's error objects — callers do.
+Used by the CLI (``netd.cli``), compose (``netd.compose.client``) and ``netd doctor``. STANDARD
+LIBRARY ONLY, and cheap to import: ``request_json`` speaks the little HTTP it needs (one request,
+``Connection: close``, a Content-Length or chunked answer) directly on the socket, parsing the
+answer with the CNI plugin's own parser (``netd.cni.transport``, standard library only);
+importing ``http.client`` drags in ``email`` and ``ssl`` and costs every CLI command start-up
+time. :func:`open_connection` gives the ``http.client`` flavour to callers that want a full
+client (a streamed answer), importing it on first use for the same reason. This module moves
+one request and one response; it does not retry, authenticate or interpret netd's error
+objects — callers do. The CNI plugin does not use it (``netd.cni.transport`` is its transport).
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ from __future__ import annotations
 import json
 import socket
 
-from .transport import parse_answer
+from .cni.transport import parse_answer
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here anyway
+if TYPE_CHECKING:  # typing and http.client cost start-up time; annotations are strings here
+    from http.client import HTTPConnection
     from typing import Any
 
-DEFAULT_SOCKET = "/run/netd/netd.sock"
 DEFAULT_TIMEOUT = 60.0
-MAX_ANSWER = 64 * 1024 * 1024  # a runaway answer must not eat the plugin's memory
+MAX_ANSWER = 64 * 1024 * 1024  # a runaway answer must not eat the client's memory
 
 
 def request_json(
@@ -65,35 +67,26 @@ def request_json(
         raise ValueError(f"{method} {path}: answer is not JSON: {raw[:200]!r}") from exc
 
 
-def _build_connection_class() -> type:
+def open_connection(socket_path: str, timeout: float | None = DEFAULT_TIMEOUT) -> HTTPConnection:
+    """An ``http.client`` connection to the daemon at ``socket_path`` (connects on first use).
+
+    ``timeout`` is seconds of silence on the socket; None waits for ever (a followed stream).
+    """
     import http.client
 
     class UnixHTTPConnection(http.client.HTTPConnection):
         """An ``http.client`` connection whose transport is a Unix stream socket."""
-
-        def __init__(self, socket_path: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-            # The host only fills the Host header.
-            super().__init__("localhost", timeout=timeout)
-            self.socket_path = socket_path
 
         def connect(self) -> None:
             """Connect to the Unix socket instead of a TCP address."""
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(self.timeout)
             try:
-                sock.connect(self.socket_path)
+                sock.connect(socket_path)
             except BaseException:
                 sock.close()
                 raise
             self.sock = sock
 
-    return UnixHTTPConnection
-
-
-def __getattr__(name: str) -> Any:
-    """Build ``UnixHTTPConnection`` (an ``http.client.HTTPConnection``) on first access."""
-    if name == "UnixHTTPConnection":
-        cls = _build_connection_class()
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # The host only fills the Host header.
+    return UnixHTTPConnection("localhost", timeout=timeout)
