@@ -46,6 +46,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from .core.dns_publish import DnsSink
 from .errors import ConfigError
 from .model import Network
 
@@ -62,8 +63,8 @@ class MetricsSource(Protocol):
     """What the gauges read from the service at scrape time (``netd.service.Service``)."""
 
     @property
-    def dns(self) -> object:
-        """The DNS seam; its ``query_stats()``, where it has one, feeds the DNS counters."""
+    def dns(self) -> DnsSink:
+        """The DNS seam; its ``query_stats()`` feeds the DNS counters."""
         ...
 
     def list_networks(self) -> list[Network]:
