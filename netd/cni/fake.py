@@ -16,6 +16,7 @@ from ..drivers.ipam import is_ipam_only
 from ..errors import AddressExhausted, Conflict, InvalidInput, KernelError, NotFound, Unavailable
 from ..model import AttachRequest, Endpoint, Network, NetworkSpec, Subnet
 from ..names import bridge_name, host_veth_name
+from ..options import stored_options
 
 DEFAULT_SUBNET = "10.99.0.0/24"
 
@@ -76,7 +77,7 @@ class FakeCniBackend:
             subnets=tuple(subnets),
             ipv6=any(s.version == 6 for s in subnets),
             internal=spec.internal,
-            dns_enabled=spec.options.get("dns", "true") != "false",
+            dns_enabled=stored_options(spec.options).dns,
             options=dict(spec.options),
             labels=dict(spec.labels),
         )
@@ -209,7 +210,7 @@ class FakeCniBackend:
         """Option ``bridge`` or the deterministic default ("" for an IPAM-only network)."""
         if is_ipam_only(network):
             return ""
-        return network.options.get("bridge") or bridge_name(network.id)
+        return network.opts.driver.get("bridge") or bridge_name(network.id)
 
     def check_netns(self, path: str) -> None:
         """Only absolute paths (the real check opens the namespace file)."""

@@ -45,7 +45,7 @@ from ..kernel.sysctl import disable_ipv6_on, ensure_sysctl
 from ..model import Endpoint, IPAddress, Network
 from ..names import bridge_name, bridge_tag, check_ifname, endpoint_tag
 from .base import EndpointStatus
-from .bridge_options import validate_bridge_options
+from .bridge_options import BRIDGE_KEYS, validate_bridge_options
 from .macs import bridge_mac, check_mac
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,14 @@ log = logging.getLogger(__name__)
 TAG_PREFIX = "netd:"
 
 
+_BRIDGE_OPTION = BRIDGE_KEYS.accepted()["bridge"]
+
+
 def bridge_for(network: Network) -> str:
     """The bridge name of ``network``: option ``bridge`` (either spelling) or the default."""
-    return validate_bridge_options(network.options).get("bridge") or bridge_name(network.id)
+    name = network.opts.driver.get("bridge")
+    # Checked again: the name goes into netlink requests and firewall rules.
+    return _BRIDGE_OPTION.normalise("bridge", name) if name else bridge_name(network.id)
 
 
 def default_gateways(network: Network, endpoint: Endpoint) -> list[IPAddress]:
@@ -170,9 +175,8 @@ class BridgeDriver:
         """Bridge with alias, MTU, gateway addresses, up; forwarding sysctls on."""
         name = bridge_for(network)
         self._guard(f'creating bridge "{name}"')
-        options = validate_bridge_options(network.options)
         with self._host() as ipr:
-            mtu = int(options["mtu"]) if "mtu" in options else links.default_route_mtu(ipr)
+            mtu = network.opts.mtu or links.default_route_mtu(ipr)
             existed = links.get_link(ipr, name) is not None
             link = links.ensure_bridge(
                 ipr, name, bridge_tag(network.id), mtu, bridge_mac(network.id)
@@ -232,7 +236,6 @@ class BridgeDriver:
         operation = f'creating veth "{host}" for container {endpoint.container_id}'
         self._guard(operation)
         bridge = bridge_for(network)
-        options = validate_bridge_options(network.options)
         fd = open_netns(endpoint.netns, endpoint.netns_inode)
         netns_inode = os.fstat(fd).st_ino  # recorded: teardown and reconcile check it
         created = False
@@ -242,7 +245,7 @@ class BridgeDriver:
                 host_mac = links.random_mac()
                 for attempt in (1, 2):
                     br_index, br_mtu = self._bridge_link(ipr, bridge, operation, fresh=attempt > 1)
-                    mtu = int(options.get("mtu") or br_mtu)
+                    mtu = network.opts.mtu or br_mtu
                     veth = VethSpec(host, host_mac, mtu, br_index, endpoint.ifname, fd, mac)
                     try:
                         self._host_rtnl().add_veth(veth)

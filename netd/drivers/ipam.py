@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ..errors import InvalidInput
 from ..model import Endpoint, Network
+from ..options import parse_bool
 from .base import EndpointStatus
 
 IPAM_DRIVER = "ipam"
@@ -49,7 +50,7 @@ class IpamOnlyDriver:
         here would suggest netd applies them.
         """
         for key, value in options.items():
-            if key == "dns" and str(value).strip().lower() in ("false", "0", "no", "off"):
+            if key == "dns" and isinstance(value, str) and parse_bool(value) is False:
                 continue
             rule = (
                 "netd serves no DNS on an IPAM-only network (no address of its own to listen on)"
