@@ -87,7 +87,7 @@ _BOOL = "(" + "|".join(_nocase(w) for w in (*TRUE_WORDS, *FALSE_WORDS)) + ")"
 IFNAME = NAME_PATTERN.removesuffix("*") + f"{{0,{MAX_IFNAME - 1}}}"
 
 
-def _option_syntax(option: OptionDef) -> str:
+def option_syntax(option: OptionDef) -> str:
     """The pattern of one option kind (netd.options.OptionDef.normalise is the check)."""
     if option.kind == "choice":
         return "(" + "|".join(_nocase(word) for word in option.choices) + ")"
@@ -112,7 +112,7 @@ def bridge_options_schema() -> dict[str, Any]:
         option = accepted[canonical]
         prop: dict[str, Any] = {
             "type": "string",
-            "pattern": anchored(rf"\s*{_option_syntax(option)}\s*"),
+            "pattern": anchored(rf"\s*{option_syntax(option)}\s*"),
         }
         if canonical != key:
             prop["description"] = f"Docker's name for {canonical!r}; both given must agree"

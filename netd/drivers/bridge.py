@@ -23,7 +23,7 @@ import ipaddress
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from pyroute2 import IPRoute
@@ -44,8 +44,9 @@ from ..kernel.rtnl import (
 from ..kernel.sysctl import disable_ipv6_on, ensure_sysctl
 from ..model import Endpoint, IPAddress, Network
 from ..names import bridge_name, bridge_tag, check_ifname, endpoint_tag
+from ..options import parse_options
 from .base import EndpointStatus
-from .bridge_options import BRIDGE_KEYS, validate_bridge_options
+from .bridge_options import BRIDGE_KEYS
 from .macs import bridge_mac, check_mac
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class BridgeDriver:
     """Linux bridge + veth plumbing, implementing :class:`netd.drivers.base.Driver`."""
 
     name = "bridge"
+    option_keys = BRIDGE_KEYS  # network-wide and firewall keys, and ``bridge``
 
     def __init__(self, *, allow_initial_netns: bool = False, reuse_host_socket: bool = True):
         """``allow_initial_netns``: the daemon manages the real host (production config only).
@@ -167,9 +169,9 @@ class BridgeDriver:
 
     # --- Driver protocol --------------------------------------------------------------------
 
-    def validate_options(self, options: dict[str, str]) -> dict[str, str]:
-        """Canonical bridge options (see :mod:`netd.drivers.bridge_options`)."""
-        return validate_bridge_options(options)
+    def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
+        """Canonical bridge options (:data:`option_keys`, rules in :mod:`netd.options`)."""
+        return parse_options(options, self.option_keys).as_dict()
 
     def ensure_network(self, network: Network) -> None:
         """Bridge with alias, MTU, gateway addresses, up; forwarding sysctls on."""

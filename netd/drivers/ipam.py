@@ -14,6 +14,8 @@ It does not allocate anything itself (the service's IPAM does, as for every netw
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..errors import InvalidInput
 from ..model import Endpoint, Network
 from ..options import parse_bool
@@ -43,7 +45,7 @@ class IpamOnlyDriver:
 
     name = IPAM_DRIVER
 
-    def validate_options(self, options: dict[str, str]) -> dict[str, str]:
+    def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
         """No options but ``dns=false``: netd serves no DNS where it owns no address.
 
         Bridge options (``bridge``, ``mtu``, ...) are the main plugin's business; accepting them

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidInput, NetdError
@@ -38,7 +39,7 @@ class NullDriver:
         if method in self.failures:
             raise self.failures[method]
 
-    def validate_options(self, options: dict[str, str]) -> dict[str, str]:
+    def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
         """Any string options, unchanged (copied)."""
         self._record("validate_options", dict(options))
         for key, value in options.items():

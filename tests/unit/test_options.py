@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 
 import pytest
 
+from netd.api import formats
 from netd.dns.records import forwards, network_meta
 from netd.drivers.bridge import BridgeDriver, bridge_for
 from netd.drivers.bridge_options import BRIDGE_KEYS
@@ -318,3 +320,12 @@ def test_bad_dns_server(bad: str) -> None:
     with pytest.raises(InvalidInput) as err:
         parse_options({"dns_servers": f"10.0.0.2,{bad}"}, BRIDGE_KEYS)
     assert err.value.rule == (f"must be a comma-separated list of IP addresses; {bad!r} is not one")
+
+
+def test_the_api_schema_is_generated_from_the_same_table() -> None:
+    schema = formats.bridge_options_schema()
+    assert list(schema["properties"]) == BRIDGE_KEYS.known()
+    mode = re.compile(formats.anchored(formats.option_syntax(MACVLAN_LIKE.own[1])))
+    assert mode.fullmatch("VEPA") and not mode.fullmatch("l2")
+    servers = re.compile(schema["properties"]["dns_servers"]["pattern"])
+    assert servers.fullmatch(" 10.0.0.53, [fd00::53]:5353, 127.0.0.1:5353 ")
