@@ -262,6 +262,10 @@ class NetworkOptions:
     def __hash__(self) -> int:
         return hash(tuple(sorted(self.canonical.items())))
 
+    def __reduce__(self) -> tuple[object, tuple[dict[str, str]]]:
+        # Copied and pickled as its canonical map (a mappingproxy cannot be pickled).
+        return (stored_options, (dict(self.canonical),))
+
     def as_dict(self) -> dict[str, str]:
         """The canonical string map (``Network.options``), a fresh copy."""
         return dict(self.canonical)

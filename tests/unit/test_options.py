@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import pickle
 import re
+from copy import deepcopy
 
 import pytest
 
@@ -209,6 +211,10 @@ def test_frozen() -> None:
     copy = opts.as_dict()
     copy["mtu"] = "1"
     assert opts.canonical["mtu"] == "1400"
+    net = record(mtu="1400")
+    assert net.opts.mtu == 1400  # cached on the record: copies and pickles still work
+    assert pickle.loads(pickle.dumps(net)).opts == net.opts == deepcopy(net).opts
+    assert deepcopy(opts) == opts
 
 
 @pytest.mark.parametrize(
