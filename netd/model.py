@@ -9,9 +9,12 @@ keep the very same documents.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from .options import NetworkOptions, stored_options
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -67,6 +70,16 @@ class Network:
     def short_id(self) -> str:
         """The 12-character id shown in tables, as Docker shows it."""
         return self.id[:12]
+
+    @functools.cached_property
+    def opts(self) -> NetworkOptions:
+        """``options``, typed (:func:`netd.options.stored_options`), parsed once per record.
+
+        The store keeps the canonical string map; the firewall, DNS and drivers read this.
+        (A cached_property writes the instance ``__dict__`` directly, which a frozen dataclass
+        allows; records are never mutated in place, so the cache cannot go stale.)
+        """
+        return stored_options(self.options)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from .errors import Conflict, InvalidInput
 from .ipam.subnets import DefaultPool, plan_subnets
 from .model import IPNetwork, Network, NetworkSpec
 from .names import check_network_name
+from .options import stored_options
 
 MAX_LABELS = 64
 MAX_LABEL_LEN = 1024
@@ -71,11 +72,14 @@ def build_network(
         pools=pools,
         ula=ula,
     )
+    typed = stored_options(options)  # the driver's output: canonical keys, normalised
     has_v6 = any(s.version == 6 for s in subnets)
-    if has_v6 and int(options.get("mtu", IPV6_MIN_MTU)) < IPV6_MIN_MTU:
-        # The kernel refuses IPv6 addresses on a smaller link (EINVAL), after the bridge exists.
+    if has_v6 and typed.mtu is not None and typed.mtu < IPV6_MIN_MTU:
+        # The kernel refuses IPv6 addresses on a smaller link (EINVAL), after the link exists.
         raise InvalidInput(
-            "options.mtu", options["mtu"], f"must be at least {IPV6_MIN_MTU} on a network with IPv6"
+            "options.mtu",
+            typed.canonical["mtu"],
+            f"must be at least {IPV6_MIN_MTU} on a network with IPv6",
         )
     return Network(
         id=secrets.token_hex(32),
@@ -84,7 +88,7 @@ def build_network(
         subnets=subnets,
         ipv6=has_v6,
         internal=bool(spec.internal),
-        dns_enabled=options.get("dns", "true") != "false",
+        dns_enabled=typed.dns,
         options=options,
         labels=labels,
         created=time.time(),

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..drivers.bridge_options import DOCKER_ALIASES, MAX_MTU, MIN_MTU, VALIDATORS
+from ..drivers.bridge_options import BRIDGE_KEYS
 from ..ipam.subnets import MAX_PREFIX
 from ..names import MAX_IFNAME, NAME_PATTERN
+from ..options import DOCKER_ALIASES, FALSE_WORDS, MAX_MTU, MIN_MTU, TRUE_WORDS, OptionDef
 
 _HEX4 = "[0-9a-fA-F]{1,4}"
 _OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -81,27 +82,38 @@ def _mtu() -> str:
     )
 
 
-_BOOL = "(" + "|".join(_nocase(w) for w in ("true", "yes", "on", "false", "no", "off", "1", "0"))
-_BOOL += ")"
+_BOOL = "(" + "|".join(_nocase(w) for w in (*TRUE_WORDS, *FALSE_WORDS)) + ")"
 # An interface name: the shared name syntax, at most MAX_IFNAME characters (IFNAMSIZ).
 IFNAME = NAME_PATTERN.removesuffix("*") + f"{{0,{MAX_IFNAME - 1}}}"
-_OPTION_SYNTAX = {
-    "bridge": IFNAME,
-    "mtu": _mtu(),
-    "host_ipv4": IPV4,
-    "host_ipv6": IPV6,
-    "dns_servers": rf"{IP}(\s*,\s*{IP})*",
-}
+
+
+def option_syntax(option: OptionDef) -> str:
+    """The pattern of one option kind (netd.options.OptionDef.normalise is the check)."""
+    if option.kind == "choice":
+        return "(" + "|".join(_nocase(word) for word in option.choices) + ")"
+    return {
+        "bool": _BOOL,
+        "mtu": _mtu(),
+        "ipv4": IPV4,
+        "ipv6": IPV6,
+        "servers": rf"{DNS_SERVER}(\s*,\s*{DNS_SERVER})*",
+        "ifname": IFNAME,
+    }[option.kind]
 
 
 def bridge_options_schema() -> dict[str, Any]:
-    """The JSON schema of a bridge network's ``options``: known keys only, each value's syntax
-    (surrounding blanks allowed, as the driver strips them)."""
+    """The JSON schema of a bridge network's ``options``, from the bridge's option table
+    (:data:`netd.drivers.bridge_options.BRIDGE_KEYS`): known keys only, each value's syntax
+    (surrounding blanks allowed, as the parser strips them)."""
+    accepted = BRIDGE_KEYS.accepted()
     properties: dict[str, Any] = {}
-    for key in [*VALIDATORS, *DOCKER_ALIASES]:
+    for key in BRIDGE_KEYS.known():
         canonical = DOCKER_ALIASES.get(key, key)
-        syntax = _OPTION_SYNTAX.get(canonical, _BOOL)
-        prop: dict[str, Any] = {"type": "string", "pattern": anchored(rf"\s*{syntax}\s*")}
+        option = accepted[canonical]
+        prop: dict[str, Any] = {
+            "type": "string",
+            "pattern": anchored(rf"\s*{option_syntax(option)}\s*"),
+        }
         if canonical != key:
             prop["description"] = f"Docker's name for {canonical!r}; both given must agree"
         if canonical == "mtu":

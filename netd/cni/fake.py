@@ -18,6 +18,7 @@ from ..drivers.null import NullDriver
 from ..errors import AddressExhausted, Conflict, InvalidInput, KernelError, NotFound, Unavailable
 from ..model import AttachRequest, Endpoint, Network, NetworkSpec, Subnet
 from ..names import host_veth_name
+from ..options import stored_options
 
 DEFAULT_SUBNET = "10.99.0.0/24"
 
@@ -80,7 +81,7 @@ class FakeCniBackend:
             subnets=tuple(subnets),
             ipv6=any(s.version == 6 for s in subnets),
             internal=spec.internal,
-            dns_enabled=spec.options.get("dns", "true") != "false",
+            dns_enabled=stored_options(spec.options).dns,
             options=dict(spec.options),
             labels=dict(spec.labels),
         )

@@ -253,10 +253,8 @@ def conflicts(
             f"{str(network.internal).lower()} in netd"
         )
     if definition.mtu is not None:
-        have_mtu = network.options.get("mtu") or network.options.get(
-            "com.docker.network.driver.mtu"
-        )
-        if have_mtu != str(definition.mtu):
+        have_mtu = network.opts.mtu
+        if have_mtu != definition.mtu:
             problems.append(f"mtu: {definition.mtu} in the config, {have_mtu or 'default'} in netd")
     if definition.bridge is not None and definition.bridge != bridge:
         problems.append(f"bridge: {definition.bridge} in the config, {bridge} in netd")

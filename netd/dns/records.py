@@ -30,8 +30,6 @@ from ..model import Endpoint, Network
 from ..names import check_dns_name
 
 NetworkDoc = dict[str, Any]
-OPT_DNS_SERVERS = "dns_servers"
-OPT_FORWARD_INTERNAL = "dns_forward_internal"
 
 
 def _service_name(port: int, proto: str) -> str | None:
@@ -55,11 +53,6 @@ def _valid_names(candidates: Iterable[str | None]) -> list[str]:
     return out
 
 
-def split_servers(value: str) -> list[str]:
-    """The comma-separated ``dns_servers`` network option as a list (empty items dropped)."""
-    return [s.strip() for s in value.split(",") if s.strip()]
-
-
 def forwards(network: Network) -> bool:
     """Whether queries from this network may be forwarded upstream.
 
@@ -68,7 +61,7 @@ def forwards(network: Network) -> bool:
     """
     if not network.internal:
         return True
-    return network.options.get(OPT_FORWARD_INTERNAL, "").lower() in ("1", "true", "yes")
+    return network.opts.dns_forward_internal
 
 
 def endpoint_key(ep: Endpoint) -> str:
@@ -82,7 +75,7 @@ def network_meta(network: Network) -> NetworkDoc:
         "id": network.id,
         "name": network.name.lower(),
         "forward": forwards(network),
-        "dns_servers": split_servers(network.options.get(OPT_DNS_SERVERS, "")),
+        "dns_servers": [str(server) for server in network.opts.dns_servers],
         "subnets": [str(s.subnet) for s in network.subnets],
     }
 

@@ -54,8 +54,9 @@ from ..names import (
     endpoint_tag_prefix,
     host_veth_name,
 )
+from ..options import parse_options
 from .base import Capabilities, CniInterface, EndpointStatus
-from .bridge_options import validate_bridge_options
+from .bridge_options import BRIDGE_KEYS
 from .macs import bridge_mac, check_mac
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,14 @@ log = logging.getLogger(__name__)
 _KINDS = ("bridge", "veth")  # the link kinds this driver makes in the host
 
 
+_BRIDGE_OPTION = BRIDGE_KEYS.accepted()["bridge"]
+
+
 def bridge_for(network: Network) -> str:
     """The bridge name of ``network``: option ``bridge`` (either spelling) or the default."""
-    return validate_bridge_options(network.options).get("bridge") or bridge_name(network.id)
+    name = network.opts.driver.get("bridge")
+    # Checked again: the name goes into netlink requests and firewall rules.
+    return _BRIDGE_OPTION.normalise("bridge", name) if name else bridge_name(network.id)
 
 
 def default_gateways(network: Network, endpoint: Endpoint) -> list[IPAddress]:
@@ -88,6 +94,7 @@ class BridgeDriver:
 
     name = "bridge"
     capabilities = Capabilities(kernel_features=("bridge", "veth"))
+    option_keys = BRIDGE_KEYS  # network-wide and firewall keys, and ``bridge``
 
     def __init__(self, *, allow_initial_netns: bool = False, reuse_host_socket: bool = True):
         """``allow_initial_netns``: the daemon manages the real host (production config only).
@@ -174,8 +181,8 @@ class BridgeDriver:
     # --- Driver protocol --------------------------------------------------------------------
 
     def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
-        """Canonical bridge options (see :mod:`netd.drivers.bridge_options`)."""
-        return validate_bridge_options(dict(options))
+        """Canonical bridge options (:data:`option_keys`, rules in :mod:`netd.options`)."""
+        return parse_options(options, self.option_keys).as_dict()
 
     def available(self) -> str:
         """Always: every kernel netd runs on has bridges and veths (doctor checks modules)."""
@@ -217,9 +224,8 @@ class BridgeDriver:
         """Bridge with alias, MTU, gateway addresses, up; forwarding sysctls on."""
         name = bridge_for(network)
         self._guard(f'creating bridge "{name}"')
-        options = validate_bridge_options(network.options)
         with self._host() as ipr:
-            mtu = int(options["mtu"]) if "mtu" in options else links.default_route_mtu(ipr)
+            mtu = network.opts.mtu or links.default_route_mtu(ipr)
             existed = links.get_link(ipr, name) is not None
             link = links.ensure_bridge(
                 ipr, name, bridge_tag(network.id), mtu, bridge_mac(network.id)
@@ -278,7 +284,6 @@ class BridgeDriver:
         operation = f'creating veth "{host}" for container {endpoint.container_id}'
         self._guard(operation)
         bridge = bridge_for(network)
-        options = validate_bridge_options(network.options)
         fd = open_netns(endpoint.netns, endpoint.netns_inode)
         netns_inode = os.fstat(fd).st_ino  # recorded: teardown and reconcile check it
         created = False
@@ -288,7 +293,7 @@ class BridgeDriver:
                 host_mac = links.random_mac()
                 for attempt in (1, 2):
                     br_index, br_mtu = self._bridge_link(ipr, bridge, operation, fresh=attempt > 1)
-                    mtu = int(options.get("mtu") or br_mtu)
+                    mtu = network.opts.mtu or br_mtu
                     veth = VethSpec(host, host_mac, mtu, br_index, endpoint.ifname, fd, mac)
                     try:
                         self._host_rtnl().add_veth(veth)

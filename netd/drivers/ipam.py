@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..model import Endpoint, Network
+from ..options import parse_bool
 from .base import Capabilities, CniInterface, EndpointStatus, not_plumbed
 
 IPAM_DRIVER = "ipam"
@@ -40,7 +41,7 @@ class IpamOnlyDriver:
         here would suggest netd applies them.
         """
         for key, value in options.items():
-            if key == "dns" and str(value).strip().lower() in ("false", "0", "no", "off"):
+            if key == "dns" and isinstance(value, str) and parse_bool(value) is False:
                 continue
             rule = (
                 "netd serves no DNS on an IPAM-only network (no address of its own to listen on)"

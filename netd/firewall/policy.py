@@ -2,13 +2,13 @@
 
 Both backends (nftables and iptables) render from the records built here, so they share one
 reading of the network options and one rule for published-port conflicts. This module is pure:
-it parses ``Network.options``, checks every name and number that will end up inside a rule,
-and expands port mappings per address family. It does not talk to the kernel.
+it reads the network's typed options (``Network.opts``, :mod:`netd.options`: the same rules
+that checked them at create), checks every name and number that will end up inside a rule, and
+expands port mappings per address family. It does not talk to the kernel.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from ..errors import Conflict, InvalidInput
@@ -16,38 +16,6 @@ from ..model import Endpoint, IPAddress, IPNetwork, Network, PortMapping
 from ..names import check_container_id, check_ifname
 
 PROTOCOLS = ("tcp", "udp", "sctp")
-# Canonical option keys (the bridge driver validates them too; we re-check what we render).
-OPT_ICC = "enable_icc"
-OPT_MASQUERADE = "enable_ip_masquerade"
-OPT_HOST_IPV4 = "host_ipv4"
-OPT_HOST_IPV6 = "host_ipv6"
-OPT_ANTI_SPOOF = "anti_spoof"
-# What a backend must be able to do for an option (``Firewall.capabilities``).
-OPTION_NEEDS = {OPT_ANTI_SPOOF: "anti_spoof"}
-
-
-def _bool_option(network: Network, key: str, default: bool) -> bool:
-    raw = network.options.get(key)
-    if raw is None:
-        return default
-    if raw.lower() in ("true", "1", "yes"):
-        return True
-    if raw.lower() in ("false", "0", "no"):
-        return False
-    raise InvalidInput(f"options.{key}", raw, 'must be "true" or "false"')
-
-
-def _addr_option(network: Network, key: str, version: int) -> IPAddress | None:
-    raw = network.options.get(key)
-    if not raw:
-        return None
-    try:
-        addr = ipaddress.ip_address(raw)
-    except ValueError as exc:
-        raise InvalidInput(f"options.{key}", raw, f"must be an IPv{version} address") from exc
-    if addr.version != version:
-        raise InvalidInput(f"options.{key}", raw, f"must be an IPv{version} address")
-    return addr
 
 
 @dataclass(frozen=True)
@@ -95,19 +63,20 @@ def build_policy(network: Network, bridge: str) -> NetworkPolicy:
     if not network.id or not network.id.isalnum():
         raise InvalidInput("network.id", network.id, "must be a non-empty alphanumeric id")
     subnets = [s for s in network.subnets]
+    options = network.opts.firewall
     return NetworkPolicy(
         network_id=network.id,
         bridge=bridge,
         internal=network.internal,
-        icc=_bool_option(network, OPT_ICC, True),
-        masquerade=_bool_option(network, OPT_MASQUERADE, True),
-        snat4=_addr_option(network, OPT_HOST_IPV4, 4),
-        snat6=_addr_option(network, OPT_HOST_IPV6, 6),
+        icc=options.enable_icc,
+        masquerade=options.enable_ip_masquerade,
+        snat4=options.host_ipv4,
+        snat6=options.host_ipv6,
         subnets4=tuple(s.subnet for s in subnets if s.version == 4),
         subnets6=tuple(s.subnet for s in subnets if s.version == 6),
         gateways4=tuple(s.gateway for s in subnets if s.version == 4 and s.gateway is not None),
         gateways6=tuple(s.gateway for s in subnets if s.version == 6 and s.gateway is not None),
-        anti_spoof=_bool_option(network, OPT_ANTI_SPOOF, False),
+        anti_spoof=options.anti_spoof,
     )
 
 
@@ -118,14 +87,14 @@ def check_backend_supports(network: Network, backend: str, capabilities: frozens
     would be worse than a clear refusal. (Not when rules are rebuilt, so a network made under
     another backend never stops the daemon.)
     """
-    for option, needs in OPTION_NEEDS.items():
-        if _bool_option(network, option, False) and needs not in capabilities:
-            raise InvalidInput(
-                f"options.{option}",
-                network.options[option],
-                f'needs the nftables firewall backend; this daemon runs "{backend}", which '
-                "cannot filter what containers send on bridge ports",
-            )
+    options = network.opts
+    if options.firewall.anti_spoof and "anti_spoof" not in capabilities:
+        raise InvalidInput(
+            "options.anti_spoof",
+            options.canonical["anti_spoof"],
+            f'needs the nftables firewall backend; this daemon runs "{backend}", which '
+            "cannot filter what containers send on bridge ports",
+        )
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..drivers.base import Driver
-from ..drivers.bridge_options import DOCKER_ALIASES
 from ..errors import Conflict, NetdError, NotFound, PermissionDenied
 from ..ipam.subnets import DefaultPool
 from ..model import (
@@ -50,6 +49,7 @@ from ..model import (
     NetworkSpec,
     PortMapping,
 )
+from ..options import DOCKER_ALIASES
 from . import nsowner
 from .disclosure import network_conflict, port_conflict
 from .procinfo import caller_groups
@@ -323,11 +323,11 @@ class OwnerScope:
         check_options(network)
         check_subnets(network, self._svc.pools, self._svc.ula, routes)
         check_quota(network, [n for n in existing if self.owns(n)], self.limits)
-        servers = network.options.get("dns_servers", "")
+        servers = network.opts.dns_servers
         if servers:
             check_upstreams(
                 "options.dns_servers",
-                [s for s in servers.split(",") if s.strip()],
+                [str(server) for server in servers],
                 self._host_now,
                 self._foreign_subnets(existing),
             )
