@@ -19,7 +19,6 @@ Tests that change state (detach, worker kill) restore it before returning.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import shutil
@@ -33,33 +32,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kit import endpoint, network
 from netns_fixtures import Namespace, Sandbox, leftovers
 
-from netd.model import Endpoint, Network, PortMapping, Subnet, to_json
+from netd.model import Endpoint, Network, PortMapping, to_json
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _net(name: str, cidrs: list[str], internal: bool = False) -> Network:
-    subnets = tuple(
-        Subnet(ipaddress.ip_network(c, strict=False), ipaddress.ip_interface(c).ip) for c in cidrs
-    )
-    return Network(id=name * 8, name=name, driver="bridge", subnets=subnets, internal=internal)
+    return network(name, cidrs, id=name * 8, internal=internal, ipv6=False)
 
 
 def _ep(net: Network, cid: str, name: str, addrs: list[str], **kw: Any) -> Endpoint:
-    return Endpoint(
-        network_id=net.id,
-        container_id=cid,
-        ifname="eth0",
-        netns=f"/run/netns/{cid}",
-        host_ifname="x",
-        addresses=tuple(ipaddress.ip_interface(a) for a in addrs),
-        name=name,
-        state="ready",
-        **kw,
-    )
+    return endpoint(net, cid, ip=addrs, host_ifname="x", name=name, **kw)
 
 
 class World:
