@@ -2,7 +2,7 @@
 
 Every test that hands a network to a firewall goes through :func:`fw_ensure`,
 :func:`fw_remove` and :func:`fw_sync`, so a change to how the firewall learns a network's host
-interface (today the bridge name) is one edit here, not one per test.
+interface (the one its driver names: the bridge) is one edit here, not one per test.
 
 :class:`FakeFirewall` keeps the desired state with the real pure logic
 (:class:`netd.firewall.state.DesiredState`: policies, port claims and conflicts) and touches no
@@ -55,12 +55,12 @@ class FakeFirewall:
         self.state = DesiredState()
         self.damaged = False  # the "kernel" lost the ruleset: check() is False until repair()
 
-    def ensure_network(self, network: Network, bridge: str) -> None:
+    def ensure_network(self, network: Network, iface: str) -> None:
         """Record the network's policy."""
         self.calls.append("ensure_network")
-        self.state.networks[network.id] = (network, build_policy(network, bridge))
+        self.state.networks[network.id] = (network, build_policy(network, iface))
 
-    def remove_network(self, network: Network, bridge: str) -> None:
+    def remove_network(self, network: Network, iface: str) -> None:
         """Forget the network and its endpoints."""
         self.calls.append("remove_network")
         for ep in self.state.endpoints_of(network.id):
