@@ -25,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +32,8 @@ from typing import Any
 
 import pytest
 from kit import endpoint, network
-from netns_fixtures import Namespace, Sandbox, leftovers
+from kit.worlds import sandbox_world
+from netns_fixtures import Namespace, Sandbox
 
 from netd.model import Endpoint, Network, PortMapping, to_json
 
@@ -151,21 +151,9 @@ class World:
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    box = Sandbox()
-    # The worker runs as nobody and reads the upstream list itself: pytest's tmp dirs are 0700.
-    tmp = Path(tempfile.mkdtemp(prefix="netd-dns-test-"))
-    tmp.chmod(0o755)
-    w: World | None = None
-    try:
-        w = World(box, tmp)
+    # The worker runs as nobody and reads the upstream list itself (in the 0755 scratch dir).
+    with sandbox_world(World, "netd-dns-test-") as w:
         yield w
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        failures = box.close()
-        if w is not None and w.proc.stdout is not None:
-            w.proc.stdout.close()
-        assert not failures, failures
-        assert not leftovers(box.prefix)
 
 
 def short(world: World, cname: str, *args: str, server: str = "10.88.0.1") -> list[str]:
