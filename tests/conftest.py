@@ -1,4 +1,4 @@
-"""Test-wide setup: make netns-fixtures importable and skip namespace tests without root."""
+"""Test-wide setup: make netns-fixtures and the test kit importable; skip ns tests without root."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "netns-fixtures"))
+# tests/kit: shared record builders, fakes and contract checks (`from kit import network`).
+sys.path.insert(0, str(ROOT / "tests"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -19,47 +19,34 @@ Tests that change state (detach, worker kill) restore it before returning.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from netns_fixtures import Namespace, Sandbox, leftovers
+from kit import endpoint, network
+from kit.worlds import sandbox_world
+from netns_fixtures import Namespace, Sandbox
 
-from netd.model import Endpoint, Network, PortMapping, Subnet, to_json
+from netd.model import Endpoint, Network, PortMapping, to_json
 
 PY = sys.executable
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _net(name: str, cidrs: list[str], internal: bool = False) -> Network:
-    subnets = tuple(
-        Subnet(ipaddress.ip_network(c, strict=False), ipaddress.ip_interface(c).ip) for c in cidrs
-    )
-    return Network(id=name * 8, name=name, driver="bridge", subnets=subnets, internal=internal)
+    return network(name, cidrs, id=name * 8, internal=internal, ipv6=False)
 
 
 def _ep(net: Network, cid: str, name: str, addrs: list[str], **kw: Any) -> Endpoint:
-    return Endpoint(
-        network_id=net.id,
-        container_id=cid,
-        ifname="eth0",
-        netns=f"/run/netns/{cid}",
-        host_ifname="x",
-        addresses=tuple(ipaddress.ip_interface(a) for a in addrs),
-        name=name,
-        state="ready",
-        **kw,
-    )
+    return endpoint(net, cid, ip=addrs, host_ifname="x", name=name, **kw)
 
 
 class World:
@@ -164,21 +151,9 @@ class World:
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    box = Sandbox()
-    # The worker runs as nobody and reads the upstream list itself: pytest's tmp dirs are 0700.
-    tmp = Path(tempfile.mkdtemp(prefix="netd-dns-test-"))
-    tmp.chmod(0o755)
-    w: World | None = None
-    try:
-        w = World(box, tmp)
+    # The worker runs as nobody and reads the upstream list itself (in the 0755 scratch dir).
+    with sandbox_world(World, "netd-dns-test-") as w:
         yield w
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        failures = box.close()
-        if w is not None and w.proc.stdout is not None:
-            w.proc.stdout.close()
-        assert not failures, failures
-        assert not leftovers(box.prefix)
 
 
 def short(world: World, cname: str, *args: str, server: str = "10.88.0.1") -> list[str]:

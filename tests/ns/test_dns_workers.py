@@ -11,17 +11,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from netns_fixtures import Namespace, Sandbox, leftovers
+from kit.worlds import sandbox_world
+from netns_fixtures import Namespace, Sandbox
 
 from netd.model import Endpoint, Network, Subnet, to_json
 
@@ -122,20 +121,8 @@ class Two:
 
 @pytest.fixture(scope="module")
 def two() -> Iterator[Two]:
-    box = Sandbox()
-    tmp = Path(tempfile.mkdtemp(prefix="netd-dns-workers-"))
-    tmp.chmod(0o755)
-    w: Two | None = None
-    try:
-        w = Two(box, tmp)
+    with sandbox_world(Two, "netd-dns-workers-") as w:
         yield w
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        failures = box.close()
-        if w is not None and w.proc.stdout is not None:
-            w.proc.stdout.close()
-        assert not failures, failures
-        assert not leftovers(box.prefix)
 
 
 def test_two_workers_each_serve_a_share(two: Two) -> None:

@@ -112,6 +112,7 @@ if __name__ == "__main__" and sys.argv[1:] == ["driver"]:
 
 # --- the lab ---------------------------------------------------------------------------------
 
+from kit import records as kit  # noqa: E402
 from netns_fixtures import Namespace, Sandbox  # noqa: E402
 
 from netd.model import Endpoint, Network, PortMapping, Subnet, to_json  # noqa: E402
@@ -156,7 +157,7 @@ class Driver:
 
 
 def subnet(cidr: str, gw: str) -> Subnet:
-    return Subnet(ipaddress.ip_network(cidr), ipaddress.ip_address(gw))
+    return kit.subnet(cidr, gateway=gw)
 
 
 @dataclass
@@ -172,7 +173,7 @@ class Lab:
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
 
     def network(self, nid: str, name: str, bridge: str, subnets: list[Subnet], **kw: Any) -> None:
-        net = Network(id=nid, name=name, driver="bridge", subnets=tuple(subnets), **kw)
+        net = kit.network(name, subnets, id=nid, ipv6=kw.pop("ipv6", False), **kw)
         self.host.run("ip", "link", "add", bridge, "type", "bridge")
         for s in subnets:
             addr = f"{s.gateway}/{s.subnet.prefixlen}"
@@ -201,14 +202,8 @@ class Lab:
         versions = {ipaddress.ip_interface(a).version for a in addrs}
         for s in (s for s in net.subnets if s.version in versions):
             ns.run("ip", f"-{s.version}", "route", "add", "default", "via", str(s.gateway))
-        ep = Endpoint(
-            network_id=net.id,
-            container_id=f"ctr-{name}",
-            ifname="eth0",
-            netns=ns.path,
-            host_ifname=veth,
-            addresses=tuple(ipaddress.ip_interface(a) for a in addrs),
-            port_mappings=ports,
+        ep = kit.endpoint(
+            net, f"ctr-{name}", ip=addrs, netns=ns.path, host_ifname=veth, port_mappings=ports
         )
         self.containers[name] = ns
         self.endpoints[name] = ep
@@ -355,13 +350,12 @@ def test_port_conflict_names_holder(box: Sandbox, backend: str) -> None:
     lab = build_lab(box, backend)
     lab.container("a1", "A", ["10.1.0.2/24"], ports=(PortMapping(8080, 80),))
     net, _bridge = lab.networks["B"]
-    ep = Endpoint(
-        network_id=net.id,
-        container_id="ctr-late",
-        ifname="eth0",
+    ep = kit.endpoint(
+        net,
+        "ctr-late",
+        ip="10.2.0.9/24",
         netns="/x",
         host_ifname="vlate",
-        addresses=(ipaddress.ip_interface("10.2.0.9/24"),),
         port_mappings=(PortMapping(8080, 81, "tcp", ipaddress.ip_address("192.0.2.1")),),
     )
     reply = lab.driver.try_call("add_endpoint", network=to_json(net), endpoint=to_json(ep))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kit import network
 from service_kit import make_service
 
 from netd.drivers.bridge import BridgeDriver
@@ -150,13 +151,9 @@ def test_ipam_driver_options() -> None:
 
 
 def test_plan_links_skips_ipam_only_networks() -> None:
-    import ipaddress
 
-    from netd.model import Subnet
-
-    subnets = (Subnet(ipaddress.ip_network("10.1.0.0/24"), ipaddress.ip_address("10.1.0.1")),)
-    bridged = Network(id="a" * 64, name="b", driver="bridge", subnets=subnets)
-    ipam = Network(id="b" * 64, name="i", driver="ipam", subnets=subnets)
+    bridged = network("b", "10.1.0.0/24", id="a" * 64)
+    ipam = network("i", "10.1.0.0/24", driver="ipam", id="b" * 64)
     drivers = {"bridge": BridgeDriver(), "ipam": IpamOnlyDriver()}
     expected = expected_from([bridged, ipam], [], lambda net: drivers[net.driver])
     actions = plan_links({}, [bridged, ipam], expected)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 
 import pytest
+from kit import endpoint, network, subnet
 
 from netd.cni import spec
 from netd.cni.netdef import Route
 from netd.cni.result import build_dns, build_result
 from netd.drivers.bridge import BridgeDriver
-from netd.model import Endpoint, Network, Subnet
 
 # SPEC.md "Success" (1.1.0) and "Result" (0.4.0): the keys each object may carry.
 TOP = {"cniVersion", "interfaces", "ips", "routes", "dns"}
@@ -21,24 +20,16 @@ IP_LEGACY = IP_1X | {"version"}
 ROUTE = {"dst", "gw", "mtu", "advmss", "priority", "table", "scope"}
 DNS = {"nameservers", "domain", "search", "options"}
 
-NET = Network(
-    id="ef" * 32,
-    name="web",
-    driver="bridge",
-    subnets=(
-        Subnet(ipaddress.ip_network("10.1.0.0/16"), ipaddress.ip_address("10.1.0.1")),
-        Subnet(ipaddress.ip_network("fd00:1::/64"), None),
-    ),
-)
-EP = Endpoint(
-    network_id=NET.id,
-    container_id="c1",
-    ifname="eth0",
+NET = network("web", ["10.1.0.0/16", subnet("fd00:1::/64", gateway=None)], id="ef" * 32, ipv6=False)
+EP = endpoint(
+    NET,
+    "c1",
+    host=5,
     netns="/var/run/netns/blue",
     host_ifname="nv0123456789abc",
-    addresses=(ipaddress.ip_interface("10.1.0.5/16"), ipaddress.ip_interface("fd00:1::5/64")),
     mac="02:88:77:66:55:44",
     host_mac="02:44:33:22:11:11",
+    state="creating",
 )
 IFACES = BridgeDriver().cni_interfaces(NET, EP)
 

@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, DNSRecord
+from kit import endpoint, network
 
 from netd.dns.answer import Answerer, Forward
 from netd.dns.records import Tables, build_network_doc
-from netd.model import Endpoint, Network, PortMapping, Subnet
+from netd.model import Endpoint, Network, PortMapping
 
 
 def net(name: str, cidr: str, internal: bool = False, **options: str) -> Network:
-    sub = ipaddress.ip_network(cidr)
-    return Network(
-        id=name * 8, name=name, driver="bridge", internal=internal, options=options,
-        subnets=(Subnet(sub, next(sub.hosts())),),
-    )  # fmt: skip
+    return network(name, cidr, id=name * 8, internal=internal, options=options)
 
 
-def ep(n: Network, cid: str, name: str | None, *addrs: str, **kw: object) -> Endpoint:
-    return Endpoint(
-        network_id=n.id, container_id=cid, ifname="eth0", netns="/x", host_ifname="v",
-        addresses=tuple(ipaddress.ip_interface(a) for a in addrs), name=name, **kw,  # type: ignore[arg-type]
-    )  # fmt: skip
+def ep(n: Network, cid: str, name: str | None, *addrs: str, **kw: Any) -> Endpoint:
+    return endpoint(n, cid, ip=addrs, name=name, **kw)
 
 
 FRONT = net("front", "10.1.0.0/24")

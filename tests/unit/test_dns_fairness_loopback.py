@@ -12,7 +12,6 @@ tests/ns/test_dns_fairness.py.)
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import secrets
 import socket
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from kit import endpoint, network
 
 from netd.dns.answer import Answerer
 from netd.dns.forward import Forwarder
@@ -29,7 +29,6 @@ from netd.dns.limits import FORWARDS
 from netd.dns.records import Tables, build_network_doc
 from netd.dns.server import Server
 from netd.dns.upstreams import HostUpstreams
-from netd.model import Endpoint, Network, Subnet
 
 FLOOD = FORWARDS.hard + 500  # more than every slot of the worker
 
@@ -61,16 +60,11 @@ def swallower() -> Iterator[str]:
 
 
 def tables(dead: str, live: str) -> Tables:
-    net = Network(
-        id="n" * 64, name="n", driver="bridge",
-        subnets=(Subnet(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_address("127.0.0.1")),),
-    )  # fmt: skip
+    net = network("n", "127.0.0.0/8", id="n" * 64)
     eps = [
-        Endpoint(network_id=net.id, container_id=cid, ifname="eth0", netns="/x",
-                 host_ifname="v", addresses=(ipaddress.ip_interface(f"{addr}/8"),),
-                 dns_servers=(upstream,))
+        endpoint(net, cid, ip=f"{addr}/8", dns_servers=(upstream,))
         for cid, addr, upstream in (("flood", "127.0.0.2", dead), ("good", "127.0.0.3", live))
-    ]  # fmt: skip
+    ]
     return Tables({net.id: build_network_doc(net, eps)}, "dns.netd")
 
 

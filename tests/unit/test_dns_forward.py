@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import struct
 import time
@@ -12,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from kit import endpoint, network
 
 from netd.dns.answer import Answerer, Forward
 from netd.dns.forward import DEADLINE, Forwarder
 from netd.dns.records import Tables, build_network_doc
 from netd.dns.upstreams import HostUpstreams
-from netd.model import Endpoint, Network, Subnet
 
 
 class Upstream(asyncio.DatagramProtocol):
@@ -64,12 +63,8 @@ def dead() -> Iterator[str]:
 
 
 def make(tmp_path: Path, servers: list[str]) -> tuple[Answerer, Forwarder]:
-    n = Network(
-        id="n" * 64, name="n", driver="bridge", options={"dns_servers": ",".join(servers)},
-        subnets=(Subnet(ipaddress.ip_network("10.1.0.0/24"), ipaddress.ip_address("10.1.0.1")),),
-    )  # fmt: skip
-    e = Endpoint(network_id=n.id, container_id="c", ifname="eth0", netns="/x", host_ifname="v",
-                 addresses=(ipaddress.ip_interface("10.1.0.2/24"),))  # fmt: skip
+    n = network("n", "10.1.0.0/24", id="n" * 64, options={"dns_servers": ",".join(servers)})
+    e = endpoint(n, "c")
     a = Answerer()
     a.set_tables(Tables({n.id: build_network_doc(n, [e])}, "dns.netd"))
     return a, Forwarder(a, HostUpstreams(str(tmp_path / "none")))

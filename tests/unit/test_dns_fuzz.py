@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import struct
 
 from dnslib import DNSRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kit import endpoint, network
 
 from netd.dns import wire
 from netd.dns.answer import Answerer, Forward
 from netd.dns.records import Tables, build_network_doc
-from netd.model import Endpoint, Network, Subnet
 
-NET = Network(
-    id="f" * 64, name="fz", driver="bridge",
-    subnets=(Subnet(ipaddress.ip_network("10.7.0.0/24"), ipaddress.ip_address("10.7.0.1")),),
-)  # fmt: skip
-EP = Endpoint(
-    network_id=NET.id, container_id="c", ifname="eth0", netns="/x", host_ifname="v",
-    addresses=(ipaddress.ip_interface("10.7.0.2/24"),), name="web", aliases=("a", "b"),
-)  # fmt: skip
+NET = network("fz", "10.7.0.0/24", id="f" * 64)
+EP = endpoint(NET, "c", name="web", aliases=("a", "b"))
 ANS = Answerer()
 ANS.set_tables(Tables({NET.id: build_network_doc(NET, [EP])}, "dns.netd"))
 QUERY = bytes(DNSRecord.question("web.dns.netd").pack())

@@ -4,33 +4,26 @@ no half-applied change seen by a concurrent reader, and the manager sends only t
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import random
 import sys
 import threading
 from typing import Any
 
 from dnslib import RCODE, DNSRecord
+from kit import endpoint, network, subnet
 
 from netd.dns.answer import Answerer
 from netd.dns.manager import DnsManager
 from netd.dns.records import NetTable, Tables, build_endpoint_doc, build_network_doc
-from netd.model import Endpoint, Network, PortMapping, Subnet
+from netd.model import Endpoint, Network, PortMapping
 
 
 def net(name: str, cidr: str, **options: str) -> Network:
-    sub = ipaddress.ip_network(cidr)
-    return Network(
-        id=name * 8, name=name, driver="bridge", options=options,
-        subnets=(Subnet(sub, next(sub.hosts())),),
-    )  # fmt: skip
+    return network(name, cidr, id=name * 8, options=options)
 
 
 def ep(n: Network, cid: str, name: str, addr: str, **kw: Any) -> Endpoint:
-    return Endpoint(
-        network_id=n.id, container_id=cid, ifname="eth0", netns="/x", host_ifname="v",
-        addresses=(ipaddress.ip_interface(addr),), name=name, **kw,
-    )  # fmt: skip
+    return endpoint(n, cid, ip=addr, name=name, **kw)
 
 
 A = net("a", "10.1.0.0/24", dns_servers="10.9.9.9")
@@ -158,7 +151,7 @@ class Recording(DnsManager):
 
 
 def test_manager_sends_only_the_diff() -> None:
-    n = dataclasses.replace(A, subnets=(Subnet(ipaddress.ip_network("10.1.0.0/24"), None),))
+    n = dataclasses.replace(A, subnets=(subnet("10.1.0.0/24", gateway=None),))
     m = Recording()
     eps = [ep(n, f"c{i}", f"s{i}", f"10.1.0.{i + 2}/24") for i in range(50)]
     m.set_state([(n, eps)])

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
+
+from kit import endpoint, network
 
 from netd.dns.records import Tables, build_network_doc, forwards, parse_reverse
-from netd.model import Endpoint, Network, PortMapping, Subnet
+from netd.model import Endpoint, Network, PortMapping
 
 
 def net(name: str, cidr: str, internal: bool = False, **options: str) -> Network:
-    sub = ipaddress.ip_network(cidr)
-    return Network(
-        id=name * 8, name=name, driver="bridge", internal=internal, options=options,
-        subnets=(Subnet(sub, next(sub.hosts())),),
-    )  # fmt: skip
+    return network(name, cidr, id=name * 8, internal=internal, options=options)
 
 
-def ep(n: Network, cid: str, addr: str, **kw: object) -> Endpoint:
-    return Endpoint(
-        network_id=n.id, container_id=cid, ifname="eth0", netns="/x", host_ifname="v",
-        addresses=(ipaddress.ip_interface(addr),), **kw,  # type: ignore[arg-type]
-    )  # fmt: skip
+def ep(n: Network, cid: str, addr: str, **kw: Any) -> Endpoint:
+    return endpoint(n, cid, ip=addr, **kw)
 
 
 def test_doc_names_validated_lowercased_and_deduplicated() -> None:

@@ -2,37 +2,22 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import pytest
+from kit import endpoint, network
 
 from netd.drivers.bridge_options import validate_bridge_options
 from netd.errors import InvalidInput
 from netd.firewall import ruleset
 from netd.firewall.policy import build_policy, check_backend_supports
 from netd.firewall.state import DesiredState
-from netd.model import Endpoint, Network, PortMapping, Subnet
+from netd.model import Network, PortMapping
 
 
 def net(**options: str) -> Network:
-    subnets = (
-        Subnet(ipaddress.ip_network("10.5.0.0/24"), ipaddress.ip_address("10.5.0.1")),
-        Subnet(ipaddress.ip_network("fd05::/64"), ipaddress.ip_address("fd05::1")),
-    )
-    return Network(
-        id="e" * 64, name="safe", driver="bridge", subnets=subnets, ipv6=True, options=options
-    )
+    return network("safe", ["10.5.0.0/24", "fd05::/64"], id="e" * 64, options=options)
 
 
-EP = Endpoint(
-    network_id="e" * 64,
-    container_id="web",
-    ifname="eth0",
-    netns="/run/netns/web",
-    host_ifname="nvweb",
-    addresses=(ipaddress.ip_interface("10.5.0.2/24"), ipaddress.ip_interface("fd05::2/64")),
-    port_mappings=(PortMapping(8080, 80),),
-)
+EP = endpoint(net(), "web", host_ifname="nvweb", port_mappings=(PortMapping(8080, 80),))
 
 
 def test_option_is_a_validated_boolean() -> None:

@@ -3,35 +3,29 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import pytest
+from kit import records as kit
 
 from netd.errors import Conflict, InvalidInput
 from netd.firewall.policy import build_policy, endpoint_ports
 from netd.firewall.state import DesiredState
-from netd.model import Endpoint, Network, PortMapping, Subnet
+from netd.model import Endpoint, Network, PortMapping
 
-V4 = Subnet(ipaddress.ip_network("10.1.0.0/24"), ipaddress.ip_address("10.1.0.1"))
-V6 = Subnet(ipaddress.ip_network("fd00::/64"), ipaddress.ip_address("fd00::1"))
+V4 = kit.subnet("10.1.0.0/24")
+V6 = kit.subnet("fd00::/64")
 
 
-def network(nid: str = "a" * 64, **kw: object) -> Network:
-    kw.setdefault("subnets", (V4, V6))
-    return Network(id=nid, name="n", driver="bridge", **kw)  # type: ignore[arg-type]
+def network(nid: str = "a" * 64, **kw: Any) -> Network:
+    subnets = kw.pop("subnets", (V4, V6))
+    return kit.network("n", subnets, id=nid, ipv6=kw.pop("ipv6", False), **kw)
 
 
 def endpoint(cid: str, *ports: PortMapping, nid: str = "a" * 64, v6: bool = True) -> Endpoint:
-    addrs = [ipaddress.ip_interface("10.1.0.2/24")]
-    if v6:
-        addrs.append(ipaddress.ip_interface("fd00::2/64"))
-    return Endpoint(
-        network_id=nid,
-        container_id=cid,
-        ifname="eth0",
-        netns="/x",
-        host_ifname="nvx",
-        addresses=tuple(addrs),
-        port_mappings=ports,
+    addrs = ["10.1.0.2/24", "fd00::2/64"] if v6 else ["10.1.0.2/24"]
+    return kit.endpoint(
+        network(nid), cid, ip=addrs, netns="/x", host_ifname="nvx", port_mappings=ports
     )
 
 

@@ -6,18 +6,21 @@ import ipaddress
 import json
 import os
 from pathlib import Path
+from typing import Any
+
+from kit import endpoint, network, subnet
 
 from netd.firewall import ruleset
 from netd.firewall.policy import build_policy
 from netd.firewall.state import DesiredState
-from netd.model import Endpoint, Network, PortMapping, Subnet
+from netd.model import Endpoint, Network, PortMapping
 
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def net(nid: str, cidrs: list[tuple[str, str]], **kw: object) -> Network:
-    subnets = tuple(Subnet(ipaddress.ip_network(c), ipaddress.ip_address(g)) for c, g in cidrs)
-    return Network(id=nid * 64, name=f"n{nid}", driver="bridge", subnets=subnets, **kw)  # type: ignore[arg-type]
+def net(nid: str, cidrs: list[tuple[str, str]], **kw: Any) -> Network:
+    subnets = [subnet(c, gateway=g) for c, g in cidrs]
+    return network(f"n{nid}", subnets, id=nid * 64, **kw)
 
 
 NET_A = net("a", [("10.1.0.0/24", "10.1.0.1"), ("fd00:a::/64", "fd00:a::1")], ipv6=True)
@@ -30,15 +33,7 @@ NET_C = net(
 def ep(
     network: Network, cid: str, addrs: list[str], ports: tuple[PortMapping, ...] = ()
 ) -> Endpoint:
-    return Endpoint(
-        network_id=network.id,
-        container_id=cid,
-        ifname="eth0",
-        netns=f"/run/netns/{cid}",
-        host_ifname=f"nv{cid}",
-        addresses=tuple(ipaddress.ip_interface(a) for a in addrs),
-        port_mappings=ports,
-    )
+    return endpoint(network, cid, ip=addrs, host_ifname=f"nv{cid}", port_mappings=ports)
 
 
 WEB = ep(

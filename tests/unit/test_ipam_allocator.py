@@ -8,32 +8,17 @@ from ipaddress import ip_address, ip_interface, ip_network
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kit import network, subnet
 
 from netd.errors import AddressExhausted, Conflict, InvalidInput
 from netd.ipam.allocator import NetworkAllocator
 from netd.model import IPAddress, Network, Subnet
 
-
-def sub(
-    cidr: str,
-    gateway: str | None = "auto",
-    ip_range: str | None = None,
-    aux: dict[str, str] | None = None,
-) -> Subnet:
-    net = ip_network(cidr)
-    gw = (
-        net.network_address + 1 if gateway == "auto" else (ip_address(gateway) if gateway else None)
-    )
-    return Subnet(
-        subnet=net,
-        gateway=gw,
-        ip_range=ip_network(ip_range) if ip_range else None,
-        aux_addresses={k: ip_address(v) for k, v in (aux or {}).items()},
-    )
+sub = subnet  # (cidr, gateway="auto" | None | address, ip_range, aux)
 
 
 def net(*subnets: Subnet, name: str = "web") -> Network:
-    return Network(id="0" * 64, name=name, driver="bridge", subnets=subnets)
+    return network(name, subnets, id="0" * 64, ipv6=False)
 
 
 def take(alloc: NetworkAllocator, static: tuple[str, ...] = ()) -> list[str]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from ipaddress import ip_address, ip_network
 
 import pytest
+from kit import network
 
 from netd.errors import AddressExhausted, Conflict, InvalidInput
 from netd.ipam.subnets import (
@@ -22,10 +23,7 @@ ULA = ipaddress.IPv6Network("fd12:3456:789a::/48")
 
 
 def existing(name: str, *cidrs: str) -> Network:
-    subnets = tuple(
-        Subnet(subnet=ip_network(c), gateway=ip_network(c).network_address + 1) for c in cidrs
-    )
-    return Network(id=name * 8, name=name, driver="bridge", subnets=subnets)
+    return network(name, cidrs, id=name * 8, ipv6=False)
 
 
 def plan(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import struct
+
+from kit import endpoint, network
 
 from netd.drivers.bridge import BridgeDriver
 from netd.link_watch import (
@@ -16,7 +17,7 @@ from netd.link_watch import (
     deleted_links,
     networks_to_repair,
 )
-from netd.model import Endpoint, Network, Subnet
+from netd.model import Endpoint, Network
 from netd.names import bridge_tag, endpoint_tag
 from netd.reconcile.plan import Expected, expected_from
 
@@ -35,14 +36,9 @@ def message(kind: int, ifname: str, alias: str | None = None) -> bytes:
     return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
 
 
-NET = Network(
-    id="ab" * 32,
-    name="web",
-    driver="bridge",
-    subnets=(Subnet(ipaddress.ip_network("10.1.0.0/24"), ipaddress.ip_address("10.1.0.1")),),
-)
-OTHER = Network(id="cd" * 32, name="db", driver="bridge", subnets=())
-EP = Endpoint(NET.id, "c1", "eth0", "/run/netns/c1", "nv1", (), state="ready")
+NET = network("web", "10.1.0.0/24", id="ab" * 32)
+OTHER = network("db", [], id="cd" * 32)
+EP = endpoint(NET, "c1", ip=(), host_ifname="nv1")
 
 
 def want(networks: list[Network], endpoints: list[Endpoint]) -> Expected:

@@ -7,12 +7,14 @@ import dataclasses
 import ipaddress
 from pathlib import Path
 
+from kit import endpoint, network
+
 from netd.drivers.base import EndpointStatus
 from netd.drivers.bridge import BridgeDriver
 from netd.drivers.null import NullDriver
 from netd.errors import InvalidInput
 from netd.firewall.base import NullFirewall
-from netd.model import AttachRequest, Endpoint, Network, NetworkSpec, Subnet, SubnetRequest
+from netd.model import AttachRequest, Endpoint, Network, NetworkSpec, SubnetRequest
 from netd.names import bridge_tag, endpoint_tag
 from netd.reconcile.plan import (
     Expected,
@@ -26,12 +28,7 @@ from netd.reconcile.plan import (
 from netd.service import Service
 from netd.store.sqlite import SqliteStore
 
-NET = Network(
-    id="a" * 64,
-    name="web",
-    driver="bridge",
-    subnets=(Subnet(ipaddress.ip_network("10.0.0.0/24"), ipaddress.ip_address("10.0.0.1")),),
-)
+NET = network("web", "10.0.0.0/24", id="a" * 64)
 BRIDGE = BridgeDriver()  # only its pure tag methods are used here
 
 
@@ -40,14 +37,7 @@ def want(networks: list[Network], endpoints: list[Endpoint]) -> Expected:
     return expected_from(networks, endpoints, lambda net: BRIDGE)
 
 
-EP = Endpoint(
-    network_id=NET.id,
-    container_id="c1",
-    ifname="eth0",
-    netns="/run/netns/c1",
-    host_ifname="nv1",
-    addresses=(ipaddress.ip_interface("10.0.0.2/24"),),
-)
+EP = endpoint(NET, "c1", host_ifname="nv1", state="creating")
 
 
 def test_owned_links_are_kept() -> None:
@@ -67,9 +57,7 @@ def test_orphans_found_veths_before_bridges() -> None:
 
 
 def test_ipam_only_endpoints_expect_no_link() -> None:
-    ep = Endpoint(
-        network_id=NET.id, container_id="c2", ifname="eth0", netns="", host_ifname="", addresses=()
-    )
+    ep = endpoint(NET, "c2", ip=(), netns="", host_ifname="", state="creating")
     tagged = {endpoint_tag(NET.id, "c2", "eth0"): "nvx"}
     assert plan_orphans(tagged, want([NET], [ep])) == [("nvx", endpoint_tag(NET.id, "c2", "eth0"))]
 

@@ -14,12 +14,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kit import endpoint, network
 from test_reconcile import BrokenDriver
 
 from netd.firewall.base import NullFirewall
 from netd.firewall.drift import Drift, element_text, find_drift
 from netd.firewall.state import DesiredState
-from netd.model import Endpoint, Network, PortMapping, Subnet
+from netd.model import Endpoint, Network, PortMapping
 from netd.reconcile.plan import endpoint_id, plan_firewall
 from netd.service import Service
 from netd.store.sqlite import SqliteStore
@@ -34,8 +35,7 @@ IDS = {
 
 
 def net(name: str, cidrs: list[str], **kw: Any) -> Network:
-    subnets = tuple(Subnet(ipaddress.ip_network(c), ipaddress.ip_network(c)[1]) for c in cidrs)
-    return Network(IDS[name] + "0" * 52, name, "bridge", subnets, **kw)
+    return network(name, cidrs, id=IDS[name] + "0" * 52, **kw)
 
 
 PUB = net("pub", ["10.140.0.0/24", "fd00:140::/64"], ipv6=True)
@@ -47,16 +47,7 @@ SNAT = net("snat", ["10.143.0.0/24"], options={"host_ipv4": "192.0.2.1"})
 
 
 def ep(network: Network, cid: str, addrs: list[str], host_if: str, *ports: PortMapping) -> Endpoint:
-    return Endpoint(
-        network_id=network.id,
-        container_id=cid,
-        ifname="eth0",
-        netns=f"/run/netns/{cid}",
-        host_ifname=host_if,
-        addresses=tuple(ipaddress.ip_interface(a) for a in addrs),
-        port_mappings=ports,
-        state="ready",
-    )
+    return endpoint(network, cid, ip=addrs, host_ifname=host_if, port_mappings=ports)
 
 
 IP = ipaddress.ip_address

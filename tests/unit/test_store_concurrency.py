@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import ipaddress
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kit import endpoint, network
 
 from netd.errors import Conflict
-from netd.model import Endpoint, Network, Subnet
+from netd.model import Endpoint, Network
 from netd.store.sqlite import SqliteStore
 
 THREADS = 16
@@ -19,28 +19,11 @@ ROUNDS = 5
 
 
 def make_network(i: int) -> Network:
-    return Network(
-        id=f"{i:064x}",
-        name=f"net{i}",
-        driver="bridge",
-        subnets=(
-            Subnet(ipaddress.ip_network("10.88.0.0/24"), ipaddress.ip_address("10.88.0.1")),
-            Subnet(ipaddress.ip_network("fd00:88::/64"), ipaddress.ip_address("fd00:88::1")),
-        ),
-        ipv6=True,
-    )
+    return network(f"net{i}", ["10.88.0.0/24", "fd00:88::/64"], id=f"{i:064x}")
 
 
 def make_endpoint(net: Network, cid: str, addrs: list[str]) -> Endpoint:
-    return Endpoint(
-        network_id=net.id,
-        container_id=cid,
-        ifname="eth0",
-        netns=f"/run/netns/{cid}",
-        host_ifname=f"nv{cid}",
-        addresses=tuple(ipaddress.ip_interface(a) for a in addrs),
-        state="ready",
-    )
+    return endpoint(net, cid, ip=addrs, host_ifname=f"nv{cid}")
 
 
 @pytest.fixture

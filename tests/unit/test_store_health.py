@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kit import network
 from service_kit import make_service
 
 from netd import faults
@@ -76,7 +77,7 @@ def test_health_follows_writes(tmp_path: Path) -> None:
         assert not report.ok and report.since > 0
         assert report.reason.startswith(f"{tmp_path / 'netd.db'}: Input/output error")
         assert report.reason.endswith("(errno 5)")
-        net = Network(id="a" * 64, name="n", driver="bridge", subnets=(), created=1.0)
+        net = network("n", [], id="a" * 64, created=1.0)
         with pytest.raises(StoreError, match="Input/output error"):
             store.create_network(net)
         assert store.list_networks() == []  # reads still work; nothing was written

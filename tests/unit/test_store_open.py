@@ -17,10 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from kit import endpoint, network
 
 import netd
 from netd.errors import ConfigError, Conflict, StoreCorrupt, StoreError
-from netd.model import Endpoint, Network, Subnet, to_json
+from netd.model import Endpoint, Network, to_json
 from netd.store import open_store
 from netd.store.migrations import APPLICATION_ID, LATEST_VERSION
 from netd.store.sqlite import SqliteStore
@@ -29,29 +30,11 @@ NET_ID = "a" * 64
 
 
 def make_network() -> Network:
-    return Network(
-        id=NET_ID,
-        name="front",
-        driver="bridge",
-        subnets=(
-            Subnet(ipaddress.ip_network("10.88.0.0/24"), ipaddress.ip_address("10.88.0.1")),
-            Subnet(ipaddress.ip_network("fd00:88::/64"), ipaddress.ip_address("fd00:88::1")),
-        ),
-        ipv6=True,
-        labels={"tier": "web"},
-    )
+    return network("front", ["10.88.0.0/24", "fd00:88::/64"], id=NET_ID, labels={"tier": "web"})
 
 
 def make_endpoint(cid: str, *addrs: str) -> Endpoint:
-    return Endpoint(
-        network_id=NET_ID,
-        container_id=cid,
-        ifname="eth0",
-        netns=f"/run/netns/{cid}",
-        host_ifname=f"nv{cid}",
-        addresses=tuple(ipaddress.ip_interface(a) for a in addrs),
-        state="ready",
-    )
+    return endpoint(make_network(), cid, ip=addrs, host_ifname=f"nv{cid}")
 
 
 def run_child(code: str, *, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

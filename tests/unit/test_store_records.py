@@ -2,58 +2,44 @@
 
 from __future__ import annotations
 
-import ipaddress
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kit import endpoint, ip, network, subnet
 
 from netd import faults
 from netd.errors import Conflict, InvalidInput, NotFound, StoreError
-from netd.model import Endpoint, IPAddress, Network, PortMapping, Subnet
+from netd.model import Endpoint, IPAddress, Network, PortMapping
 from netd.store.sqlite import SqliteStore
 
 NET_ID = "a" * 64
 OTHER_ID = "b" * 64
 
 
-def ip(text: str) -> IPAddress:
-    return ipaddress.ip_address(text)
-
-
 def make_network(nid: str = NET_ID, name: str = "front", created: float = 1.0) -> Network:
-    return Network(
+    return network(
+        name,
+        [subnet("10.88.0.0/24", ip_range="10.88.0.128/25", aux={"printer": "10.88.0.250"}),
+         "fd00:88::/64"],
         id=nid,
-        name=name,
-        driver="bridge",
-        subnets=(
-            Subnet(
-                subnet=ipaddress.ip_network("10.88.0.0/24"),
-                gateway=ip("10.88.0.1"),
-                ip_range=ipaddress.ip_network("10.88.0.128/25"),
-                aux_addresses={"printer": ip("10.88.0.250")},
-            ),
-            Subnet(subnet=ipaddress.ip_network("fd00:88::/64"), gateway=ip("fd00:88::1")),
-        ),
-        ipv6=True,
         internal=True,
         dns_enabled=False,
         options={"com.docker.network.bridge.name": "br-front", "mtu": "1400"},
         labels={"project": "shop", "tier": "web"},
         created=created,
         owner_uid=1000,
-    )
+    )  # fmt: skip
 
 
 def make_endpoint(cid: str, *addrs: str, ifname: str = "eth0", nid: str = NET_ID) -> Endpoint:
-    return Endpoint(
-        network_id=nid,
-        container_id=cid,
-        ifname=ifname,
-        netns=f"/run/netns/{cid}",
+    return endpoint(
+        make_network(nid),
+        cid,
+        ifname,
+        ip=addrs,
         host_ifname=f"nv{cid[:8]}",
-        addresses=tuple(ipaddress.ip_interface(a) for a in addrs),
         mac="02:42:0a:58:00:02",
         host_mac="02:42:0a:58:00:ff",
         name=cid,
@@ -64,7 +50,6 @@ def make_endpoint(cid: str, *addrs: str, ifname: str = "eth0", nid: str = NET_ID
             PortMapping(host_port=5353, container_port=53, protocol="udp", host_ip=ip("::1")),
         ),
         dns_servers=("10.88.0.1",),
-        state="ready",
         created=2.5,
         owner_uid=1000,
     )
