@@ -93,13 +93,15 @@ def assert_plumbed(host: Namespace, c: Namespace, address: str) -> str:
 def test_ptp_driver_through_the_cli(ptp_daemon: Daemon, host: Namespace, sandbox: Sandbox) -> None:
     ptp_daemon.cli("network", "create", "-d", "ptp", "--subnet", SUBNET, "ptpnet")
     c1, c2 = sandbox.add_ns("c1"), sandbox.add_ns("c2")
-    for c in (c1, c2):
-        ptp_daemon.cli("network", "connect", "ptpnet", "--netns", c.path)
+    for c, name in ((c1, "web"), (c2, "db")):
+        ptp_daemon.cli("network", "connect", "ptpnet", "--netns", c.path, "--name", name)
     ip1, ip2 = (c.addresses("eth0")[0].split("/")[0] for c in (c1, c2))
     host1, host2 = assert_plumbed(host, c1, ip1), assert_plumbed(host, c2, ip2)
     assert sorted(tagged(host).values()) == sorted([host1, host2])
     assert host.ping(ip1) and c1.ping(GATEWAY)
     assert c1.ping(ip2) and c2.ping(ip1)  # through the host's routing
+    # The driver declared dns "gateway": netd's DNS answers on the gateway address.
+    assert c1.run("dig", "+short", "+time=2", "+tries=1", f"@{GATEWAY}", "db").split() == [ip2]
     for c in (c1, c2):
         ptp_daemon.cli("network", "disconnect", "ptpnet", "--netns", c.path)
     assert tagged(host) == {} and host_routes_into(host, SUBNET) == []
@@ -107,6 +109,53 @@ def test_ptp_driver_through_the_cli(ptp_daemon: Daemon, host: Namespace, sandbox
     ptp_daemon.cli("network", "rm", "ptpnet")
     _, nets = ptp_daemon.request("GET", "/v1/networks")
     assert [n["name"] for n in nets] == []
+
+
+def test_ptp_network_refuses_published_ports(
+    ptp_daemon: Daemon, host: Namespace, sandbox: Sandbox
+) -> None:
+    ptp_daemon.cli("network", "create", "-d", "ptp", "--subnet", SUBNET, "ptpnet")
+    c = sandbox.add_ns("c")
+    proc = ptp_daemon.cli(
+        "network", "connect", "ptpnet", "--netns", c.path, "-p", "8080:80", check=False
+    )
+    assert proc.returncode != 0
+    assert "network 'ptpnet' (driver ptp) cannot publish ports" in proc.stderr, proc.stderr
+    assert tagged(host) == {} and "eth0" not in c.links()
+
+
+def test_reconcile_repairs_and_removes_through_the_plugin(
+    host: Namespace, sandbox: Sandbox, plugin_dir: Path
+) -> None:
+    daemon = start_daemon(host, plugin_dir, reconcile_interval=0.5)
+    try:
+        daemon.cli("network", "create", "-d", "ptp", "--subnet", SUBNET, "ptpnet")
+        c = sandbox.add_ns("c")
+        daemon.cli("network", "connect", "ptpnet", "--netns", c.path)
+        address = c.addresses("eth0")[0].split("/")[0]
+        host_if = assert_plumbed(host, c, address)
+        tag = next(t for t, name in tagged(host).items() if name == host_if)
+        mac = c.links()["eth0"]["address"]
+        # Someone deletes the host end (the container end goes with it): endpoint_check finds
+        # it, the reconciler re-plumbs through the plugin with the same address and MAC.
+        host.run("ip", "link", "del", "dev", host_if)
+        wait_for("the endpoint to be re-plumbed", lambda: "eth0" in c.links(), 30)
+        wait_for("the host route", lambda: bool(host.ip_json("route", "show", address)), 30)
+        assert assert_plumbed(host, c, address) == host_if
+        assert c.links()["eth0"]["address"] == mac and tagged(host)[tag] == host_if
+        assert c.ping(GATEWAY)
+        # A tagged link no record owns (left by a crash): inventory reports it, the reconciler
+        # has the plugin remove it; the live endpoint's link stays.
+        orphan_tag = "netd-ext:ptp:0123456789ab:eth0:gone"
+        host.run("ip", "link", "add", "nxorphan", "type", "veth", "peer", "name", "nxorphan-p")
+        host.run("ip", "link", "set", "dev", "nxorphan", "alias", orphan_tag)
+        wait_for("the orphan to be removed", lambda: "nxorphan" not in host.links(), 30)
+        assert tagged(host) == {tag: host_if}
+        assert "reconcile: removing nxorphan" in daemon.log()
+        daemon.cli("network", "disconnect", "ptpnet", "--netns", c.path)
+        assert tagged(host) == {}
+    finally:
+        daemon.close_checked()
 
 
 def test_ptp_driver_refuses_options_through_the_api(ptp_daemon: Daemon) -> None:
