@@ -90,7 +90,9 @@ def assert_plumbed(host: Namespace, c: Namespace, address: str) -> str:
     return host_if
 
 
-def test_ptp_driver_through_the_cli(ptp_daemon: Daemon, host: Namespace, sandbox: Sandbox) -> None:
+def test_ptp_driver_through_the_cli(
+    ptp_daemon: Daemon, host: Namespace, sandbox: Sandbox, plugin_dir: Path
+) -> None:
     ptp_daemon.cli("network", "create", "-d", "ptp", "--subnet", SUBNET, "ptpnet")
     c1, c2 = sandbox.add_ns("c1"), sandbox.add_ns("c2")
     for c, name in ((c1, "web"), (c2, "db")):
@@ -102,6 +104,9 @@ def test_ptp_driver_through_the_cli(ptp_daemon: Daemon, host: Namespace, sandbox
     assert c1.ping(ip2) and c2.ping(ip1)  # through the host's routing
     # The driver declared dns "gateway": netd's DNS answers on the gateway address.
     assert c1.run("dig", "+short", "+time=2", "+tries=1", f"@{GATEWAY}", "db").split() == [ip2]
+    inspect = json.loads(ptp_daemon.cli("network", "inspect", "ptpnet").stdout)
+    shown = json.dumps(inspect)
+    assert str(plugin_dir / "ptp") in shown and host1 in shown and host2 in shown
     for c in (c1, c2):
         ptp_daemon.cli("network", "disconnect", "ptpnet", "--netns", c.path)
     assert tagged(host) == {} and host_routes_into(host, SUBNET) == []
