@@ -144,8 +144,11 @@ def test_reconcile_repairs_and_removes_through_the_plugin(
         # Someone deletes the host end (the container end goes with it): endpoint_check finds
         # it, the reconciler re-plumbs through the plugin with the same address and MAC.
         host.run("ip", "link", "del", "dev", host_if)
-        wait_for("the endpoint to be re-plumbed", lambda: "eth0" in c.links(), 30)
-        wait_for("the host route", lambda: bool(host.ip_json("route", "show", address)), 30)
+
+        def replumbed() -> bool:  # the default route is the plugin's last step
+            return "eth0" in c.links() and bool(c.ip_json("route", "show", "default"))
+
+        wait_for("the endpoint to be re-plumbed", replumbed, 30)
         assert assert_plumbed(host, c, address) == host_if
         assert c.links()["eth0"]["address"] == mac and tagged(host)[tag] == host_if
         assert c.ping(GATEWAY)
