@@ -65,6 +65,20 @@ class Config(BaseModel):
         description="seconds an endpoint whose namespace is gone for good keeps its addresses "
         "after its DNS names and published ports are withdrawn",
     )
+    driver_plugin_dir: Path | None = Field(
+        Path("/usr/lib/netd/drivers"),
+        description="external network drivers (docs/plugin-contract.md): each executable "
+        "here is a driver named after its file",
+    )
+    driver_plugin_timeout: float = Field(
+        10.0, gt=0, le=600, description="seconds a driver plugin call may take before it is killed"
+    )
+    driver_plugin_setup_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="the same for network_create and endpoint_attach (never below the other)",
+    )
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
 

@@ -140,7 +140,7 @@ def validate_netns_path(path: str, inode: int = 0) -> None:
 
 def build_service(config: Config) -> tuple[Service, Store, DnsManager]:
     """Construct the service, its store and its DNS manager from the config."""
-    from .drivers import get_driver
+    from .drivers import get_driver, load_external_drivers
     from .firewall import make_firewall
     from .kernel.hostroutes import host_routes
     from .store import open_store
@@ -159,12 +159,14 @@ def build_service(config: Config) -> tuple[Service, Store, DnsManager]:
     pools = [parse_pool(p) for p in config.default_address_pools]
     ula = ula_from_machine_id(_machine_id())
     assert isinstance(ula, ipaddress.IPv6Network)
+    drivers = {
+        "bridge": get_driver("bridge", allow_initial_netns=config.managed_netns is None),
+        "ipam": get_driver("ipam"),  # IPAM-only networks (CNI ``"ipam": {"type": "netd"}``)
+    }
+    drivers.update(load_external_drivers(config, reserved=drivers))
     service = Service(
         store=store,
-        drivers={
-            "bridge": get_driver("bridge", allow_initial_netns=config.managed_netns is None),
-            "ipam": get_driver("ipam"),  # IPAM-only networks (CNI ``"ipam": {"type": "netd"}``)
-        },
+        drivers=drivers,
         firewall=firewall,
         dns=dns,
         pools=pools,
