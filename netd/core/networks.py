@@ -78,6 +78,9 @@ class Networks:
         missing = await asyncio.to_thread(driver.available)
         if missing:
             raise InvalidInput("driver", spec.driver, f"not supported on this host: {missing}")
+        # Before the global lock and off the event loop: an external driver's plugin may take
+        # its whole timeout to answer, and nothing else may wait for it.
+        options = await asyncio.to_thread(driver.validate_options, dict(spec.options))
         state = self.state
         async with state.global_lock:
             routes = await asyncio.to_thread(self.host_routes)
@@ -87,7 +90,7 @@ class Networks:
                 host_routes=routes,
                 pools=self.pools,
                 ula=self.ula,
-                validate_options=driver.validate_options,
+                validate_options=lambda _given: options,
                 owner_uid=caller.uid if caller else 0,
             )
             if admit is not None:

@@ -30,8 +30,8 @@ from typing import Any
 from ..errors import InvalidInput, KernelError, NetdError, Unavailable
 from ..model import Endpoint, Network
 from ..names import check_network_name
+from ..options import COMMON_OPTIONS, DOCKER_ALIASES
 from .base import Capabilities, CniInterface, EndpointStatus
-from .bridge_options import DOCKER_ALIASES, VALIDATORS
 from .plugin_exec import PLUGIN_PATH, PluginOutputTooLarge, PluginTimeout, run_plugin
 from .plugin_records import (
     CONTRACT,
@@ -70,6 +70,10 @@ def check_driver_name(name: object) -> str:
     if len(checked) > MAX_DRIVER_NAME:
         raise InvalidInput("driver", name, f"at most {MAX_DRIVER_NAME} characters")
     return checked
+
+
+# netd's own network-wide keys (netd.options); a plugin never sees nor overrides them.
+_NETWORK_WIDE = {o.key: o for o in COMMON_OPTIONS if o.scope == "network"}
 
 
 class ExternalDriver:
@@ -170,7 +174,7 @@ class ExternalDriver:
                 continue
             if not isinstance(value, str):
                 raise InvalidInput(f"options.{key}", value, "must be a string")
-            wide[canonical] = VALIDATORS[canonical](key, value)
+            wide[canonical] = _NETWORK_WIDE[canonical].normalise(key, value)
         if not mine:
             return wide
         try:

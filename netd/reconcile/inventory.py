@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from ..drivers.base import Driver
+from ..errors import NetdError
 from .plan import Expected, expected_from
 
 if TYPE_CHECKING:
     from ..core.parts import Core
 
+log = logging.getLogger("netd.service")
 
-def inventories(drivers: dict[str, Driver]) -> dict[str, str]:
-    """``{tag: ifname}`` of every driver's host-side objects (blocking: netlink)."""
+
+def inventories(drivers: dict[str, Driver], failed: set[str] | None = None) -> dict[str, str]:
+    """``{tag: ifname}`` of every driver's host-side objects (blocking: netlink, plugins).
+
+    One driver that cannot list its objects (an external plugin that hangs or crashes) does
+    not stop the others: it is logged and its name added to ``failed`` (its networks are then
+    left out of the plan: neither missing nor orphaned), or, without ``failed``, raised.
+    """
     tagged: dict[str, str] = {}
-    for driver in drivers.values():
-        tagged.update(driver.inventory())
+    for name, driver in drivers.items():
+        try:
+            tagged.update(driver.inventory())
+        except NetdError as exc:
+            if failed is None:
+                raise
+            log.error("reconcile: listing the objects of driver %s failed: %s", name, exc)
+            failed.add(name)
     return tagged
 
 

@@ -59,8 +59,10 @@ class Reconciler:
         async with state.global_lock:
             # Listed before the records are read, so an attach running meanwhile is never
             # taken for an orphan.
-            tagged = await asyncio.to_thread(inventories, state.drivers)
-            for action in plan_links(tagged, list(state.networks.values()), expected(self.svc)):
+            failed: set[str] = set()
+            tagged = await asyncio.to_thread(inventories, state.drivers, failed)
+            networks = [n for n in state.networks.values() if n.driver not in failed]
+            for action in plan_links(tagged, networks, expected(self.svc)):
                 if only is not None and action.network_id and action.network_id not in only:
                     continue
                 async with state.lock(action.network_id or "-orphans"):
