@@ -105,7 +105,12 @@ class IpamOnlyDriver:
 
     def describe(self, network: Network, endpoints: list[Endpoint]) -> dict[str, Any]:
         """Says who owns the links."""
-        return {"driver": self.name, "note": "IPAM only: another CNI plugin owns the links"}
+        # Nothing of netd's exists in the kernel for it: say so rather than report "missing".
+        return {
+            "ipam_only": True,
+            "note": "IPAM-only network: netd allocates and records its addresses; the main CNI "
+            "plugin owns its interfaces (no bridge, veth, firewall rules or DNS of netd's)",
+        }
 
     def close(self) -> None:
         """Nothing to release."""

@@ -97,8 +97,8 @@ def _step(driver: Any, step: dict[str, Any]) -> Any:
         return driver.teardown_endpoint(net, ep)
     if op == "check_endpoint":
         return driver.check_endpoint(net, ep).problems
-    if op == "list_tagged_links":
-        return driver.list_tagged_links()
+    if op == "inventory":
+        return driver.inventory()
     if op == "bench":
         # setup + teardown of the same endpoint, n times: per-call milliseconds.
         setup_ms, teardown_ms = [], []

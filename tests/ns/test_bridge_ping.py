@@ -25,7 +25,7 @@ def test_two_containers_ping_each_other_and_the_gateway(sandbox: Sandbox) -> Non
             {"op": "setup_endpoint", "network": net, "endpoint": e1},
             {"op": "setup_endpoint", "network": net, "endpoint": e2},
             {"op": "check_endpoint", "network": net, "endpoint": e1},
-            {"op": "list_tagged_links"},
+            {"op": "inventory"},
         ],
     )
     assert all(step["ok"] for step in r), r

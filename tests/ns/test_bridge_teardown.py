@@ -28,7 +28,7 @@ def test_teardown_endpoint_and_network_leave_nothing(sandbox: Sandbox) -> None:
         [
             {"op": "teardown_endpoint", "network": net, "endpoint": ep},
             {"op": "teardown_endpoint", "network": net, "endpoint": ep},  # idempotent
-            {"op": "list_tagged_links"},
+            {"op": "inventory"},
             {"op": "teardown_network", "network": net},
             {"op": "teardown_network", "network": net},
         ],
