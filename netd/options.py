@@ -325,8 +325,8 @@ def _parse(raw: Mapping[str, str], keys: DriverKeys | None) -> NetworkOptions:
                     "pass a host interface that netd's firewall filters",
                 )
             raise InvalidInput(
-                "options",
-                key,
+                f"options.{key}",
+                value,
                 f"unknown option for driver {keys.driver}; known: " + ", ".join(keys.known()),
             )
         if not isinstance(value, str):

@@ -334,10 +334,6 @@ SUITE = Suite(
             "bridge",
             _bridge,
             kernel=True,
-            known_failures={
-                "validate_options_refuses_an_unknown_key": "bridge_options.py names field "
-                '"options" with the key as value, not "options.<key>" (issue #15 typed options)'
-            },
         ),
         Impl("null", _null),
         Impl("ipam", _ipam),

@@ -55,6 +55,6 @@ def test_bad_options_give_the_exact_error(sandbox: Sandbox) -> None:
         "must be an integer from 68 to 65535",
     }
     assert r[1]["error"]["message"].startswith(
-        "invalid options 'bogus': unknown option for driver bridge; known: bridge, mtu,"
+        "invalid options.bogus '1': unknown option for driver bridge; known: bridge, mtu,"
     )
     assert set(host.links()) == {"lo"}

@@ -42,10 +42,10 @@ def test_canonical_keys_and_idempotence() -> None:
 def test_unknown_key_lists_known_options() -> None:
     with pytest.raises(InvalidInput) as err:
         validate_bridge_options({"colour": "blue"})
-    assert err.value.field == "options"
-    assert err.value.value == "colour"
+    assert err.value.field == "options.colour"
+    assert err.value.value == "blue"
     assert err.value.message == (
-        "invalid options 'colour': unknown option for driver bridge; known: "
+        "invalid options.colour 'blue': unknown option for driver bridge; known: "
         + ", ".join(known_options())
     )
 

@@ -276,7 +276,8 @@ def test_a_driver_without_firewall_refuses_the_firewall_keys(key: str) -> None:
 def test_unknown_key_lists_what_the_driver_takes() -> None:
     with pytest.raises(InvalidInput) as err:
         parse_options({"com.docker.network.bridge.name": "br0"}, MACVLAN_LIKE)
-    assert err.value.field == "options" and err.value.value == "com.docker.network.bridge.name"
+    assert err.value.field == "options.com.docker.network.bridge.name"
+    assert err.value.value == "br0"
     assert err.value.rule == (
         "unknown option for driver macvlan; known: parent, macvlan_mode, mtu, dns_servers, dns, "
         "dns_forward_internal, com.docker.network.driver.mtu"
