@@ -2,7 +2,9 @@
 
 ``get_driver("bridge")`` is the Linux bridge + veth driver; ``get_driver("ipam")`` makes no
 kernel object (IPAM-only networks, :mod:`netd.drivers.ipam`); ``get_driver("null")`` touches
-nothing and records its calls (see :mod:`netd.drivers.null`). The Protocol every driver
+nothing and records its calls (see :mod:`netd.drivers.null`); ``get_driver("macvlan")`` and
+``get_driver("ipvlan")`` put containers directly on a host link's segment
+(:mod:`netd.drivers.macvlan`). The Protocol every driver
 implements is in :mod:`netd.drivers.base`.
 """
 
@@ -15,7 +17,7 @@ from .base import Driver, EndpointStatus
 
 log = logging.getLogger(__name__)
 
-DRIVERS = ("bridge", "ipam", "null")
+DRIVERS = ("bridge", "ipam", "null", "macvlan", "ipvlan")
 
 __all__ = ["DRIVERS", "Driver", "EndpointStatus", "get_driver"]
 
@@ -41,4 +43,10 @@ def get_driver(name: str, *, allow_initial_netns: bool = False) -> Driver:
 
         log.info("network driver: null")
         return NullDriver()
+    if name in ("macvlan", "ipvlan"):
+        from .macvlan import IpvlanDriver, MacvlanDriver
+
+        log.info("network driver: %s", name)
+        cls = MacvlanDriver if name == "macvlan" else IpvlanDriver
+        return cls(allow_initial_netns=allow_initial_netns)
     raise InvalidInput("driver", name, "unknown driver; known: " + ", ".join(DRIVERS))
