@@ -15,9 +15,11 @@ that address had asked (its container's networks, upstreams and fair share). The
 (:func:`socket_keys`) name the endpoint, so a daemon that adopts a running worker gets the
 sockets back with their client and knows which endpoint each belongs to.
 
-Nothing here decides *when*: the service calls ``DnsManager.attach_endpoint_socket`` after an
-endpoint is plumbed, ``detach_endpoint_socket`` before it is torn down, and
-``sync_endpoint_sockets`` at start-up.
+Nothing here decides *when*: the service's DNS publication
+(:class:`netd.core.dns_publish.DnsPublisher`) calls :meth:`EndpointSockets.sync_network_sockets`
+with a network's resolvable endpoints each time it publishes that network (attach, detach,
+reap, removal) and :meth:`EndpointSockets.sync_endpoint_sockets` with all of them at start-up,
+for networks whose driver places DNS in the namespace (``Capabilities.dns == "netns"``).
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ class EndpointSockets:
         none is left). Nothing for a network without DNS or an endpoint without addresses.
         """
         client = client_address(endpoint)
-        if not network.dns_enabled or not client:
+        if not network.dns_enabled or not client or not endpoint.netns:
             return
         keys = socket_keys(network, endpoint)
         with self._lock:
@@ -126,6 +128,29 @@ class EndpointSockets:
                 if key in self._socks:
                     self._drop_socket(key)
 
+    def sync_network_sockets(self, network: Network, endpoints: list[Endpoint]) -> list[str]:
+        """Serve exactly these endpoints of ``network`` in their namespaces: the others' sockets
+        close, missing ones are bound (after each change of the network; idempotent, a dict
+        lookup per endpoint when nothing changed). Returns the failures, one line each."""
+        prefix = f"{NETNS_KEY_PREFIX}{network.id[:12]}:"
+        wanted = {k for ep in endpoints for k in socket_keys(network, ep)}
+        with self._lock:
+            stale = [k for k, s in self._socks.items()
+                     if s.client and k.startswith(prefix) and k not in wanted]  # fmt: skip
+            for key in stale:
+                self._drop_socket(key)
+        return self._attach_all([(network, ep) for ep in endpoints])
+
+    def _attach_all(self, endpoints: list[tuple[Network, Endpoint]]) -> list[str]:
+        failures = []
+        for net, ep in endpoints:
+            try:
+                self.attach_endpoint_socket(net, ep)
+            except NetdError as exc:
+                failures.append(exc.message)
+                log.error("DNS for %s/%s in %s: %s", ep.container_id, ep.ifname, ep.netns, exc)
+        return failures
+
     def sync_endpoint_sockets(self, endpoints: list[tuple[Network, Endpoint]]) -> list[str]:
         """Serve exactly these endpoints' namespaces (start-up, reconcile): sockets of others
         (adopted from a worker, endpoints gone meanwhile) close, missing ones are bound.
@@ -136,11 +161,4 @@ class EndpointSockets:
         with self._lock:
             for key in [k for k, s in self._socks.items() if s.client and k not in wanted]:
                 self._drop_socket(key)
-        failures = []
-        for net, ep in endpoints:
-            try:
-                self.attach_endpoint_socket(net, ep)
-            except NetdError as exc:
-                failures.append(exc.message)
-                log.error("DNS for %s/%s in %s: %s", ep.container_id, ep.ifname, ep.netns, exc)
-        return failures
+        return self._attach_all(endpoints)
