@@ -9,6 +9,7 @@ Everything is read back with ``ip``, ``ping``, ``getent`` and ``dig``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -235,3 +236,57 @@ def test_recover_rebuilds_a_macvlan_network_from_the_copy(
         assert getent(c1, "c1") == [ip1.split("/")[0]]
     finally:
         world.close()
+
+
+COMPOSE = """
+    services:
+      web:
+        networks: [lan]
+      db:
+        networks:
+          lan:
+            ipv4_address: 192.168.77.200
+    networks:
+      lan:
+        driver: macvlan
+        driver_opts:
+          parent: up0
+          macvlan_mode: bridge
+        ipam:
+          config:
+            - subnet: 192.168.77.0/24
+              gateway: 192.168.77.1
+              ip_range: 192.168.77.128/25
+"""
+
+
+def test_compose_macvlan_network(sandbox: Sandbox, host: Namespace, tmp_path: Path) -> None:
+    from test_compose_up import compose_project
+
+    lan_ns = sandbox.add_ns("lan")
+    sandbox.wire(host, lan_ns, "192.168.77.2/24", "192.168.77.1/24")
+    before = set(host.links())
+    d = Daemon(host).start()
+    try:
+        project = compose_project(sandbox, d, tmp_path)
+        compose = next(project)
+        try:
+            compose.write(COMPOSE)
+            compose.up()
+            net = compose.network("lan")
+            assert net["driver"] == "macvlan"
+            assert net["options"] == {"parent": "up0", "macvlan_mode": "bridge"}
+            web = compose.sb("web")
+            assert web.links()["eth0"]["linkinfo"]["info_kind"] == "macvlan"
+            assert web.ping("192.168.77.1") and web.ping("192.168.77.200")
+            got = compose.exec("web", "getent", "hosts", "db")
+            assert got.stdout.split()[:1] == ["192.168.77.200"], got.stderr
+            resolv = compose.exec("web", "cat", "/etc/resolv.conf").stdout
+            assert "nameserver 127.0.0.11" in resolv
+            compose.run("down")
+            assert set(host.links()) == before
+        finally:
+            with contextlib.suppress(StopIteration):
+                next(project)
+    finally:
+        d.close_checked()
