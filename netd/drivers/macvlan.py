@@ -343,10 +343,32 @@ class VlanDriver:
             out["state"] = link.get_attr("IFLA_OPERSTATE")
             out["link_kind"] = links.link_kind(link) or "device"
             out["mtu"] = link.get_attr("IFLA_MTU")
-        out["endpoints"] = [
-            {"container_id": ep.container_id, "ifname": ep.ifname, "netns": ep.netns}
-            for ep in endpoints
-        ]
+        out["endpoints"] = [self._describe_endpoint(ep) for ep in endpoints]
+        return out
+
+    def _describe_endpoint(self, ep: Endpoint) -> dict[str, Any]:
+        """The container's link as its namespace holds it now (read-only)."""
+        out: dict[str, Any] = {"container_id": ep.container_id, "ifname": ep.ifname,
+                               "netns": ep.netns}  # fmt: skip
+        try:
+            fd = open_netns(ep.netns, ep.netns_inode)
+        except InvalidInput as exc:
+            out["state"] = f"netns unusable: {exc.rule}"
+            return out
+        try:
+            with iproute_in_fd(fd) as cipr:
+                link = links.get_link(cipr, ep.ifname)
+        except NetdError as exc:
+            out["state"] = exc.message
+            return out
+        finally:
+            os.close(fd)
+        if link is None:
+            out["state"] = "missing"
+        else:
+            out["state"] = link.get_attr("IFLA_OPERSTATE")
+            out["mac"] = link.get_attr("IFLA_ADDRESS")
+            out["link_kind"] = links.link_kind(link)
         return out
 
     def close(self) -> None:

@@ -106,6 +106,13 @@ def test_cli_network_with_names_through_glibc_and_teardown_leaves_nothing(lan: L
     assert dig.split() == [ip1]
     doc = lan.inspect("lanet")
     assert doc["driver"] == "macvlan" and doc["options"] == {"parent": "up0"}
+    (shown,) = json.loads(d.cli("network", "inspect", "lanet").stdout)
+    plumbing = shown["plumbing"]
+    assert (plumbing["parent"], plumbing["owned"], plumbing["exists"]) == ("up0", False, True)
+    states = {e["container_id"]: (e["state"], e["mac"]) for e in plumbing["endpoints"]}
+    assert states[c1.name] == ("UP", c1.links()["eth0"]["address"])
+    assert {"address": "127.0.0.11", "port": 53, "in": "each container's namespace",
+            "containers": 2} in plumbing["dns"]["listen"]  # fmt: skip
     assert set(lan.host.links()) == lan.links_before  # nothing host-side for endpoints
     # Detach closes the container's DNS socket: no listener left at 127.0.0.11.
     d.cli("network", "disconnect", "lanet", "--netns", c2.path)
