@@ -162,6 +162,10 @@ def build_service(config: Config) -> tuple[Service, Store, DnsManager]:
     drivers = {
         "bridge": get_driver("bridge", allow_initial_netns=config.managed_netns is None),
         "ipam": get_driver("ipam"),  # IPAM-only networks (CNI ``"ipam": {"type": "netd"}``)
+        # Containers directly on a host link's segment; a kernel without the link kind
+        # refuses the network's creation in one line (docs/drivers.md).
+        "macvlan": get_driver("macvlan", allow_initial_netns=config.managed_netns is None),
+        "ipvlan": get_driver("ipvlan", allow_initial_netns=config.managed_netns is None),
     }
     drivers.update(load_external_drivers(config, reserved=drivers))
     service = Service(

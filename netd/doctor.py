@@ -60,6 +60,27 @@ def _default_nft(command: str) -> Any:
     return json.loads(out or '{"nftables": []}')
 
 
+def _default_drivers() -> dict[str, str]:
+    """``{driver: "" or why this kernel cannot run it}`` for every built-in driver, and for
+    ``vlan`` (802.1Q sub-interfaces a macvlan/ipvlan ``parent=IF.VID`` needs).
+
+    Each driver's :meth:`~netd.drivers.base.Driver.available` probes in a throwaway namespace
+    (:mod:`netd.kernel.features`): nothing is created where doctor runs.
+    """
+    from .drivers import DRIVERS, get_driver
+    from .kernel.features import missing_link_kind
+
+    out = {}
+    for name in DRIVERS:
+        driver = get_driver(name)
+        try:
+            out[name] = driver.available()
+        finally:
+            driver.close()
+    out["vlan"] = missing_link_kind("vlan")
+    return out
+
+
 def _default_status(socket_path: str) -> Any:
     """GET /v1/status on the daemon socket; OSError when unreachable."""
     from .client import request_json
@@ -82,6 +103,7 @@ class Host:
     status: Callable[[str], Any] = _default_status
     which: Callable[[str], str | None] = shutil.which
     can_import: Callable[[str], bool] = importable
+    drivers: Callable[[], dict[str, str]] = _default_drivers
 
     def has_symbol(self, symbol: str) -> bool:
         """Whether the running kernel has function ``symbol`` (reads /proc/kallsyms)."""
@@ -143,6 +165,26 @@ def check_module(host: Host, name: str, why: str) -> Finding:
         f"no {name} module for kernel {host.release}: {why}",
         f"install the kernel's modules package, then `modprobe {name}`",
     )
+
+
+def check_drivers(host: Host) -> Finding:
+    """Which network drivers this kernel can run; a missing one is named with its feature."""
+    try:
+        support = host.drivers()
+    except Exception as exc:  # a probe that cannot run says so; it is no verdict on netd
+        return Finding("drivers", "warn", f"probing the kernel's link kinds failed: {exc}")
+    vlan = support.pop("vlan", "")
+    works = sorted(name for name, why in support.items() if not why)
+    lacking = {name: why for name, why in sorted(support.items()) if why}
+    detail = "this kernel runs drivers " + ", ".join(works)
+    if lacking:
+        detail += "; not " + "; ".join(f"{name} ({why})" for name, why in lacking.items())
+    if vlan and not lacking.get("macvlan"):
+        detail += f"; macvlan/ipvlan parent=IF.VID cannot be created ({vlan})"
+    if "bridge" in lacking:
+        return Finding("drivers", "fail", detail, "netd's default driver needs bridge and veth")
+    fix = "load or build the kernel modules named, then restart netd" if lacking or vlan else ""
+    return Finding("drivers", "ok", detail, fix)
 
 
 def check_nftables(host: Host) -> tuple[Finding, list[dict[str, Any]], list[dict[str, Any]]]:
@@ -465,6 +507,7 @@ def run_checks(
         check_requirements(h, backend),
         check_module(h, "bridge", "netd networks are Linux bridges"),
         check_module(h, "veth", "containers are attached with veth pairs"),
+        check_drivers(h),
         nft,
         check_iptables(h),
         check_br_netfilter(h, backend),

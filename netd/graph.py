@@ -1,11 +1,12 @@
 """`netd graph`: the topology as a Graphviz picture (networks, bridges, endpoints, ports).
 
 :func:`build_dot` is pure: it turns the API's network documents (``GET /v1/networks/{name}``,
-endpoints included) into DOT text. Each network is a cluster labelled with its name, bridge
-and subnets; its bridge is a node, each endpoint a node with its addresses, linked to the
-bridge. Internal networks are drawn dashed and red and get no link to the host. Published ports
-are edges from the ``host`` node to the endpoint, labelled ``[ip:]port → port/proto``.
-:func:`render` runs Graphviz's ``dot`` for SVG/PNG.
+endpoints included) into DOT text. Each network is a cluster labelled with its name, bridge and
+subnets; its bridge is a node, each endpoint a node with its addresses, linked to the bridge. A
+network without a host interface (macvlan, ipvlan) shows its parent link instead and no link to the
+host, which cannot reach those containers. Internal networks are drawn dashed and red and get no
+link to the host. Published ports are edges from the ``host`` node to the endpoint, labelled
+``[ip:]port → port/proto``. :func:`render` runs Graphviz's ``dot`` for SVG/PNG.
 
 What it does not do: talk to the daemon (the CLI fetches the documents) or lay anything out
 itself (Graphviz does).
@@ -46,9 +47,17 @@ def _endpoint_id(net_id: str, ep: dict[str, Any]) -> str:
 def _endpoint_label(ep: dict[str, Any]) -> str:
     cid = str(ep.get("container_id", ""))
     title = ep.get("name") or cid[:12]
-    lines = [str(title), f"{ep.get('ifname')} ({ep.get('host_ifname')})"]
+    host_side = ep.get("host_ifname") or "in the container only"
+    lines = [str(title), f"{ep.get('ifname')} ({host_side})"]
     lines += [str(a) for a in ep.get("addresses", [])]
     return "\n".join(lines)
+
+
+def _parent_line(net: dict[str, Any]) -> str:
+    """``macvlan on eth0``; an internal one names no parent (netd's own, going nowhere)."""
+    options = net.get("options") or {}
+    where = options.get("parent") if not net.get("internal") else None
+    return f"{net.get('driver')} on {where}" if where else f"{net.get('driver')} (internal)"
 
 
 def _port_label(port: dict[str, Any]) -> str:
@@ -63,7 +72,10 @@ def _network_lines(net: dict[str, Any]) -> tuple[list[str], list[str]]:
     nid = str(net.get("id", net.get("name")))
     internal = bool(net.get("internal"))
     bridge = str(net.get("bridge", ""))
-    label = [f"network {net.get('name')}", f"bridge {bridge}"]
+    # No host interface (macvlan, ipvlan): the containers hang on a parent link and the host
+    # has no path to them; the gateway is the upstream router's.
+    parent = "" if bridge else _parent_line(net)
+    label = [f"network {net.get('name')}", parent or f"bridge {bridge}"]
     label += [_subnet_line(s) for s in net.get("subnets", [])]
     if internal:
         label.append("internal (no outside access)")
@@ -74,10 +86,12 @@ def _network_lines(net: dict[str, Any]) -> tuple[list[str], list[str]]:
     br = f"br_{nid[:12]}"
     gateways = [str(s["gateway"]) for s in net.get("subnets", []) if s.get("gateway")]
     br_style = {"color": INTERNAL_COLOR, "style": "dashed"} if internal else {}
-    br_label = "\n".join([bridge, *gateways])
+    if parent:
+        gateways = [f"{g} (upstream router)" for g in gateways]
+    br_label = "\n".join([parent or bridge, *gateways])
     body.append(f"    {quote(br)} {_attrs(label=br_label, shape='oval', **br_style)};")
     host_edges = []
-    if not internal:
+    if not internal and not parent:
         host_edges.append(f"  host -> {quote(br)} {_attrs(dir='none', style='dotted')};")
     for ep in net.get("endpoints") or []:
         eid = _endpoint_id(nid, ep)

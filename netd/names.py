@@ -218,3 +218,28 @@ def teardown_rank(text: str) -> int:
     if tag is None:
         return 3
     return {"endpoint": 0, "network": 1}.get(tag.kind, 2)
+
+
+PARENT_PREFIX = "nm-"  # a parent link netd owns for a macvlan/ipvlan network (internal)
+PARENT_TAG_PREFIX = "netd-parent:"  # not "netd:": the bridge driver's listing never sees them
+
+
+def internal_parent_name(network_id: str) -> str:
+    """Name of the parent link netd makes for an internal macvlan/ipvlan network (15 chars)."""
+    return PARENT_PREFIX + network_id[:12]
+
+
+def internal_parent_peer_name(network_id: str) -> str:
+    """The other end of an internal parent that is a veth pair (kernels without dummy links)."""
+    return "np-" + network_id[:12]
+
+
+def parent_tag(kind: str, network_id: str) -> str:
+    """Tag of the internal parent link of a ``kind`` (macvlan/ipvlan) network: one per network."""
+    return f"{PARENT_TAG_PREFIX}{kind}:{network_id}"
+
+
+def vlan_parent_tag(kind: str, ifname: str) -> str:
+    """Tag of an 802.1Q sub-interface netd made as a ``kind`` parent: keyed by its name, since
+    every network naming ``IF.VID`` as parent shares the one link."""
+    return f"{PARENT_TAG_PREFIX}{kind}:vlan:{ifname}"

@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from ..drivers.bridge_options import DOCKER_ALIASES, validate_bridge_options
+from ..drivers.macvlan_options import validate_vlan_options
 from ..errors import InvalidInput
 from ..names import check_network_name
 from .errors import ComposeError
@@ -27,7 +28,7 @@ from .model import (
 )
 from .source import LocDict, position
 
-DRIVERS = ("bridge",)
+DRIVERS = ("bridge", "macvlan", "ipvlan")
 NETWORK_KEYS = {
     "name",
     "driver",
@@ -159,7 +160,7 @@ def parse_network(tree: dict[Any, Any], key: str, project: str, warnings: list[s
     driver = str(raw.get("driver") or "bridge")
     if driver not in DRIVERS:
         raise _at(raw, "driver", path).fail(
-            driver, "is not a known network driver (netd supports: bridge)"
+            driver, "is not a known network driver (netd supports: " + ", ".join(DRIVERS) + ")"
         )
     ipam = raw.get("ipam") or {}
     ipam_c = _at(raw, "ipam", path)
@@ -189,7 +190,7 @@ def parse_network(tree: dict[Any, Any], key: str, project: str, warnings: list[s
         key=key,
         name=full,
         driver=driver,
-        options=_driver_opts(raw, path, warnings),
+        options=_driver_opts(raw, path, warnings, driver),
         internal=_bool(_at(raw, "internal", path), raw.get("internal", False)),
         enable_ipv4=enable_ipv4,
         enable_ipv6=enable_ipv6,
@@ -202,7 +203,7 @@ def parse_network(tree: dict[Any, Any], key: str, project: str, warnings: list[s
     )
 
 
-def _driver_opts(raw: Any, path: str, warnings: list[str]) -> dict[str, str]:
+def _driver_opts(raw: Any, path: str, warnings: list[str], driver: str) -> dict[str, str]:
     c = _at(raw, "driver_opts", path)
     opts = {str(k): str(v) for k, v in _map(c, raw.get("driver_opts"), "driver_opts").items()}
     kept = {}
@@ -212,7 +213,9 @@ def _driver_opts(raw: Any, path: str, warnings: list[str]) -> dict[str, str]:
             continue
         kept[k] = v
     try:
-        return validate_bridge_options(kept)
+        if driver == "bridge":
+            return validate_bridge_options(kept)
+        return validate_vlan_options(driver, kept)  # macvlan, ipvlan: Docker's option names
     except InvalidInput as exc:
         key = exc.field.partition(".")[2] if exc.field and "." in exc.field else str(exc.value)
         sub = _at(raw["driver_opts"], key, f"{path}.driver_opts")

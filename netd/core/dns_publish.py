@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ..model import Endpoint, IPAddress, Network
@@ -47,6 +48,19 @@ class DnsSink(Protocol):
         """Query counters for /metrics (None: no server)."""
         ...
 
+    def set_placements(self, placements: Mapping[str, str]) -> None:
+        """Where each driver's containers find DNS (driver name -> ``Capabilities.dns``)."""
+        ...
+
+    def sync_network_sockets(self, network: Network, endpoints: list[Endpoint]) -> list[str]:
+        """Serve these endpoints of a "netns" network at 127.0.0.11 in their namespaces, and
+        no other endpoint of it; the failures."""
+        ...
+
+    def sync_endpoint_sockets(self, endpoints: list[tuple[Network, Endpoint]]) -> list[str]:
+        """The same for every "netns" network at once (start-up); the failures."""
+        ...
+
 
 class NullDns:
     """DNS disabled: records go nowhere."""
@@ -72,6 +86,17 @@ class NullDns:
         """No server, no counters."""
         return None
 
+    def set_placements(self, placements: Mapping[str, str]) -> None:
+        """Nothing is served anywhere."""
+
+    def sync_network_sockets(self, network: Network, endpoints: list[Endpoint]) -> list[str]:
+        """Nothing is served."""
+        return []
+
+    def sync_endpoint_sockets(self, endpoints: list[tuple[Network, Endpoint]]) -> list[str]:
+        """Nothing is served."""
+        return []
+
 
 class DnsPublisher:
     """Pushes records to the DNS seam off the event loop, one publication at a time."""
@@ -81,6 +106,7 @@ class DnsPublisher:
         self.dns = dns
         self.domain = domain
         self._lock = asyncio.Lock()
+        dns.set_placements({name: d.capabilities.dns for name, d in state.drivers.items()})
 
     def resolvable(self, network: Network) -> list[Endpoint]:
         """The endpoints whose names DNS serves: all but those being detached and those reaped
@@ -102,13 +128,26 @@ class DnsPublisher:
                 if network is None:
                     state = [(n, self.resolvable(n)) for n in self.state.list_networks()]
                     await asyncio.to_thread(self.dns.set_state, state)
+                    # netns placement: the sockets an adopted worker serves, made to match.
+                    inside = [(n, e) for n, eps in state if self._in_netns(n) for e in eps]
+                    await asyncio.to_thread(self.dns.sync_endpoint_sockets, inside)
                 elif removed:
                     await asyncio.to_thread(self.dns.remove_network, network.id)
+                    if self._in_netns(network):
+                        await asyncio.to_thread(self.dns.sync_network_sockets, network, [])
                 else:
                     eps = self.resolvable(network)
                     await asyncio.to_thread(self.dns.update_network, network, eps)
+                    if self._in_netns(network):
+                        # A socket at 127.0.0.11 in each container's namespace: bound for a
+                        # new endpoint, closed for one detached or reaped (it would keep the
+                        # namespace alive). Failures are logged by the manager.
+                        await asyncio.to_thread(self.dns.sync_network_sockets, network, eps)
             except Exception:
                 log.exception("pushing DNS records failed")
+
+    def _in_netns(self, network: Network) -> bool:
+        return network.dns_enabled and self.state.caps(network).dns == "netns"
 
     def dns_for(self, network: Network) -> dict[str, list[str]]:
         """What a container on ``network`` should put in resolv.conf."""

@@ -33,13 +33,22 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
 
 
-def bind_dns_socket(addr: str, port: int, kind: int, reuseport: bool = False) -> socket.socket:
+def bind_dns_socket(
+    addr: str,
+    port: int,
+    kind: int,
+    reuseport: bool = False,
+    sock: socket.socket | None = None,
+    where: str = "",
+) -> socket.socket:
     """A UDP socket bound to, or a TCP socket listening on, ``addr``:``port``.
 
-    ``reuseport``: one of several UDP sockets on the same address (one per worker).
+    ``reuseport``: one of several UDP sockets on the same address (one per worker). ``sock``: a
+    fresh socket of the right family and type made elsewhere (inside a container's namespace,
+    :mod:`netd.dns.netns_listen`), which ``where`` names in errors; closed on failure.
     """
     fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    sock = socket.socket(fam, kind)
+    sock = sock if sock is not None else socket.socket(fam, kind)
     try:
         if fam == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -56,5 +65,7 @@ def bind_dns_socket(addr: str, port: int, kind: int, reuseport: bool = False) ->
     except OSError as exc:
         sock.close()
         proto = "tcp" if kind == socket.SOCK_STREAM else "udp"
-        raise KernelError(f"binding DNS {proto} socket to {addr} port {port}: {exc}") from exc
+        raise KernelError(
+            f"binding DNS {proto} socket to {addr} port {port}{where}: {exc}"
+        ) from exc
     return sock

@@ -29,6 +29,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,12 @@ from ..errors import ConfigError, KernelError, Unavailable
 from ..model import Endpoint, Network
 from .control import MAX_FDS
 from .handover import forget, stop_workers
+from .held import HeldSocket as _Sock
+from .held import WorkerSlot as _Worker
+from .held import dns_fields as _dns_fields
 from .listen import bind_dns_socket, default_workers, parse_listen
 from .logchan import LogPump
+from .netns_listen import NETNS_DNS_ADDRESS, NETNS_KEY_PREFIX, EndpointSockets
 from .records import (
     NetworkDoc,
     Tables,
@@ -63,40 +68,6 @@ RESTART_WINDOW = 10.0
 RESTART_BURST = 5
 
 
-class _Sock:
-    """A socket the daemon holds for a worker: which worker serves it, and in which view."""
-
-    __slots__ = ("host", "owner", "sock")
-
-    def __init__(self, sock: socket.socket, host: bool, owner: int) -> None:
-        self.sock = sock
-        self.host = host  # the host listener: sees every network
-        self.owner = owner  # index of the worker that serves it
-
-
-class _Worker:
-    """One worker slot: its process, and what it still needs."""
-
-    __slots__ = ("full", "index", "old", "proc", "restarts")
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.proc: WorkerProc | None = None
-        self.restarts: list[float] = []
-        self.full = False  # adopted: the next records push replaces whatever it serves
-        self.old: WorkerProc | None = None  # replaced: serves until this slot's new worker can
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.alive()
-
-
-def _dns_fields(ep: Endpoint) -> tuple[object, ...]:
-    """What of an endpoint its DNS records depend on (state changes do not count)."""
-    return (
-        ep.name, ep.hostname, ep.aliases, ep.addresses, ep.port_mappings, ep.dns_servers,
-    )  # fmt: skip
-
-
 class _DocsView:
     """Read-only ``network id -> full document`` of what the manager serves (built on demand)."""
 
@@ -109,7 +80,7 @@ class _DocsView:
         return None if t is None else {**t.meta, "endpoints": list(t.eps.values())}
 
 
-class DnsManager:
+class DnsManager(EndpointSockets):
     """Runs the unprivileged DNS worker(s) and keeps their sockets and records current."""
 
     def __init__(
@@ -152,6 +123,7 @@ class DnsManager:
         )
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+        self._placements: dict[str, str] = {}  # driver name -> DnsPlacement; absent: gateway
         self._logs = LogPump()  # the workers' log records, logged in the daemon's format
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -232,7 +204,8 @@ class DnsManager:
                 old = self._socks.pop(item["key"], None)
                 if old is not None:
                     old.sock.close()
-                self._socks[item["key"]] = _Sock(sock, bool(item["host"]), proc.index)
+                host, client = bool(item["host"]), str(item.get("client", ""))
+                self._socks[item["key"]] = _Sock(sock, host, proc.index, client)
             start += len(items)
             if not reply.get("more") or not items:
                 return
@@ -326,6 +299,19 @@ class DnsManager:
         stype = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
         return bind_dns_socket(addr, port, stype, reuseport=len(self._workers) > 1)
 
+    def set_placements(self, placements: Mapping[str, str]) -> None:
+        """Where each driver's containers find DNS (``Capabilities.dns`` by driver name):
+        "gateway" binds the network's gateway addresses in the host, "netns" and "none" bind
+        nothing there (the endpoint sockets below serve "netns")."""
+        self._placements = dict(placements)
+
+    def _gateway_listen(self, network: Network) -> list[str]:
+        """Addresses to listen on in the host for ``network`` (its gateways, if it is served
+        there: a macvlan network's gateway is the upstream router's, never netd's)."""
+        if self._placements.get(network.driver, "gateway") != "gateway":
+            return []
+        return [str(sub.gateway) for sub in network.subnets if sub.gateway is not None]
+
     def set_state(self, networks: list[tuple[Network, list[Endpoint]]]) -> None:
         """Make the workers serve exactly these networks (only changed networks are sent)."""
         wanted = {net.id: (net, eps) for net, eps in networks if net.dns_enabled}
@@ -412,11 +398,11 @@ class DnsManager:
             self._served[nid] = (net, network_meta(net))
         wanted: dict[str, tuple[str, bool, int]] = {}
         for net, _meta in self._served.values():
-            for sub in net.subnets:
-                if sub.gateway is not None:
-                    wanted.update(self._socket_keys(str(sub.gateway), self.port))
+            for addr in self._gateway_listen(net):
+                wanted.update(self._socket_keys(addr, self.port))
         docs = {nid: doc for nid, (_, doc) in changed.items()}
-        gone = [k for k, s in self._socks.items() if not s.host and k not in wanted]
+        # Sockets in containers' namespaces come and go with their endpoints, not here.
+        gone = [k for k, s in self._socks.items() if not (s.host or s.client) and k not in wanted]
         new: dict[str, _Sock] = {}
         for key, (addr, tcp, owner) in wanted.items():
             if key in self._socks:
@@ -483,13 +469,15 @@ class DnsManager:
         if doc is None or served is None:
             return None
         table = build_net_table(doc, self.domain)
-        listen = []
-        for sub in served[0].subnets:
-            if sub.gateway is not None:
-                keys = self._socket_keys(str(sub.gateway), self.port)
-                listen.append(
-                    {"address": str(sub.gateway), "port": self.port, "bound": set(keys) <= bound}
-                )
+        listen: list[dict[str, Any]] = []
+        for addr in self._gateway_listen(served[0]):
+            keys = self._socket_keys(addr, self.port)
+            listen.append({"address": addr, "port": self.port, "bound": set(keys) <= bound})
+        if self._placements.get(served[0].driver) == "netns":
+            prefix = f"{NETNS_KEY_PREFIX}{network_id[:12]}:"
+            count = sum(1 for k in bound if k.startswith(prefix) and k.endswith(":udp"))
+            listen.append({"address": NETNS_DNS_ADDRESS, "port": self.port, "in": "each "
+                           "container's namespace", "containers": count})  # fmt: skip
         return {
             "domain": self.domain,
             "listen": listen,
@@ -543,7 +531,8 @@ class DnsManager:
     def _send_sockets(self, w: _Worker, keys: list[str]) -> None:
         for i in range(0, len(keys), MAX_FDS):
             batch = keys[i : i + MAX_FDS]
-            add = [{"key": k, "host": self._socks[k].host} for k in batch]
+            add = [{"key": k, "host": self._socks[k].host, "client": self._socks[k].client}
+                   for k in batch]  # fmt: skip
             fds = [self._socks[k].sock.fileno() for k in batch]
             self._request(w, {"op": "sockets", "add": add, "del": []}, fds)
 

@@ -38,11 +38,14 @@ WAKE = 1.0
 class _UdpThread:
     """One UDP socket served by a dedicated thread in a blocking receive loop."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, client: str = "") -> None:
         self.sock = sock
         self.thread: threading.Thread | None = None
         self.stop = False
-        self.listen = str(sock.getsockname()[0])  # names the network, for its share
+        # A socket inside a container's namespace (netns_listen) answers as its endpoint's
+        # address asked, and that address names its network for the share.
+        self.client = client
+        self.listen = client or str(sock.getsockname()[0])  # names the network, for its share
 
 
 class Server:
@@ -53,22 +56,27 @@ class Server:
         self.forwarder = forwarder
         self._udp: dict[str, _UdpThread] = {}
         self._tcp: dict[str, asyncio.AbstractServer] = {}
-        self._held: dict[str, tuple[socket.socket, bool]] = {}  # key -> (socket, host view)
+        # key -> (socket, host view, client address of a namespace socket or "")
+        self._held: dict[str, tuple[socket.socket, bool, str]] = {}
         self.admission = Admission()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- sockets --------------------------------------------------------------------------
 
-    async def add(self, key: str, sock: socket.socket, host: bool) -> None:
-        """Start serving an already bound UDP socket or listening TCP socket."""
+    async def add(self, key: str, sock: socket.socket, host: bool, client: str = "") -> None:
+        """Start serving an already bound UDP socket or listening TCP socket.
+
+        ``client``: queries on it are answered as if this address had asked (a socket at
+        127.0.0.11 inside one container's namespace, :mod:`netd.dns.netns_listen`).
+        """
         await self.remove(key)
-        self._held[key] = (sock, host)
+        self._held[key] = (sock, host, client)
         if sock.type == socket.SOCK_DGRAM:
             sock.setblocking(True)
             secs = int(WAKE)
             usecs = int((WAKE - secs) * 1e6)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", secs, usecs))
-            entry = _UdpThread(sock)
+            entry = _UdpThread(sock, client)
             entry.thread = threading.Thread(
                 target=self._udp_loop,
                 args=(entry, host, asyncio.get_running_loop()),
@@ -80,7 +88,7 @@ class Server:
         else:
             sock.setblocking(False)
             self._tcp[key] = await asyncio.start_server(
-                lambda r, w: self._on_tcp(r, w, host), sock=sock
+                lambda r, w: self._on_tcp(r, w, host, client), sock=sock
             )
 
     async def remove(self, key: str) -> None:
@@ -106,8 +114,8 @@ class Server:
         """Keys of the sockets being served."""
         return [*self._udp, *self._tcp]
 
-    def held(self) -> dict[str, tuple[socket.socket, bool]]:
-        """The sockets being served: key -> (socket, host view), for handing them back."""
+    def held(self) -> dict[str, tuple[socket.socket, bool, str]]:
+        """The sockets being served: key -> (socket, host view, client), for handing back."""
         return dict(self._held)
 
     # --- UDP ------------------------------------------------------------------------------
@@ -134,6 +142,7 @@ class Server:
         servfail = self.forwarder.servfail
         record = self.answerer.stats.mine().record  # this thread's counters
         clock = time.perf_counter
+        client = entry.client
         while True:
             try:
                 batch = recv()
@@ -149,7 +158,7 @@ class Server:
             answers: list[tuple[bytes, int]] = []
             for data, ip, slot in batch:
                 try:
-                    resp = handle(data, ip, host=host)
+                    resp = handle(data, client or ip, host=host)
                 except Exception:  # a bug must not take the loop down; the fuzz tests hunt these
                     log.exception("answering a UDP query from %s", ip)
                     continue
@@ -183,6 +192,7 @@ class Server:
         forward = self._forward_soon
         record = self.answerer.stats.mine().record  # this thread's counters
         clock = time.perf_counter
+        client = entry.client
         while True:
             try:
                 data, addr = recv(4096)
@@ -196,7 +206,7 @@ class Server:
                 continue
             started = clock()
             try:
-                resp = handle(data, addr[0], host=host)
+                resp = handle(data, client or addr[0], host=host)
             except Exception:  # a bug must not take the loop down; the fuzz tests hunt these
                 log.exception("answering a UDP query from %s", addr[0])
                 continue
@@ -254,16 +264,19 @@ class Server:
     # --- TCP ------------------------------------------------------------------------------
 
     async def _on_tcp(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: bool
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        host: bool,
+        as_client: str = "",
     ) -> None:
         peer = writer.get_extra_info("peername")
         local = writer.get_extra_info("sockname")
-        ip = str(peer[0]) if peer else ""
+        ip = as_client or (str(peer[0]) if peer else "")
+        listen = as_client or (str(local[0]) if local else "")
         tables = self.answerer.tables
         client = tables.clients.get(ip)
-        keys = self.admission.keys(
-            tables, client.cid if client else "", ip, str(local[0]) if local else "", host
-        )
+        keys = self.admission.keys(tables, client.cid if client else "", ip, listen, host)
         if not self.admission.admit_tcp(keys, ip):
             writer.close()  # over its share: closed before reading anything
             return

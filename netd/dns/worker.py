@@ -220,7 +220,8 @@ class Worker:
             for key in msg.get("del", []):
                 await self.server.remove(key)
             for item, fd in zip(msg.get("add", []), fds, strict=True):
-                await self.server.add(item["key"], socket.socket(fileno=fd), item["host"])
+                sock = socket.socket(fileno=fd)
+                await self.server.add(item["key"], sock, item["host"], item.get("client", ""))
         elif op == "records":
             # Whole networks (new, removed, or changed beyond their endpoints); with "replace"
             # (a new daemon's first push) exactly these networks, whatever was served before.
@@ -259,10 +260,10 @@ class Worker:
             start = int(msg.get("start", 0))
             batch = held[start : start + MAX_FDS]
             reply.update(
-                add=[{"key": k, "host": host} for k, (_s, host) in batch],
+                add=[{"key": k, "host": h, "client": c} for k, (_s, h, c) in batch],
                 more=start + len(batch) < len(held),
             )
-            out_fds = [s.fileno() for _k, (s, _h) in batch]
+            out_fds = [s.fileno() for _k, (s, _h, _c) in batch]
         elif op == "stats":
             ru = resource.getrusage(resource.RUSAGE_SELF)
             reply.update(

@@ -2,10 +2,11 @@
 
 ``get_driver("bridge")`` is the Linux bridge + veth driver; ``get_driver("ipam")`` makes no
 kernel object (IPAM-only networks, :mod:`netd.drivers.ipam`); ``get_driver("null")`` touches
-nothing and records its calls (see :mod:`netd.drivers.null`). The Protocol every driver
-implements is in :mod:`netd.drivers.base`. Any other name may be an external driver: an
-executable of that name in the plugin directory (:mod:`netd.drivers.external`,
-docs/plugin-contract.md).
+nothing and records its calls (see :mod:`netd.drivers.null`); ``get_driver("macvlan")`` and
+``get_driver("ipvlan")`` put containers directly on a host link's segment
+(:mod:`netd.drivers.macvlan`). The Protocol every driver implements is in
+:mod:`netd.drivers.base`. Any other name may be an external driver: an executable of that name
+in the plugin directory (:mod:`netd.drivers.external`, docs/plugin-contract.md).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DRIVERS = ("bridge", "ipam", "null")
+DRIVERS = ("bridge", "ipam", "null", "macvlan", "ipvlan")
 
 __all__ = ["DRIVERS", "Driver", "EndpointStatus", "get_driver", "load_external_drivers"]
 
@@ -52,6 +53,12 @@ def get_driver(
 
         log.info("network driver: null")
         return NullDriver()
+    if name in ("macvlan", "ipvlan"):
+        from .macvlan import IpvlanDriver, MacvlanDriver
+
+        log.info("network driver: %s", name)
+        cls = MacvlanDriver if name == "macvlan" else IpvlanDriver
+        return cls(allow_initial_netns=allow_initial_netns)
     if plugin_dir is not None and name not in DRIVERS:
         from .external import ExternalDriver, check_driver_name, unusable
 

@@ -5,11 +5,12 @@ ensure_network makes the bridge (name from option ``bridge`` or ``names.bridge_n
 namespace; a bridge it has to re-create (deleted behind netd's back) gets the network's tagged
 host veths back as ports.
 
-setup_endpoint creates a veth pair whose container end is born inside the container's
-namespace (IFLA_NET_NS_FD: ~3 ms instead of ~27 ms for create-then-move), enslaves the host end
-(hairpin on, IPv6 off on the host end), then addresses, links up and default routes inside the
-container; an IPv4-only interface gets no IPv6 link-local address. Every step is a
-fault point ``bridge.<step>``; a failure deletes the host veth, which takes the peer with it.
+setup_endpoint creates a veth pair whose container end is born inside the container's namespace
+(IFLA_NET_NS_FD: ~3 ms instead of ~27 ms for create-then-move), enslaves the host end (hairpin on,
+IPv6 off on the host end), then addresses, links up and default routes inside the container
+(:func:`netd.kernel.container.configure_interface`, shared with macvlan); an IPv4-only interface
+gets no IPv6 link-local address. Every step is a fault point ``bridge.<step>``; a failure deletes
+the host veth, which takes the peer with it.
 
 It does not allocate addresses, touch the store or the firewall: the service hands it finished
 records. All namespace switching is in :mod:`netd.kernel.netns`.
@@ -33,16 +34,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 from .. import faults
 from ..errors import ConfigError, InvalidInput, KernelError, NetdError
 from ..kernel import links
+from ..kernel.container import configure_interface
 from ..kernel.linkstate import links_state
-from ..kernel.netns import iproute_in_fd, is_initial_netns, netlink_socket_in, open_netns
-from ..kernel.rtnl import (
-    LOOPBACK_IFINDEX,
-    Rtnl,
-    RtnlError,
-    VethSpec,
-    add_default_route,
-    host_socket,
-)
+from ..kernel.netns import iproute_in_fd, is_initial_netns, open_netns
+from ..kernel.rtnl import Rtnl, RtnlError, VethSpec, host_socket
 from ..kernel.sysctl import disable_ipv6_on, ensure_sysctl
 from ..model import Endpoint, IPAddress, Network
 from ..names import (
@@ -311,7 +306,13 @@ class BridgeDriver:
                 tag = endpoint_tag(network.id, endpoint.container_id, endpoint.ifname)
                 self._host_rtnl().set_bridge_port(host, tag, hairpin=True)
                 faults.point("bridge.host_configured")
-            self._configure_container(fd, endpoint, default_gateways(network, endpoint))
+            configure_interface(
+                fd,
+                endpoint.ifname,
+                endpoint.addresses,
+                default_gateways(network, endpoint),
+                fault_prefix="bridge",
+            )
         except BaseException as exc:
             if created:
                 self._undo_veth(host, operation)
@@ -321,24 +322,6 @@ class BridgeDriver:
         finally:
             os.close(fd)
         return dataclasses.replace(endpoint, mac=mac, host_mac=host_mac, netns_inode=netns_inode)
-
-    def _configure_container(self, fd: int, endpoint: Endpoint, gateways: list[IPAddress]) -> None:
-        with Rtnl(netlink_socket_in(fd)) as rtnl:
-            index = rtnl.link_index(endpoint.ifname)
-            rtnl.add_addresses(index, endpoint.ifname, endpoint.addresses)
-            faults.point("bridge.addresses_added")
-            # On an IPv4-only attachment the interface gets no IPv6 link-local address (as
-            # Docker 27+ does): otherwise its DAD, MLD and router solicitations are flooded to
-            # every port of the bridge, work that grows with the number of containers.
-            v6 = any(a.version == 6 for a in endpoint.addresses)
-            rtnl.set_up(
-                {index: endpoint.ifname, LOOPBACK_IFINDEX: "lo"},
-                no_link_local=() if v6 else (index,),
-            )
-            faults.point("bridge.links_up")
-            for gateway in gateways:
-                add_default_route(rtnl, gateway, index)
-            faults.point("bridge.routes_added")
 
     def _undo_veth(self, host: str, operation: str) -> None:
         try:

@@ -1,12 +1,13 @@
 """Network namespaces: validate a namespace path, and open netlink sockets inside it.
 
-This is the only module of netd that calls ``setns(2)``. It does so from one dedicated thread
-that does nothing else: it enters the target namespace, opens one ``NETLINK_ROUTE`` socket there
-and goes back to the daemon's namespace. A socket stays bound to the namespace it was created
-in, so the threads that do the work never switch namespace (STYLE.md, "Never setns() a daemon
-thread"); if going back ever failed, the thread would exit rather than serve again. pyroute2's
-``IPRoute(netns=path)`` does the same by forking a helper process (~14 ms per open); a fresh
-thread per socket cost ~0.3 ms, the dedicated thread ~0.04 ms.
+This is the only module of netd that calls ``setns(2)``. It does so from one dedicated thread that
+does nothing else: it enters the target namespace, opens one socket there (``NETLINK_ROUTE`` for
+link work; UDP or TCP for the DNS listener at 127.0.0.11 inside a container, see
+:mod:`netd.dns.netns_listen`) and goes back to the daemon's namespace. A socket stays bound to the
+namespace it was created in, so the threads that do the work never switch namespace (STYLE.md,
+"Never setns() a daemon thread"); if going back ever failed, the thread would exit rather than
+serve again. pyroute2's ``IPRoute(netns=path)`` does the same by forking a helper process (~14 ms
+per open); a fresh thread per socket cost ~0.3 ms, the dedicated thread ~0.04 ms.
 
 It also answers "which namespace am I in?" (:func:`own_netns_inode`, :func:`is_initial_netns`) so
 callers can refuse to configure the machine's initial namespace.
@@ -43,6 +44,9 @@ _PROC_NS_LINK = re.compile(r"[a-z_]+:\[\d+\]\Z")
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
 _libc.setns.restype = ctypes.c_int
+_libc.unshare.argtypes = (ctypes.c_int,)
+_libc.unshare.restype = ctypes.c_int
+FRESH = -1  # socket_in(FRESH, ...): a socket in a new, empty namespace (kernel feature probes)
 
 
 class _StatFs(ctypes.Structure):
@@ -199,10 +203,11 @@ def _check_netns_fd(fd: int, path: str) -> None:
 class _Request:
     """One socket to make in namespace ``fd``; ``done`` is set once ``out`` holds the answer."""
 
-    __slots__ = ("done", "fd", "out")
+    __slots__ = ("done", "fd", "kind", "out")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, kind: tuple[int, int, int]) -> None:
         self.fd = fd
+        self.kind = kind  # (family, type, protocol)
         self.out: socket.socket | BaseException | None = None
         self.done = threading.Event()
 
@@ -215,15 +220,16 @@ class _SocketMaker:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def socket_in(self, fd: int) -> socket.socket:
-        request = _Request(fd)
+    def socket_in(self, fd: int, kind: tuple[int, int, int]) -> socket.socket:
+        request = _Request(fd, kind)
         self._ensure_thread()
         self._requests.put(request)
         while not request.done.wait(1.0):
             self._ensure_thread()  # the thread quit (stranded): a new one serves the queue
         out = request.out
         if not isinstance(out, socket.socket):
-            raise KernelError(f"opening netlink socket in netns fd {fd}: {out}") from out
+            where = "a new namespace" if fd == FRESH else f"netns fd {fd}"
+            raise KernelError(f"opening a socket in {where}: {out}") from out
         return out
 
     def _ensure_thread(self) -> None:
@@ -240,11 +246,12 @@ class _SocketMaker:
             while True:
                 request = self._requests.get()
                 try:
-                    _setns(request.fd)
+                    if request.fd == FRESH:
+                        _unshare_net()
+                    else:
+                        _setns(request.fd)
                     try:
-                        request.out = socket.socket(
-                            socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE
-                        )
+                        request.out = socket.socket(*request.kind)
                     finally:
                         _setns(home)
                 except OSError as exc:
@@ -265,12 +272,36 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def _unshare_net() -> None:
+    # This thread only: unshare(CLONE_NEWNET) acts on the calling task, and _serve goes home.
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 _MAKER = _SocketMaker()
 
 
 def netlink_socket_in(fd: int) -> socket.socket:
     """A NETLINK_ROUTE socket created inside the namespace ``fd`` (by the setns thread)."""
-    return _MAKER.socket_in(fd)
+    return _MAKER.socket_in(fd, (socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
+
+
+def socket_in(fd: int, family: int, type_: int) -> socket.socket:
+    """A socket of ``family``/``type_`` created inside the namespace ``fd`` (unbound).
+
+    Binding and listening act on the namespace the socket was made in, whichever thread does
+    them, so the caller binds it from its own thread.
+    """
+    return _MAKER.socket_in(fd, (family, type_, 0))
+
+
+def netlink_socket_in_fresh_netns() -> socket.socket:
+    """A NETLINK_ROUTE socket in a new, empty namespace that lives as long as the socket.
+
+    For probes that must not touch any real namespace (which link kinds this kernel has).
+    """
+    return _MAKER.socket_in(FRESH, (socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
 
 
 def iproute_in_fd(fd: int) -> IPRoute:

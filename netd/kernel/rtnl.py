@@ -5,13 +5,13 @@ configuring a container takes seven of them. Here a whole step (all addresses, a
 goes out in one ``send`` per message and the kernel's acks are read back in order: ~0.05 ms per
 request.
 
-It knows six requests (get link index, add address, set link up, add route, add a veth pair
-with its peer in another namespace, set a bridge port's alias and hairpin mode) and nothing
-else; everything else uses ``IPRoute`` through :mod:`netd.kernel.links`. Messages are encoded
-(and the one reply read, a link index) with ``struct``: pyroute2's message classes cost more
-Python than the kernel spends on the request. It never opens namespaces: pass it a socket from
-:func:`netd.kernel.netns.netlink_socket_in` or :func:`host_socket`.
-"""
+It knows seven requests (get link index, add address, set link up, add route, add a veth pair with
+its peer in another namespace, add a macvlan/ipvlan link born in another namespace, set a bridge
+port's alias and hairpin mode) and nothing else; everything else uses ``IPRoute`` through
+:mod:`netd.kernel.links`. Messages are encoded (and the one reply read, a link index) with
+``struct``: pyroute2's message classes cost more Python than the kernel spends on the request. It
+never opens namespaces: pass it a socket from :func:`netd.kernel.netns.netlink_socket_in` or
+:func:`host_socket`."""
 
 from __future__ import annotations
 
@@ -55,12 +55,14 @@ RTA_OIF, RTA_GATEWAY, RTA_PRIORITY = 4, 5, 6
 _CREATE = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
 NLA_F_NESTED = 0x8000
 # linux/if_link.h
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_AF_SPEC, IFLA_NET_NS_FD = 18, 20, 26, 28
 IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 8, 1
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
 VETH_INFO_PEER = 1
 IFLA_BRPORT_MODE = 4  # hairpin
+IFLA_MACVLAN_MODE = 1  # u32 (linux/if_link.h)
+IFLA_IPVLAN_MODE, IFLA_IPVLAN_FLAGS = 1, 2  # u16 each
 
 
 def _nla(kind: int, payload: bytes, nested: bool = False) -> bytes:
@@ -96,6 +98,25 @@ class VethSpec:
     peer: str
     peer_netns_fd: int
     peer_mac: str
+
+
+@dataclass(frozen=True)
+class LowerLinkSpec:
+    """A macvlan or ipvlan link on host link ``parent``, created inside namespace ``netns_fd``.
+
+    ``mode`` is IFLA_MACVLAN_MODE (macvlan) or IFLA_IPVLAN_MODE (ipvlan); ``flags`` is
+    IFLA_IPVLAN_FLAGS (ipvlan only). ``mac`` "" and ``mtu`` 0: the kernel's choice (a random
+    MAC for macvlan, the parent's for ipvlan; the parent's MTU).
+    """
+
+    kind: str
+    name: str
+    parent: int
+    netns_fd: int
+    mode: int
+    flags: int = 0
+    mac: str = ""
+    mtu: int = 0
 
 
 class RtnlError(OSError):
@@ -225,6 +246,33 @@ class Rtnl:
         )
         seq = self._send_raw(body, RTM_NEWLINK, _CREATE)
         self._check([_Pending(seq, f'creating veth "{veth.host}"')])
+
+    def add_lower_link(self, spec: LowerLinkSpec) -> None:
+        """``ip link add link PARENT name NAME netns FD [address ..] [mtu ..] type KIND mode ..``.
+
+        The link is born in the container's namespace under its final name, as the veth peer
+        is: no temporary name in the host, no move.
+        """
+        if spec.kind == "macvlan":
+            data = _nla(IFLA_MACVLAN_MODE, struct.pack("=I", spec.mode))
+        else:
+            data = _nla(IFLA_IPVLAN_MODE, struct.pack("=H", spec.mode)) + _nla(
+                IFLA_IPVLAN_FLAGS, struct.pack("=H", spec.flags)
+            )
+        info = _nla(IFLA_INFO_KIND, _name(spec.kind)) + _nla(IFLA_INFO_DATA, data, nested=True)
+        attrs = [
+            _nla(IFLA_IFNAME, _name(spec.name)),
+            _nla(IFLA_LINK, struct.pack("=I", spec.parent)),
+            _nla(IFLA_NET_NS_FD, struct.pack("=I", spec.netns_fd)),
+        ]
+        if spec.mac:
+            attrs.append(_nla(IFLA_ADDRESS, _mac(spec.mac)))
+        if spec.mtu:
+            attrs.append(_nla(IFLA_MTU, struct.pack("=I", spec.mtu)))
+        attrs.append(_nla(IFLA_LINKINFO, info, nested=True))
+        body = _IFINFOMSG.pack(0, 0, 0, 0, 0) + b"".join(attrs)
+        seq = self._send_raw(body, RTM_NEWLINK, _CREATE)
+        self._check([_Pending(seq, f'creating {spec.kind} link "{spec.name}"')])
 
     def set_bridge_port(self, ifname: str, alias: str, hairpin: bool) -> None:
         """Set port ``ifname``'s ifalias (ignored at creation) and hairpin mode."""

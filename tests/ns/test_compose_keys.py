@@ -168,9 +168,9 @@ def _snapshot(compose: Compose) -> tuple[object, list[str]]:
             'subnet of network "n" (10.233.1.0/24)',
         ),
         (
-            "services: {web: {}}\nnetworks: {default: {driver: macvlan}}\n",
-            'compose.yaml:2: networks.default.driver: "macvlan" is not a known network driver '
-            "(netd supports: bridge)",
+            "services: {web: {}}\nnetworks: {default: {driver: overlay}}\n",
+            'compose.yaml:2: networks.default.driver: "overlay" is not a known network driver '
+            "(netd supports: bridge, macvlan, ipvlan)",
         ),
         (
             "services: {web: {networks: [x]}}\n"

@@ -100,3 +100,21 @@ def test_doctor_table_output_lists_fixes(daemon: Daemon, host: Namespace) -> Non
     ipv6 = next(line for line in lines if line.startswith("ipv6 "))
     assert "WARN" in ipv6 and "disable_ipv6=1" in ipv6
     assert "  ipv6: sysctl -w net.ipv6.conf.all.disable_ipv6=0" in lines
+
+
+def test_doctor_reports_which_drivers_this_kernel_runs(daemon: Daemon, host: Namespace) -> None:
+    """Probed in throwaway namespaces: the host namespace gains no link."""
+    before = set(host.links())
+    _, found = doctor(host, daemon)
+    drivers = found["drivers"]
+    assert drivers["status"] == "ok"
+    assert drivers["detail"].startswith("this kernel runs drivers bridge, ipam, macvlan, null")
+    assert set(host.links()) == before
+    # The kernel asked independently (in the sandbox host): can it make an ipvlan link?
+    host.run("ip", "link", "add", "probe-a", "type", "veth", "peer", "name", "probe-b")
+    made = host.ok("ip", "link", "add", "probe0", "link", "probe-a", "type", "ipvlan")
+    host.run("ip", "link", "del", "probe-a")  # takes probe-b and probe0 along
+    if made:
+        assert "ipvlan" in drivers["detail"].split(";")[0]
+    else:
+        assert "not ipvlan (this kernel has no ipvlan links (CONFIG_IPVLAN))" in drivers["detail"]

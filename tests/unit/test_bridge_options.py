@@ -105,5 +105,5 @@ def test_factory() -> None:
     with pytest.raises(InvalidInput) as err:
         get_driver("macvlan0")
     assert err.value.message == (
-        "invalid driver 'macvlan0': unknown driver; known: bridge, ipam, null"
+        "invalid driver 'macvlan0': unknown driver; known: bridge, ipam, null, macvlan, ipvlan"
     )

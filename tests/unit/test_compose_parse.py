@@ -217,7 +217,7 @@ ERRORS = [
     ),
     (
         "services: {web: {}}\nnetworks:\n  default:\n    driver: overlay\n",
-        'compose.yaml:4: networks.default.driver: "overlay" is not a known network driver (netd supports: bridge)',
+        'compose.yaml:4: networks.default.driver: "overlay" is not a known network driver (netd supports: bridge, macvlan, ipvlan)',
     ),
     (
         "services: {web: {networks: [nope]}}\n",
@@ -327,3 +327,20 @@ def test_replicas_that_are_no_integer_are_refused_at_their_line(tmp_path: Path, 
     text = f"services:\n  web:\n    image: nginx\n    deploy: {{replicas: {value}}}\n"
     with pytest.raises(ComposeError, match="must be an integer"):
         load(tmp_path, text)
+
+
+def test_macvlan_driver_opts_are_the_driver_s(tmp_path: Path) -> None:
+    text = (
+        "services: {web: {}}\n"
+        "networks:\n  default:\n    driver: macvlan\n"
+        "    driver_opts: {parent: eth0, macvlan_mode: vepa}\n"
+    )
+    project = load(tmp_path, text)
+    (net,) = project.networks.values()
+    assert (net.driver, net.options) == ("macvlan", {"parent": "eth0", "macvlan_mode": "vepa"})
+    with pytest.raises(ComposeError) as exc:
+        load(tmp_path, text.replace("macvlan_mode: vepa", "enable_icc: 'false'"))
+    assert str(exc.value).startswith(
+        'compose.yaml:5: networks.default.driver_opts.enable_icc: "false" not supported by '
+        "driver macvlan: inter-container traffic is not filtered"
+    ), str(exc.value)

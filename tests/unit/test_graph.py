@@ -141,3 +141,17 @@ def test_cli_graph_fetches_every_network(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert "network frontend" in texts
     result = CliRunner().invoke(cli, ["graph", "--format", "dot"])
     assert result.exit_code == 0 and result.output.startswith("digraph netd {")
+
+
+def test_macvlan_network_shows_its_parent_and_no_host_link() -> None:
+    doc = net("lan", "m1", "192.168.1.0/24", "192.168.1.1", bridge="", driver="macvlan",
+              options={"parent": "eth0"})  # fmt: skip
+    doc["endpoints"] = [ep("c1", "192.168.1.10/24", host_ifname="")]
+    dot = build_dot([doc])
+    assert "macvlan on eth0" in dot and "bridge " not in dot
+    assert "192.168.1.1 (upstream router)" in dot
+    assert "eth0 (in the container only)" in dot
+    assert "host -> " not in dot  # the host cannot reach macvlan containers
+    inside = net("iso", "m2", "10.5.0.0/24", "10.5.0.1", bridge="", driver="ipvlan",
+                 internal=True, options={"parent": "eth0"})  # fmt: skip
+    assert "ipvlan (internal)" in build_dot([inside])

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from service_kit import make_service
 
+from netd.core.dns_publish import NullDns
 from netd.drivers.bridge import BridgeDriver
 from netd.errors import Conflict, InvalidInput
 from netd.model import AttachRequest, Endpoint, Network, NetworkSpec, PortMapping, SubnetRequest
@@ -61,7 +62,7 @@ def test_holders_of_a_live_namespace_on_the_real_proc() -> None:
     assert f"task {os.getpid()} of pid {os.getpid()} runs in it" in found[own]
 
 
-class Dns:
+class Dns(NullDns):
     """Records the names each publication carries."""
 
     def __init__(self) -> None:

@@ -16,6 +16,7 @@ from service_kit import make_service
 
 from netd import faults
 from netd.cni.handler import handle_cni
+from netd.core.dns_publish import NullDns
 from netd.drivers.null import NullDriver
 from netd.errors import Conflict, StoreError
 from netd.model import AttachRequest, Endpoint, Network, NetworkSpec, SubnetRequest
@@ -23,7 +24,7 @@ from netd.service import Service
 from netd.store.sqlite import SqliteStore
 
 
-class RecordingDns:
+class RecordingDns(NullDns):
     """A DNS sink that keeps the names it was last told to serve, per network."""
 
     def __init__(self) -> None:
