@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from ..errors import StoreCorrupt
+from ..errors import NetdError, StoreCorrupt
 from ..metrics import METRICS
 from .inventory import expected, inventories, remove_object
 from .plan import plan_orphans
@@ -37,7 +37,13 @@ async def start(svc: Core, reaper: Reaper) -> None:
         state.add_network(net, eps, cursors)
     await asyncio.to_thread(remove_orphans, svc)
     for net in networks:
-        await asyncio.to_thread(state.driver(net).ensure_network, net)
+        try:
+            await asyncio.to_thread(state.driver(net).ensure_network, net)
+        except NetdError as exc:
+            # One network that cannot be converged now (a macvlan parent gone after a reboot, a
+            # plugin that fails) must not keep every other network from being served: logged,
+            # and the reconciler tries again on each pass (missing_network).
+            log.error("start: network %s (driver %s): %s", net.name, net.driver, exc)
     await asyncio.to_thread(svc.firewalling.sync)
     for net in networks:
         for ep in list(state.endpoints[net.id].values()):
