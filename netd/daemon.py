@@ -194,9 +194,9 @@ def _link_watcher(service: Service) -> Any:
     """Repair a deleted bridge or veth from link events, not only at the next periodic pass."""
     from .link_watch import LinkWatcher
 
-    def state() -> tuple[list[Any], list[Any]]:
+    def state() -> tuple[list[Any], Any]:
         # Endpoints being attached or detached are left out: their links come and go by netd.
-        return service.list_networks(), service.settled_endpoints()
+        return service.list_networks(), service.expected(settled_only=True)
 
     return LinkWatcher(service.reconcile, state).start()
 

@@ -30,9 +30,9 @@ import struct
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from .model import Endpoint, Network
+from .model import Network
 from .names import parse_tag
-from .reconcile import expected_tags
+from .reconcile.plan import Expected
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,11 @@ def deleted_links(data: bytes) -> list[DeletedLink]:
 
 
 def networks_to_repair(
-    tags: Iterable[str], networks: Iterable[Network], endpoints: Iterable[Endpoint]
+    tags: Iterable[str], networks: Iterable[Network], expected: Expected
 ) -> set[str]:
     """Ids of the networks whose deleted links (by tag) the records still expect."""
     networks = list(networks)
-    want = expected_tags(networks, endpoints)
+    want = expected.tags
     ids = set()
     for tag in tags:
         if tag not in want or (parsed := parse_tag(tag)) is None:
@@ -120,7 +120,7 @@ def open_link_events() -> socket.socket | None:
 
 
 Reconcile = Callable[[set[str] | None], Awaitable[object]]
-State = Callable[[], tuple[list[Network], list[Endpoint]]]
+State = Callable[[], tuple[list[Network], Expected]]
 
 
 class LinkWatcher:
@@ -192,8 +192,8 @@ class LinkWatcher:
             # over the whole network for that.
             tags = {tag for tag, name in deleted.items() if not _exists(name)}
             full, self._full = self._full, False
-            networks, endpoints = self._state()
-            ids = None if full else networks_to_repair(tags, networks, endpoints)
+            networks, expected = self._state()
+            ids = None if full else networks_to_repair(tags, networks, expected)
             if ids is not None and not ids:
                 continue
             names = "every network" if ids is None else ", ".join(sorted(i[:12] for i in ids))

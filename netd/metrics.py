@@ -58,12 +58,20 @@ log = logging.getLogger(__name__)
 _OP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+class QueryStats(Protocol):
+    """The part of the DNS seam (``netd.core.dns_publish.DnsSink``) the DNS counters read."""
+
+    def query_stats(self) -> dict[str, Any] | None:
+        """The DNS workers' counters (None when DNS does not run)."""
+        ...
+
+
 class MetricsSource(Protocol):
     """What the gauges read from the service at scrape time (``netd.service.Service``)."""
 
     @property
-    def dns(self) -> object:
-        """The DNS seam; its ``query_stats()``, where it has one, feeds the DNS counters."""
+    def dns(self) -> QueryStats:
+        """The DNS seam."""
         ...
 
     def list_networks(self) -> list[Network]:
@@ -84,14 +92,14 @@ class DnsCollector(Collector):
     """
 
     def __init__(self) -> None:
-        self.source: Callable[[], dict[str, Any]] | None = None
+        self.source: Callable[[], dict[str, Any] | None] | None = None
 
     def collect(self) -> Iterator[Metric]:
         """Yield the four DNS families (zero until DNS runs)."""
         stats: dict[str, Any] = {}
         if self.source is not None:
             try:
-                stats = self.source()
+                stats = self.source() or {}
             except Exception:  # a scrape must not fail because a worker is restarting
                 log.warning("reading DNS query counters failed", exc_info=True)
         queries = CounterMetricFamily(
@@ -214,7 +222,7 @@ class Metrics:
     def bind_service(self, service: MetricsSource) -> None:
         """Read IPAM gauges and DNS counters from ``service`` from now on."""
         self.ipam.service = service
-        self.dns.source = getattr(service.dns, "query_stats", None)
+        self.dns.source = service.dns.query_stats
 
     def observe_cni(self, command: str, ok: bool, seconds: float) -> None:
         """Count one CNI call and its duration."""

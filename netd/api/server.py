@@ -159,7 +159,7 @@ async def list_networks(request: web.Request) -> web.Response:
     """All networks."""
     svc = _service(request)
     return web.json_response(
-        [schemas.network_out(n, svc.bridge_for(n)) for n in svc.list_networks()]
+        [schemas.network_out(n, svc.host_interface(n)) for n in svc.list_networks()]
     )
 
 
@@ -181,7 +181,7 @@ async def create_network(request: web.Request) -> web.Response:
     )
     svc = _service(request)
     net = await svc.create_network(spec, request[CALLER])
-    return web.json_response(schemas.network_out(net, svc.bridge_for(net)), status=201)
+    return web.json_response(schemas.network_out(net, svc.host_interface(net)), status=201)
 
 
 async def inspect_network(request: web.Request) -> web.Response:
@@ -190,11 +190,11 @@ async def inspect_network(request: web.Request) -> web.Response:
 
     svc = _service(request)
     net = svc.find_network(request.match_info["name"])
-    bridge, endpoints = svc.bridge_for(net), svc.endpoints(net)
+    bridge, endpoints = svc.host_interface(net), svc.endpoints(net)
     out = schemas.network_out(net, bridge, endpoints, svc.utilisation(net))
     if request.query.get("plumbing", "1") not in ("0", "false", "no"):
         out["plumbing"] = await asyncio.to_thread(
-            plumbing, net, bridge, endpoints, svc.firewall, svc.dns
+            plumbing, net, svc.driver(net), endpoints, svc.firewall, svc.dns
         )
     return web.json_response(out)
 

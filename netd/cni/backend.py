@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..drivers.base import Driver
 from ..model import AttachRequest, Endpoint, Network, NetworkSpec
 
 
@@ -51,8 +52,12 @@ class CniBackend(Protocol):
         """The DNS for containers on ``network``: ``{"nameservers": [...], "search": [...]}``."""
         ...
 
-    def bridge_for(self, network: Network) -> str:
-        """The name of the network's bridge interface."""
+    def host_interface(self, network: Network) -> str:
+        """The host interface the network's traffic enters through (its bridge); "" if none."""
+        ...
+
+    def driver(self, network: Network) -> Driver:
+        """The network's driver (its capabilities and its part of the CNI result)."""
         ...
 
     def check_netns(self, path: str) -> None:

@@ -20,7 +20,7 @@ from netd.names import (
     parse_tag,
     teardown_rank,
 )
-from netd.reconcile import plan_orphans
+from netd.reconcile.plan import Expected, plan_orphans
 
 NET_ID = "abcdef0123456789" * 4
 ROOT = Path(__file__).resolve().parents[2] / "netd"
@@ -97,7 +97,7 @@ def test_orphans_are_removed_endpoints_first() -> None:
         Tag.for_link("parent", NET_ID).text: "eth0.10",
         "netd:junk:x": "weird0",
     }
-    order = [name for name, _ in plan_orphans(tagged, [], [])]
+    order = [name for name, _ in plan_orphans(tagged, Expected({}, frozenset()))]
     assert order == ["nv1", "nd-abcdef012345", "eth0.10", "weird0"]
     assert teardown_rank("netd:a:eth0:c1") < teardown_rank("netd:a") < teardown_rank("x")
 
