@@ -30,10 +30,20 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from .. import __version__
+from ..cni.backend import BackendProxy
+from ..core.dns_publish import NullDns
 from ..errors import InvalidInput, NetdError, NotFound
 from ..logs import make_request_id_middleware
 from ..metrics import Metrics
-from ..model import AttachRequest, Caller, NetworkSpec, PortMapping, SubnetRequest
+from ..model import (
+    AttachRequest,
+    Caller,
+    Endpoint,
+    Network,
+    NetworkSpec,
+    PortMapping,
+    SubnetRequest,
+)
 from ..names import check_container_id
 from ..security.rootless import OwnerScope
 from ..service import Service
@@ -312,8 +322,8 @@ async def dns_lookup(request: web.Request) -> web.Response:
     svc = _service(request)
     if network is not None:
         network = svc.find_network(network).id
-    lookup = getattr(svc.dns, "lookup", None)
-    if lookup is None:
+    lookup = svc.dns.lookup
+    if isinstance(svc.dns, NullDns):
         raise NotFound("DNS is disabled in this daemon", field="name", value=name)
     if network is None and isinstance(svc, OwnerScope):
         # Confined: the host-wide view would show other users' containers.
@@ -325,17 +335,15 @@ async def dns_lookup(request: web.Request) -> web.Response:
     return web.json_response({"name": name, "addresses": addresses})
 
 
-class _CniBackend:
+class _CniBackend(BackendProxy):
     """The service as seen by the CNI handler: attachments it makes are marked origin=cni."""
 
     def __init__(self, service: Service | OwnerScope, caller: Caller | None) -> None:
+        super().__init__(service)
         self._svc = service
         self._caller = caller
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._svc, name)
-
-    async def attach(self, req: AttachRequest, *, plumb: bool = True) -> Any:
+    async def attach(self, req: AttachRequest, *, plumb: bool = True) -> tuple[Network, Endpoint]:
         req = dataclasses.replace(req, origin="cni")
         return await self._svc.attach(req, plumb=plumb, caller=self._caller)
 
