@@ -46,7 +46,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .core.dns_publish import DnsSink
 from .errors import ConfigError
 from .model import Network
 
@@ -59,12 +58,20 @@ log = logging.getLogger(__name__)
 _OP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+class QueryStats(Protocol):
+    """The part of the DNS seam (``netd.core.dns_publish.DnsSink``) the DNS counters read."""
+
+    def query_stats(self) -> dict[str, Any] | None:
+        """The DNS workers' counters (None when DNS does not run)."""
+        ...
+
+
 class MetricsSource(Protocol):
     """What the gauges read from the service at scrape time (``netd.service.Service``)."""
 
     @property
-    def dns(self) -> DnsSink:
-        """The DNS seam; its ``query_stats()`` feeds the DNS counters."""
+    def dns(self) -> QueryStats:
+        """The DNS seam."""
         ...
 
     def list_networks(self) -> list[Network]:

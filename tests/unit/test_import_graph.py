@@ -230,7 +230,9 @@ def test_only_the_command_line_imports_the_daemon() -> None:
 def test_domain_core_does_not_import_the_web_framework() -> None:
     graph = import_graph(module_level_only=True)
     core = [m for m in graph if _under(m, CORE)]
-    assert "netd.service" in core and "netd.ipam.index" in core
+    assert {"netd.service", "netd.core.state", "netd.ipam.index", "netd.reconcile.plan"} <= set(
+        core
+    )
     leaks = []
     for module in core:
         via = reachable(graph, module)
