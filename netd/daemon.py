@@ -23,7 +23,7 @@ import socket
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -36,6 +36,10 @@ from .ipam.subnets import parse_pool, ula_from_machine_id
 from .requirements import require
 from .security.hostports import refuse_ports_in_use
 from .service import Service
+from .store.base import Store
+
+if TYPE_CHECKING:
+    from .dns.manager import DnsManager
 
 log = logging.getLogger("netd.daemon")
 SD_LISTEN_FDS_START = 3
@@ -150,7 +154,7 @@ def _machine_id() -> str:
     return socket.gethostname()
 
 
-def make_dns(config: Config) -> Any:
+def make_dns(config: Config) -> DnsManager:
     """The DNS manager (unprivileged worker process) configured from the daemon config.
 
     Its workers are detached, recorded in ``<state_dir>/dns``, so they outlive the daemon.
@@ -175,7 +179,7 @@ def validate_netns_path(path: str, inode: int = 0) -> None:
     os.close(open_netns(path, inode))
 
 
-def build_service(config: Config) -> tuple[Service, Any, Any]:
+def build_service(config: Config) -> tuple[Service, Store, DnsManager]:
     """Construct the service, its store and its DNS manager from the config."""
     from .drivers import get_driver
     from .firewall import make_firewall
@@ -235,9 +239,9 @@ def _link_watcher(service: Service) -> Any:
     """Repair a deleted bridge or veth from link events, not only at the next periodic pass."""
     from .link_watch import LinkWatcher
 
-    def state() -> tuple[list[Any], list[Any]]:
+    def state() -> tuple[list[Any], Any]:
         # Endpoints being attached or detached are left out: their links come and go by netd.
-        return service.list_networks(), service.settled_endpoints()
+        return service.list_networks(), service.expected(settled_only=True)
 
     return LinkWatcher(service.reconcile, state).start()
 

@@ -430,7 +430,7 @@ def check_namespaces(status: dict[str, Any] | None) -> list[Finding]:
     """Endpoints whose namespace is gone (reaped) or unmounted but alive (``/v1/status``)."""
     if status is None or "netns_gone" not in status:
         return []  # no daemon, or one that predates reaping
-    from .reap_report import gone_line, held_line
+    from .reconcile.reap_report import gone_line, held_line
 
     gone, held = status.get("netns_gone") or [], status.get("netns_held") or []
     grace = status.get("reap_grace")

@@ -30,8 +30,8 @@ import struct
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from .model import Endpoint, Network
-from .reconcile import expected_tags
+from .model import Network
+from .reconcile.plan import Expected
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +90,11 @@ def network_prefix(tag: str) -> str:
 
 
 def networks_to_repair(
-    tags: Iterable[str], networks: Iterable[Network], endpoints: Iterable[Endpoint]
+    tags: Iterable[str], networks: Iterable[Network], expected: Expected
 ) -> set[str]:
     """Ids of the networks whose deleted links (by tag) the records still expect."""
     networks = list(networks)
-    want = expected_tags(networks, endpoints)
+    want = expected.tags
     ids = set()
     for tag in tags:
         if tag not in want:
@@ -126,7 +126,7 @@ def open_link_events() -> socket.socket | None:
 
 
 Reconcile = Callable[[set[str] | None], Awaitable[object]]
-State = Callable[[], tuple[list[Network], list[Endpoint]]]
+State = Callable[[], tuple[list[Network], Expected]]
 
 
 class LinkWatcher:
@@ -198,8 +198,8 @@ class LinkWatcher:
             # over the whole network for that.
             tags = {tag for tag, name in deleted.items() if not _exists(name)}
             full, self._full = self._full, False
-            networks, endpoints = self._state()
-            ids = None if full else networks_to_repair(tags, networks, endpoints)
+            networks, expected = self._state()
+            ids = None if full else networks_to_repair(tags, networks, expected)
             if ids is not None and not ids:
                 continue
             names = "every network" if ids is None else ", ".join(sorted(i[:12] for i in ids))

@@ -75,14 +75,14 @@ class DnsCollector(Collector):
     """
 
     def __init__(self) -> None:
-        self.source: Callable[[], dict[str, Any]] | None = None
+        self.source: Callable[[], dict[str, Any] | None] | None = None
 
     def collect(self) -> Iterator[Metric]:
         """Yield the four DNS families (zero until DNS runs)."""
         stats: dict[str, Any] = {}
         if self.source is not None:
             try:
-                stats = self.source()
+                stats = self.source() or {}
             except Exception:  # a scrape must not fail because a worker is restarting
                 log.warning("reading DNS query counters failed", exc_info=True)
         queries = CounterMetricFamily(
@@ -205,7 +205,7 @@ class Metrics:
     def bind_service(self, service: Service) -> None:
         """Read IPAM gauges and DNS counters from ``service`` from now on."""
         self.ipam.service = service
-        self.dns.source = getattr(service.dns, "query_stats", None)
+        self.dns.source = service.dns.query_stats
 
     def observe_cni(self, command: str, ok: bool, seconds: float) -> None:
         """Count one CNI call and its duration."""

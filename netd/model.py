@@ -21,7 +21,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 Protocol_ = Literal["tcp", "udp", "sctp"]
-EndpointState = Literal["creating", "ready", "deleting", "gone"]  # gone: see netd.reap
+EndpointState = Literal["creating", "ready", "deleting", "gone"]  # gone: see netd.reconcile.reap
 # Who made an endpoint: a CNI runtime (subject to CNI GC) or the API/CLI/compose (never GC'd).
 Origin = Literal["cni", "api", "compose"]
 
@@ -116,7 +116,8 @@ class Endpoint:
     # The namespace's nsfs inode when plumbed (0: not recorded): a path that later leads to
     # another namespace (a reused /proc/<pid>) is never configured or torn down in its name.
     netns_inode: int = 0
-    # state "gone": when the reaper found the namespace gone for good (wall clock; netd.reap).
+    # state "gone": when the reaper found the namespace gone for good (wall clock;
+    # netd.reconcile.reap).
     gone_since: float = 0.0
 
     @property

@@ -30,10 +30,20 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from .. import __version__
+from ..cni.backend import BackendProxy
+from ..core.dns_publish import NullDns
 from ..errors import InvalidInput, NetdError, NotFound
 from ..logs import make_request_id_middleware
 from ..metrics import Metrics, install
-from ..model import AttachRequest, Caller, NetworkSpec, PortMapping, SubnetRequest
+from ..model import (
+    AttachRequest,
+    Caller,
+    Endpoint,
+    Network,
+    NetworkSpec,
+    PortMapping,
+    SubnetRequest,
+)
 from ..names import check_container_id
 from ..security.rootless import Confinement, OwnerScope
 from ..service import Service
@@ -160,7 +170,7 @@ async def list_networks(request: web.Request) -> web.Response:
     """All networks."""
     svc = _service(request)
     return web.json_response(
-        [schemas.network_out(n, svc.bridge_for(n)) for n in svc.list_networks()]
+        [schemas.network_out(n, svc.host_interface(n)) for n in svc.list_networks()]
     )
 
 
@@ -182,7 +192,7 @@ async def create_network(request: web.Request) -> web.Response:
     )
     svc = _service(request)
     net = await svc.create_network(spec, request[CALLER])
-    return web.json_response(schemas.network_out(net, svc.bridge_for(net)), status=201)
+    return web.json_response(schemas.network_out(net, svc.host_interface(net)), status=201)
 
 
 async def inspect_network(request: web.Request) -> web.Response:
@@ -191,11 +201,11 @@ async def inspect_network(request: web.Request) -> web.Response:
 
     svc = _service(request)
     net = svc.find_network(request.match_info["name"])
-    bridge, endpoints = svc.bridge_for(net), svc.endpoints(net)
+    bridge, endpoints = svc.host_interface(net), svc.endpoints(net)
     out = schemas.network_out(net, bridge, endpoints, svc.utilisation(net))
     if request.query.get("plumbing", "1") not in ("0", "false", "no"):
         out["plumbing"] = await asyncio.to_thread(
-            plumbing, net, bridge, endpoints, svc.firewall, svc.dns
+            plumbing, net, svc.driver(net), endpoints, svc.firewall, svc.dns
         )
     return web.json_response(out)
 
@@ -313,8 +323,8 @@ async def dns_lookup(request: web.Request) -> web.Response:
     svc = _service(request)
     if network is not None:
         network = svc.find_network(network).id
-    lookup = getattr(svc.dns, "lookup", None)
-    if lookup is None:
+    lookup = svc.dns.lookup
+    if isinstance(svc.dns, NullDns):
         raise NotFound("DNS is disabled in this daemon", field="name", value=name)
     if network is None and isinstance(svc, OwnerScope):
         # Confined: the host-wide view would show other users' containers.
@@ -326,17 +336,15 @@ async def dns_lookup(request: web.Request) -> web.Response:
     return web.json_response({"name": name, "addresses": addresses})
 
 
-class _CniBackend:
+class _CniBackend(BackendProxy):
     """The service as seen by the CNI handler: attachments it makes are marked origin=cni."""
 
     def __init__(self, service: Service | OwnerScope, caller: Caller | None) -> None:
+        super().__init__(service)
         self._svc = service
         self._caller = caller
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._svc, name)
-
-    async def attach(self, req: AttachRequest, *, plumb: bool = True) -> Any:
+    async def attach(self, req: AttachRequest, *, plumb: bool = True) -> tuple[Network, Endpoint]:
         req = dataclasses.replace(req, origin="cni")
         return await self._svc.attach(req, plumb=plumb, caller=self._caller)
 

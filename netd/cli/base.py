@@ -167,7 +167,7 @@ def status(obj: Ctx, fmt: str) -> None:
         for key in ("version", "ready", "reason", "pid", "networks", "endpoints", "firewall"):
             if key in data:
                 click.echo(f"{key + ':':<11}{data[key]}")
-        from ..reap_report import status_lines
+        from ..reconcile.reap_report import status_lines
 
         for line in status_lines(data):
             click.echo(line)

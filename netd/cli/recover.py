@@ -1,6 +1,6 @@
 """`netd recover`: rebuild a lost or corrupt state database from the kernel (daemon stopped).
 
-What it does not do: the scanning and rebuilding itself (``netd.recover``).
+What it does not do: the scanning and rebuilding itself (``netd.reconcile.recover``).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def recover(
     """
     from ..config import DEFAULT_CONFIG, load_config
     from ..errors import NetdError
-    from ..recover import recover as run_recover
+    from ..reconcile.recover import recover as run_recover
 
     try:
         # The config is read even with --state-dir when it exists: it may put the copy elsewhere.

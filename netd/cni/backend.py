@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..drivers.base import Driver
 from ..model import AttachRequest, Endpoint, Network, NetworkSpec
 
 
@@ -51,8 +52,12 @@ class CniBackend(Protocol):
         """The DNS for containers on ``network``: ``{"nameservers": [...], "search": [...]}``."""
         ...
 
-    def bridge_for(self, network: Network) -> str:
-        """The name of the network's bridge interface."""
+    def host_interface(self, network: Network) -> str:
+        """The host interface the network's traffic enters through (its bridge); "" if none."""
+        ...
+
+    def driver(self, network: Network) -> Driver:
+        """The network's driver (its capabilities and its part of the CNI result)."""
         ...
 
     def check_netns(self, path: str) -> None:
@@ -62,3 +67,56 @@ class CniBackend(Protocol):
         the network an inline definition would create).
         """
         ...
+
+
+class BackendProxy:
+    """A :class:`CniBackend` that forwards every call to ``inner``; subclasses override the one
+    or two calls they change (the API marks CNI attachments, the spool replay guards DEL).
+    Explicit methods, not ``__getattr__``, so mypy checks the seam."""
+
+    def __init__(self, inner: CniBackend) -> None:
+        self.inner = inner
+
+    async def get_network(self, name: str) -> Network:
+        """Forwarded."""
+        return await self.inner.get_network(name)
+
+    async def ensure_network(self, spec: NetworkSpec) -> Network:
+        """Forwarded."""
+        return await self.inner.ensure_network(spec)
+
+    async def attach(self, req: AttachRequest, *, plumb: bool = True) -> tuple[Network, Endpoint]:
+        """Forwarded."""
+        return await self.inner.attach(req, plumb=plumb)
+
+    async def detach(self, network: str, container_id: str, ifname: str, netns: str | None) -> None:
+        """Forwarded."""
+        await self.inner.detach(network, container_id, ifname, netns)
+
+    async def check(self, network: str, container_id: str, ifname: str, netns: str) -> None:
+        """Forwarded."""
+        await self.inner.check(network, container_id, ifname, netns)
+
+    async def gc(self, network: str, valid: set[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Forwarded."""
+        return await self.inner.gc(network, valid)
+
+    async def status(self) -> None:
+        """Forwarded."""
+        await self.inner.status()
+
+    def dns_for(self, network: Network) -> dict[str, list[str]]:
+        """Forwarded."""
+        return self.inner.dns_for(network)
+
+    def host_interface(self, network: Network) -> str:
+        """Forwarded."""
+        return self.inner.host_interface(network)
+
+    def driver(self, network: Network) -> Driver:
+        """Forwarded."""
+        return self.inner.driver(network)
+
+    def check_netns(self, path: str) -> None:
+        """Forwarded."""
+        self.inner.check_netns(path)

@@ -12,10 +12,12 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field, replace
 
-from ..drivers.ipam import is_ipam_only
+from ..drivers.base import Driver
+from ..drivers.ipam import IPAM_DRIVER, IpamOnlyDriver
+from ..drivers.null import NullDriver
 from ..errors import AddressExhausted, Conflict, InvalidInput, KernelError, NotFound, Unavailable
 from ..model import AttachRequest, Endpoint, Network, NetworkSpec, Subnet
-from ..names import bridge_name, host_veth_name
+from ..names import host_veth_name
 from ..options import stored_options
 
 DEFAULT_SUBNET = "10.99.0.0/24"
@@ -37,6 +39,8 @@ class FakeCniBackend:
     broken: dict[tuple[str, str], str] = field(default_factory=dict)  # key -> CHECK problem
     attach_error: Exception | None = None  # raised by the next attach, then cleared
     calls: list[tuple[str, object]] = field(default_factory=list)
+    _null: NullDriver = field(default_factory=NullDriver)
+    _ipam: IpamOnlyDriver = field(default_factory=IpamOnlyDriver)
 
     def add_network(self, network: Network) -> Network:
         """Seed a network directly."""
@@ -206,11 +210,15 @@ class FakeCniBackend:
         servers = [str(s.gateway) for s in network.subnets[:1] if s.gateway]
         return {"nameservers": servers, "search": [f"{network.name}.netd"]}
 
-    def bridge_for(self, network: Network) -> str:
+    def host_interface(self, network: Network) -> str:
         """Option ``bridge`` or the deterministic default ("" for an IPAM-only network)."""
-        if is_ipam_only(network):
-            return ""
-        return network.opts.driver.get("bridge") or bridge_name(network.id)
+        return self.driver(network).host_interface(network)
+
+    def driver(self, network: Network) -> Driver:
+        """A kernel-free driver standing in for the network's (IPAM-only stays IPAM-only)."""
+        if network.driver == IPAM_DRIVER:
+            return self._ipam
+        return self._null
 
     def check_netns(self, path: str) -> None:
         """Only absolute paths (the real check opens the namespace file)."""

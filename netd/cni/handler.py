@@ -107,7 +107,8 @@ async def _network(call: CniCall, backend: CniBackend, *, create: bool = True) -
                 f"{exc.message}",
                 f"netd error code: {exc.code}",
             ) from exc
-    problems = conflicts(network, definition, backend.bridge_for(network))
+    plumbs = backend.driver(network).capabilities.plumbs
+    problems = conflicts(network, definition, backend.host_interface(network), plumbs)
     if problems:
         raise CniError(
             spec.INVALID_CONFIG,
@@ -126,12 +127,14 @@ async def _add(call: CniCall, backend: CniBackend) -> dict[str, Any]:
     network, endpoint = await backend.attach(
         attach_request(call, options), plumb=not call.ipam_only
     )
+    driver = backend.driver(network)
+    interfaces = [] if call.ipam_only else driver.cni_interfaces(network, endpoint)
     return build_result(
         call.version,
         network,
         endpoint,
         dns=build_dns(backend.dns_for(network), options.dns_searches, options.dns_options),
-        ipam_only=call.ipam_only,
+        interfaces=interfaces,
         # As the main plugin netd installs the routes itself: only defaults, already listed.
         extra_routes=routes if call.ipam_only else (),
     )

@@ -18,7 +18,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from ..drivers.ipam import IPAM_DRIVER, is_ipam_only
+from ..drivers.ipam import IPAM_DRIVER
 from ..model import Network, NetworkSpec, SubnetRequest
 from . import spec
 from .config import invalid
@@ -208,10 +208,15 @@ def to_spec(name: str, definition: NetDefinition) -> NetworkSpec:
     )
 
 
-def conflicts(network: Network, definition: NetDefinition, bridge: str) -> list[str]:
-    """Every way ``definition`` disagrees with the existing ``network`` (empty: it agrees)."""
+def conflicts(
+    network: Network, definition: NetDefinition, bridge: str, plumbs: bool = True
+) -> list[str]:
+    """Every way ``definition`` disagrees with the existing ``network`` (empty: it agrees).
+
+    ``plumbs``: whether netd makes the network's interfaces (its driver's capabilities).
+    """
     problems = []
-    if definition.ipam_only != is_ipam_only(network):
+    if definition.ipam_only == plumbs:
         problems.append(
             f"mode: netd as the IPAM plugin of another main plugin in the config, a bridge "
             f"network with netd's own bridge {bridge} in netd (use a network created for IPAM "

@@ -24,10 +24,11 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import NotFound
 from . import spool
+from .backend import BackendProxy
 from .handler import handle_cni
 from .spec import TRY_AGAIN_LATER
 
@@ -39,17 +40,15 @@ INTERVAL = 2.0  # seconds between looks at the spool while serving (one director
 STALE_TEMP = 60.0  # a temporary file this old was left by a plugin that died mid-write
 
 
-class _ReplayBackend:
+class _ReplayBackend(BackendProxy):
     """The service as the handler sees it for one spooled DEL (only ``detach`` differs)."""
 
     def __init__(self, service: Service, spooled_at: float, netns_inode: int) -> None:
+        super().__init__(service)
         self._svc = service
         self._spooled_at = spooled_at
         self._netns_inode = netns_inode
         self.skipped = ""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._svc, name)
 
     async def detach(self, network: str, container_id: str, ifname: str, netns: str | None) -> None:
         """``Service.detach``, unless the attachment is newer than the DEL."""

@@ -19,11 +19,10 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
+from ..drivers.base import CniInterface
 from ..model import Endpoint, IPAddress, Network
 from .netdef import Route
 from .spec import version_key
-
-CONTAINER_INTERFACE = 1  # index in ``interfaces``: [0] host veth, [1] container side
 
 
 def is_legacy(version: str) -> bool:
@@ -85,28 +84,27 @@ def build_result(
     endpoint: Endpoint,
     *,
     dns: dict[str, Any],
-    ipam_only: bool = False,
+    interfaces: Sequence[CniInterface] = (),
     extra_routes: Sequence[Route] = (),
 ) -> dict[str, Any]:
-    """The ADD result for ``endpoint`` in the format of ``version``."""
+    """The ADD result for ``endpoint`` in the format of ``version``.
+
+    ``interfaces`` is the driver's part (``Driver.cni_interfaces``): none for an IPAM-only
+    attachment, host veth and container side for the bridge, the container side alone for
+    macvlan. Each address names the container's interface by its index, when there is one.
+    """
     legacy = is_legacy(version)
     result: dict[str, Any] = {"cniVersion": version}
-    if not ipam_only:
-        host: dict[str, str] = {"name": endpoint.host_ifname}
-        if endpoint.host_mac:
-            host["mac"] = endpoint.host_mac
-        container: dict[str, str] = {"name": endpoint.ifname}
-        if endpoint.mac:
-            container["mac"] = endpoint.mac
-        container["sandbox"] = endpoint.netns
-        result["interfaces"] = [host, container]
+    container_index = next((i for i, x in enumerate(interfaces) if x.container), None)
+    if interfaces:
+        result["interfaces"] = [x.to_json() for x in interfaces]
     ips = []
     for address in endpoint.addresses:
         entry: dict[str, Any] = {}
         if legacy:
             entry["version"] = str(address.version)
-        if not ipam_only:
-            entry["interface"] = CONTAINER_INTERFACE
+        if container_index is not None:
+            entry["interface"] = container_index
         entry["address"] = str(address)
         gateway = gateway_of(network, address)
         if gateway is not None:

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from ..errors import InvalidInput
 from ..model import Endpoint, Network
 
 # Where a driver's containers find netd's DNS: on the network's gateway addresses in the host
@@ -153,10 +154,13 @@ class Driver(Protocol):
         ...
 
 
-def no_options(options: Mapping[str, str], driver: str) -> dict[str, str]:
-    """Helper for drivers that take no options: {} or InvalidInput naming the first one."""
-    from ..errors import InvalidInput
-
-    for key, value in options.items():
-        raise InvalidInput(f"options.{key}", value, f"driver {driver!r} takes no such option")
-    return {}
+def not_plumbed(network: Network) -> InvalidInput:
+    """The error for a request that would have netd plumb an interface on a network whose
+    driver makes none (``Capabilities.plumbs`` False: an IPAM-only network)."""
+    return InvalidInput(
+        "network",
+        network.name,
+        f"is an IPAM-only network (driver {network.driver}): netd allocates its addresses but "
+        "another CNI plugin creates its interfaces; attach containers through that plugin, or "
+        "use a bridge network",
+    )

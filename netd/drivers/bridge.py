@@ -25,6 +25,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -32,6 +33,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from .. import faults
 from ..errors import ConfigError, InvalidInput, KernelError, NetdError
 from ..kernel import links
+from ..kernel.linkstate import links_state
 from ..kernel.netns import iproute_in_fd, is_initial_netns, netlink_socket_in, open_netns
 from ..kernel.rtnl import (
     LOOPBACK_IFINDEX,
@@ -43,15 +45,16 @@ from ..kernel.rtnl import (
 )
 from ..kernel.sysctl import disable_ipv6_on, ensure_sysctl
 from ..model import Endpoint, IPAddress, Network
-from ..names import bridge_name, bridge_tag, check_ifname, endpoint_tag
+from ..names import bridge_name, bridge_tag, check_ifname, endpoint_tag, host_veth_name
 from ..options import parse_options
-from .base import EndpointStatus
+from .base import Capabilities, CniInterface, EndpointStatus
 from .bridge_options import BRIDGE_KEYS
 from .macs import bridge_mac, check_mac
 
 log = logging.getLogger(__name__)
 
 TAG_PREFIX = "netd:"
+_KINDS = ("bridge", "veth")  # the link kinds this driver makes in the host
 
 
 _BRIDGE_OPTION = BRIDGE_KEYS.accepted()["bridge"]
@@ -84,6 +87,7 @@ class BridgeDriver:
 
     name = "bridge"
     option_keys = BRIDGE_KEYS  # network-wide and firewall keys, and ``bridge``
+    capabilities = Capabilities(kernel_features=("bridge", "veth"))
 
     def __init__(self, *, allow_initial_netns: bool = False, reuse_host_socket: bool = True):
         """``allow_initial_netns``: the daemon manages the real host (production config only).
@@ -172,6 +176,42 @@ class BridgeDriver:
     def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
         """Canonical bridge options (:data:`option_keys`, rules in :mod:`netd.options`)."""
         return parse_options(options, self.option_keys).as_dict()
+
+    def available(self) -> str:
+        """Always: every kernel netd runs on has bridges and veths (doctor checks modules)."""
+        return ""
+
+    def host_interface(self, network: Network) -> str:
+        """The network's bridge: the firewall keys its rules on it."""
+        return bridge_for(network)
+
+    def endpoint_host_ifname(self, network: Network, container_id: str, ifname: str) -> str:
+        """The host veth's name (:func:`netd.names.host_veth_name`)."""
+        return host_veth_name(network.id, container_id, ifname)
+
+    def cni_interfaces(self, network: Network, endpoint: Endpoint) -> list[CniInterface]:
+        """The host veth, then the container's end (SPEC.md's order for a bridge plugin)."""
+        return [
+            CniInterface(endpoint.host_ifname, endpoint.host_mac or ""),
+            CniInterface(endpoint.ifname, endpoint.mac or "", endpoint.netns, container=True),
+        ]
+
+    def describe(self, network: Network, endpoints: list[Endpoint]) -> dict[str, Any]:
+        """The bridge's and each endpoint's host veth's link state (read-only)."""
+        bridge = bridge_for(network)
+        found = links_state([bridge, *(ep.host_ifname for ep in endpoints)])
+        if isinstance(found, str):
+            return {"error": found}
+        veths = []
+        for ep in endpoints:
+            state = dict(found[ep.host_ifname])
+            state.update(
+                container_id=ep.container_id,
+                ifname=ep.ifname,
+                on_bridge=state.get("master") == bridge,
+            )
+            veths.append(state)
+        return {"bridge": found[bridge], "veths": veths}
 
     def ensure_network(self, network: Network) -> None:
         """Bridge with alias, MTU, gateway addresses, up; forwarding sysctls on."""
@@ -378,12 +418,28 @@ class BridgeDriver:
 
     # --- reconciliation ---------------------------------------------------------------------
 
-    def list_tagged_links(self) -> dict[str, str]:
-        """``{ifalias tag: ifname}`` of every netd-tagged link (bridges and host veths)."""
+    def inventory(self) -> dict[str, str]:
+        """``{ifalias tag: ifname}`` of this driver's bridges and host veths."""
         with self._host() as ipr:
-            return links.tagged_links(ipr, TAG_PREFIX)
+            return links.tagged_links(ipr, TAG_PREFIX, kinds=_KINDS)
 
-    def remove_link(self, ifname: str) -> bool:
-        """Delete one link by name (reconciliation of orphans); False if already gone."""
+    def network_tags(self, network: Network) -> frozenset[str]:
+        """The bridge's tag."""
+        return frozenset({bridge_tag(network.id)})
+
+    def endpoint_tags(self, network: Network, endpoint: Endpoint) -> frozenset[str]:
+        """The host veth's tag (none for a record without a host veth)."""
+        if not endpoint.host_ifname:
+            return frozenset()
+        return frozenset({endpoint_tag(network.id, endpoint.container_id, endpoint.ifname)})
+
+    def remove_object(self, ifname: str) -> bool:
+        """Delete one of this driver's links found without a record; False if it is not one
+        (another kind, or not tagged as netd's) or already gone."""
         with self._host() as ipr:
+            link = links.get_link(ipr, ifname)
+            if link is None or links.link_kind(link) not in _KINDS:
+                return False
+            if not str(link.get_attr("IFLA_IFALIAS") or "").startswith(TAG_PREFIX):
+                return False
             return links.delete_link(ipr, ifname)

@@ -5,9 +5,9 @@ A CNI config that names another main plugin with ``"ipam": {"type": "netd"}`` (t
 addresses, nothing else. Such a network must hold no kernel object of netd's: no bridge (the main
 plugin makes its own, holding the same gateway address; a second bridge with that address
 breaks traffic on the first wherever br_netfilter is loaded), no veth, no firewall chain, no DNS
-listener. This driver is how the rest of netd knows: its kernel methods do nothing, attaching a
-namespace through it is refused, and :func:`is_ipam_only` tells the service, the reconciler and
-inspect to leave the firewall, the bridge and DNS out.
+listener. This driver is how the rest of netd knows: its capabilities say it plumbs nothing, has
+no firewall and no DNS, so the service, the reconciler and inspect leave all three out, and
+attaching a namespace through it is refused.
 
 It does not allocate anything itself (the service's IPAM does, as for every network).
 """
@@ -15,35 +15,24 @@ It does not allocate anything itself (the service's IPAM does, as for every netw
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from ..errors import InvalidInput
 from ..model import Endpoint, Network
 from ..options import parse_bool
-from .base import EndpointStatus
+from .base import Capabilities, CniInterface, EndpointStatus, not_plumbed
 
 IPAM_DRIVER = "ipam"
-
-
-def is_ipam_only(network: Network) -> bool:
-    """True when netd only allocates addresses on ``network`` (no kernel objects of its own)."""
-    return network.driver == IPAM_DRIVER
-
-
-def refuse_plumbing(network: Network) -> InvalidInput:
-    """The error for a request that would have netd plumb an interface on an IPAM-only network."""
-    return InvalidInput(
-        "network",
-        network.name,
-        "is an IPAM-only network (driver ipam): netd allocates its addresses but another CNI "
-        "plugin creates its interfaces; attach containers through that plugin, or use a bridge "
-        "network",
-    )
 
 
 class IpamOnlyDriver:
     """Implements :class:`netd.drivers.base.Driver` for networks another plugin plumbs."""
 
     name = IPAM_DRIVER
+    capabilities = Capabilities(
+        plumbs=False, firewall=False, port_mappings=False, icc=False, host_interface=False,
+        dns="none",
+    )  # fmt: skip
 
     def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
         """No options but ``dns=false``: netd serves no DNS where it owns no address.
@@ -72,7 +61,7 @@ class IpamOnlyDriver:
 
     def setup_endpoint(self, network: Network, endpoint: Endpoint) -> Endpoint:
         """Refused: netd does not plumb interfaces on an IPAM-only network."""
-        raise refuse_plumbing(network)
+        raise not_plumbed(network)
 
     def teardown_endpoint(self, network: Network, endpoint: Endpoint) -> list[str]:
         """Nothing: the main plugin removes its interfaces on DEL."""
@@ -81,3 +70,42 @@ class IpamOnlyDriver:
     def check_endpoint(self, network: Network, endpoint: Endpoint) -> EndpointStatus:
         """Always healthy: netd checks only the allocation of such endpoints."""
         return EndpointStatus()
+
+    def available(self) -> str:
+        """Always: it needs nothing from the kernel."""
+        return ""
+
+    def host_interface(self, network: Network) -> str:
+        """None: the main plugin's links are not netd's."""
+        return ""
+
+    def endpoint_host_ifname(self, network: Network, container_id: str, ifname: str) -> str:
+        """None."""
+        return ""
+
+    def inventory(self) -> dict[str, str]:
+        """Nothing of netd's in the kernel."""
+        return {}
+
+    def network_tags(self, network: Network) -> frozenset[str]:
+        """Nothing expected."""
+        return frozenset()
+
+    def endpoint_tags(self, network: Network, endpoint: Endpoint) -> frozenset[str]:
+        """Nothing expected."""
+        return frozenset()
+
+    def remove_object(self, ifname: str) -> bool:
+        """Owns no object."""
+        return False
+
+    def cni_interfaces(self, network: Network, endpoint: Endpoint) -> list[CniInterface]:
+        """None: an IPAM plugin's result has no interfaces (the main plugin adds them)."""
+        return []
+
+    def describe(self, network: Network, endpoints: list[Endpoint]) -> dict[str, Any]:
+        """Says who owns the links."""
+        return {"driver": self.name, "note": "IPAM only: another CNI plugin owns the links"}
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -15,7 +15,8 @@ from typing import Any
 
 from ..errors import InvalidInput, NetdError
 from ..model import Endpoint, Network
-from .base import EndpointStatus
+from ..names import bridge_name, host_veth_name
+from .base import Capabilities, CniInterface, EndpointStatus
 
 
 def _fake_mac(seed: str) -> str:
@@ -28,6 +29,7 @@ class NullDriver:
     """Implements :class:`netd.drivers.base.Driver`; ``calls`` lists (method, args) in order."""
 
     name = "null"
+    capabilities = Capabilities()  # behaves as a bridge would, without a kernel
 
     def __init__(self, failures: dict[str, NetdError] | None = None) -> None:
         """``failures`` maps a method name to the error that method raises (every time)."""
@@ -75,3 +77,46 @@ class NullDriver:
         """Always healthy."""
         self._record("check_endpoint", network, endpoint)
         return EndpointStatus()
+
+    def available(self) -> str:
+        """Always."""
+        return ""
+
+    def host_interface(self, network: Network) -> str:
+        """Option ``bridge`` or a deterministic name, as a bridge's (nothing is created)."""
+        return network.opts.driver.get("bridge") or bridge_name(network.id)
+
+    def endpoint_host_ifname(self, network: Network, container_id: str, ifname: str) -> str:
+        """A deterministic name, as a host veth's (nothing is created)."""
+        return host_veth_name(network.id, container_id, ifname)
+
+    def inventory(self) -> dict[str, str]:
+        """Nothing in the kernel."""
+        self._record("inventory")
+        return {}
+
+    def network_tags(self, network: Network) -> frozenset[str]:
+        """Nothing expected in the kernel."""
+        return frozenset()
+
+    def endpoint_tags(self, network: Network, endpoint: Endpoint) -> frozenset[str]:
+        """Nothing expected in the kernel."""
+        return frozenset()
+
+    def remove_object(self, ifname: str) -> bool:
+        """Owns no object."""
+        return False
+
+    def cni_interfaces(self, network: Network, endpoint: Endpoint) -> list[CniInterface]:
+        """Host side and container side, as a veth driver reports them."""
+        return [
+            CniInterface(endpoint.host_ifname, endpoint.host_mac or ""),
+            CniInterface(endpoint.ifname, endpoint.mac or "", endpoint.netns, container=True),
+        ]
+
+    def describe(self, network: Network, endpoints: list[Endpoint]) -> dict[str, Any]:
+        """Nothing in the kernel."""
+        return {"driver": self.name, "note": "touches no kernel object"}
+
+    def close(self) -> None:
+        """Nothing to release."""

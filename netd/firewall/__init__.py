@@ -55,9 +55,4 @@ def make_firewall(backend: str) -> Firewall:
 
 def show(backend: str) -> str:
     """The live ruleset of netd's tables/chains for ``backend``, as text."""
-    fw = make_firewall(backend)
-    text = getattr(fw, "show", None)
-    if text is None:
-        return "# firewall backend none: netd manages no rules\n"
-    result: str = text()
-    return result
+    return make_firewall(backend).show()

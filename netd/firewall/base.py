@@ -21,11 +21,18 @@ class Firewall(Protocol):
     # option that needs one the backend lacks is refused at create.
     capabilities: frozenset[str]
 
-    def ensure_network(self, network: Network, bridge: str) -> None:
-        """Add the network's rules/set elements (masquerade, isolation, internal)."""
+    def ensure_network(self, network: Network, iface: str) -> None:
+        """Add the network's rules/set elements (masquerade, isolation, internal).
+
+        ``iface`` is the host interface the network's traffic enters through, as its driver
+        names it (``Driver.host_interface``: the bridge). Only networks whose driver routes
+        through the host reach the firewall (``Capabilities.firewall``, netd.core.firewalling);
+        the nftables set that holds these interfaces keeps its historical name ``bridges`` so
+        rulesets written by older versions are adopted unchanged.
+        """
         ...
 
-    def remove_network(self, network: Network, bridge: str) -> None:
+    def remove_network(self, network: Network, iface: str) -> None:
         """Remove everything the network owns."""
         ...
 
@@ -38,7 +45,8 @@ class Firewall(Protocol):
         ...
 
     def sync(self, networks: list[tuple[Network, str]], endpoints: list[Endpoint]) -> None:
-        """Rebuild the whole ruleset from state in one transaction (start-up, repair)."""
+        """Rebuild the whole ruleset from state in one transaction (start-up, repair):
+        ``networks`` are (network, host interface) pairs."""
         ...
 
     def check(self) -> bool:
@@ -68,10 +76,10 @@ class NullFirewall:
     name = "none"
     capabilities: frozenset[str] = frozenset()
 
-    def ensure_network(self, network: Network, bridge: str) -> None:
+    def ensure_network(self, network: Network, iface: str) -> None:
         """Nothing to do."""
 
-    def remove_network(self, network: Network, bridge: str) -> None:
+    def remove_network(self, network: Network, iface: str) -> None:
         """Nothing to do."""
 
     def add_endpoint(self, network: Network, endpoint: Endpoint) -> None:

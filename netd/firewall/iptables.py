@@ -90,9 +90,9 @@ class IptablesFirewall:
 
     # --- the Firewall protocol -----------------------------------------------------------
 
-    def ensure_network(self, network: Network, bridge: str) -> None:
+    def ensure_network(self, network: Network, iface: str) -> None:
         """Render the network into netd's chains."""
-        policy = build_policy(network, bridge)
+        policy = build_policy(network, iface)
         with self._lock:
             new = self._state.copy()
             new.networks[network.id] = (network, policy)
@@ -100,11 +100,11 @@ class IptablesFirewall:
                 [(n, p.bridge) for n, p in new.networks.values()],
                 [ep for ep, _ in new.endpoints.values()],
             )
-            self._apply(new, f'adding iptables rules for network "{network.name}" ({bridge})')
+            self._apply(new, f'adding iptables rules for network "{network.name}" ({iface})')
             if not policy.internal and policy.subnets4:
-                enable_route_localnet(bridge)
+                enable_route_localnet(iface)
 
-    def remove_network(self, network: Network, bridge: str) -> None:
+    def remove_network(self, network: Network, iface: str) -> None:
         """Drop the network and its endpoints from netd's chains (the chains go with the last)."""
         with self._lock:
             if network.id not in self._state.networks:
@@ -113,7 +113,7 @@ class IptablesFirewall:
             for ep in new.endpoints_of(network.id):
                 new.drop_endpoint(endpoint_key(ep))
             del new.networks[network.id]
-            self._apply(new, f'removing iptables rules for network "{network.name}" ({bridge})')
+            self._apply(new, f'removing iptables rules for network "{network.name}" ({iface})')
 
     def add_endpoint(self, network: Network, endpoint: Endpoint) -> None:
         """Add the endpoint's DNAT rules; Conflict names a host port's holder."""

@@ -109,10 +109,10 @@ class NftablesFirewall:
 
     # --- the Firewall protocol ---------------------------------------------------------------
 
-    def ensure_network(self, network: Network, bridge: str) -> None:
+    def ensure_network(self, network: Network, iface: str) -> None:
         """Add the network's set elements (bridge, masquerade/SNAT, internal, DNS)."""
-        policy = build_policy(network, bridge)
-        op = f'adding firewall rules for network "{network.name}" (bridge {bridge})'
+        policy = build_policy(network, iface)
+        op = f'adding firewall rules for network "{network.name}" (bridge {iface})'
         with self._lock:
             old = self._state.policy(network.id)
             if old is not None and old != policy:
@@ -121,7 +121,7 @@ class NftablesFirewall:
                     (n, p.bridge) for n, p in self._state.networks.values() if n.id != network.id
                 ]
                 new = DesiredState.build(
-                    [*nets, (network, bridge)], [ep for ep, _ in self._state.endpoints.values()]
+                    [*nets, (network, iface)], [ep for ep, _ in self._state.endpoints.values()]
                 )
                 self._run(ruleset.build_ruleset_from_state(new), op)
                 self._state = new
@@ -133,9 +133,9 @@ class NftablesFirewall:
                 self._commit(change, ruleset.build_network_elements(policy), [], op)
             self._localnet(policy)
 
-    def remove_network(self, network: Network, bridge: str) -> None:
+    def remove_network(self, network: Network, iface: str) -> None:
         """Delete the network's and its endpoints' elements (the tables go with the last one)."""
-        op = f'removing firewall rules for network "{network.name}" (bridge {bridge})'
+        op = f'removing firewall rules for network "{network.name}" (bridge {iface})'
         with self._lock:
             policy = self._state.policy(network.id)
             if policy is None:

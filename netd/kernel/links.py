@@ -185,8 +185,9 @@ def delete_link(ipr: IPRoute, ifname: str) -> bool:
     return True
 
 
-def tagged_links(ipr: IPRoute, prefix: str) -> dict[str, str]:
-    """``{ifalias: ifname}`` for every link whose ifalias starts with ``prefix``."""
+def tagged_links(ipr: IPRoute, prefix: str, kinds: tuple[str, ...] | None = None) -> dict[str, str]:
+    """``{ifalias: ifname}`` for every link whose ifalias starts with ``prefix`` (and, with
+    ``kinds``, whose link kind is one of them: each driver lists only its own objects)."""
     out: dict[str, str] = {}
     try:
         links = list(ipr.link("dump"))
@@ -195,5 +196,7 @@ def tagged_links(ipr: IPRoute, prefix: str) -> dict[str, str]:
     for msg in links:
         alias = msg.get_attr("IFLA_IFALIAS")
         if alias and alias.startswith(prefix):
+            if kinds is not None and link_kind(msg) not in kinds:
+                continue
             out[alias] = msg.get_attr("IFLA_IFNAME")
     return out

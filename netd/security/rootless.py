@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..drivers.base import Driver
 from ..errors import Conflict, NetdError, NotFound, PermissionDenied
 from ..ipam.subnets import DefaultPool
 from ..model import (
@@ -299,9 +300,13 @@ class OwnerScope:
         """IPAM use of one of the owner's networks."""
         return self._svc.utilisation(self.find_network(network.id))
 
-    def bridge_for(self, network: Network) -> str:
-        """The bridge of a network."""
-        return self._svc.bridge_for(network)
+    def host_interface(self, network: Network) -> str:
+        """The host interface (bridge) of one of the owner's networks."""
+        return self._svc.host_interface(network)
+
+    def driver(self, network: Network) -> Driver:
+        """The driver of one of the owner's networks."""
+        return self._svc.driver(network)
 
     def dns_for(self, network: Network) -> dict[str, list[str]]:
         """resolv.conf contents for a container on the network."""

@@ -29,7 +29,7 @@ copy in commit order. A crash between the two leaves the copy one change behind 
 kernel decide what still exists when it does not. A failed copy write never fails the
 operation: it is logged and that network is rewritten whole at its next change.
 
-What it does not do: decide anything at recovery time (``netd.recover_copy``), or read the
+What it does not do: decide anything at recovery time (``netd.reconcile.recover_copy``), or read the
 kernel.
 """
 

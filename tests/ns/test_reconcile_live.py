@@ -3,7 +3,7 @@
 The daemon runs with ``reconcile_interval = 0.5``; the test breaks the kernel behind its back
 with ``ip`` (an address deleted inside a container, a host veth deleted, the bridge deleted, a
 namespace deleted) and checks from the kernel and with real pings that it heals: same address,
-same MAC. A deleted namespace is not "repaired": its endpoint is reaped (netd.reap), its
+same MAC. A deleted namespace is not "repaired": its endpoint is reaped (netd.reconcile.reap), its
 allocation kept for the grace period.
 """
 

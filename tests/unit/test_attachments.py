@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from service_kit import make_service
 
+from netd.drivers.bridge import BridgeDriver
 from netd.drivers.ipam import IpamOnlyDriver
 from netd.drivers.null import NullDriver
 from netd.errors import AlreadyConnected, Conflict, InvalidInput
 from netd.firewall.base import NullFirewall
 from netd.model import AttachRequest, Endpoint, Network, NetworkSpec, SubnetRequest
-from netd.reconcile import plan_links
+from netd.reconcile.plan import expected_from, plan_links
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -114,7 +115,7 @@ def test_ipam_only_network_has_no_firewall_bridge_or_dns(tmp_path: Path) -> None
         await svc.start()
         spec = NetworkSpec(name="web", driver="ipam", subnets=(SubnetRequest("10.55.0.0/24"),))
         net = await svc.create_network(spec)
-        assert not net.dns_enabled and svc.bridge_for(net) == ""
+        assert not net.dns_enabled and svc.host_interface(net) == ""
         assert svc.dns_for(net) == {"nameservers": [], "search": []}
         _, ep = await svc.attach(req(), plumb=False)
         assert str(ep.addresses[0]) == "10.55.0.2/24" and ep.host_ifname == ""
@@ -123,7 +124,7 @@ def test_ipam_only_network_has_no_firewall_bridge_or_dns(tmp_path: Path) -> None
             await svc.attach(req("c2"))
         assert [e.container_id for e in svc.endpoints(net)] == ["c1"]
         # The reconciler does not look for its bridge.
-        assert [a for a in await svc.reconcile() if a.kind == "missing_bridge"] == []
+        assert [a for a in await svc.reconcile() if a.kind == "missing_network"] == []
         await svc.detach("web", "c1", "eth0", None)
         await svc.remove_network("web")
         assert fw.calls == ["sync 0 0"]
@@ -156,5 +157,7 @@ def test_plan_links_skips_ipam_only_networks() -> None:
     subnets = (Subnet(ipaddress.ip_network("10.1.0.0/24"), ipaddress.ip_address("10.1.0.1")),)
     bridged = Network(id="a" * 64, name="b", driver="bridge", subnets=subnets)
     ipam = Network(id="b" * 64, name="i", driver="ipam", subnets=subnets)
-    actions = plan_links({}, [bridged, ipam], [])
-    assert [(a.kind, a.network_id) for a in actions] == [("missing_bridge", bridged.id)]
+    drivers = {"bridge": BridgeDriver(), "ipam": IpamOnlyDriver()}
+    expected = expected_from([bridged, ipam], [], lambda net: drivers[net.driver])
+    actions = plan_links({}, [bridged, ipam], expected)
+    assert [(a.kind, a.network_id) for a in actions] == [("missing_network", bridged.id)]

@@ -10,6 +10,7 @@ import pytest
 from netd.cni import spec
 from netd.cni.netdef import Route
 from netd.cni.result import build_dns, build_result
+from netd.drivers.bridge import BridgeDriver
 from netd.model import Endpoint, Network, Subnet
 
 # SPEC.md "Success" (1.1.0) and "Result" (0.4.0): the keys each object may carry.
@@ -39,11 +40,14 @@ EP = Endpoint(
     mac="02:88:77:66:55:44",
     host_mac="02:44:33:22:11:11",
 )
+IFACES = BridgeDriver().cni_interfaces(NET, EP)
 
 
 @pytest.mark.parametrize("version", spec.SUPPORTED_VERSIONS)
 def test_result_keys_follow_the_spec(version: str) -> None:
-    result = build_result(version, NET, EP, dns=build_dns({"nameservers": ["10.1.0.1"]}))
+    result = build_result(
+        version, NET, EP, dns=build_dns({"nameservers": ["10.1.0.1"]}), interfaces=IFACES
+    )
     json.dumps(result)
     assert set(result) == TOP and result["cniVersion"] == version
     for iface in result["interfaces"]:
@@ -61,7 +65,9 @@ def test_result_keys_follow_the_spec(version: str) -> None:
 
 def test_result_matches_the_spec_example_shape() -> None:
     """SPEC.md's ADD example, with netd's two interfaces instead of bridge's three."""
-    result = build_result("1.1.0", NET, EP, dns=build_dns({"nameservers": ["10.1.0.1"]}))
+    result = build_result(
+        "1.1.0", NET, EP, dns=build_dns({"nameservers": ["10.1.0.1"]}), interfaces=IFACES
+    )
     assert result == {
         "cniVersion": "1.1.0",
         "interfaces": [
@@ -78,7 +84,7 @@ def test_result_matches_the_spec_example_shape() -> None:
 
 
 def test_legacy_result_matches_the_0_4_0_example() -> None:
-    result = build_result("0.4.0", NET, EP, dns={})
+    result = build_result("0.4.0", NET, EP, dns={}, interfaces=IFACES)
     assert result["ips"][0] == {
         "version": "4",
         "interface": 1,
@@ -90,7 +96,7 @@ def test_legacy_result_matches_the_0_4_0_example() -> None:
 
 def test_ipam_result_has_no_interfaces_and_extra_routes_are_deduplicated() -> None:
     extra = (Route("0.0.0.0/0", "10.1.0.254"), Route("192.168.0.0/16"))
-    result = build_result("1.0.0", NET, EP, dns={}, ipam_only=True, extra_routes=extra)
+    result = build_result("1.0.0", NET, EP, dns={}, extra_routes=extra)
     assert "interfaces" not in result
     assert all("interface" not in ip for ip in result["ips"])
     assert result["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}, {"dst": "192.168.0.0/16"}]

@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import struct
 
+from netd.drivers.bridge import BridgeDriver
 from netd.link_watch import (
     IFLA_IFALIAS,
     IFLA_IFNAME,
@@ -17,6 +18,7 @@ from netd.link_watch import (
 )
 from netd.model import Endpoint, Network, Subnet
 from netd.names import bridge_tag, endpoint_tag
+from netd.reconcile.plan import Expected, expected_from
 
 RTM_NEWLINK = 16
 
@@ -43,6 +45,11 @@ OTHER = Network(id="cd" * 32, name="db", driver="bridge", subnets=())
 EP = Endpoint(NET.id, "c1", "eth0", "/run/netns/c1", "nv1", (), state="ready")
 
 
+def want(networks: list[Network], endpoints: list[Endpoint]) -> Expected:
+    """What the bridge driver expects in the kernel for these records."""
+    return expected_from(networks, endpoints, lambda net: BridgeDriver())
+
+
 def test_parses_only_dellink_with_name_and_alias() -> None:
     data = (
         message(RTM_NEWLINK, "nv1", "netd:x")
@@ -59,12 +66,14 @@ def test_parses_only_dellink_with_name_and_alias() -> None:
 
 def test_only_links_the_records_expect_are_repaired() -> None:
     veth = endpoint_tag(NET.id, "c1", "eth0")
-    assert networks_to_repair([bridge_tag(NET.id)], [NET, OTHER], [EP]) == {NET.id}
-    assert networks_to_repair([veth], [NET, OTHER], [EP]) == {NET.id}
+    assert networks_to_repair([bridge_tag(NET.id)], [NET, OTHER], want([NET, OTHER], [EP])) == {
+        NET.id
+    }
+    assert networks_to_repair([veth], [NET, OTHER], want([NET, OTHER], [EP])) == {NET.id}
     # Detached (record gone) or network removed: netd deleted it itself.
-    assert networks_to_repair([veth], [NET, OTHER], []) == set()
-    assert networks_to_repair([bridge_tag(NET.id)], [OTHER], []) == set()
-    assert networks_to_repair(["netd:someone-elses"], [NET], [EP]) == set()
+    assert networks_to_repair([veth], [NET, OTHER], want([NET, OTHER], [])) == set()
+    assert networks_to_repair([bridge_tag(NET.id)], [OTHER], want([OTHER], [])) == set()
+    assert networks_to_repair(["netd:someone-elses"], [NET], want([NET], [EP])) == set()
 
 
 def test_watcher_debounces_and_reconciles_the_networks() -> None:
@@ -74,7 +83,8 @@ def test_watcher_debounces_and_reconciles_the_networks() -> None:
         calls.append(ids)
 
     async def scenario() -> None:
-        watcher = LinkWatcher(reconcile, lambda: ([NET, OTHER], [EP]), debounce=0.01, gap=0.01)
+        state = ([NET, OTHER], want([NET, OTHER], [EP]))
+        watcher = LinkWatcher(reconcile, lambda: state, debounce=0.01, gap=0.01)
         veth = endpoint_tag(NET.id, "c1", "eth0")
         watcher._tags = {bridge_tag(NET.id): "nd-nosuchlink0", veth: "nv-nosuchlink0"}
         await watcher._run()

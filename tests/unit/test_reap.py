@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 from service_kit import make_service
 
+from netd.drivers.bridge import BridgeDriver
 from netd.errors import Conflict, InvalidInput
 from netd.model import AttachRequest, Endpoint, Network, NetworkSpec, PortMapping, SubnetRequest
 from netd.names import endpoint_tag
-from netd.reap import namespace_holders
-from netd.reap_report import status_lines
+from netd.reconcile.reap import namespace_holders
+from netd.reconcile.reap_report import status_lines
 from netd.service import Service
 
 
@@ -219,9 +220,12 @@ def test_live_namespace_is_never_reaped(tmp_path: Path) -> None:
         ]
         w.gone |= {e.netns for e in eps}
         tagged = {endpoint_tag(net.id, "veth", "eth0"): eps[2].host_ifname}
-        w.svc.drivers["bridge"].list_tagged_links = lambda: tagged  # type: ignore[attr-defined]
+        driver = w.svc.drivers["bridge"]
+        driver.inventory = lambda: tagged  # type: ignore[method-assign]
+        # The null driver expects no host link; this one stands in for the bridge's veths.
+        driver.endpoint_tags = BridgeDriver().endpoint_tags  # type: ignore[method-assign]
         for _ in range(2):
-            assert {a.kind for a in await w.svc.reconcile()} <= {"orphan_link", "missing_bridge"}
+            assert {a.kind for a in await w.svc.reconcile()} <= {"orphan_link", "missing_network"}
         assert set(w.states().values()) == {"ready"}
         assert set(w.firewall.ports) == {"run", "mnt", "veth", "noinode"}
         held = w.svc.reaper.status(w.svc.list_networks(), w.svc.endpoints)["netns_held"]

@@ -8,12 +8,21 @@ import ipaddress
 from pathlib import Path
 
 from netd.drivers.base import EndpointStatus
+from netd.drivers.bridge import BridgeDriver
 from netd.drivers.null import NullDriver
 from netd.errors import InvalidInput
 from netd.firewall.base import NullFirewall
 from netd.model import AttachRequest, Endpoint, Network, NetworkSpec, Subnet, SubnetRequest
 from netd.names import bridge_tag, endpoint_tag
-from netd.reconcile import endpoint_id, needs_check, plan_endpoints, plan_links, plan_orphans
+from netd.reconcile.plan import (
+    Expected,
+    endpoint_id,
+    expected_from,
+    needs_check,
+    plan_endpoints,
+    plan_links,
+    plan_orphans,
+)
 from netd.service import Service
 from netd.store.sqlite import SqliteStore
 
@@ -23,6 +32,14 @@ NET = Network(
     driver="bridge",
     subnets=(Subnet(ipaddress.ip_network("10.0.0.0/24"), ipaddress.ip_address("10.0.0.1")),),
 )
+BRIDGE = BridgeDriver()  # only its pure tag methods are used here
+
+
+def want(networks: list[Network], endpoints: list[Endpoint]) -> Expected:
+    """What the bridge driver expects in the kernel for these records."""
+    return expected_from(networks, endpoints, lambda net: BRIDGE)
+
+
 EP = Endpoint(
     network_id=NET.id,
     container_id="c1",
@@ -35,7 +52,7 @@ EP = Endpoint(
 
 def test_owned_links_are_kept() -> None:
     tagged = {bridge_tag(NET.id): "nd-aaaa", endpoint_tag(NET.id, "c1", "eth0"): "nv1"}
-    assert plan_orphans(tagged, [NET], [EP]) == []
+    assert plan_orphans(tagged, want([NET], [EP])) == []
 
 
 def test_orphans_found_veths_before_bridges() -> None:
@@ -45,7 +62,7 @@ def test_orphans_found_veths_before_bridges() -> None:
         endpoint_tag(NET.id, "gone", "eth1"): "nv8",
         bridge_tag(NET.id): "nd-aaaa",
     }
-    plan = plan_orphans(tagged, [NET], [EP])
+    plan = plan_orphans(tagged, want([NET], [EP]))
     assert [name for name, _ in plan] == ["nv8", "nv9", "nd-bbbb"]
 
 
@@ -54,7 +71,7 @@ def test_ipam_only_endpoints_expect_no_link() -> None:
         network_id=NET.id, container_id="c2", ifname="eth0", netns="", host_ifname="", addresses=()
     )
     tagged = {endpoint_tag(NET.id, "c2", "eth0"): "nvx"}
-    assert plan_orphans(tagged, [NET], [ep]) == [("nvx", endpoint_tag(NET.id, "c2", "eth0"))]
+    assert plan_orphans(tagged, want([NET], [ep])) == [("nvx", endpoint_tag(NET.id, "c2", "eth0"))]
 
 
 # --- periodic reconciliation: planning ---------------------------------------------------------
@@ -65,16 +82,16 @@ READY = dataclasses.replace(EP, state="ready")
 
 
 def test_nothing_to_do_when_kernel_matches() -> None:
-    assert plan_links(TAGGED, [NET], [READY]) == []
+    assert plan_links(TAGGED, [NET], want([NET], [READY])) == []
     assert plan_endpoints([READY], {KEY: []}, set()) == []
 
 
 def test_missing_bridge_planned_after_orphans() -> None:
     tagged = {endpoint_tag("b" * 64, "x", "eth0"): "nvx"}
-    plan = plan_links(tagged, [NET], [READY])
+    plan = plan_links(tagged, [NET], want([NET], [READY]))
     assert [(a.kind, a.ifname or a.network_id) for a in plan] == [
         ("orphan_link", "nvx"),
-        ("missing_bridge", NET.id),
+        ("missing_network", NET.id),
     ]
     assert "web" in plan[1].detail
 
@@ -99,8 +116,8 @@ def test_inflight_creating_and_ipam_only_endpoints_are_skipped() -> None:
     problems = {KEY: ["host veth missing"]}
     assert plan_endpoints([READY], problems, {}, inflight={READY.key}) == []
     assert plan_endpoints([EP], problems, {}) == []  # state "creating"
-    ipam_only = dataclasses.replace(READY, host_ifname="")
-    assert plan_endpoints([ipam_only], problems, {}) == []
+    # (An IPAM-only network's endpoints never reach the plan: the reconciler skips networks
+    # whose driver makes no interface, test_attachments.)
     assert needs_check(READY, set()) and not needs_check(READY, {READY.key})
 
 
@@ -116,10 +133,16 @@ class BrokenDriver(NullDriver):
         self.broken: set[str] = set()
         self.removed: list[str] = []
 
-    def list_tagged_links(self) -> dict[str, str]:
+    def inventory(self) -> dict[str, str]:
         return dict(self.tagged)
 
-    def remove_link(self, ifname: str) -> bool:
+    def network_tags(self, network: Network) -> frozenset[str]:
+        return BRIDGE.network_tags(network)
+
+    def endpoint_tags(self, network: Network, endpoint: Endpoint) -> frozenset[str]:
+        return BRIDGE.endpoint_tags(network, endpoint)
+
+    def remove_object(self, ifname: str) -> bool:
         self.removed.append(ifname)
         return True
 
@@ -166,7 +189,7 @@ def test_service_reconcile_repairs_and_keeps_addresses(tmp_path: Path) -> None:
         gone.add("/run/netns/b")
         driver.calls.clear()
         done = await svc.reconcile()
-        assert [x.kind for x in done] == ["missing_bridge", "endpoint"]
+        assert [x.kind for x in done] == ["missing_network", "endpoint"]
         setups = [args[1] for name, args in driver.calls if name == "setup_endpoint"]
         assert [(e.container_id, e.addresses, e.mac) for e in setups] == [
             ("ca", a.addresses, a.mac)

@@ -20,7 +20,7 @@ from netd.firewall.base import NullFirewall
 from netd.firewall.drift import Drift, element_text, find_drift
 from netd.firewall.state import DesiredState
 from netd.model import Endpoint, Network, PortMapping, Subnet
-from netd.reconcile import endpoint_id, plan_firewall
+from netd.reconcile.plan import endpoint_id, plan_firewall
 from netd.service import Service
 from netd.store.sqlite import SqliteStore
 
@@ -222,7 +222,7 @@ def test_service_re_adds_lost_elements_and_after_every_re_plumb(tmp_path: Path) 
         driver.broken = {"c1"}
         del driver.tagged[bridge_tag(network.id)]
         done = await svc.reconcile()
-        assert [a.kind for a in done] == ["missing_bridge", "endpoint"]
+        assert [a.kind for a in done] == ["missing_network", "endpoint"]
         assert fw.calls == [("ensure_network", "app"), ("add_endpoint", "c1")]
 
     asyncio.run(scenario())

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from netd import recover as rec
 from netd.errors import ConfigError
 from netd.names import bridge_name
-from netd.recover import Peer, Scan, TaggedVeth, build_records, cursors_for, parse_tag
+from netd.reconcile import recover as rec
+from netd.reconcile.recover import Peer, Scan, TaggedVeth, build_records, cursors_for, parse_tag
 from netd.store.sqlite import SqliteStore
 
 NET_ID = "ab" * 32

@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 from test_store_records import make_endpoint, make_network
 
-from netd import recover as rec
 from netd.cli.main import cli
 from netd.model import Endpoint, Network, Subnet
 from netd.names import bridge_name, endpoint_tag, host_veth_name
-from netd.recover import Peer, Scan, TaggedVeth, build_records, parse_tag
-from netd.recover_copy import tag_key
+from netd.reconcile import recover as rec
+from netd.reconcile.recover import Peer, Scan, TaggedVeth, build_records, parse_tag
+from netd.reconcile.recover_copy import tag_key
 from netd.store.mirror import CopyContents, CopyWriter
 from netd.store.sqlite import SqliteStore
 

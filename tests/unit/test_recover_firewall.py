@@ -23,7 +23,7 @@ from netd.firewall.iptables_rules import Existing, build_render, build_restore
 from netd.firewall.readback import FirewallFacts, parse_iptables_save, parse_nft
 from netd.firewall.state import DesiredState
 from netd.model import PortMapping
-from netd.recover import Peer, Scan, TaggedVeth, build_records
+from netd.reconcile.recover import Peer, Scan, TaggedVeth, build_records
 
 GOLDEN = Path(__file__).parent / "golden"
 IP, IF = ipaddress.ip_address, ipaddress.ip_interface

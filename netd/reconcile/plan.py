@@ -14,31 +14,53 @@ endpoint whose namespace is gone for good is reaped by :mod:`netd.reap`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from .drivers.ipam import is_ipam_only
-from .model import Endpoint, Network
-from .names import bridge_tag, endpoint_tag
+from ..model import Endpoint, Network
 
-
-def expected_tags(networks: Iterable[Network], endpoints: Iterable[Endpoint]) -> set[str]:
-    """The ifalias tags of every link the records say should exist."""
-    tags = {bridge_tag(n.id) for n in networks}
-    tags |= {
-        endpoint_tag(ep.network_id, ep.container_id, ep.ifname)
-        for ep in endpoints
-        if ep.host_ifname
-    }
-    return tags
+if TYPE_CHECKING:
+    from ..drivers.base import Driver
 
 
-def plan_orphans(
-    tagged: dict[str, str], networks: Iterable[Network], endpoints: Iterable[Endpoint]
-) -> list[tuple[str, str]]:
-    """``(ifname, tag)`` of tagged links that no record owns, veths before bridges."""
-    want = expected_tags(networks, endpoints)
+@dataclass(frozen=True)
+class Expected:
+    """The host-side kernel objects the records call for, by tag, as the drivers name them
+    (``Driver.network_tags`` / ``endpoint_tags``): what reconcile compares inventories with."""
+
+    networks: Mapping[str, frozenset[str]]  # network id -> tags of its own objects
+    endpoints: frozenset[str]  # tags of every endpoint's host-side objects
+
+    @property
+    def tags(self) -> set[str]:
+        """Every expected tag."""
+        out = set(self.endpoints)
+        for tags in self.networks.values():
+            out |= tags
+        return out
+
+
+def expected_from(
+    networks: Iterable[Network],
+    endpoints: Iterable[Endpoint],
+    driver_of: Callable[[Network], Driver],
+) -> Expected:
+    """What ``networks`` and ``endpoints`` call for, as each network's driver names it."""
+    nets = {n.id: n for n in networks}
+    endpoint_tags: set[str] = set()
+    for ep in endpoints:
+        net = nets.get(ep.network_id)
+        if net is not None:
+            endpoint_tags |= driver_of(net).endpoint_tags(net, ep)
+    return Expected(
+        {n.id: driver_of(n).network_tags(n) for n in nets.values()}, frozenset(endpoint_tags)
+    )
+
+
+def plan_orphans(tagged: Mapping[str, str], expected: Expected) -> list[tuple[str, str]]:
+    """``(ifname, tag)`` of tagged objects that no record owns, endpoints' before networks'."""
+    want = expected.tags
     orphans = [(ifname, tag) for tag, ifname in tagged.items() if tag not in want]
     # Host veths first: deleting a bridge first would only detach them.
     return sorted(orphans, key=lambda o: (o[1].count(":") < 3, o[0]))
@@ -47,7 +69,7 @@ def plan_orphans(
 # --- periodic reconciliation (pure planning) ----------------------------------------------
 
 RepairKind = Literal[
-    "missing_bridge",
+    "missing_network",
     "orphan_link",
     "endpoint",
     "netns_gone",
@@ -62,7 +84,7 @@ EndpointId = tuple[str, str, str]  # (network id, container id, ifname)
 class Action:
     """One repair for the service to make.
 
-    Kinds: ``orphan_link`` (delete link ``ifname``), ``missing_bridge`` (ensure_network of
+    Kinds: ``orphan_link`` (delete link ``ifname``), ``missing_network`` (ensure_network of
     ``network_id``), ``endpoint`` (tear down what is left of ``endpoint`` and set it up again with
     the recorded addresses and MAC, then re-add its firewall elements), ``netns_gone`` (the
     namespace is gone for good: reap the endpoint, :mod:`netd.reap`), ``netns_held`` (its path
@@ -86,31 +108,36 @@ def endpoint_id(ep: Endpoint) -> EndpointId:
 def needs_check(ep: Endpoint, inflight: Set[tuple[str, str]]) -> bool:
     """Whether the reconciler looks at ``ep`` at all.
 
-    Only ``ready`` endpoints with interfaces of netd's own (not IPAM-only) and not being changed
-    by a request right now: an attach or detach in flight owns its endpoint.
+    Only ``ready`` endpoints not being changed by a request right now: an attach or detach in
+    flight owns its endpoint. (The caller passes only endpoints of networks whose interfaces
+    netd makes: an IPAM-only network's belong to another plugin.)
     """
-    return ep.state == "ready" and bool(ep.host_ifname) and ep.key not in inflight
+    return ep.state == "ready" and ep.key not in inflight
 
 
 def plan_links(
-    tagged: dict[str, str], networks: Iterable[Network], endpoints: Iterable[Endpoint]
+    tagged: Mapping[str, str], networks: Iterable[Network], expected: Expected
 ) -> list[Action]:
-    """Orphan links to delete (veths, then bridges), then networks whose bridge is missing.
+    """Orphan objects to delete (endpoints' first), then networks missing one of their objects.
 
-    IPAM-only networks have no bridge of netd's: their links belong to another plugin.
-
-    ``tagged`` is ``{ifalias tag: ifname}`` of the netd-tagged links, listed *before* the records
-    were read, so a link made by an operation running meanwhile always has its record here.
+    ``tagged`` is ``{tag: ifname}`` of the drivers' inventories, listed *before* the records
+    were read, so an object made by an operation running meanwhile always has its record here.
+    A network whose driver makes no host-side object (IPAM-only, an external driver that says
+    so) expects no tag and is never planned.
     """
-    networks = list(networks)
     actions = [
         Action("orphan_link", "", f"tag {tag!r}: no record owns it", ifname=name)
-        for name, tag in plan_orphans(tagged, networks, endpoints)
+        for name, tag in plan_orphans(tagged, expected)
     ]
     for net in networks:
-        if bridge_tag(net.id) not in tagged and not is_ipam_only(net):
+        missing = sorted(expected.networks.get(net.id, frozenset()) - tagged.keys())
+        if missing:
             actions.append(
-                Action("missing_bridge", net.id, f"bridge of network {net.name!r} is missing")
+                Action(
+                    "missing_network",
+                    net.id,
+                    f"{net.driver} object of network {net.name!r} is missing ({missing[0]})",
+                )
             )
     return actions
 

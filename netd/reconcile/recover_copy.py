@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from .model import Endpoint, IPInterface, Network
-from .names import endpoint_tag
-from .store.mirror import CopyContents
+from ..model import Endpoint, IPInterface, Network
+from ..names import endpoint_tag
+from ..store.mirror import CopyContents
 
 EndpointKey = tuple[str, str, str]  # (net12, ifname, container id as the veth's tag holds it)
 

@@ -37,12 +37,15 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from .errors import ConfigError, FirewallError, KernelError, StoreCorrupt
-from .firewall.readback import FirewallFacts, read_firewall
-from .kernel import links
-from .kernel.netns import iproute_in_fd
-from .model import Endpoint, IPAddress, IPInterface, Network, Subnet
-from .names import bridge_name
+from ..errors import ConfigError, FirewallError, KernelError, StoreCorrupt
+from ..firewall.readback import FirewallFacts, read_firewall
+from ..kernel import links
+from ..kernel.netns import iproute_in_fd
+from ..model import Endpoint, IPAddress, IPInterface, Network, Subnet
+from ..names import bridge_name
+from ..store import DB_FILENAME
+from ..store.mirror import CopyContents, read_copy
+from ..store.sqlite import SqliteStore
 from .recover_copy import (
     EndpointKey,
     check_network,
@@ -52,9 +55,6 @@ from .recover_copy import (
     unique_name,
 )
 from .recover_firewall import describe_port, endpoint_ports, firewall_losses, firewall_options
-from .store import DB_FILENAME
-from .store.mirror import CopyContents, read_copy
-from .store.sqlite import SqliteStore
 
 TAG_PREFIX = "netd:"
 NETNS_DIR = "/run/netns"
@@ -474,7 +474,7 @@ def recover(
     ConfigError if the daemon holds its lock, or if the database is healthy and not empty
     (``force`` moves it aside too).
     """
-    from .daemon import InstanceLock
+    from ..daemon import InstanceLock
 
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = InstanceLock(state_dir)

@@ -38,14 +38,14 @@ from collections.abc import Iterable, Mapping, Set
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidInput, NetdError
-from .metrics import METRICS
-from .model import Endpoint, Network
-from .names import endpoint_tag
-from .reconcile import EndpointId, endpoint_id, needs_check
+from ..errors import InvalidInput, NetdError
+from ..metrics import METRICS
+from ..model import Endpoint, Network
+from .inventory import inventories
+from .plan import EndpointId, endpoint_id, needs_check
 
 if TYPE_CHECKING:
-    from .service import Service
+    from ..core.parts import Core
 
 log = logging.getLogger("netd.reap")
 DEFAULT_GRACE = 60.0
@@ -106,10 +106,16 @@ def _readlink(path: str) -> str:
         return ""
 
 
-def evidence(ep: Endpoint, tagged: Set[str], holders: Mapping[int, list[str]]) -> list[str]:
-    """Why ``ep``'s namespace, whose path no longer leads to it, may still be alive; [] if not."""
+def evidence(
+    ep: Endpoint, host_side: Set[str], tagged: Set[str], holders: Mapping[int, list[str]]
+) -> list[str]:
+    """Why ``ep``'s namespace, whose path no longer leads to it, may still be alive; [] if not.
+
+    ``host_side``: the tags of the endpoint's host-side objects (its driver's
+    ``endpoint_tags``); ``tagged``: the tags the kernel holds now.
+    """
     found = []
-    if endpoint_tag(ep.network_id, ep.container_id, ep.ifname) in tagged:
+    if host_side & tagged:
         found.append(f"its host interface {ep.host_ifname} still exists")
     if not ep.netns_inode:
         found.append("no namespace inode was recorded for it, so it cannot be told from a new one")
@@ -143,7 +149,7 @@ def describe(ep: Endpoint, network: Network, grace: float) -> dict[str, Any]:
 class Reaper:
     """Judges, withdraws and finally releases the endpoints of dead namespaces (module doc)."""
 
-    def __init__(self, service: Service, grace: float, proc: Path = Path("/proc")) -> None:
+    def __init__(self, service: Core, grace: float, proc: Path = Path("/proc")) -> None:
         self._svc = service
         self.grace = grace
         self.proc = proc
@@ -157,11 +163,17 @@ class Reaper:
         """
         if not endpoints:
             return {}
-        tagged = set(self._svc._tagged_links())
+        state = self._svc.state
+        tagged = set(inventories(state.drivers))
         holders = namespace_holders(
             {ep.netns_inode for ep in endpoints if ep.netns_inode}, self.proc
         )
-        return {endpoint_id(ep): evidence(ep, tagged, holders) for ep in endpoints}
+        out = {}
+        for ep in endpoints:
+            net = state.networks[ep.network_id]
+            host_side = state.driver(net).endpoint_tags(net, ep)
+            out[endpoint_id(ep)] = evidence(ep, host_side, tagged, holders)
+        return out
 
     def unusable(self, endpoints: list[Endpoint]) -> list[Endpoint]:
         """The endpoints whose recorded path no longer leads to their namespace (blocking)."""
@@ -194,15 +206,15 @@ class Reaper:
         """Reap step one (the network's lock held): ports, firewall elements, DNS names."""
         svc = self._svc
         try:
-            await asyncio.to_thread(svc.firewall.remove_endpoint, net, ep)
+            await asyncio.to_thread(svc.firewalling.remove_endpoint, net, ep)
         except NetdError as exc:
             log.error("reap: removing the firewall elements of %s failed: %s", ep.container_id, exc)
             return False  # the next pass tries again
         gone = dataclasses.replace(ep, state="gone", gone_since=time.time())
         await asyncio.to_thread(svc.store.put_endpoint, gone, {})
-        svc._endpoints[net.id][ep.key] = gone
+        svc.state.endpoints[net.id][ep.key] = gone
         self.held.pop(endpoint_id(ep), None)
-        await svc._publish_dns(net)
+        await svc.publisher.publish(net)
         names = [n for n in (ep.name, ep.hostname, *ep.aliases) if n]
         ports = [f"{p.host_port}/{p.protocol}" for p in ep.port_mappings]
         log.warning(
@@ -229,15 +241,17 @@ class Reaper:
         """
         svc = self._svc
         reaped = 0
-        for net in svc.list_networks():
-            busy = set(svc._inflight.get(net.id, set()))
-            eps = [e for e in svc.endpoints(net) if needs_check(e, busy)]
+        for net in svc.state.list_networks():
+            if not svc.state.plumbed(net):
+                continue  # an IPAM-only network's interfaces are another plugin's
+            busy = set(svc.state.inflight.get(net.id, set()))
+            eps = [e for e in svc.state.network_endpoints(net) if needs_check(e, busy)]
             lost = await asyncio.to_thread(self.unusable, eps)
             verdicts = await asyncio.to_thread(self.judge, lost)
-            async with svc._lock(net.id):
+            async with svc.state.lock(net.id):
                 for ep in lost:
                     found = verdicts[endpoint_id(ep)]
-                    if svc._endpoints.get(net.id, {}).get(ep.key) is not ep:
+                    if svc.state.endpoint(net.id, ep.key) is not ep:
                         continue  # changed meanwhile
                     if found:
                         self.note_held(ep, found)
@@ -251,16 +265,16 @@ class Reaper:
         released = 0
         now = time.time()
         for key, (held, _) in list(self.held.items()):
-            if svc._endpoints.get(held.network_id, {}).get(held.key) is None:
+            if svc.state.endpoint(held.network_id, held.key) is None:
                 self.held.pop(key, None)  # detached or its network removed meanwhile
-        for net in svc.list_networks():
-            for ep in due(svc.endpoints(net), now, self.grace):
-                async with svc._lock(net.id):
-                    if svc._endpoints.get(net.id, {}).get(ep.key) is not ep:
+        for net in svc.state.list_networks():
+            for ep in due(svc.state.network_endpoints(net), now, self.grace):
+                async with svc.state.lock(net.id):
+                    if svc.state.endpoint(net.id, ep.key) is not ep:
                         continue  # a DEL, GC or ADD got there first
-                    if ep.key in svc._inflight.get(net.id, set()):
+                    if ep.key in svc.state.inflight.get(net.id, set()):
                         continue
-                    await svc._remove_endpoint(net, ep)
+                    await svc.endpoint_ops.remove(net, ep)
                 log.info(
                     "reap: released %s of %s/%s on %s (namespace gone since %s)",
                     " ".join(str(a) for a in ep.addresses),

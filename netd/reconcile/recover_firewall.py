@@ -8,8 +8,8 @@ report's "not recovered" lines. It reads nothing itself.
 
 from __future__ import annotations
 
-from .firewall.readback import FirewallFacts
-from .model import Endpoint, IPInterface, PortMapping, Subnet
+from ..firewall.readback import FirewallFacts
+from ..model import Endpoint, IPInterface, PortMapping, Subnet
 
 
 def describe_port(pm: PortMapping) -> str:
