@@ -17,7 +17,8 @@ reads a stored record's map with the same rules (``Network.opts`` caches it per 
 firewall, DNS and the drivers all read one typed object, never the strings.
 
 There is one rule per kind of value: booleans are true/false, yes/no, on/off, 1/0 in any case;
-addresses are parsed by :mod:`ipaddress`. Errors name ``options.<key>`` as the user spelt it,
+addresses are parsed by :mod:`ipaddress`; DNS servers are written as an endpoint's
+(``addr``, ``IPv4:port``, ``[IPv6]:port``). Errors name ``options.<key>`` as the user spelt it,
 the value and the rule. Not checked here: what depends on the rest of the request (``mtu`` of
 at least 1280 with IPv6, :mod:`netd.spec`), on the firewall backend (``anti_spoof``,
 :mod:`netd.firewall.policy`) or on the caller (rootless owners, :mod:`netd.security.rootless`).

@@ -20,7 +20,15 @@ from typing import Any
 from ..drivers.bridge_options import BRIDGE_KEYS
 from ..ipam.subnets import MAX_PREFIX
 from ..names import MAX_IFNAME, NAME_PATTERN
-from ..options import DOCKER_ALIASES, FALSE_WORDS, MAX_MTU, MIN_MTU, TRUE_WORDS, OptionDef
+from ..options import (
+    DOCKER_ALIASES,
+    FALSE_WORDS,
+    MAX_MTU,
+    MIN_MTU,
+    TRUE_WORDS,
+    DriverKeys,
+    OptionDef,
+)
 
 _HEX4 = "[0-9a-fA-F]{1,4}"
 _OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -101,33 +109,43 @@ def option_syntax(option: OptionDef) -> str:
     }[option.kind]
 
 
-def bridge_options_schema() -> dict[str, Any]:
-    """The JSON schema of a bridge network's ``options``, from the bridge's option table
-    (:data:`netd.drivers.bridge_options.BRIDGE_KEYS`): known keys only, each value's syntax
-    (surrounding blanks allowed, as the parser strips them)."""
-    accepted = BRIDGE_KEYS.accepted()
+def options_schema(*drivers: DriverKeys) -> dict[str, Any]:
+    """The JSON schema of a network's ``options`` from the drivers' option tables
+    (:class:`netd.options.DriverKeys`): the keys any of them takes, each value's syntax
+    (surrounding blanks allowed, as the parser strips them). Which keys a driver takes is
+    checked when the network is created."""
     properties: dict[str, Any] = {}
-    for key in BRIDGE_KEYS.known():
-        canonical = DOCKER_ALIASES.get(key, key)
-        option = accepted[canonical]
-        prop: dict[str, Any] = {
-            "type": "string",
-            "pattern": anchored(rf"\s*{option_syntax(option)}\s*"),
-        }
-        if canonical != key:
-            prop["description"] = f"Docker's name for {canonical!r}; both given must agree"
-        if canonical == "mtu":
-            prop["description"] = (
-                prop.get("description", "link MTU") + "; at least 1280 on a network with IPv6"
-            )
-        if canonical == "anti_spoof":
-            prop["description"] = "true needs the nftables firewall backend"
-        properties[key] = prop
+    for keys in drivers:
+        accepted = keys.accepted()
+        for key in keys.known():
+            if key in properties:
+                continue
+            canonical = DOCKER_ALIASES.get(key, key)
+            option = accepted[canonical]
+            prop: dict[str, Any] = {
+                "type": "string",
+                "pattern": anchored(rf"\s*{option_syntax(option)}\s*"),
+            }
+            if canonical != key:
+                prop["description"] = f"Docker's name for {canonical!r}; both given must agree"
+            if canonical == "mtu":
+                prop["description"] = (
+                    prop.get("description", "link MTU") + "; at least 1280 on a network with IPv6"
+                )
+            if canonical == "anti_spoof":
+                prop["description"] = "true needs the nftables firewall backend"
+            properties[key] = prop
+    names = ", ".join(keys.driver for keys in drivers)
     return {
         "type": "object",
         "properties": properties,
         "additionalProperties": False,
         "maxProperties": 64,
-        "description": "bridge driver options (docs/configuration.md); unknown keys are refused; "
-        'driver "ipam" (IPAM-only) takes none but dns=false',
+        "description": f"{names} driver options (docs/configuration.md); unknown keys are "
+        'refused; driver "ipam" (IPAM-only) takes none but dns=false',
     }
+
+
+def bridge_options_schema() -> dict[str, Any]:
+    """The JSON schema of a bridge network's ``options`` (:data:`BRIDGE_KEYS`)."""
+    return options_schema(BRIDGE_KEYS)

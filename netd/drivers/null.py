@@ -84,7 +84,7 @@ class NullDriver:
 
     def host_interface(self, network: Network) -> str:
         """Option ``bridge`` or a deterministic name, as a bridge's (nothing is created)."""
-        return network.options.get("bridge") or bridge_name(network.id)
+        return network.opts.driver.get("bridge") or bridge_name(network.id)
 
     def endpoint_host_ifname(self, network: Network, container_id: str, ifname: str) -> str:
         """A deterministic name, as a host veth's (nothing is created)."""

@@ -336,3 +336,5 @@ def test_the_api_schema_is_generated_from_the_same_table() -> None:
     assert mode.fullmatch("VEPA") and not mode.fullmatch("l2")
     servers = re.compile(schema["properties"]["dns_servers"]["pattern"])
     assert servers.fullmatch(" 10.0.0.53, [fd00::53]:5353, 127.0.0.1:5353 ")
+    both = formats.options_schema(BRIDGE_KEYS, MACVLAN_LIKE)["properties"]
+    assert list(both) == [*BRIDGE_KEYS.known(), "parent", "macvlan_mode"]
