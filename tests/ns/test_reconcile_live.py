@@ -47,13 +47,18 @@ def connect(d: Daemon, c: Namespace) -> dict[str, object]:
 
 def healthy(c: Namespace, ep: dict[str, object]) -> Callable[[], bool]:
     def check() -> bool:
-        links = c.links()
-        return (
-            "eth0" in links
-            and c.addresses("eth0") == ep["addresses"]
-            and links["eth0"]["address"] == ep["mac"]
-            and c.ping(GATEWAY, timeout=1)
-        )
+        # The repair deletes and re-creates eth0: it may vanish between two reads, which is
+        # "not healthy yet", not a failure.
+        try:
+            links = c.links()
+            return (
+                "eth0" in links
+                and c.addresses("eth0") == ep["addresses"]
+                and links["eth0"]["address"] == ep["mac"]
+                and c.ping(GATEWAY, timeout=1)
+            )
+        except RuntimeError:  # `ip` failed: the link is gone right now
+            return False
 
     return check
 
