@@ -29,14 +29,13 @@ from typing import Any
 
 from ..errors import InvalidInput, KernelError, NetdError, Unavailable
 from ..model import Endpoint, Network
-from ..names import check_network_name
+from ..names import check_network_name, driver_tag_prefix
 from ..options import COMMON_OPTIONS, DOCKER_ALIASES
 from .base import Capabilities, CniInterface, EndpointStatus
 from .plugin_exec import PLUGIN_PATH, PluginOutputTooLarge, PluginTimeout, run_plugin
 from .plugin_records import (
     CONTRACT,
     NETWORK_OPTION_KEYS,
-    TAG_PREFIX,
     BadAnswer,
     endpoint_record,
     endpoint_tag,
@@ -267,7 +266,7 @@ class ExternalDriver:
 
     def inventory(self) -> dict[str, str]:
         """inventory: ``{tag: ifname}`` of this driver's host objects (others' are dropped)."""
-        answer = self._call("inventory", tag_prefix=f"{TAG_PREFIX}{self.name}:")
+        answer = self._call("inventory", tag_prefix=driver_tag_prefix("ext", self.name))
         try:
             return parse_inventory(self.name, answer)
         except BadAnswer as exc:

@@ -208,7 +208,7 @@ def test_reconcile_repairs_a_deleted_link_and_internal_parent(
         wait_for("internal parent back", lambda: parent in host.links(), 20)
         wait_for("eth1 re-plumbed", lambda: "eth1" in c2.links(), 20)
         assert c2.addresses("eth1")[0].startswith("10.55.0.")
-        assert "netd-parent:macvlan:" in host.links()[parent]["ifalias"]
+        assert "netd:parent:macvlan:" in host.links()[parent]["ifalias"]
     finally:
         world.close()
 

@@ -133,7 +133,7 @@ def test_parent_with_vlan_id_is_a_sub_interface_netd_owns(sandbox: Sandbox) -> N
         {"op": "setup_endpoint", "network": net, "endpoint": e1},
         {"op": "inventory"},
     ]))  # fmt: skip
-    assert results[2] == {"netd-parent:macvlan:vlan:up0.10": "up0.10"}
+    assert results[2] == {"netd:vlan:macvlan:up0.10": "up0.10"}
     assert host.links()["up0.10"]["linkinfo"]["info_data"]["id"] == 10
     assert c1.ping("192.168.77.1")
     ok(run_agent("macvlan", host.name, [
@@ -158,7 +158,7 @@ def test_no_parent_is_an_internal_network_on_a_parent_netd_owns(sandbox: Sandbox
         {"op": "network_tags", "network": net},
     ]))  # fmt: skip
     parent = "nm-" + NET[:12]
-    tag = f"netd-parent:macvlan:{NET}"
+    tag = f"netd:parent:macvlan:{NET}"
     assert results[3] == {tag: parent} and results[4] == [tag]
     link = host.links()[parent]
     assert link["ifalias"] == tag

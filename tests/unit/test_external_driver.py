@@ -200,7 +200,7 @@ answer({{"objects": []}})
         ('print("[1, 2]")', "printed JSON that is not an object (list)"),
         ('answer({"ok": True}, 4)', "exited with status 4 (and no error object)"),
         ('answer({"objects": "many"})', '"objects" must be a list'),
-        ('answer({"objects": [{"tag": "netd-ext:fake:x", "ifname": "a/b"}]})', "must match"),
+        ('answer({"objects": [{"tag": "netd:ext:fake:x", "ifname": "a/b"}]})', "must match"),
         ('sys.stdout.write("x" * (5 << 20))', "printed more than 4194304 bytes"),
     ],
 )
@@ -335,8 +335,8 @@ def test_records_sent_hold_only_public_fields(tmp_path: Path) -> None:
     assert set(record) == ENDPOINT_KEYS
     assert record["addresses"] == ["10.55.0.5/24"] and record["gateways"] == ["10.55.0.1"]
     assert record["host_ifname"].startswith("nx") and len(record["host_ifname"]) == 15
-    assert record["tag"] == "netd-ext:fake:c0ffeec0ffee:eth0:ctr1"
-    assert sent[0]["network"]["tag"] == "netd-ext:fake:c0ffeec0ffee"
+    assert record["tag"] == "netd:ext:fake:c0ffeec0ffee:eth0:ctr1"
+    assert sent[0]["network"]["tag"] == "netd:ext:fake:c0ffeec0ffee"
 
 
 def test_an_internal_network_sends_no_gateways(tmp_path: Path) -> None:
@@ -387,7 +387,7 @@ def test_tags_names_and_cni_interfaces_need_no_call(tmp_path: Path) -> None:
     net, ep = network(), endpoint(host_ifname="nxabc", host_mac="02:00:00:00:00:01")
     assert driver.endpoint_host_ifname(net, "ctr1", "eth0").startswith("nx")
     assert driver.network_tags(net) == frozenset()  # no network_object declared
-    assert driver.endpoint_tags(net, ep) == {"netd-ext:fake:c0ffeec0ffee:eth0:ctr1"}
+    assert driver.endpoint_tags(net, ep) == {"netd:ext:fake:c0ffeec0ffee:eth0:ctr1"}
     assert [(i.name, i.sandbox, i.container) for i in driver.cni_interfaces(net, ep)] == [
         ("nxabc", "", False),
         ("eth0", "/run/netns/nowhere", True),
@@ -400,18 +400,22 @@ def test_tags_names_and_cni_interfaces_need_no_call(tmp_path: Path) -> None:
 def test_remove_object_only_removes_what_the_inventory_reports(tmp_path: Path) -> None:
     body = """
 if verb == "inventory":
-    answer({"objects": [{"tag": "netd-ext:fake:c0ffeec0ffee:eth0:x", "ifname": "nxmine"},
-                        {"tag": "netd:c0ffeec0ffee:eth0:x", "ifname": "nvbridge"}]})
+    answer({"objects": [{"tag": "netd:ext:fake:c0ffeec0ffee:eth0:x", "ifname": "nxmine"},
+                        {"tag": "netd:c0ffeec0ffee:eth0:x", "ifname": "nvbridge"},
+                        {"tag": "netd:ext:fake2:c0ffeec0ffee:eth0:x", "ifname": "nxother"},
+                        {"tag": "netd:parent:fake:" + "c0" * 32, "ifname": "nmfake"}]})
 answer({"removed": True})
 """
     path = make_plugin(tmp_path, "fake", body)
     driver = ExternalDriver(path, 5)
-    assert driver.inventory() == {"netd-ext:fake:c0ffeec0ffee:eth0:x": "nxmine"}
+    assert driver.inventory() == {"netd:ext:fake:c0ffeec0ffee:eth0:x": "nxmine"}
     assert driver.remove_object("nvbridge") is False
+    assert driver.remove_object("nxother") is False  # another plugin's (fake2), by its tag
+    assert driver.remove_object("nmfake") is False  # not an external driver's kind of tag
     assert driver.remove_object("nxmine") is True
     removes = [r for r in requests(path) if r["verb"] == "object_remove"]
     assert [r["object"] for r in removes] == [
-        {"tag": "netd-ext:fake:c0ffeec0ffee:eth0:x", "ifname": "nxmine"}
+        {"tag": "netd:ext:fake:c0ffeec0ffee:eth0:x", "ifname": "nxmine"}
     ]
 
 

@@ -82,10 +82,10 @@ def test_parent_plans() -> None:
         "macvlan", net({"parent": "eth0.7"}), vlan_options("macvlan", {"parent": "eth0.7"})
     )
     assert (sub.name, sub.tag, sub.vlan_base, sub.vlan_id, sub.internal) == (
-        "eth0.7", "netd-parent:macvlan:vlan:eth0.7", "eth0", 7, False)  # fmt: skip
+        "eth0.7", "netd:vlan:macvlan:eth0.7", "eth0", 7, False)  # fmt: skip
     for n in (net({}), net({"parent": "eth0"}, internal=True)):
         plan = plan_parent("ipvlan", n, vlan_options("ipvlan", n.options))
-        tag = "netd-parent:ipvlan:" + "ab" * 32
+        tag = "netd:parent:ipvlan:" + "ab" * 32
         assert (plan.name, plan.peer, plan.tag, plan.internal) == (
             "nm-abababababab", "np-abababababab", tag, True)  # fmt: skip
     typed = vlan_options("ipvlan", {"ipvlan_mode": "l3", "ipvlan_flag": "vepa", "mtu": "9000"})
@@ -108,7 +108,7 @@ def test_capabilities_and_cni_interfaces_without_a_kernel() -> None:
     assert drv.cni_interfaces(n, e)[0].container
     assert drv.endpoint_tags(n, e) == frozenset()
     # An internal network's parent is netd's, known from the record alone.
-    assert drv.network_tags(net({})) == frozenset({"netd-parent:macvlan:" + "ab" * 32})
+    assert drv.network_tags(net({})) == frozenset({"netd:parent:macvlan:" + "ab" * 32})
     with pytest.raises(InvalidInput) as err:
         IpvlanDriver()._endpoint_mac(e)
     assert err.value.rule == "ipvlan links share their parent's MAC address"
