@@ -41,10 +41,11 @@ from ..kernel.netns import iproute_in_fd, is_initial_netns, open_netns
 from ..kernel.rtnl import LowerLinkSpec, Rtnl, RtnlError, host_socket
 from ..model import Endpoint, IPAddress, Network
 from ..names import TAG_PREFIX, check_ifname, parse_tag
+from ..options import parse_options
 from .base import Capabilities, CniInterface, EndpointStatus
 from .bridge import default_gateways
 from .macs import check_mac
-from .macvlan_options import validate_vlan_options, vlan_options
+from .macvlan_options import KEYS, vlan_options
 from .parent import ParentPlan, ensure_parent, owned_now, plan_parent, remove_parent
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class VlanDriver:
             dns="netns",
             kernel_features=(kind,),
         )
+        self.option_keys = KEYS[kind]  # parent, the mode keys, the network-wide keys
         self.allow_initial_netns = allow_initial_netns
         self._local = threading.local()
         self._opened: list[Rtnl] = []
@@ -104,8 +106,8 @@ class VlanDriver:
     # --- Driver protocol --------------------------------------------------------------------
 
     def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
-        """Canonical options (see :mod:`netd.drivers.macvlan_options`)."""
-        return validate_vlan_options(self.kind, dict(options))
+        """Canonical options (:data:`option_keys`, rules in :mod:`netd.options`)."""
+        return parse_options(options, self.option_keys).as_dict()
 
     def available(self) -> str:
         """ "" if this kernel has ``kind`` links, else e.g. "this kernel has no ipvlan links

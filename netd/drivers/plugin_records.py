@@ -29,6 +29,7 @@ from ..errors import (
 )
 from ..model import Endpoint, IPAddress, Network
 from ..names import MAX_IFNAME, Tag, check_ifname, parse_tag
+from ..options import COMMON_KEYS
 from .base import Capabilities
 from .macs import check_mac
 
@@ -45,9 +46,10 @@ VERBS = (
     "object_remove",
 )
 HOST_IFNAME_PREFIX = "nx"
-# Option keys that belong to the network, not to its driver: netd keeps and applies them
-# (``mtu`` reaches the plugin as the record's ``mtu``), the plugin never sees them as options.
-NETWORK_OPTION_KEYS = frozenset({"dns", "dns_servers", "dns_forward_internal", "mtu"})
+# Option keys that are netd's, not the driver's (netd.options: the network-wide keys, and the
+# firewall keys an external driver refuses): netd keeps and applies them (``mtu`` reaches the
+# plugin as the record's ``mtu``), the plugin never sees them as options.
+NETWORK_OPTION_KEYS = COMMON_KEYS
 _FIELD = re.compile(r"[A-Za-z0-9_.\[\]-]{1,128}\Z")
 _MAX_TEXT = 1024  # longest message, problem or field value kept from a plugin's answer
 

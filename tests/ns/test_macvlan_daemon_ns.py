@@ -130,9 +130,10 @@ def test_refusals_are_one_line_naming_the_field(lan: Lan) -> None:
         ("-o", "parent=eth9"): "invalid options.parent 'eth9': no such link in the daemon's "
         "network namespace",
         ("-o", "parent=up0", "-o", "enable_icc=false"): "invalid options.enable_icc 'false': not "
-        "supported by driver macvlan: inter-container traffic is not filtered on this driver",
+        "supported by driver macvlan: its containers' traffic does not pass a host interface that "
+        "netd's firewall filters",
         ("-o", "parent=up0", "-o", "macvlan_mode=loud"): "invalid options.macvlan_mode 'loud': "
-        "must be one of private|vepa|bridge|passthru",
+        "must be one of bridge, private, vepa, passthru",
     }
     for opts, message in cases.items():
         res = d.cli("network", "create", "-d", "macvlan", *opts, *SUBNET, "bad", check=False)

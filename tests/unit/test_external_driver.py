@@ -364,6 +364,23 @@ def test_options_without_driver_keys_need_no_call(tmp_path: Path) -> None:
     assert requests(path)[-1]["options"] == {"Speed": "FAST"}
 
 
+def test_netds_keys_are_declared_and_firewall_keys_refused_without_a_call(
+    tmp_path: Path,
+) -> None:
+    # The network-wide keys come from netd.options (COMMON_OPTIONS), not a list of the
+    # plugin module's own; contract 1 has no firewall, so its keys are refused as for macvlan.
+    path = make_plugin(tmp_path, "fake", 'answer({"options": {}})')
+    driver = ExternalDriver(path, 5)
+    keys = driver.option_keys
+    assert (keys.driver, keys.firewall, keys.open) == ("fake", False, True)
+    assert set(keys.accepted()) == {"mtu", "dns", "dns_servers", "dns_forward_internal"}
+    with pytest.raises(InvalidInput) as info:
+        driver.validate_options({"com.docker.network.bridge.enable_icc": "false", "x": "1"})
+    assert info.value.field == "options.com.docker.network.bridge.enable_icc"
+    assert info.value.rule.startswith("not supported by driver fake: its containers' traffic")
+    assert [r["verb"] for r in requests(path)] == ["capabilities"]
+
+
 def test_a_plugin_may_not_return_netds_own_option_keys(tmp_path: Path) -> None:
     path = make_plugin(tmp_path, "fake", 'answer({"options": {"dns": "true"}})')
     with pytest.raises(KernelError, match="returned netd's own keys"):
