@@ -208,7 +208,9 @@ COMMON_OPTIONS: tuple[OptionDef, ...] = (
         "network",
         "an internal network forwards queries upstream only if true",
     ),
-    OptionDef("isolate", "bool", "firewall"),
+    OptionDef(
+        "isolate", "bool", "firewall", "accepted for compatibility: networks are always isolated"
+    ),
     OptionDef(
         "anti_spoof",
         "bool",

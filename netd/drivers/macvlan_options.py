@@ -67,7 +67,7 @@ PARENT = OptionDef(
     "parent",
     "ifname",
     "driver",
-    "macvlan, ipvlan: the host link the containers' links hang on; IF.VID (VID from 1 to "
+    "the host link the containers' links hang on; IF.VID (VID from 1 to "
     f"{MAX_VLAN_ID}) makes an 802.1Q sub-interface of IF if it does not exist; the link must "
     "exist in the daemon's namespace; none: an internal network",
     check=_check_parent,
@@ -83,7 +83,7 @@ MACVLAN_KEYS = DriverKeys(
             "macvlan_mode",
             "choice",
             "driver",
-            "macvlan: how its containers reach each other",
+            "how its containers reach each other",
             choices=tuple(MACVLAN_MODES),
         ),
     ),
@@ -94,14 +94,12 @@ IPVLAN_KEYS = DriverKeys(
     "ipvlan",
     own=(
         PARENT,
-        OptionDef(
-            "ipvlan_mode", "choice", "driver", "ipvlan: L2 or L3 mode", choices=tuple(IPVLAN_MODES)
-        ),
+        OptionDef("ipvlan_mode", "choice", "driver", "L2 or L3 mode", choices=tuple(IPVLAN_MODES)),
         OptionDef(
             "ipvlan_flag",
             "choice",
             "driver",
-            "ipvlan: how its containers reach each other",
+            "how its containers reach each other",
             choices=tuple(IPVLAN_FLAGS),
         ),
     ),
