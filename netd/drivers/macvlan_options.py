@@ -69,7 +69,8 @@ PARENT = OptionDef(
     "driver",
     "the host link the containers' links hang on; IF.VID (VID from 1 to "
     f"{MAX_VLAN_ID}) makes an 802.1Q sub-interface of IF if it does not exist; the link must "
-    "exist in the daemon's namespace; none: an internal network",
+    "exist in the daemon's namespace and be an Ethernet link (not loopback); none: an "
+    "internal network",
     check=_check_parent,
 )
 _NO_BRIDGE = (("bridge", "there is no bridge on this driver; name the parent link with "

@@ -110,6 +110,23 @@ def test_a_missing_parent_is_refused_naming_the_option_and_changes_nothing(
     assert host.links().keys() == before.keys()
 
 
+def test_a_parent_that_is_not_ethernet_is_refused_at_create(sandbox: Sandbox) -> None:
+    # The kernel would refuse only later (the first attach: EINVAL; a VLAN on lo: EOPNOTSUPP,
+    # a 500); the refusal names the option and changes nothing.
+    host, _lan = lan_host(sandbox)
+    before = host.links()
+    for parent in ("lo", "lo.5"):
+        net = macvlan(options={"parent": parent})
+        (r,) = run_agent("macvlan", host.name, [{"op": "ensure_network", "network": net}])
+        assert r["error"] == {
+            "type": "InvalidInput",
+            "message": f"invalid options.parent '{parent}': cannot use it: \"lo\" is not an "
+            "Ethernet link (loopback or another link type), and only an Ethernet link can carry "
+            "the containers' links",
+        }, r
+    assert host.links().keys() == before.keys()
+
+
 def test_parent_with_vlan_id_is_a_sub_interface_netd_owns(sandbox: Sandbox) -> None:
     host, lan = lan_host(sandbox)
     net = macvlan(options={"parent": "up0.10"})
