@@ -94,7 +94,12 @@ def networks_to_repair(
     for tag in tags:
         if tag not in want or (parsed := parse_tag(tag)) is None:
             continue  # netd removed it itself (detach, network removal), or a stranger's
-        ids |= {n.id for n in networks if n.id.startswith(parsed.network)}
+        # A network's own objects are known by tag (a VLAN parent, shared, names no network);
+        # an endpoint's tag carries the start of its network's id.
+        if parsed.of_endpoint:
+            ids |= {n.id for n in networks if n.id.startswith(parsed.network)}
+        else:
+            ids |= {n.id for n in networks if tag in expected.networks.get(n.id, ())}
     return ids
 
 

@@ -8,22 +8,35 @@ characters; a DNS label has at most 63 octets (RFC 1035 §2.3.4).
 Tags. Every link netd creates in the host namespace carries an ifalias tag saying which record
 owns it; reconcile, recover, the link watcher and ``netd graph`` find netd's links by tag, never
 by name. This module is the only place that writes or reads one (:class:`Tag`,
-:func:`parse_tag`). The formats, as the kernel holds them (existing kernels carry them, so they
-never change):
+:func:`parse_tag`); every driver, external plugins' objects included, uses this one format. The
+layouts, as the kernel holds them (kernels carry them, so a layout, once shipped, never
+changes):
 
 - ``netd:<network id>`` — a network's own link (the bridge): kind ``network``, the full id;
 - ``netd:<net12>:<ifname>:<container id>`` — an endpoint's host-side link (the host veth): kind
   ``endpoint``, the first 12 characters of the network id, the interface name in the container,
   then the container id, last because it alone may be cut (IFALIASZ is 256 bytes with the NUL,
   linux/if.h) and may be long;
-- ``netd:<kind>:<network id>`` — any other link a network owns (a macvlan parent
-  sub-interface: ``parent``; an overlay's VXLAN device: ``vxlan``). ``<kind>`` is a word from
-  :data:`LINK_KINDS`; each holds a letter outside ``a-f``, so it can never be read as the start
-  of a network id (those are hex, ``secrets.token_hex``). A new kind is added there, not by
-  inventing a new layout.
+- ``netd:<kind>:...`` — any other link, ``<kind>`` a word from :data:`LINK_KINDS`. Each kind
+  word holds a letter outside ``a-f``, so it can never be read as the start of a network id
+  (those are hex, ``secrets.token_hex``):
 
-Anything else after ``netd:`` (an empty field, two fields, an unknown kind word followed by
-more fields) is not a tag of netd's: :func:`parse_tag` returns None and nothing acts on it.
+  - ``netd:parent:<driver>:<network id>`` — the parent link netd made for one network of
+    ``<driver>`` (an internal macvlan/ipvlan network's ``nm-…``);
+  - ``netd:vlan:<driver>:<ifname>`` — an 802.1Q sub-interface netd made as the parent of
+    ``<driver>`` networks, keyed by its name: every network naming ``IF.VID`` shares it;
+  - ``netd:vxlan:<network id>`` — an overlay network's VXLAN device (reserved);
+  - ``netd:ext:<driver>:<net12>`` and ``netd:ext:<driver>:<net12>:<ifname>:<container id>`` —
+    the host-side objects of an external driver plugin (a whole network's, an endpoint's),
+    which the plugin sets as netd tells it (docs/plugin-contract.md), the container id last as
+    in an endpoint tag.
+
+  The driver name sits in the tag so each driver's ``inventory()`` reports only its own
+  objects; a new kind is added to :data:`LINK_KINDS` with its layout here, not by inventing a
+  prefix of its own.
+
+Anything else after ``netd:`` (an empty field, two fields, a kind word with the wrong number of
+fields) is not a tag of netd's: :func:`parse_tag` returns None and nothing acts on it.
 """
 
 from __future__ import annotations
@@ -126,8 +139,9 @@ def host_veth_name(network_id: str, container_id: str, ifname: str) -> str:
 TAG_PREFIX = "netd:"
 MAX_TAG = 255  # IFALIASZ is 256 bytes including the NUL (linux/include/uapi/linux/if.h)
 NET12 = 12  # characters of the network id in an endpoint tag
-# Kinds of network-owned links besides the bridge; each word holds a non-hex letter (see above).
-LinkKind = Literal["parent", "vxlan"]
+# Kinds of links besides a network's bridge and an endpoint's veth; each word holds a non-hex
+# letter (see above). ``parent``, ``vlan`` and ``ext`` carry the driver that owns the link.
+LinkKind = Literal["parent", "vlan", "vxlan", "ext"]
 LINK_KINDS: frozenset[str] = frozenset(get_args(LinkKind))
 TagKind = Literal["network", "endpoint", LinkKind]
 
@@ -136,15 +150,18 @@ TagKind = Literal["network", "endpoint", LinkKind]
 class Tag:
     """The owner of a tagged link: what :func:`parse_tag` reads and :attr:`text` writes.
 
-    ``network`` is the full network id, except in an ``endpoint`` tag, which carries only its
-    first 12 characters (match with ``network_id.startswith(tag.network)``). ``ifname`` and
-    ``container_id`` are set for ``endpoint`` tags only.
+    ``network`` is the network id: the full id, except in ``endpoint`` and ``ext`` tags, which
+    carry its first 12 characters (match with ``network_id.startswith(tag.network)``); empty in
+    a ``vlan`` tag, which names no network. ``ifname`` is the interface in the container for an
+    endpoint's link (``endpoint``, ``ext`` of an endpoint), the sub-interface's own name for
+    ``vlan``. ``driver`` is set for the kinds a driver owns (``parent``, ``vlan``, ``ext``).
     """
 
     kind: TagKind
-    network: str
+    network: str = ""
     ifname: str = ""
     container_id: str = ""
+    driver: str = ""
 
     @classmethod
     def for_network(cls, network_id: str) -> Tag:
@@ -158,9 +175,36 @@ class Tag:
         return cls("endpoint", network_id[:NET12], ifname, container_id[: MAX_TAG - len(head)])
 
     @classmethod
-    def for_link(cls, kind: LinkKind, network_id: str) -> Tag:
-        """The tag of another link a network owns (a macvlan parent, a VXLAN device)."""
+    def for_link(cls, kind: Literal["vxlan"], network_id: str) -> Tag:
+        """The tag of another link a network owns that no driver name qualifies (VXLAN)."""
         return cls(kind, network_id)
+
+    @classmethod
+    def for_parent(cls, driver: str, network_id: str) -> Tag:
+        """The tag of the parent link netd made for one ``driver`` network (internal)."""
+        return cls("parent", network_id, driver=driver)
+
+    @classmethod
+    def for_vlan_parent(cls, driver: str, ifname: str) -> Tag:
+        """The tag of an 802.1Q sub-interface ``ifname`` netd made as a ``driver`` parent."""
+        return cls("vlan", ifname=ifname, driver=driver)
+
+    @classmethod
+    def for_external(
+        cls, driver: str, network_id: str, container_id: str = "", ifname: str = ""
+    ) -> Tag:
+        """The tag of an external driver's host-side object: the network's (no container),
+        or an endpoint's, the container id cut so the tag fits."""
+        net12 = network_id[:NET12]
+        if not container_id:
+            return cls("ext", net12, driver=driver)
+        head = f"{driver_tag_prefix('ext', driver)}{net12}:{ifname}:"
+        return cls("ext", net12, ifname, container_id[: MAX_TAG - len(head)], driver)
+
+    @property
+    def of_endpoint(self) -> bool:
+        """Whether the link belongs to one endpoint (not to a whole network)."""
+        return self.kind == "endpoint" or bool(self.container_id)
 
     @property
     def text(self) -> str:
@@ -169,27 +213,66 @@ class Tag:
             return f"{TAG_PREFIX}{self.network}"
         if self.kind == "endpoint":
             return f"{TAG_PREFIX}{self.network}:{self.ifname}:{self.container_id}"[:MAX_TAG]
+        if self.kind == "parent":
+            return f"{driver_tag_prefix('parent', self.driver)}{self.network}"
+        if self.kind == "vlan":
+            return f"{driver_tag_prefix('vlan', self.driver)}{self.ifname}"
+        if self.kind == "ext":
+            head = f"{driver_tag_prefix('ext', self.driver)}{self.network}"
+            if not self.container_id:
+                return head
+            return f"{head}:{self.ifname}:{self.container_id}"[:MAX_TAG]
         return f"{TAG_PREFIX}{self.kind}:{self.network}"
 
     def __str__(self) -> str:
         return self.text
 
 
+def driver_tag_prefix(kind: Literal["parent", "vlan", "ext"], driver: str) -> str:
+    """What every ``kind`` tag of ``driver`` starts with (an external plugin's inventory is
+    asked for the links under ``driver_tag_prefix("ext", name)``)."""
+    return f"{TAG_PREFIX}{kind}:{driver}:"
+
+
 def parse_tag(text: str) -> Tag | None:
     """The :class:`Tag` an ifalias holds, or None when it is not a tag of netd's."""
     if not text.startswith(TAG_PREFIX):
         return None
-    fields = text[len(TAG_PREFIX) :].split(":", 2)
+    rest = text[len(TAG_PREFIX) :]
+    head = rest.split(":", 1)[0]
+    if head in LINK_KINDS:
+        return _parse_link(cast(LinkKind, head), rest.split(":"))
+    fields = rest.split(":", 2)
     if not all(fields):
         return None
-    if len(fields) == 2 and fields[0] in LINK_KINDS:
-        return Tag.for_link(cast(LinkKind, fields[0]), fields[1])
     if len(fields) == 1:
         return Tag("network", fields[0])
     if len(fields) == 3:
         # The container id is last and kept whole, colons included: a foreign runtime's id
         # is still told apart from its network and interface.
         return Tag("endpoint", fields[0], fields[1], fields[2])
+    return None
+
+
+def _parse_link(kind: LinkKind, fields: list[str]) -> Tag | None:
+    """A ``netd:<kind>:...`` tag split on every colon (``fields[0]`` is ``kind``)."""
+    if kind == "ext" and len(fields) >= 5:
+        # An endpoint's object: the container id is last and kept whole, as in "endpoint".
+        fields = [*fields[:4], ":".join(fields[4:])]
+    if not all(fields):
+        return None
+    if kind == "vxlan":
+        return Tag(kind, fields[1]) if len(fields) == 2 else None
+    if len(fields) == 3:
+        _, driver, key = fields
+        if kind == "parent":
+            return Tag.for_parent(driver, key)
+        if kind == "vlan":
+            return Tag.for_vlan_parent(driver, key)
+        return Tag("ext", key, driver=driver)
+    if kind == "ext" and len(fields) == 5:
+        _, driver, net12, ifname, container_id = fields
+        return Tag("ext", net12, ifname, container_id, driver)
     return None
 
 
@@ -217,11 +300,12 @@ def teardown_rank(text: str) -> int:
     tag = parse_tag(text)
     if tag is None:
         return 3
-    return {"endpoint": 0, "network": 1}.get(tag.kind, 2)
+    if tag.of_endpoint:
+        return 0
+    return 1 if tag.kind == "network" else 2
 
 
 PARENT_PREFIX = "nm-"  # a parent link netd owns for a macvlan/ipvlan network (internal)
-PARENT_TAG_PREFIX = "netd-parent:"  # not "netd:": the bridge driver's listing never sees them
 
 
 def internal_parent_name(network_id: str) -> str:
@@ -234,12 +318,14 @@ def internal_parent_peer_name(network_id: str) -> str:
     return "np-" + network_id[:12]
 
 
-def parent_tag(kind: str, network_id: str) -> str:
-    """Tag of the internal parent link of a ``kind`` (macvlan/ipvlan) network: one per network."""
-    return f"{PARENT_TAG_PREFIX}{kind}:{network_id}"
+def parent_tag(driver: str, network_id: str) -> str:
+    """Tag of the internal parent link of a ``driver`` (macvlan/ipvlan) network: one per
+    network, ``netd:parent:<driver>:<network id>``."""
+    return Tag.for_parent(driver, network_id).text
 
 
-def vlan_parent_tag(kind: str, ifname: str) -> str:
-    """Tag of an 802.1Q sub-interface netd made as a ``kind`` parent: keyed by its name, since
-    every network naming ``IF.VID`` as parent shares the one link."""
-    return f"{PARENT_TAG_PREFIX}{kind}:vlan:{ifname}"
+def vlan_parent_tag(driver: str, ifname: str) -> str:
+    """Tag of an 802.1Q sub-interface netd made as a ``driver`` parent,
+    ``netd:vlan:<driver>:<ifname>``: keyed by its name, since every network naming ``IF.VID``
+    as parent shares the one link."""
+    return Tag.for_vlan_parent(driver, ifname).text

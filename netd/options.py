@@ -7,7 +7,14 @@ A network's options arrive as a string map, spelt the netd way (``mtu``) or Dock
 - firewall (drivers whose traffic passes the host firewall, ``Capabilities.firewall``):
   ``enable_icc``, ``enable_ip_masquerade``, ``host_ipv4``, ``host_ipv6``, ``isolate``,
   ``anti_spoof``;
-- the driver's own, declared by the driver in a :class:`DriverKeys` (the bridge: ``bridge``).
+- the driver's own, declared by the driver in a :class:`DriverKeys` (the bridge: ``bridge``;
+  macvlan: ``parent``, ``macvlan_mode``), each with a value kind from here and, where the kind
+  is not the whole rule, a check of the driver's (``OptionDef.check``: a parent's VLAN id).
+
+Every driver declares its :class:`DriverKeys` (``Driver.option_keys``): the API document's
+options schema is built from them (:func:`netd.api.formats.options_schema`), and
+:func:`parse_options` checks a request against them. An external driver's own keys cannot be
+declared (the plugin checks them): its keys are ``open``, passed through unchanged.
 
 :func:`parse_options` checks a request's map at create time and returns :class:`NetworkOptions`:
 typed values, plus ``canonical``, the string map the store keeps (canonical keys only, values
@@ -27,7 +34,7 @@ at least 1280 with IPv6, :mod:`netd.spec`), on the firewall backend (``anti_spoo
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
@@ -120,9 +127,22 @@ class OptionDef:
     scope: Scope
     doc: str = ""
     choices: tuple[str, ...] = ()  # kind "choice": the accepted words (lower case)
+    # A driver's rule on top of the kind's: (field name, kind-normalised value) -> canonical
+    # value, raising InvalidInput (macvlan's parent: a VLAN id from 1 to 4094). The API
+    # document publishes the kind's pattern and states this rule in ``doc``.
+    check: Callable[[str, str], str] | None = field(default=None, compare=False)
 
     def normalise(self, given: str, value: str) -> str:
         """The canonical string of ``value``; InvalidInput naming ``options.<given>``."""
+        normalised = self._kind_normalise(given, value)
+        if self.check is None:
+            return normalised
+        try:
+            return self.check(f"options.{given}", normalised)
+        except InvalidInput as exc:
+            raise InvalidInput(f"options.{given}", value, exc.rule) from None
+
+    def _kind_normalise(self, given: str, value: str) -> str:
         field_name = f"options.{given}"
         text = value.strip()
         if self.kind == "bool":
@@ -188,7 +208,9 @@ COMMON_OPTIONS: tuple[OptionDef, ...] = (
         "network",
         "an internal network forwards queries upstream only if true",
     ),
-    OptionDef("isolate", "bool", "firewall"),
+    OptionDef(
+        "isolate", "bool", "firewall", "accepted for compatibility: networks are always isolated"
+    ),
     OptionDef(
         "anti_spoof",
         "bool",
@@ -197,6 +219,7 @@ COMMON_OPTIONS: tuple[OptionDef, ...] = (
     ),
 )
 FIREWALL_KEYS = frozenset(o.key for o in COMMON_OPTIONS if o.scope == "firewall")
+COMMON_KEYS = frozenset(o.key for o in COMMON_OPTIONS)  # netd's own: never a driver's
 _COMMON = {o.key: o for o in COMMON_OPTIONS}
 
 
@@ -212,13 +235,24 @@ class DriverKeys:
     driver: str
     own: tuple[OptionDef, ...] = ()
     firewall: bool = True
+    # The network-wide keys it takes; None: all of them (an IPAM-only network takes ``dns``).
+    network: tuple[str, ...] | None = None
+    # Canonical keys the driver refuses with its reason (macvlan: ``bridge``, "there is no
+    # bridge on this driver..."), instead of calling them unknown.
+    refused: tuple[tuple[str, str], ...] = ()
+    # Keys it does not declare are its own, kept as given and checked elsewhere (an external
+    # driver's plugin); False: they are refused as unknown.
+    open: bool = False
 
     def accepted(self) -> dict[str, OptionDef]:
         """Every canonical key this driver takes, its own first, by canonical name."""
         out = {o.key: o for o in self.own}
         for opt in COMMON_OPTIONS:
-            if self.firewall or opt.scope != "firewall":
-                out.setdefault(opt.key, opt)
+            if opt.scope == "firewall" and not self.firewall:
+                continue
+            if opt.scope == "network" and self.network is not None and opt.key not in self.network:
+                continue
+            out.setdefault(opt.key, opt)
         return out
 
     def known(self) -> list[str]:
@@ -318,27 +352,42 @@ def _parse(raw: Mapping[str, str], keys: DriverKeys | None) -> NetworkOptions:
         canonical = DOCKER_ALIASES.get(key, key)
         opt = accepted.get(canonical)
         if opt is None and keys is not None:
-            if canonical in FIREWALL_KEYS:
-                raise InvalidInput(
-                    f"options.{key}",
-                    value,
-                    f"not supported by driver {keys.driver}: its containers' traffic does not "
-                    "pass a host interface that netd's firewall filters",
-                )
-            raise InvalidInput(
-                f"options.{key}",
-                value,
-                f"unknown option for driver {keys.driver}; known: " + ", ".join(keys.known()),
-            )
+            _refuse(keys, key, canonical, value)
         if not isinstance(value, str):
             raise InvalidInput(f"options.{key}", value, "must be a string")
-        normalised = opt.normalise(key, value) if opt is not None else value
+        if opt is None:
+            # The driver's own: a stored record's by its canonical name, an open driver's
+            # (an external plugin checks them) as given.
+            out[canonical if keys is None else key] = value
+            continue
+        normalised = opt.normalise(key, value)
         if canonical in out and out[canonical] != normalised:
             raise InvalidInput(
                 f"options.{key}", value, f"conflicts with options.{canonical}={out[canonical]!r}"
             )
         out[canonical] = normalised
     return _build(out)
+
+
+def _refuse(keys: DriverKeys, key: str, canonical: str, value: str) -> None:
+    """Raise the InvalidInput for a key ``keys`` does not take, unless its keys are open."""
+    reasons = dict(keys.refused)
+    if canonical in FIREWALL_KEYS and not keys.firewall:
+        reasons.setdefault(
+            canonical,
+            "its containers' traffic does not pass a host interface that netd's firewall filters",
+        )
+    if canonical in reasons:
+        raise InvalidInput(
+            f"options.{key}", value, f"not supported by driver {keys.driver}: {reasons[canonical]}"
+        )
+    if keys.open and canonical not in _COMMON:
+        return
+    raise InvalidInput(
+        f"options.{key}",
+        value,
+        f"unknown option for driver {keys.driver}; known: " + ", ".join(keys.known()),
+    )
 
 
 def parse_options(raw: Mapping[str, str], keys: DriverKeys) -> NetworkOptions:

@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..drivers.bridge_options import BRIDGE_KEYS
+from ..drivers.ipam import IpamOnlyDriver
+from ..drivers.macvlan_options import IPVLAN_KEYS, MACVLAN_KEYS
 from ..ipam.subnets import MAX_PREFIX
 from ..names import MAX_IFNAME, NAME_PATTERN
 from ..options import (
@@ -110,40 +112,65 @@ def option_syntax(option: OptionDef) -> str:
 
 
 def options_schema(*drivers: DriverKeys) -> dict[str, Any]:
-    """The JSON schema of a network's ``options`` from the drivers' option tables
-    (:class:`netd.options.DriverKeys`): the keys any of them takes, each value's syntax
-    (surrounding blanks allowed, as the parser strips them). Which keys a driver takes is
-    checked when the network is created."""
+    """The JSON schema of a network's ``options`` from the drivers' declarations
+    (:class:`netd.options.DriverKeys`, each driver's ``option_keys``).
+
+    The keys any of them takes, each with its value's syntax (surrounding blanks allowed, as the
+    parser strips them) and a description naming the drivers that take it: one schema serves
+    every driver (the request's ``driver`` is another property), so which driver takes which
+    key, and the rules no pattern can say, are written in the descriptions. A driver whose keys
+    are open (an external plugin's: it checks them itself) makes every other key a string the
+    schema admits.
+    """
     properties: dict[str, Any] = {}
+    takers: dict[str, list[str]] = {}
     for keys in drivers:
         accepted = keys.accepted()
         for key in keys.known():
+            takers.setdefault(key, []).append(keys.driver)
             if key in properties:
                 continue
             canonical = DOCKER_ALIASES.get(key, key)
             option = accepted[canonical]
-            prop: dict[str, Any] = {
+            doc = option.doc or canonical
+            if canonical != key:
+                doc = f"Docker's name for {canonical!r}; both given must agree"
+            elif canonical == "mtu":
+                doc += "; at least 1280 on a network with IPv6"
+            properties[key] = {
                 "type": "string",
                 "pattern": anchored(rf"\s*{option_syntax(option)}\s*"),
+                "description": doc,
             }
-            if canonical != key:
-                prop["description"] = f"Docker's name for {canonical!r}; both given must agree"
-            if canonical == "mtu":
-                prop["description"] = (
-                    prop.get("description", "link MTU") + "; at least 1280 on a network with IPv6"
-                )
-            if canonical == "anti_spoof":
-                prop["description"] = "true needs the nftables firewall backend"
-            properties[key] = prop
-    names = ", ".join(keys.driver for keys in drivers)
+    for key, prop in properties.items():
+        names = takers[key]
+        if key == "dns" and "ipam" in names:
+            names = [n if n != "ipam" else "ipam (false only)" for n in names]
+        prop["description"] += "; drivers: " + ", ".join(names)
+    open_drivers = [keys.driver for keys in drivers if keys.open]
+    description = (
+        "the network's options (docs/configuration.md). Each key is taken only by the drivers "
+        "its description names: a key the request's driver does not take is refused (unknown "
+        'option, or "not supported by driver" with the reason)'
+    )
+    if open_drivers:
+        description += (
+            "; drivers " + ", ".join(open_drivers) + " are external plugins: any other key is "
+            "theirs, checked by the plugin"
+        )
     return {
         "type": "object",
         "properties": properties,
-        "additionalProperties": False,
+        "additionalProperties": {"type": "string"} if open_drivers else False,
         "maxProperties": 64,
-        "description": f"{names} driver options (docs/configuration.md); unknown keys are "
-        'refused; driver "ipam" (IPAM-only) takes none but dns=false',
+        "description": description,
     }
+
+
+def builtin_options_schema() -> dict[str, Any]:
+    """The ``options`` schema of the built-in drivers a daemon offers (bridge, ipam, macvlan,
+    ipvlan); the daemon's document is built from the drivers it runs (api.server)."""
+    return options_schema(BRIDGE_KEYS, IpamOnlyDriver.option_keys, MACVLAN_KEYS, IPVLAN_KEYS)
 
 
 def bridge_options_schema() -> dict[str, Any]:

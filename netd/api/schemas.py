@@ -28,7 +28,7 @@ from .formats import (
     SUBNET,
     ZERO_MAC,
     anchored,
-    bridge_options_schema,
+    builtin_options_schema,
 )
 
 _STRICT = ConfigDict(extra="forbid", str_max_length=4096)
@@ -128,7 +128,7 @@ class NetworkCreate(BaseModel):
     ipv4: bool = True
     internal: bool = False
     options: Annotated[
-        dict[str, str], Field(max_length=64, json_schema_extra=bridge_options_schema())
+        dict[str, str], Field(max_length=64, json_schema_extra=builtin_options_schema())
     ] = Field(default_factory=dict)
     labels: dict[
         Annotated[str, Field(min_length=1, max_length=MAX_LABEL_LEN)],

@@ -51,6 +51,7 @@ from . import schemas
 from .audit_route import QUERY_SCHEMAS as AUDIT_QUERY
 from .audit_route import AuditPage, get_audit
 from .body import loads as load_json
+from .formats import options_schema
 from .keys import CALLER, OWNER
 from .limits import make_limits_middleware
 from .metrics_route import install
@@ -451,7 +452,16 @@ def make_app(
     document = build_openapi(ROUTES, __version__)
     # The drivers are the daemon's, not the code's: the document lists exactly those.
     create = document["paths"]["/v1/networks"]["post"]["requestBody"]["content"]
-    create["application/json"]["schema"]["properties"]["driver"]["enum"] = sorted(service.drivers)
+    properties = create["application/json"]["schema"]["properties"]
+    properties["driver"]["enum"] = sorted(service.drivers)
+    properties["driver"]["description"] = (
+        "one of the daemon's drivers; one this host's kernel cannot run is refused (\"not "
+        'supported on this host", naming the missing kernel feature: `netd doctor` lists them)'
+    )
+    # The options each of those drivers takes (an external plugin's own keys: any string).
+    properties["options"].update(
+        options_schema(*(driver.option_keys for driver in service.drivers.values()))
+    )
 
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(document)

@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 
 from ..errors import InvalidInput
 from ..model import Endpoint, Network
+from ..options import DriverKeys
 
 # Where a driver's containers find netd's DNS: on the network's gateway addresses in the host
 # ("gateway": the bridge), on 127.0.0.11 inside each container's namespace ("netns": drivers
@@ -83,9 +84,12 @@ class Driver(Protocol):
 
     name: str
     capabilities: Capabilities
+    # The option keys it takes (netd.options): the API document's options schema is built
+    # from every driver's, and validate_options checks them.
+    option_keys: DriverKeys
 
     def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
-        """Normalised driver options; InvalidInput naming an unknown or bad option."""
+        """Normalised options; InvalidInput naming an unknown or bad option (``options.<key>``)."""
         ...
 
     def available(self) -> str:

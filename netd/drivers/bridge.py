@@ -42,12 +42,14 @@ from ..kernel.sysctl import disable_ipv6_on, ensure_sysctl
 from ..model import Endpoint, IPAddress, Network
 from ..names import (
     TAG_PREFIX,
+    Tag,
     bridge_name,
     bridge_tag,
     check_ifname,
     endpoint_tag,
     endpoint_tag_prefix,
     host_veth_name,
+    parse_tag,
 )
 from ..options import parse_options
 from .base import Capabilities, CniInterface, EndpointStatus
@@ -57,6 +59,16 @@ from .macs import bridge_mac, check_mac
 log = logging.getLogger(__name__)
 
 _KINDS = ("bridge", "veth")  # the link kinds this driver makes in the host
+# The tag kinds of this driver's links (netd.names). A veth tagged by another driver (an
+# internal macvlan parent where the kernel has no dummy links, an external plugin's host end)
+# is never listed nor removed as the bridge's.
+_TAG_KINDS = ("network", "endpoint")
+
+
+def _owns(alias: object) -> Tag | None:
+    """The parsed tag of a bridge or host veth of this driver's, else None."""
+    tag = parse_tag(str(alias or ""))
+    return tag if tag is not None and tag.kind in _TAG_KINDS else None
 
 
 _BRIDGE_OPTION = BRIDGE_KEYS.accepted()["bridge"]
@@ -249,6 +261,8 @@ class BridgeDriver:
         endpoint check, which re-plumbs it.
         """
         for tag, ifname in links.tagged_links(ipr, endpoint_tag_prefix(network.id)).items():
+            if _owns(tag) is None:
+                continue
             try:
                 port = links.get_link(ipr, ifname)
                 if port is None or port.get_attr("IFLA_MASTER") == index:
@@ -408,9 +422,11 @@ class BridgeDriver:
     # --- reconciliation ---------------------------------------------------------------------
 
     def inventory(self) -> dict[str, str]:
-        """``{ifalias tag: ifname}`` of this driver's bridges and host veths."""
+        """``{ifalias tag: ifname}`` of this driver's bridges and host veths (tag kinds
+        ``network`` and ``endpoint`` on links of kind bridge or veth)."""
         with self._host() as ipr:
-            return links.tagged_links(ipr, TAG_PREFIX, kinds=_KINDS)
+            found = links.tagged_links(ipr, TAG_PREFIX, kinds=_KINDS)
+        return {tag: ifname for tag, ifname in found.items() if _owns(tag) is not None}
 
     def network_tags(self, network: Network) -> frozenset[str]:
         """The bridge's tag."""
@@ -429,6 +445,6 @@ class BridgeDriver:
             link = links.get_link(ipr, ifname)
             if link is None or links.link_kind(link) not in _KINDS:
                 return False
-            if not str(link.get_attr("IFLA_IFALIAS") or "").startswith(TAG_PREFIX):
+            if _owns(link.get_attr("IFLA_IFALIAS")) is None:
                 return False
             return links.delete_link(ipr, ifname)

@@ -29,14 +29,14 @@ from typing import Any
 
 from ..errors import InvalidInput, KernelError, NetdError, Unavailable
 from ..model import Endpoint, Network
-from ..names import check_network_name
-from ..options import COMMON_OPTIONS, DOCKER_ALIASES
+from ..names import check_network_name, driver_tag_prefix
+from ..options import DriverKeys
+from ..options import parse_options as parse_network_options
 from .base import Capabilities, CniInterface, EndpointStatus
 from .plugin_exec import PLUGIN_PATH, PluginOutputTooLarge, PluginTimeout, run_plugin
 from .plugin_records import (
     CONTRACT,
     NETWORK_OPTION_KEYS,
-    TAG_PREFIX,
     BadAnswer,
     endpoint_record,
     endpoint_tag,
@@ -72,10 +72,6 @@ def check_driver_name(name: object) -> str:
     return checked
 
 
-# netd's own network-wide keys (netd.options); a plugin never sees nor overrides them.
-_NETWORK_WIDE = {o.key: o for o in COMMON_OPTIONS if o.scope == "network"}
-
-
 class ExternalDriver:
     """A driver plugin executable; capabilities are fetched once, here, and cached."""
 
@@ -93,6 +89,9 @@ class ExternalDriver:
         self.timeout = timeout
         self.setup_timeout = max(timeout, setup_timeout or DEFAULT_SETUP_TIMEOUT)
         self.capabilities = Capabilities(firewall=False, port_mappings=False, icc=False)
+        # netd's network-wide keys; the plugin's own keys cannot be declared (open: the plugin
+        # checks them in validate_options).
+        self.option_keys = DriverKeys(self.name, firewall=False, open=True)
         answer = self._call("capabilities")
         try:
             self.capabilities, self.network_object = parse_capabilities(self.name, answer)
@@ -163,18 +162,12 @@ class ExternalDriver:
     # --- Driver protocol -------------------------------------------------------------------
 
     def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
-        """netd's network-wide keys checked here; the rest by the plugin (only if any: the
+        """netd's keys checked here (:data:`option_keys`: the network-wide ones; the firewall
+        ones refused, as contract 1 has no firewall); the rest by the plugin (only if any: the
         call is skipped for a network without driver options)."""
-        wide: dict[str, str] = {}
-        mine: dict[str, str] = {}
-        for key, value in options.items():
-            canonical = DOCKER_ALIASES.get(key, key)
-            if canonical not in NETWORK_OPTION_KEYS:
-                mine[key] = value
-                continue
-            if not isinstance(value, str):
-                raise InvalidInput(f"options.{key}", value, "must be a string")
-            wide[canonical] = _NETWORK_WIDE[canonical].normalise(key, value)
+        parsed = parse_network_options(options, self.option_keys)
+        wide = {k: v for k, v in parsed.canonical.items() if k in NETWORK_OPTION_KEYS}
+        mine = dict(parsed.driver)
         if not mine:
             return wide
         try:
@@ -267,7 +260,7 @@ class ExternalDriver:
 
     def inventory(self) -> dict[str, str]:
         """inventory: ``{tag: ifname}`` of this driver's host objects (others' are dropped)."""
-        answer = self._call("inventory", tag_prefix=f"{TAG_PREFIX}{self.name}:")
+        answer = self._call("inventory", tag_prefix=driver_tag_prefix("ext", self.name))
         try:
             return parse_inventory(self.name, answer)
         except BadAnswer as exc:

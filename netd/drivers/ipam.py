@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..model import Endpoint, Network
-from ..options import parse_bool
+from ..options import DriverKeys, parse_bool
 from .base import Capabilities, CniInterface, EndpointStatus, not_plumbed
 
 IPAM_DRIVER = "ipam"
@@ -33,6 +33,8 @@ class IpamOnlyDriver:
         plumbs=False, firewall=False, port_mappings=False, icc=False, host_interface=False,
         dns="none",
     )  # fmt: skip
+    # Only ``dns``, and only false (validate_options says why the others are refused).
+    option_keys = DriverKeys(IPAM_DRIVER, firewall=False, network=("dns",))
 
     def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
         """No options but ``dns=false``: netd serves no DNS where it owns no address.

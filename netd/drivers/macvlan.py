@@ -40,11 +40,12 @@ from ..kernel.features import missing_link_kind
 from ..kernel.netns import iproute_in_fd, is_initial_netns, open_netns
 from ..kernel.rtnl import LowerLinkSpec, Rtnl, RtnlError, host_socket
 from ..model import Endpoint, IPAddress, Network
-from ..names import PARENT_TAG_PREFIX, check_ifname
+from ..names import TAG_PREFIX, check_ifname, parse_tag
+from ..options import parse_options
 from .base import Capabilities, CniInterface, EndpointStatus
 from .bridge import default_gateways
 from .macs import check_mac
-from .macvlan_options import validate_vlan_options, vlan_options
+from .macvlan_options import KEYS, vlan_options
 from .parent import ParentPlan, ensure_parent, owned_now, plan_parent, remove_parent
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,8 @@ class VlanDriver:
             dns="netns",
             kernel_features=(kind,),
         )
+        self.option_keys = KEYS[kind]  # parent, the mode keys, the network-wide keys
         self.allow_initial_netns = allow_initial_netns
-        self._tag_prefix = f"{PARENT_TAG_PREFIX}{kind}:"
         self._local = threading.local()
         self._opened: list[Rtnl] = []
         self._lock = threading.Lock()
@@ -105,8 +106,8 @@ class VlanDriver:
     # --- Driver protocol --------------------------------------------------------------------
 
     def validate_options(self, options: Mapping[str, str]) -> dict[str, str]:
-        """Canonical options (see :mod:`netd.drivers.macvlan_options`)."""
-        return validate_vlan_options(self.kind, dict(options))
+        """Canonical options (:data:`option_keys`, rules in :mod:`netd.options`)."""
+        return parse_options(options, self.option_keys).as_dict()
 
     def available(self) -> str:
         """ "" if this kernel has ``kind`` links, else e.g. "this kernel has no ipvlan links
@@ -288,10 +289,17 @@ class VlanDriver:
                 problems.append(f"default route via {gateway} missing on {where}")
         return status
 
+    def _owns(self, alias: object) -> bool:
+        """Whether an ifalias is the tag of a parent link netd made for this driver's networks
+        (``parent`` or ``vlan``, naming this driver: ipvlan's are not macvlan's)."""
+        tag = parse_tag(str(alias or ""))
+        return tag is not None and tag.kind in ("parent", "vlan") and tag.driver == self.kind
+
     def inventory(self) -> dict[str, str]:
         """``{tag: ifname}`` of the parent links netd owns for this kind (endpoints: none)."""
         with IPRoute(groups=0) as ipr:
-            return links.tagged_links(ipr, self._tag_prefix)
+            found = links.tagged_links(ipr, TAG_PREFIX)
+        return {tag: ifname for tag, ifname in found.items() if self._owns(tag)}
 
     def network_tags(self, network: Network) -> frozenset[str]:
         """The owned parent's tag; none for a user's parent (an ``IF.VID`` that someone else
@@ -313,8 +321,7 @@ class VlanDriver:
         tag and is gone now."""
         with IPRoute(groups=0) as ipr:
             link = links.get_link(ipr, ifname)
-            alias = link.get_attr("IFLA_IFALIAS") if link is not None else None
-            if not alias or not str(alias).startswith(self._tag_prefix):
+            if link is None or not self._owns(link.get_attr("IFLA_IFALIAS")):
                 return False
             return links.delete_link(ipr, ifname)
 

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import InvalidInput, NetdError
 from ..model import Endpoint, Network
 from ..names import bridge_name, host_veth_name
+from ..options import DriverKeys
 from .base import Capabilities, CniInterface, EndpointStatus
 
 
@@ -30,6 +31,8 @@ class NullDriver:
 
     name = "null"
     capabilities = Capabilities()  # behaves as a bridge would, without a kernel
+    # Stands in for any driver in tests: every key is taken, unchanged (validate_options).
+    option_keys = DriverKeys("null", open=True)
 
     def __init__(self, failures: dict[str, NetdError] | None = None) -> None:
         """``failures`` maps a method name to the error that method raises (every time)."""

@@ -39,6 +39,8 @@ from ..names import (
 from .macvlan_options import VlanOptions
 
 DEFAULT_INTERNAL_MTU = 1500
+ARPHRD_ETHER = 1  # linux/if_arp.h: the link type a lower device of macvlan/ipvlan/vlan must have
+IFF_LOOPBACK = 0x8  # linux/if.h
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ def ensure_parent(ipr: IPRoute, kind: str, plan: ParentPlan, mtu: int) -> int:
     if link is not None:
         if plan.tag and link.get_attr("IFLA_IFALIAS") == plan.tag:
             _tag_up(ipr, link, plan, 0)  # netd's sub-interface: keep it up
+        else:
+            _check_lower(link, plan.name, plan.name)
         return int(link["index"])
     if not plan.vlan_id:
         raise InvalidInput(
@@ -107,6 +111,7 @@ def ensure_parent(ipr: IPRoute, kind: str, plan: ParentPlan, mtu: int) -> int:
             f'the link "{plan.vlan_base}" to put VLAN {plan.vlan_id} on does not exist in the '
             "daemon's network namespace",
         )
+    _check_lower(base, plan.vlan_base, plan.name)
     reason = missing_link_kind("vlan")
     if reason:
         raise InvalidInput("options.parent", plan.name, f"cannot create it: {reason}")
@@ -117,6 +122,19 @@ def ensure_parent(ipr: IPRoute, kind: str, plan: ParentPlan, mtu: int) -> int:
     link = _must_get(ipr, plan.name, "VLAN sub-interface")
     _tag_up(ipr, link, plan, 0)
     return int(link["index"])
+
+
+def _check_lower(link: Any, name: str, parent: str) -> None:
+    """InvalidInput naming options.parent unless ``link`` can carry macvlan, ipvlan and 802.1Q
+    links: an Ethernet link, not loopback (the kernel answers EINVAL or EOPNOTSUPP only when
+    the first container is attached, or the VLAN is made; ``parent=lo`` is refused at create)."""
+    if link["ifi_type"] != ARPHRD_ETHER or link["flags"] & IFF_LOOPBACK:
+        raise InvalidInput(
+            "options.parent",
+            parent,
+            f'cannot use it: "{name}" is not an Ethernet link (loopback or another link type), '
+            "and only an Ethernet link can carry the containers' links",
+        )
 
 
 def _create_internal(ipr: IPRoute, plan: ParentPlan, mtu: int) -> Any:

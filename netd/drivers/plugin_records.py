@@ -28,7 +28,8 @@ from ..errors import (
     Unavailable,
 )
 from ..model import Endpoint, IPAddress, Network
-from ..names import MAX_IFNAME, check_ifname
+from ..names import MAX_IFNAME, Tag, check_ifname, parse_tag
+from ..options import COMMON_KEYS
 from .base import Capabilities
 from .macs import check_mac
 
@@ -44,26 +45,25 @@ VERBS = (
     "inventory",
     "object_remove",
 )
-# Tags of plugin objects never start with "netd:" (the bridge's, netd.names): the bridge's
-# inventory scans that prefix and must not take a plugin's veth for one of its own.
-TAG_PREFIX = "netd-ext:"
 HOST_IFNAME_PREFIX = "nx"
-IFALIASZ = 256  # linux/if.h, including the NUL
-# Option keys that belong to the network, not to its driver: netd keeps and applies them
-# (``mtu`` reaches the plugin as the record's ``mtu``), the plugin never sees them as options.
-NETWORK_OPTION_KEYS = frozenset({"dns", "dns_servers", "dns_forward_internal", "mtu"})
+# Option keys that are netd's, not the driver's (netd.options: the network-wide keys, and the
+# firewall keys an external driver refuses): netd keeps and applies them (``mtu`` reaches the
+# plugin as the record's ``mtu``), the plugin never sees them as options.
+NETWORK_OPTION_KEYS = COMMON_KEYS
 _FIELD = re.compile(r"[A-Za-z0-9_.\[\]-]{1,128}\Z")
 _MAX_TEXT = 1024  # longest message, problem or field value kept from a plugin's answer
 
 
 def network_tag(driver: str, network_id: str) -> str:
-    """The ifalias a plugin puts on a host-side object of a whole network."""
-    return f"{TAG_PREFIX}{driver}:{network_id[:12]}"
+    """The ifalias a plugin puts on a host-side object of a whole network:
+    ``netd:ext:<driver>:<net12>`` (netd.names, kind ``ext``)."""
+    return Tag.for_external(driver, network_id).text
 
 
 def endpoint_tag(driver: str, network_id: str, container_id: str, ifname: str) -> str:
-    """The ifalias a plugin puts on an endpoint's host-side interface (cut to IFALIASZ)."""
-    return f"{network_tag(driver, network_id)}:{ifname}:{container_id}"[: IFALIASZ - 1]
+    """The ifalias a plugin puts on an endpoint's host-side interface (cut to IFALIASZ):
+    ``netd:ext:<driver>:<net12>:<ifname>:<container id>``."""
+    return Tag.for_external(driver, network_id, container_id, ifname).text
 
 
 def host_ifname(network_id: str, container_id: str, ifname: str) -> str:
@@ -296,16 +296,16 @@ def parse_inventory(driver: str, answer: Mapping[str, Any]) -> dict[str, str]:
     objects = answer.get("objects")
     if not isinstance(objects, list):
         raise BadAnswer('"objects" must be a list of {"tag", "ifname"}')
-    prefix = f"{TAG_PREFIX}{driver}:"
     out: dict[str, str] = {}
     for item in objects:
         if not isinstance(item, dict):
             raise BadAnswer(f"inventory entry {_clip(repr(item), 120)} is not an object")
         tag, ifname = item.get("tag"), item.get("ifname")
-        if not isinstance(tag, str) or not tag.startswith(prefix):
+        parsed = parse_tag(tag) if isinstance(tag, str) else None
+        if parsed is None or parsed.kind != "ext" or parsed.driver != driver:
             continue  # not one of this driver's objects: never this driver's to remove
         try:
-            out[tag] = check_ifname(ifname, "ifname")
+            out[str(tag)] = check_ifname(ifname, "ifname")
         except InvalidInput as exc:
             raise BadAnswer(f"inventory entry {tag!r}: {exc.rule}") from None
     return out

@@ -57,6 +57,18 @@ SEMANTIC_RULES: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("options.", ("conflicts with",)),
+    # One options schema serves every driver; each key's description names the drivers that
+    # take it, and the chosen driver refuses the others (or says why it does not support it).
+    ("options.", ("unknown option for driver", "not supported by driver")),
+    # macvlan/ipvlan: the parent must be an Ethernet link in the daemon's namespace (or IF.VID
+    # of one, on a kernel with 802.1Q links), and a VLAN id is 1-4094: the description says so.
+    (
+        "options.parent",
+        ("no such link", "does not exist", "cannot create it", "cannot use it", "VLAN id"),
+    ),
+    # The driver enum lists the daemon's drivers; one this kernel cannot run (ipvlan on the
+    # test machines) is refused naming the missing feature, as the description says.
+    ("driver", ("not supported on this host",)),
     ("options.mtu", ("on a network with IPv6",)),  # RFC 8200's 1280 minimum
     ("options.", ("IPAM-only network",)),  # driver "ipam" takes no options (but dns=false)
     ("options.anti_spoof", ("needs the nftables firewall",)),  # this daemon runs firewall none

@@ -99,6 +99,8 @@ def _step(driver: Any, step: dict[str, Any]) -> Any:
         return driver.check_endpoint(net, ep).problems
     if op == "inventory":
         return driver.inventory()
+    if op == "remove_object":
+        return driver.remove_object(step["ifname"])
     if op == "bench":
         # setup + teardown of the same endpoint, n times: per-call milliseconds.
         setup_ms, teardown_ms = [], []

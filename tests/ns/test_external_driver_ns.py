@@ -62,7 +62,7 @@ def tagged(host: Namespace) -> dict[str, str]:
     return {
         link["ifalias"]: link["ifname"]
         for link in host.ip_json("link", "show")
-        if link.get("ifalias", "").startswith("netd-ext:")
+        if link.get("ifalias", "").startswith("netd:ext:")
     }
 
 
@@ -154,7 +154,7 @@ def test_reconcile_repairs_and_removes_through_the_plugin(
         assert c.ping(GATEWAY)
         # A tagged link no record owns (left by a crash): inventory reports it, the reconciler
         # has the plugin remove it; the live endpoint's link stays.
-        orphan_tag = "netd-ext:ptp:0123456789ab:eth0:gone"
+        orphan_tag = "netd:ext:ptp:0123456789ab:eth0:gone"
         host.run("ip", "link", "add", "nxorphan", "type", "veth", "peer", "name", "nxorphan-p")
         host.run("ip", "link", "set", "dev", "nxorphan", "alias", orphan_tag)
         wait_for("the orphan to be removed", lambda: "nxorphan" not in host.links(), 30)

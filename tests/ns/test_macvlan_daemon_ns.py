@@ -130,9 +130,10 @@ def test_refusals_are_one_line_naming_the_field(lan: Lan) -> None:
         ("-o", "parent=eth9"): "invalid options.parent 'eth9': no such link in the daemon's "
         "network namespace",
         ("-o", "parent=up0", "-o", "enable_icc=false"): "invalid options.enable_icc 'false': not "
-        "supported by driver macvlan: inter-container traffic is not filtered on this driver",
+        "supported by driver macvlan: its containers' traffic does not pass a host interface that "
+        "netd's firewall filters",
         ("-o", "parent=up0", "-o", "macvlan_mode=loud"): "invalid options.macvlan_mode 'loud': "
-        "must be one of private|vepa|bridge|passthru",
+        "must be one of bridge, private, vepa, passthru",
     }
     for opts, message in cases.items():
         res = d.cli("network", "create", "-d", "macvlan", *opts, *SUBNET, "bad", check=False)
@@ -208,7 +209,7 @@ def test_reconcile_repairs_a_deleted_link_and_internal_parent(
         wait_for("internal parent back", lambda: parent in host.links(), 20)
         wait_for("eth1 re-plumbed", lambda: "eth1" in c2.links(), 20)
         assert c2.addresses("eth1")[0].startswith("10.55.0.")
-        assert "netd-parent:macvlan:" in host.links()[parent]["ifalias"]
+        assert "netd:parent:macvlan:" in host.links()[parent]["ifalias"]
     finally:
         world.close()
 

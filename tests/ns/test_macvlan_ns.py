@@ -110,6 +110,23 @@ def test_a_missing_parent_is_refused_naming_the_option_and_changes_nothing(
     assert host.links().keys() == before.keys()
 
 
+def test_a_parent_that_is_not_ethernet_is_refused_at_create(sandbox: Sandbox) -> None:
+    # The kernel would refuse only later (the first attach: EINVAL; a VLAN on lo: EOPNOTSUPP,
+    # a 500); the refusal names the option and changes nothing.
+    host, _lan = lan_host(sandbox)
+    before = host.links()
+    for parent in ("lo", "lo.5"):
+        net = macvlan(options={"parent": parent})
+        (r,) = run_agent("macvlan", host.name, [{"op": "ensure_network", "network": net}])
+        assert r["error"] == {
+            "type": "InvalidInput",
+            "message": f"invalid options.parent '{parent}': cannot use it: \"lo\" is not an "
+            "Ethernet link (loopback or another link type), and only an Ethernet link can carry "
+            "the containers' links",
+        }, r
+    assert host.links().keys() == before.keys()
+
+
 def test_parent_with_vlan_id_is_a_sub_interface_netd_owns(sandbox: Sandbox) -> None:
     host, lan = lan_host(sandbox)
     net = macvlan(options={"parent": "up0.10"})
@@ -133,7 +150,7 @@ def test_parent_with_vlan_id_is_a_sub_interface_netd_owns(sandbox: Sandbox) -> N
         {"op": "setup_endpoint", "network": net, "endpoint": e1},
         {"op": "inventory"},
     ]))  # fmt: skip
-    assert results[2] == {"netd-parent:macvlan:vlan:up0.10": "up0.10"}
+    assert results[2] == {"netd:vlan:macvlan:up0.10": "up0.10"}
     assert host.links()["up0.10"]["linkinfo"]["info_data"]["id"] == 10
     assert c1.ping("192.168.77.1")
     ok(run_agent("macvlan", host.name, [
@@ -158,7 +175,7 @@ def test_no_parent_is_an_internal_network_on_a_parent_netd_owns(sandbox: Sandbox
         {"op": "network_tags", "network": net},
     ]))  # fmt: skip
     parent = "nm-" + NET[:12]
-    tag = f"netd-parent:macvlan:{NET}"
+    tag = f"netd:parent:macvlan:{NET}"
     assert results[3] == {tag: parent} and results[4] == [tag]
     link = host.links()[parent]
     assert link["ifalias"] == tag

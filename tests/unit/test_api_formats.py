@@ -15,8 +15,12 @@ from hypothesis import strategies as st
 
 from netd.api import formats, schemas
 from netd.dns.upstreams import parse_server
+from netd.drivers.bridge import BridgeDriver
 from netd.drivers.bridge_options import validate_bridge_options
+from netd.drivers.ipam import IpamOnlyDriver
 from netd.drivers.macs import check_mac
+from netd.drivers.macvlan import IpvlanDriver, MacvlanDriver
+from netd.errors import InvalidInput
 from netd.ipam.subnets import MAX_PREFIX
 from netd.names import (
     MAX_IFNAME,
@@ -25,6 +29,7 @@ from netd.names import (
     check_ifname,
     check_network_name,
 )
+from netd.options import DriverKeys
 
 
 def generated(pattern: str) -> st.SearchStrategy[str]:
@@ -101,3 +106,55 @@ def test_netns_pattern_refuses_relative_and_nul() -> None:
     assert pattern.fullmatch("/run/netns/a b")
     for bad in ("", "run/netns/x", "/run/netns/\x00x"):
         assert not pattern.fullmatch(bad)
+
+
+# --- the options schema: every built-in driver's keys, from the drivers' own declarations ---
+
+VLAN_DRIVERS = (MacvlanDriver(), IpvlanDriver())
+BUILTIN = (BridgeDriver(), IpamOnlyDriver(), *VLAN_DRIVERS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_every_builtin_drivers_option_patterns_pass_that_driver(data: st.DataObject) -> None:
+    """A value generated from a key's published pattern is accepted by every driver the key's
+    description names, except for the rules the description states (a VLAN id's range; an
+    IPAM-only network's dns is false only)."""
+    options = formats.builtin_options_schema()["properties"]
+    driver = data.draw(st.sampled_from(BUILTIN))
+    key = data.draw(st.sampled_from(driver.option_keys.known()))
+    assert driver.name in options[key]["description"].rsplit("drivers: ", 1)[1]
+    value = data.draw(st.from_regex(re.compile(options[key]["pattern"]), fullmatch=True))
+    try:
+        driver.validate_options({key: value})
+    except InvalidInput as exc:
+        stated = {
+            "parent": "VLAN id" in exc.rule and "VID from 1 to 4094" in options[key]["description"],
+            "dns": driver.name == "ipam" and "ipam (false only)" in options[key]["description"],
+        }
+        assert stated.get(key), (driver.name, key, value, exc)
+
+
+def test_a_key_is_described_with_the_drivers_that_take_it() -> None:
+    schema = formats.builtin_options_schema()
+    drivers = {
+        key: prop["description"].rsplit("drivers: ", 1)[1]
+        for key, prop in schema["properties"].items()
+    }
+    assert drivers["bridge"] == "bridge"
+    assert drivers["enable_icc"] == "bridge"
+    assert drivers["parent"] == "macvlan, ipvlan"
+    assert drivers["macvlan_mode"] == "macvlan"
+    assert drivers["ipvlan_flag"] == "ipvlan"
+    assert drivers["dns"] == "bridge, ipam (false only), macvlan, ipvlan"
+    assert schema["additionalProperties"] is False
+    # Every key any built-in driver takes is in the document, and nothing else.
+    known = {key for d in BUILTIN for key in d.option_keys.known()}
+    assert set(schema["properties"]) == known
+    assert "not take is refused" in schema["description"]
+
+
+def test_an_open_driver_admits_any_other_key_and_says_so() -> None:
+    schema = formats.options_schema(BridgeDriver.option_keys, DriverKeys("ptp", open=True))
+    assert schema["additionalProperties"] == {"type": "string"}
+    assert "drivers ptp are external plugins: any other key is theirs" in schema["description"]

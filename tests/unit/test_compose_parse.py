@@ -342,5 +342,5 @@ def test_macvlan_driver_opts_are_the_driver_s(tmp_path: Path) -> None:
         load(tmp_path, text.replace("macvlan_mode: vepa", "enable_icc: 'false'"))
     assert str(exc.value).startswith(
         'compose.yaml:5: networks.default.driver_opts.enable_icc: "false" not supported by '
-        "driver macvlan: inter-container traffic is not filtered"
+        "driver macvlan: its containers' traffic does not pass a host interface"
     ), str(exc.value)

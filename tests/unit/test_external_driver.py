@@ -200,7 +200,7 @@ answer({{"objects": []}})
         ('print("[1, 2]")', "printed JSON that is not an object (list)"),
         ('answer({"ok": True}, 4)', "exited with status 4 (and no error object)"),
         ('answer({"objects": "many"})', '"objects" must be a list'),
-        ('answer({"objects": [{"tag": "netd-ext:fake:x", "ifname": "a/b"}]})', "must match"),
+        ('answer({"objects": [{"tag": "netd:ext:fake:x", "ifname": "a/b"}]})', "must match"),
         ('sys.stdout.write("x" * (5 << 20))', "printed more than 4194304 bytes"),
     ],
 )
@@ -335,8 +335,8 @@ def test_records_sent_hold_only_public_fields(tmp_path: Path) -> None:
     assert set(record) == ENDPOINT_KEYS
     assert record["addresses"] == ["10.55.0.5/24"] and record["gateways"] == ["10.55.0.1"]
     assert record["host_ifname"].startswith("nx") and len(record["host_ifname"]) == 15
-    assert record["tag"] == "netd-ext:fake:c0ffeec0ffee:eth0:ctr1"
-    assert sent[0]["network"]["tag"] == "netd-ext:fake:c0ffeec0ffee"
+    assert record["tag"] == "netd:ext:fake:c0ffeec0ffee:eth0:ctr1"
+    assert sent[0]["network"]["tag"] == "netd:ext:fake:c0ffeec0ffee"
 
 
 def test_an_internal_network_sends_no_gateways(tmp_path: Path) -> None:
@@ -364,6 +364,23 @@ def test_options_without_driver_keys_need_no_call(tmp_path: Path) -> None:
     assert requests(path)[-1]["options"] == {"Speed": "FAST"}
 
 
+def test_netds_keys_are_declared_and_firewall_keys_refused_without_a_call(
+    tmp_path: Path,
+) -> None:
+    # The network-wide keys come from netd.options (COMMON_OPTIONS), not a list of the
+    # plugin module's own; contract 1 has no firewall, so its keys are refused as for macvlan.
+    path = make_plugin(tmp_path, "fake", 'answer({"options": {}})')
+    driver = ExternalDriver(path, 5)
+    keys = driver.option_keys
+    assert (keys.driver, keys.firewall, keys.open) == ("fake", False, True)
+    assert set(keys.accepted()) == {"mtu", "dns", "dns_servers", "dns_forward_internal"}
+    with pytest.raises(InvalidInput) as info:
+        driver.validate_options({"com.docker.network.bridge.enable_icc": "false", "x": "1"})
+    assert info.value.field == "options.com.docker.network.bridge.enable_icc"
+    assert info.value.rule.startswith("not supported by driver fake: its containers' traffic")
+    assert [r["verb"] for r in requests(path)] == ["capabilities"]
+
+
 def test_a_plugin_may_not_return_netds_own_option_keys(tmp_path: Path) -> None:
     path = make_plugin(tmp_path, "fake", 'answer({"options": {"dns": "true"}})')
     with pytest.raises(KernelError, match="returned netd's own keys"):
@@ -387,7 +404,7 @@ def test_tags_names_and_cni_interfaces_need_no_call(tmp_path: Path) -> None:
     net, ep = network(), endpoint(host_ifname="nxabc", host_mac="02:00:00:00:00:01")
     assert driver.endpoint_host_ifname(net, "ctr1", "eth0").startswith("nx")
     assert driver.network_tags(net) == frozenset()  # no network_object declared
-    assert driver.endpoint_tags(net, ep) == {"netd-ext:fake:c0ffeec0ffee:eth0:ctr1"}
+    assert driver.endpoint_tags(net, ep) == {"netd:ext:fake:c0ffeec0ffee:eth0:ctr1"}
     assert [(i.name, i.sandbox, i.container) for i in driver.cni_interfaces(net, ep)] == [
         ("nxabc", "", False),
         ("eth0", "/run/netns/nowhere", True),
@@ -400,18 +417,22 @@ def test_tags_names_and_cni_interfaces_need_no_call(tmp_path: Path) -> None:
 def test_remove_object_only_removes_what_the_inventory_reports(tmp_path: Path) -> None:
     body = """
 if verb == "inventory":
-    answer({"objects": [{"tag": "netd-ext:fake:c0ffeec0ffee:eth0:x", "ifname": "nxmine"},
-                        {"tag": "netd:c0ffeec0ffee:eth0:x", "ifname": "nvbridge"}]})
+    answer({"objects": [{"tag": "netd:ext:fake:c0ffeec0ffee:eth0:x", "ifname": "nxmine"},
+                        {"tag": "netd:c0ffeec0ffee:eth0:x", "ifname": "nvbridge"},
+                        {"tag": "netd:ext:fake2:c0ffeec0ffee:eth0:x", "ifname": "nxother"},
+                        {"tag": "netd:parent:fake:" + "c0" * 32, "ifname": "nmfake"}]})
 answer({"removed": True})
 """
     path = make_plugin(tmp_path, "fake", body)
     driver = ExternalDriver(path, 5)
-    assert driver.inventory() == {"netd-ext:fake:c0ffeec0ffee:eth0:x": "nxmine"}
+    assert driver.inventory() == {"netd:ext:fake:c0ffeec0ffee:eth0:x": "nxmine"}
     assert driver.remove_object("nvbridge") is False
+    assert driver.remove_object("nxother") is False  # another plugin's (fake2), by its tag
+    assert driver.remove_object("nmfake") is False  # not an external driver's kind of tag
     assert driver.remove_object("nxmine") is True
     removes = [r for r in requests(path) if r["verb"] == "object_remove"]
     assert [r["object"] for r in removes] == [
-        {"tag": "netd-ext:fake:c0ffeec0ffee:eth0:x", "ifname": "nxmine"}
+        {"tag": "netd:ext:fake:c0ffeec0ffee:eth0:x", "ifname": "nxmine"}
     ]
 
 

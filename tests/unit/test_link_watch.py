@@ -18,7 +18,7 @@ from netd.link_watch import (
     networks_to_repair,
 )
 from netd.model import Endpoint, Network
-from netd.names import bridge_tag, endpoint_tag
+from netd.names import bridge_tag, endpoint_tag, parent_tag, vlan_parent_tag
 from netd.reconcile.plan import Expected, expected_from
 
 RTM_NEWLINK = 16
@@ -70,6 +70,21 @@ def test_only_links_the_records_expect_are_repaired() -> None:
     assert networks_to_repair([veth], [NET, OTHER], want([NET, OTHER], [])) == set()
     assert networks_to_repair([bridge_tag(NET.id)], [OTHER], want([OTHER], [])) == set()
     assert networks_to_repair(["netd:someone-elses"], [NET], want([NET], [EP])) == set()
+
+
+def test_a_shared_vlan_parent_repairs_the_networks_that_expect_it() -> None:
+    # A VLAN parent's tag names no network (several share it): the networks whose records
+    # expect the tag are repaired, and only they.
+    vlan = vlan_parent_tag("macvlan", "eth0.10")
+    internal = parent_tag("macvlan", NET.id)
+    expected = Expected(
+        {NET.id: frozenset({vlan}), OTHER.id: frozenset({vlan}), "ef" * 32: frozenset()},
+        frozenset(),
+    )
+    third = network("third", [], id="ef" * 32)
+    assert networks_to_repair([vlan], [NET, OTHER, third], expected) == {NET.id, OTHER.id}
+    expected = Expected({NET.id: frozenset({internal}), OTHER.id: frozenset()}, frozenset())
+    assert networks_to_repair([internal], [NET, OTHER], expected) == {NET.id}
 
 
 def test_watcher_debounces_and_reconciles_the_networks() -> None:

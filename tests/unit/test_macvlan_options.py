@@ -22,6 +22,12 @@ def test_canonical_and_idempotent() -> None:
     assert validate_vlan_options("ipvlan", ipvlan) == ipvlan
 
 
+NO_FIREWALL = (
+    "not supported by driver %s: its containers' traffic does not pass a host interface that "
+    "netd's firewall filters"
+)
+
+
 @pytest.mark.parametrize(
     ("driver", "options", "field", "rule"),
     [
@@ -32,33 +38,43 @@ def test_canonical_and_idempotent() -> None:
         ("macvlan", {"parent": "averylongparent0"}, "options.parent",
          "at most 15 characters (IFNAMSIZ is 16)"),
         ("macvlan", {"macvlan_mode": "l2"}, "options.macvlan_mode",
-         "must be one of private|vepa|bridge|passthru"),
-        ("macvlan", {"ipvlan_mode": "l2"}, "options",
-         "unknown option for driver macvlan; known: parent, mtu, dns, macvlan_mode, "
-         "com.docker.network.driver.mtu"),
-        ("ipvlan", {"ipvlan_mode": "l4"}, "options.ipvlan_mode", "must be one of l2|l3|l3s"),
+         "must be one of bridge, private, vepa, passthru"),
+        ("macvlan", {"ipvlan_mode": "l2"}, "options.ipvlan_mode",
+         "unknown option for driver macvlan; known: parent, macvlan_mode, mtu, dns_servers, "
+         "dns, dns_forward_internal, com.docker.network.driver.mtu"),
+        ("macvlan", {"com.docker.network.bridge.name": "br0"},
+         "options.com.docker.network.bridge.name", "not supported by driver macvlan: there is "
+         "no bridge on this driver; name the parent link with options.parent"),
+        ("macvlan", {"dns": "maybe"}, "options.dns", 'must be "true" or "false"'),
+        ("ipvlan", {"ipvlan_mode": "l4"}, "options.ipvlan_mode", "must be one of l2, l3, l3s"),
         ("ipvlan", {"ipvlan_flag": "passthru"}, "options.ipvlan_flag",
-         "must be one of bridge|private|vepa"),
+         "must be one of bridge, private, vepa"),
         ("macvlan", {"mtu": "60"}, "options.mtu", "must be an integer from 68 to 65535"),
         ("macvlan", {"mtu": "1400", "com.docker.network.driver.mtu": "1500"},
          "options.com.docker.network.driver.mtu", "conflicts with options.mtu='1400'"),
-        ("macvlan", {"enable_icc": "false"}, "options.enable_icc",
-         "not supported by driver macvlan: inter-container traffic is not filtered on this "
-         "driver (there is no host-side interface: containers sit directly on the parent's "
-         "segment)"),
+        # The firewall keys' reason is netd.options' (one for every driver without firewall).
+        ("macvlan", {"enable_icc": "false"}, "options.enable_icc", NO_FIREWALL % "macvlan"),
         ("ipvlan", {"com.docker.network.bridge.enable_ip_masquerade": "true"},
-         "options.com.docker.network.bridge.enable_ip_masquerade",
-         "not supported by driver ipvlan: traffic leaves through the parent unchanged; there is "
-         "no NAT"),
-        ("macvlan", {"host_ipv4": "10.0.0.1"}, "options.host_ipv4",
-         "not supported by driver macvlan: ports cannot be published on this driver (there is "
-         "no host-side interface: containers sit directly on the parent's segment)"),
+         "options.com.docker.network.bridge.enable_ip_masquerade", NO_FIREWALL % "ipvlan"),
+        ("macvlan", {"host_ipv4": "10.0.0.1"}, "options.host_ipv4", NO_FIREWALL % "macvlan"),
     ],
 )  # fmt: skip
 def test_refused(driver: str, options: dict[str, str], field: str, rule: str) -> None:
     with pytest.raises(InvalidInput) as err:
         validate_vlan_options(driver, options)
     assert (err.value.field, err.value.rule) == (field, rule)
+    assert err.value.value == options[field.removeprefix("options.")]  # as the user wrote it
+
+
+def test_the_driver_declares_its_keys_and_validates_through_netd_options() -> None:
+    # One parser (netd.options.parse_options) for every driver: the booleans' one rule, the
+    # network-wide keys, Docker's aliases.
+    for cls, kind in ((MacvlanDriver, "macvlan"), (IpvlanDriver, "ipvlan")):
+        drv = cls()
+        assert drv.option_keys.driver == kind and not drv.option_keys.firewall
+        assert "parent" in drv.option_keys.accepted()
+        got = drv.validate_options({"dns": "Off", "dns_servers": "10.0.0.53", "parent": "eth0"})
+        assert got == {"dns": "false", "dns_servers": "10.0.0.53", "parent": "eth0"}
 
 
 def test_parent_with_a_vlan_id() -> None:
@@ -82,10 +98,10 @@ def test_parent_plans() -> None:
         "macvlan", net({"parent": "eth0.7"}), vlan_options("macvlan", {"parent": "eth0.7"})
     )
     assert (sub.name, sub.tag, sub.vlan_base, sub.vlan_id, sub.internal) == (
-        "eth0.7", "netd-parent:macvlan:vlan:eth0.7", "eth0", 7, False)  # fmt: skip
+        "eth0.7", "netd:vlan:macvlan:eth0.7", "eth0", 7, False)  # fmt: skip
     for n in (net({}), net({"parent": "eth0"}, internal=True)):
         plan = plan_parent("ipvlan", n, vlan_options("ipvlan", n.options))
-        tag = "netd-parent:ipvlan:" + "ab" * 32
+        tag = "netd:parent:ipvlan:" + "ab" * 32
         assert (plan.name, plan.peer, plan.tag, plan.internal) == (
             "nm-abababababab", "np-abababababab", tag, True)  # fmt: skip
     typed = vlan_options("ipvlan", {"ipvlan_mode": "l3", "ipvlan_flag": "vepa", "mtu": "9000"})
@@ -108,7 +124,7 @@ def test_capabilities_and_cni_interfaces_without_a_kernel() -> None:
     assert drv.cni_interfaces(n, e)[0].container
     assert drv.endpoint_tags(n, e) == frozenset()
     # An internal network's parent is netd's, known from the record alone.
-    assert drv.network_tags(net({})) == frozenset({"netd-parent:macvlan:" + "ab" * 32})
+    assert drv.network_tags(net({})) == frozenset({"netd:parent:macvlan:" + "ab" * 32})
     with pytest.raises(InvalidInput) as err:
         IpvlanDriver()._endpoint_mac(e)
     assert err.value.rule == "ipvlan links share their parent's MAC address"

@@ -15,6 +15,7 @@ from netd.names import (
     LINK_KINDS,
     Tag,
     bridge_tag,
+    driver_tag_prefix,
     endpoint_tag,
     endpoint_tag_prefix,
     parse_tag,
@@ -29,7 +30,12 @@ ROOT = Path(__file__).resolve().parents[2] / "netd"
 def test_the_strings_the_kernel_holds_do_not_change() -> None:
     assert bridge_tag(NET_ID) == f"netd:{NET_ID}"
     assert endpoint_tag(NET_ID, "c1", "eth0") == "netd:abcdef012345:eth0:c1"
-    assert Tag.for_link("parent", NET_ID).text == f"netd:parent:{NET_ID}"
+    assert Tag.for_link("vxlan", NET_ID).text == f"netd:vxlan:{NET_ID}"
+    assert Tag.for_parent("macvlan", NET_ID).text == f"netd:parent:macvlan:{NET_ID}"
+    assert Tag.for_vlan_parent("ipvlan", "eth0.10").text == "netd:vlan:ipvlan:eth0.10"
+    assert Tag.for_external("ptp", NET_ID).text == "netd:ext:ptp:abcdef012345"
+    assert Tag.for_external("ptp", NET_ID, "c1", "eth0").text == "netd:ext:ptp:abcdef012345:eth0:c1"
+    assert driver_tag_prefix("ext", "ptp") == "netd:ext:ptp:"
     assert endpoint_tag_prefix(NET_ID) == "netd:abcdef012345:"
     assert endpoint_tag(NET_ID, "c1", "eth0").startswith(endpoint_tag_prefix(NET_ID))
 
@@ -41,6 +47,19 @@ def test_a_long_container_id_is_cut_to_ifaliasz() -> None:
     parsed = parse_tag(tag)
     assert parsed == Tag.for_endpoint(NET_ID, cid, "eth0")
     assert parsed is not None and cid.startswith(parsed.container_id)
+    ext = Tag.for_external("ptp", NET_ID, cid, "eth0")
+    assert len(ext.text) == 255 and parse_tag(ext.text) == ext
+
+
+def test_every_drivers_tag_says_whose_it_is() -> None:
+    # The driver is in the tag, so each driver's inventory lists only its own links.
+    assert parse_tag(f"netd:parent:ipvlan:{NET_ID}") == Tag("parent", NET_ID, driver="ipvlan")
+    assert parse_tag("netd:vlan:macvlan:eth0.10") == Tag("vlan", ifname="eth0.10", driver="macvlan")
+    assert parse_tag("netd:ext:ptp:abcdef012345") == Tag("ext", "abcdef012345", driver="ptp")
+    ext = parse_tag("netd:ext:ptp:abcdef012345:eth0:c1:x")
+    assert ext == Tag("ext", "abcdef012345", "eth0", "c1:x", "ptp")
+    assert ext is not None and ext.of_endpoint
+    assert not Tag.for_external("ptp", NET_ID).of_endpoint
 
 
 def test_parse_reads_every_kind() -> None:
@@ -65,6 +84,17 @@ def test_parse_reads_every_kind() -> None:
         "netd:a::c1",
         "netd:a:eth0:",
         "netd:parent:",
+        f"netd:parent:{NET_ID}",
+        "netd:parent::x",
+        "netd:vlan:macvlan",
+        "netd:vlan:macvlan:eth0.10:x",
+        "netd:vxlan:macvlan:x",
+        "netd:ext:ptp",
+        "netd:ext:ptp:abcdef012345:eth0",
+        "netd:ext:ptp:abcdef012345:eth0:",
+        "netd:ext::abcdef012345",
+        "netd-parent:macvlan:x",
+        "netd-ext:ptp:abcdef012345",
         "netd:bogus:x",
         "NETD:abc",
     ],
@@ -79,7 +109,11 @@ def test_parse_refuses_what_netd_never_writes(text: str) -> None:
         Tag.for_network(NET_ID),
         Tag.for_endpoint(NET_ID, "c1", "eth0"),
         Tag.for_endpoint(NET_ID, "a.b-c_d", "net1"),
-        *(Tag.for_link(kind, NET_ID) for kind in sorted(LINK_KINDS)),  # type: ignore[arg-type]
+        Tag.for_link("vxlan", NET_ID),
+        Tag.for_parent("macvlan", NET_ID),
+        Tag.for_vlan_parent("ipvlan", "eth0.10"),
+        Tag.for_external("ptp", NET_ID),
+        Tag.for_external("ptp", NET_ID, "c1", "eth0"),
     ],
 )
 def test_round_trip(tag: Tag) -> None:
@@ -94,11 +128,12 @@ def test_orphans_are_removed_endpoints_first() -> None:
     tagged = {
         bridge_tag(NET_ID): "nd-abcdef012345",
         endpoint_tag(NET_ID, "c1", "eth0"): "nv1",
-        Tag.for_link("parent", NET_ID).text: "eth0.10",
+        Tag.for_vlan_parent("macvlan", "eth0.10").text: "eth0.10",
         "netd:junk:x": "weird0",
+        Tag.for_external("ptp", NET_ID, "c1", "eth0").text: "nx1",
     }
     order = [name for name, _ in plan_orphans(tagged, Expected({}, frozenset()))]
-    assert order == ["nv1", "nd-abcdef012345", "eth0.10", "weird0"]
+    assert order == ["nv1", "nx1", "nd-abcdef012345", "eth0.10", "weird0"]
     assert teardown_rank("netd:a:eth0:c1") < teardown_rank("netd:a") < teardown_rank("x")
 
 
