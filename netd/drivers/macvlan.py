@@ -35,7 +35,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from .. import faults
 from ..errors import ConfigError, InvalidInput, KernelError, NetdError
 from ..kernel import links
-from ..kernel.container import configure_interface
+from ..kernel.container import check_interface, configure_interface
 from ..kernel.features import missing_link_kind
 from ..kernel.netns import iproute_in_fd, is_initial_netns, open_netns
 from ..kernel.rtnl import LowerLinkSpec, Rtnl, RtnlError, host_socket
@@ -257,36 +257,14 @@ class VlanDriver:
                     problems.append(f'parent link "{plan.name}" missing')
         except NetdError as exc:
             problems.append(exc.message)
-        where = f"{endpoint.ifname} in {endpoint.netns}"
-        try:
-            fd = open_netns(endpoint.netns, endpoint.netns_inode)
-        except InvalidInput as exc:
-            problems.append(f"netns {endpoint.netns!r} unusable: {exc.rule}")
-            return status
-        try:
-            with iproute_in_fd(fd) as cipr:
-                link = links.get_link(cipr, endpoint.ifname)
-                if link is None:
-                    problems.append(f"interface {where} missing")
-                    return status
-                if links.link_kind(link) != self.kind:
-                    problems.append(f"interface {where} is not a {self.kind} link")
-                    return status
-                if not link["flags"] & links.IFF_UP:
-                    problems.append(f"interface {where} is down")
-                present = links.addresses_of(cipr, link["index"])
-                gateways = links.default_gateways(cipr, link["index"])
-        except NetdError as exc:
-            problems.append(f"{exc.message} (in {endpoint.netns})")
-            return status
-        finally:
-            os.close(fd)
-        for iface in endpoint.addresses:
-            if iface not in present:
-                problems.append(f"address {iface} missing on {where}")
-        for gateway in self._gateways(network, endpoint):
-            if gateway not in gateways:
-                problems.append(f"default route via {gateway} missing on {where}")
+        problems += check_interface(
+            endpoint.netns,
+            endpoint.netns_inode,
+            endpoint.ifname,
+            endpoint.addresses,
+            self._gateways(network, endpoint),
+            kind=self.kind,
+        )
         return status
 
     def _owns(self, alias: object) -> bool:

@@ -9,13 +9,20 @@ this part for bridge, macvlan and ipvlan alike). Each step is a fault point
 
 It does not create or delete the interface and does not roll back: the driver that made the
 interface deletes it on failure, which takes its addresses and routes along.
+
+:func:`check_interface` is the other half, for CHECK and the reconciler: what is not as
+recorded on the container side, in words.
 """
 
 from __future__ import annotations
 
+import os
+
 from .. import faults
+from ..errors import InvalidInput, NetdError
 from ..model import IPAddress, IPInterface
-from .netns import netlink_socket_in
+from . import links
+from .netns import iproute_in_fd, netlink_socket_in, open_netns
 from .rtnl import LOOPBACK_IFINDEX, Rtnl, add_default_route
 
 
@@ -46,3 +53,41 @@ def configure_interface(
         for gateway in gateways:
             add_default_route(rtnl, gateway, index)
         faults.point(f"{fault_prefix}.routes_added")
+
+
+def check_interface(
+    netns: str,
+    netns_inode: int,
+    ifname: str,
+    addresses: tuple[IPInterface, ...],
+    gateways: list[IPAddress],
+    *,
+    kind: str | None = None,
+) -> list[str]:
+    """What is not as recorded for ``ifname`` inside namespace ``netns``: the interface is
+    missing, of another ``kind``, down, lacks one of ``addresses`` or a default route via one
+    of ``gateways``. Empty when healthy; an unusable namespace is one problem."""
+    where = f"{ifname} in {netns}"
+    try:
+        fd = open_netns(netns, netns_inode)
+    except InvalidInput as exc:
+        return [f"netns {netns!r} unusable: {exc.rule}"]
+    problems: list[str] = []
+    try:
+        with iproute_in_fd(fd) as cipr:
+            link = links.get_link(cipr, ifname)
+            if link is None:
+                return [f"interface {where} missing"]
+            if kind is not None and links.link_kind(link) != kind:
+                return [f"interface {where} is not a {kind} link"]
+            if not link["flags"] & links.IFF_UP:
+                problems.append(f"interface {where} is down")
+            present = links.addresses_of(cipr, link["index"])
+            routes = links.default_gateways(cipr, link["index"])
+    except NetdError as exc:
+        return [*problems, f"{exc.message} (in {netns})"]
+    finally:
+        os.close(fd)
+    problems += [f"address {a} missing on {where}" for a in addresses if a not in present]
+    problems += [f"default route via {g} missing on {where}" for g in gateways if g not in routes]
+    return problems
