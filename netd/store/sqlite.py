@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import TypeVar
 
 from .. import faults
-from ..errors import Conflict, InvalidInput, NotFound, StoreCorrupt, StoreError
+from ..errors import Conflict, NotFound, StoreCorrupt, StoreError
 from ..model import (
     Endpoint,
     IPAddress,
@@ -38,6 +38,8 @@ from ..model import (
     to_json,
 )
 from .health import HealthReport, StoreHealth
+from .records import cursor_rows as _cursor_rows
+from .records import endpoint_addresses as _endpoint_addresses
 from .sqlite_file import open_connection
 
 log = logging.getLogger(__name__)
@@ -339,34 +341,3 @@ class SqliteStore:
                 self._conn.close()
             except sqlite3.Error as e:
                 raise StoreError(f"sqlite error while closing {self.path}: {e}") from e
-
-
-# --- validation before the transaction ----------------------------------------------------------
-
-
-def _endpoint_addresses(endpoint: Endpoint) -> list[str]:
-    """The endpoint's addresses in canonical text form; InvalidInput on a repeated address."""
-    seen: list[str] = []
-    for iface in endpoint.addresses:
-        text = str(iface.ip)
-        if text in seen:
-            raise InvalidInput("addresses", text, "an address may appear only once per endpoint")
-        seen.append(text)
-    return seen
-
-
-def _cursor_rows(cursors: dict[str, IPAddress]) -> list[tuple[str, str]]:
-    """Canonical (subnet, address) rows; InvalidInput unless each address lies in its subnet."""
-    rows: list[tuple[str, str]] = []
-    for subnet, address in cursors.items():
-        try:
-            net = ipaddress.ip_network(subnet)
-        except (ValueError, TypeError) as e:
-            raise InvalidInput("cursors", subnet, f"not a subnet: {e}") from e
-        if not isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address) or (
-            address not in net
-        ):
-            rule = "the address must lie in the subnet"
-            raise InvalidInput("cursors", f"{subnet}={address}", rule)
-        rows.append((str(net), str(address)))
-    return rows
