@@ -10,15 +10,17 @@ test_contract_store_etcd_ns.py.
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 import uuid
+from base64 import b64decode, b64encode
 from collections.abc import Callable, Iterator
 from functools import partial
 
 import pytest
 from etcd_kit import etcd, in_etcd_ns
-from kit import endpoint, network
+from kit import endpoint, ip, network
 from netns_fixtures import wait_for
 from netns_fixtures.etcd import EtcdServer
 
@@ -42,6 +44,18 @@ def pair(in_etcd_ns: EtcdServer, prefix: str) -> Iterator[tuple[EtcdStore, EtcdS
     yield a, b
     a.close()
     b.close()
+
+
+def etcd_keys(server: EtcdServer, prefix: str) -> dict[str, str]:
+    """Every key under ``prefix`` and its value, asked of etcd's gateway with curl."""
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    body = json.dumps({"key": b64encode(prefix.encode()).decode(),
+                       "range_end": b64encode(end.encode()).decode()})  # fmt: skip
+    out = server.ns.run("curl", "-sf", "--max-time", "5", "-d", body, f"{server.url}/v3/kv/range")
+    return {
+        b64decode(kv["key"]).decode(): b64decode(kv.get("value", "")).decode()
+        for kv in json.loads(out).get("kvs", [])
+    }
 
 
 def race(calls: list[Callable[[], None]]) -> list[BaseException | None]:
@@ -180,3 +194,27 @@ def test_a_dead_member_is_skipped_for_a_live_one(in_etcd_ns: EtcdServer, prefix:
         assert [n.name for n in store.list_networks()] == ["through-the-live-one"]
     finally:
         store.close()
+
+
+def test_keys_in_etcd_read_back_with_curl(
+    in_etcd_ns: EtcdServer, pair: tuple[EtcdStore, EtcdStore], prefix: str
+) -> None:
+    """The layout of docs/store.md, read by etcd's own gateway through curl, not by netd."""
+    a, _ = pair
+    net = network("web", "10.94.0.0/24")
+    a.create_network(net)
+    a.put_endpoint(endpoint(net, "c1"), {"10.94.0.0/24": ip("10.94.0.2")})
+    keys = etcd_keys(in_etcd_ns, prefix)
+    assert keys == {
+        f"{prefix}meta/created": "1",
+        f"{prefix}networks/{net.id}": keys[f"{prefix}networks/{net.id}"],
+        f"{prefix}network-names/web": net.id,
+        f"{prefix}subnets/10.94.0.0/24": net.id,
+        f"{prefix}endpoints/{net.id}/c1/eth0": keys[f"{prefix}endpoints/{net.id}/c1/eth0"],
+        f"{prefix}allocations/{net.id}/10.94.0.2": "c1/eth0",
+        f"{prefix}cursors/{net.id}/10.94.0.0/24": "10.94.0.2",
+    }
+    assert json.loads(keys[f"{prefix}networks/{net.id}"])["name"] == "web"
+    assert a.delete_endpoint(net.id, "c1", "eth0")
+    a.delete_network(net.id)
+    assert etcd_keys(in_etcd_ns, prefix) == {f"{prefix}meta/created": "1"}, "nothing left behind"
