@@ -23,7 +23,6 @@ import errno
 import ipaddress
 import logging
 import os
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -32,12 +31,13 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import faults
-from ..errors import ConfigError, InvalidInput, KernelError, NetdError
+from ..errors import InvalidInput, KernelError, NetdError
 from ..kernel import links
 from ..kernel.container import check_interface, configure_interface
+from ..kernel.hostsockets import HostSockets, refuse_initial_netns
 from ..kernel.linkstate import links_state
-from ..kernel.netns import iproute_in_fd, is_initial_netns, open_netns
-from ..kernel.rtnl import Rtnl, RtnlError, VethSpec, host_socket
+from ..kernel.netns import iproute_in_fd, open_netns
+from ..kernel.rtnl import Rtnl, RtnlError, VethSpec
 from ..kernel.sysctl import disable_ipv6_on, ensure_sysctl
 from ..model import Endpoint, IPAddress, Network
 from ..names import (
@@ -112,9 +112,7 @@ class BridgeDriver:
         self.allow_initial_netns = allow_initial_netns
         self.reuse_host_socket = reuse_host_socket
         self.sysctl_changes: list[str] = []  # "name=value" set by ensure_network, in order
-        self._local = threading.local()
-        self._opened: list[IPRoute | Rtnl] = []
-        self._lock = threading.Lock()
+        self._sockets = HostSockets()
         # bridge name -> (ifindex, MTU); a plain dict: single assignments are atomic in CPython.
         self._bridges: dict[str, tuple[int, int]] = {}
 
@@ -122,21 +120,11 @@ class BridgeDriver:
 
     def close(self) -> None:
         """Close every host-side netlink socket this driver opened (any thread)."""
-        with self._lock:
-            opened, self._opened = self._opened, []
-        for ipr in opened:
-            ipr.close()
-        self._local = threading.local()
+        self._sockets.close()
 
     def _host_rtnl(self) -> Rtnl:
         """This thread's raw host-side rtnetlink client (requests wait for their acks)."""
-        rtnl: Rtnl | None = getattr(self._local, "rtnl", None)
-        if rtnl is None:
-            rtnl = Rtnl(host_socket())
-            self._local.rtnl = rtnl
-            with self._lock:
-                self._opened.append(rtnl)
-        return rtnl
+        return self._sockets.rtnl()
 
     @contextmanager
     def _host(self) -> Iterator[IPRoute]:
@@ -144,24 +132,8 @@ class BridgeDriver:
             with IPRoute(groups=0) as fresh:
                 yield fresh
             return
-        ipr: IPRoute | None = getattr(self._local, "ipr", None)
-        if ipr is None:
-            ipr = IPRoute(groups=0)
-            self._local.ipr = ipr
-            with self._lock:
-                self._opened.append(ipr)
-        try:
+        with self._sockets.iproute() as ipr:
             yield ipr
-        except (NetdError, NetlinkError, RtnlError):
-            raise  # a refused request leaves the socket in sync
-        except BaseException:
-            # Anything else may have left a half-read reply on the socket: drop it.
-            self._local.ipr = None
-            with self._lock:
-                if ipr in self._opened:
-                    self._opened.remove(ipr)
-            ipr.close()
-            raise
 
     def _bridge_link(
         self, ipr: IPRoute, name: str, operation: str, *, fresh: bool = False
@@ -179,11 +151,7 @@ class BridgeDriver:
         return found
 
     def _guard(self, operation: str) -> None:
-        if not self.allow_initial_netns and is_initial_netns():
-            raise ConfigError(
-                f"{operation}: refusing to configure the machine's initial network namespace "
-                "(the daemon was not configured to manage the host namespace)"
-            )
+        refuse_initial_netns(self.allow_initial_netns, operation)
 
     # --- Driver protocol --------------------------------------------------------------------
 

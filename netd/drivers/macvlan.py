@@ -25,7 +25,6 @@ import dataclasses
 import errno
 import logging
 import os
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,12 +32,13 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import faults
-from ..errors import ConfigError, InvalidInput, KernelError, NetdError
+from ..errors import InvalidInput, KernelError, NetdError
 from ..kernel import links
 from ..kernel.container import check_interface, configure_interface
 from ..kernel.features import missing_link_kind
-from ..kernel.netns import iproute_in_fd, is_initial_netns, open_netns
-from ..kernel.rtnl import LowerLinkSpec, Rtnl, RtnlError, host_socket
+from ..kernel.hostsockets import HostSockets, refuse_initial_netns
+from ..kernel.netns import iproute_in_fd, open_netns
+from ..kernel.rtnl import LowerLinkSpec, Rtnl, RtnlError
 from ..model import Endpoint, IPAddress, Network
 from ..names import TAG_PREFIX, check_ifname, parse_tag
 from ..options import parse_options
@@ -68,9 +68,7 @@ class VlanDriver:
         )
         self.option_keys = KEYS[kind]  # parent, the mode keys, the network-wide keys
         self.allow_initial_netns = allow_initial_netns
-        self._local = threading.local()
-        self._opened: list[Rtnl] = []
-        self._lock = threading.Lock()
+        self._sockets = HostSockets()
         # parent name -> ids of the networks on it (learnt from ensure_network): an owned
         # sub-interface goes only with the last of them.
         self._users: dict[str, set[str]] = {}
@@ -79,20 +77,10 @@ class VlanDriver:
 
     def _host_rtnl(self) -> Rtnl:
         """This thread's raw host-side rtnetlink client (the endpoint hot path)."""
-        rtnl: Rtnl | None = getattr(self._local, "rtnl", None)
-        if rtnl is None:
-            rtnl = Rtnl(host_socket())
-            self._local.rtnl = rtnl
-            with self._lock:
-                self._opened.append(rtnl)
-        return rtnl
+        return self._sockets.rtnl()
 
     def _guard(self, operation: str) -> None:
-        if not self.allow_initial_netns and is_initial_netns():
-            raise ConfigError(
-                f"{operation}: refusing to configure the machine's initial network namespace "
-                "(the daemon was not configured to manage the host namespace)"
-            )
+        refuse_initial_netns(self.allow_initial_netns, operation)
 
     def _plan(self, network: Network) -> ParentPlan:
         return plan_parent(self.kind, network, vlan_options(self.kind, network.options))
@@ -358,11 +346,7 @@ class VlanDriver:
 
     def close(self) -> None:
         """Close the host-side sockets this driver opened."""
-        with self._lock:
-            opened, self._opened = self._opened, []
-        for rtnl in opened:
-            rtnl.close()
-        self._local = threading.local()
+        self._sockets.close()
 
 
 def _why(code: int, kind: str) -> str:
