@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ..errors import InvalidInput
-from ..model import Endpoint, Network
+from ..model import Endpoint, IPAddress, Network
 from ..options import DriverKeys
 
 # Where a driver's containers find netd's DNS: on the network's gateway addresses in the host
@@ -168,3 +168,40 @@ def not_plumbed(network: Network) -> InvalidInput:
         "another CNI plugin creates its interfaces; attach containers through that plugin, or "
         "use a bridge network",
     )
+
+
+def default_gateways(network: Network, endpoint: Endpoint) -> list[IPAddress]:
+    """One gateway per family: that of the first subnet holding one of the endpoint's addresses.
+
+    Internal networks get none: nothing leaves them, so no default route points out. Shared by
+    every driver that routes a container through a gateway (bridge, macvlan, plugins' records).
+    """
+    if network.internal:
+        return []
+    out: dict[int, IPAddress] = {}
+    for iface in endpoint.addresses:
+        for subnet in network.subnets:
+            if subnet.gateway and iface.ip in subnet.subnet and iface.version not in out:
+                out[iface.version] = subnet.gateway
+    return [out[v] for v in sorted(out)]
+
+
+class NoKernelObjects:
+    """Mixin for drivers that make no host-side kernel object (IPAM-only, null): an empty
+    inventory, nothing expected, nothing to remove."""
+
+    def inventory(self) -> dict[str, str]:
+        """Nothing in the kernel."""
+        return {}
+
+    def network_tags(self, network: Network) -> frozenset[str]:
+        """Nothing expected."""
+        return frozenset()
+
+    def endpoint_tags(self, network: Network, endpoint: Endpoint) -> frozenset[str]:
+        """Nothing expected."""
+        return frozenset()
+
+    def remove_object(self, ifname: str) -> bool:
+        """Owns no object."""
+        return False

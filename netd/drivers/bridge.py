@@ -39,7 +39,7 @@ from ..kernel.linkstate import links_state
 from ..kernel.netns import iproute_in_fd, open_netns
 from ..kernel.rtnl import Rtnl, RtnlError, VethSpec
 from ..kernel.sysctl import disable_ipv6_on, ensure_sysctl
-from ..model import Endpoint, IPAddress, Network
+from ..model import Endpoint, Network
 from ..names import (
     TAG_PREFIX,
     Tag,
@@ -52,7 +52,7 @@ from ..names import (
     parse_tag,
 )
 from ..options import parse_options
-from .base import Capabilities, CniInterface, EndpointStatus
+from .base import Capabilities, CniInterface, EndpointStatus, default_gateways
 from .bridge_options import BRIDGE_KEYS
 from .macs import bridge_mac, check_mac
 
@@ -79,21 +79,6 @@ def bridge_for(network: Network) -> str:
     name = network.opts.driver.get("bridge")
     # Checked again: the name goes into netlink requests and firewall rules.
     return _BRIDGE_OPTION.normalise("bridge", name) if name else bridge_name(network.id)
-
-
-def default_gateways(network: Network, endpoint: Endpoint) -> list[IPAddress]:
-    """One gateway per family: that of the first subnet holding one of the endpoint's addresses.
-
-    Internal networks get none: nothing leaves them, so no default route points at the bridge.
-    """
-    if network.internal:
-        return []
-    out: dict[int, IPAddress] = {}
-    for iface in endpoint.addresses:
-        for subnet in network.subnets:
-            if subnet.gateway and iface.ip in subnet.subnet and iface.version not in out:
-                out[iface.version] = subnet.gateway
-    return [out[v] for v in sorted(out)]
 
 
 class BridgeDriver:

@@ -20,12 +20,12 @@ from typing import Any
 from ..errors import InvalidInput
 from ..model import Endpoint, Network
 from ..options import DriverKeys, parse_bool
-from .base import Capabilities, CniInterface, EndpointStatus, not_plumbed
+from .base import Capabilities, CniInterface, EndpointStatus, NoKernelObjects, not_plumbed
 
 IPAM_DRIVER = "ipam"
 
 
-class IpamOnlyDriver:
+class IpamOnlyDriver(NoKernelObjects):
     """Implements :class:`netd.drivers.base.Driver` for networks another plugin plumbs."""
 
     name = IPAM_DRIVER
@@ -84,22 +84,6 @@ class IpamOnlyDriver:
     def endpoint_host_ifname(self, network: Network, container_id: str, ifname: str) -> str:
         """None."""
         return ""
-
-    def inventory(self) -> dict[str, str]:
-        """Nothing of netd's in the kernel."""
-        return {}
-
-    def network_tags(self, network: Network) -> frozenset[str]:
-        """Nothing expected."""
-        return frozenset()
-
-    def endpoint_tags(self, network: Network, endpoint: Endpoint) -> frozenset[str]:
-        """Nothing expected."""
-        return frozenset()
-
-    def remove_object(self, ifname: str) -> bool:
-        """Owns no object."""
-        return False
 
     def cni_interfaces(self, network: Network, endpoint: Endpoint) -> list[CniInterface]:
         """None: an IPAM plugin's result has no interfaces (the main plugin adds them)."""

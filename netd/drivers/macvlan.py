@@ -42,8 +42,7 @@ from ..kernel.rtnl import LowerLinkSpec, Rtnl, RtnlError
 from ..model import Endpoint, IPAddress, Network
 from ..names import TAG_PREFIX, check_ifname, parse_tag
 from ..options import parse_options
-from .base import Capabilities, CniInterface, EndpointStatus
-from .bridge import default_gateways
+from .base import Capabilities, CniInterface, EndpointStatus, default_gateways
 from .macs import check_mac
 from .macvlan_options import KEYS, vlan_options
 from .parent import ParentPlan, ensure_parent, owned_now, plan_parent, remove_parent

@@ -17,7 +17,7 @@ from ..errors import InvalidInput, NetdError
 from ..model import Endpoint, Network
 from ..names import bridge_name, host_veth_name
 from ..options import DriverKeys
-from .base import Capabilities, CniInterface, EndpointStatus
+from .base import Capabilities, CniInterface, EndpointStatus, NoKernelObjects
 
 
 def _fake_mac(seed: str) -> str:
@@ -26,7 +26,7 @@ def _fake_mac(seed: str) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-class NullDriver:
+class NullDriver(NoKernelObjects):
     """Implements :class:`netd.drivers.base.Driver`; ``calls`` lists (method, args) in order."""
 
     name = "null"
@@ -97,18 +97,6 @@ class NullDriver:
         """Nothing in the kernel."""
         self._record("inventory")
         return {}
-
-    def network_tags(self, network: Network) -> frozenset[str]:
-        """Nothing expected in the kernel."""
-        return frozenset()
-
-    def endpoint_tags(self, network: Network, endpoint: Endpoint) -> frozenset[str]:
-        """Nothing expected in the kernel."""
-        return frozenset()
-
-    def remove_object(self, ifname: str) -> bool:
-        """Owns no object."""
-        return False
 
     def cni_interfaces(self, network: Network, endpoint: Endpoint) -> list[CniInterface]:
         """Host side and container side, as a veth driver reports them."""

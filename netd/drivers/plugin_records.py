@@ -27,10 +27,10 @@ from ..errors import (
     NotFound,
     Unavailable,
 )
-from ..model import Endpoint, IPAddress, Network
+from ..model import Endpoint, Network
 from ..names import MAX_IFNAME, Tag, check_ifname, parse_tag
 from ..options import COMMON_KEYS
-from .base import Capabilities
+from .base import Capabilities, default_gateways
 from .macs import check_mac
 
 CONTRACT = "netd.driver/1"
@@ -79,18 +79,6 @@ def host_ifname(network_id: str, container_id: str, ifname: str) -> str:
 def driver_options(options: Mapping[str, str]) -> dict[str, str]:
     """The options a plugin sees: the network's options minus netd's network-wide keys."""
     return {k: v for k, v in options.items() if k not in NETWORK_OPTION_KEYS}
-
-
-def default_gateways(network: Network, endpoint: Endpoint) -> list[IPAddress]:
-    """One gateway per family of the endpoint's addresses; none on an internal network."""
-    if network.internal:
-        return []
-    out: dict[int, IPAddress] = {}
-    for iface in endpoint.addresses:
-        for subnet in network.subnets:
-            if subnet.gateway and iface.ip in subnet.subnet and iface.version not in out:
-                out[iface.version] = subnet.gateway
-    return [out[v] for v in sorted(out)]
 
 
 def network_record(network: Network) -> dict[str, Any]:
