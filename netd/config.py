@@ -12,8 +12,16 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from .cluster.config import ClusterConfig
 from .errors import ConfigError
 from .security.audit import AuditConfig
 from .security.policy import PolicyConfig
@@ -31,7 +39,12 @@ class Config(BaseModel):
     state_dir: Path = DEFAULT_STATE_DIR
     socket: Path = DEFAULT_SOCKET
     socket_group: str = Field("netd", description="group owning the socket (mode 0660)")
-    store: Literal["sqlite"] = "sqlite"
+    store: Literal["sqlite", "etcd"] = Field(
+        "sqlite", description='"etcd": global networks (overlay) in etcd; needs [cluster]'
+    )
+    cluster: ClusterConfig | None = Field(
+        None, description="where etcd is and who this node is (docs/multi-host.md)"
+    )
     recovery_dir: Path | None = Field(
         None,
         description="the recovery copy of the state for `netd recover` (default: "
@@ -86,6 +99,12 @@ class Config(BaseModel):
     def recovery_path(self) -> Path:
         """Where the recovery copy lives: ``recovery_dir``, else ``<state_dir>/recovery``."""
         return self.recovery_dir or self.state_dir / "recovery"
+
+    @model_validator(mode="after")
+    def _store_needs_cluster(self) -> Config:
+        if self.store == "etcd" and self.cluster is None:
+            raise ValueError('store "etcd" needs a [cluster] table with etcd_endpoints')
+        return self
 
     @field_validator("socket_group", "dns_user")
     @classmethod

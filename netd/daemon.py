@@ -33,6 +33,7 @@ from .errors import ConfigError, NetdError, StoreCorrupt
 from .firewall.base import Firewall
 from .instance_lock import InstanceLock, describe_os_error
 from .ipam.subnets import parse_pool, ula_from_machine_id
+from .model import Network
 from .requirements import require
 from .security.hostports import refuse_ports_in_use
 from .service import Service
@@ -146,9 +147,38 @@ def build_service(config: Config) -> tuple[Service, Store, DnsManager]:
     from .store import open_store
     from .store.mirror import CopyWriter, MirroredStore
 
-    store = MirroredStore(
-        open_store(config.store, config.state_dir), CopyWriter(config.recovery_path)
+    drivers = {
+        "bridge": get_driver("bridge", allow_initial_netns=config.managed_netns is None),
+        "ipam": get_driver("ipam"),  # IPAM-only networks (CNI ``"ipam": {"type": "netd"}``)
+        # Containers directly on a host link's segment; a kernel without the link kind
+        # refuses the network's creation in one line (docs/drivers.md).
+        "macvlan": get_driver("macvlan", allow_initial_netns=config.managed_netns is None),
+        "ipvlan": get_driver("ipvlan", allow_initial_netns=config.managed_netns is None),
+    }
+    cluster = config.cluster if config.store == "etcd" else None
+    node_address = None
+    if cluster is not None:
+        from .cluster.member import default_node_address
+
+        node_address = cluster.node_address or default_node_address()
+    # Networks across hosts (VXLAN); without a cluster it refuses creation in one line.
+    drivers["overlay"] = get_driver(
+        "overlay",
+        allow_initial_netns=config.managed_netns is None,
+        node_address=node_address,
     )
+    drivers.update(load_external_drivers(config, reserved=drivers))
+    if cluster is not None:
+        from .cluster.member import open_cluster_store
+
+        def is_global(net: Network) -> bool:
+            driver = drivers.get(net.driver)
+            return driver is not None and driver.capabilities.scope == "global"
+
+        engine: Store = open_cluster_store(cluster, config.state_dir, is_global)
+    else:
+        engine = open_store(config.store, config.state_dir)
+    store = MirroredStore(engine, CopyWriter(config.recovery_path))
     try:
         store.sync()  # the copy catches up with the database (StoreCorrupt if the db was lost)
     except BaseException:
@@ -159,15 +189,6 @@ def build_service(config: Config) -> tuple[Service, Store, DnsManager]:
     pools = [parse_pool(p) for p in config.default_address_pools]
     ula = ula_from_machine_id(_machine_id())
     assert isinstance(ula, ipaddress.IPv6Network)
-    drivers = {
-        "bridge": get_driver("bridge", allow_initial_netns=config.managed_netns is None),
-        "ipam": get_driver("ipam"),  # IPAM-only networks (CNI ``"ipam": {"type": "netd"}``)
-        # Containers directly on a host link's segment; a kernel without the link kind
-        # refuses the network's creation in one line (docs/drivers.md).
-        "macvlan": get_driver("macvlan", allow_initial_netns=config.managed_netns is None),
-        "ipvlan": get_driver("ipvlan", allow_initial_netns=config.managed_netns is None),
-    }
-    drivers.update(load_external_drivers(config, reserved=drivers))
     service = Service(
         store=store,
         drivers=drivers,
@@ -180,7 +201,14 @@ def build_service(config: Config) -> tuple[Service, Store, DnsManager]:
         validate_netns=validate_netns_path,
         reap_grace=config.reap_grace,
         check_publish=refuse_ports_in_use,
+        node=cluster.node_name if cluster is not None else "",
     )
+    if cluster is not None and node_address is not None:
+        from .cluster.member import Member
+        from .cluster.store import ClusterStore
+
+        assert isinstance(engine, ClusterStore)
+        service.cluster = Member(cluster, engine, node_address)
     return service, store, dns
 
 
@@ -259,10 +287,13 @@ async def serve(config: Config) -> None:
     watcher: Any = None
     store: Any = None
     dns: Any = None
+    service: Service | None = None
     try:
         service, store, dns = build_service(config)
         dns.start()
         await service.start()
+        if service.cluster is not None:
+            await service.cluster.start(service.state, service.network_ops, service.publisher)
         # DELs the CNI plugin spooled while no daemon listened: replayed before serving.
         from .cni import replay, spool
 
@@ -311,6 +342,8 @@ async def serve(config: Config) -> None:
                     config.socket.unlink()
         if watcher is not None:
             await watcher.stop()
+        if service is not None and service.cluster is not None:
+            await service.cluster.stop()
         if reconciler is not None:
             reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):

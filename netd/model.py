@@ -119,6 +119,9 @@ class Endpoint:
     # state "gone": when the reaper found the namespace gone for good (wall clock;
     # netd.reconcile.reap).
     gone_since: float = 0.0
+    # The cluster node that runs the endpoint (global networks only; "" on a local network):
+    # other nodes program forwarding to it and serve its name (docs/multi-host.md).
+    node: str = ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -256,4 +259,5 @@ def endpoint_from_json(d: dict[str, Any]) -> Endpoint:
         origin=d.get("origin", "api"),
         netns_inode=d.get("netns_inode", 0),
         gone_since=d.get("gone_since", 0.0),
+        node=d.get("node", ""),
     )

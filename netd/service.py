@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from .core.dns_publish import DnsPublisher, DnsSink, NullDns
 from .core.endpoints import CheckPublish, Endpoints
@@ -35,6 +36,9 @@ from .reconcile.plan import Action, Expected
 from .reconcile.reap import DEFAULT_GRACE, Reaper
 from .store.base import Store
 from .store.health import Prober
+
+if TYPE_CHECKING:
+    from .cluster.member import Member
 
 log = logging.getLogger("netd.service")
 
@@ -58,6 +62,7 @@ class Service:
         validate_netns: Callable[[str, int], None] = lambda path, inode: None,
         reap_grace: float = DEFAULT_GRACE,
         check_publish: CheckPublish = lambda ports, exempt: None,
+        node: str = "",
     ) -> None:
         self.store = store
         self.drivers = drivers
@@ -69,6 +74,8 @@ class Service:
         self.pools = tuple(pools)  # the owner role checks subnets against them
         self.ula = ula
         self.state = State(drivers)
+        self.state.node = node  # this node's name in a cluster (docs/multi-host.md)
+        self.cluster: Member | None = None  # set by the daemon when the store is etcd
         self.firewalling = Firewalling(self.state, firewall)
         self.publisher = DnsPublisher(self.state, self.dns, dns_domain)
         self.endpoint_ops = Endpoints(

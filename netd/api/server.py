@@ -47,7 +47,7 @@ from ..model import (
 from ..names import check_container_id
 from ..security.rootless import OwnerScope
 from ..service import Service
-from . import schemas
+from . import nodes_route, schemas
 from .audit_route import QUERY_SCHEMAS as AUDIT_QUERY
 from .audit_route import AuditPage, get_audit
 from .body import loads as load_json
@@ -214,6 +214,16 @@ async def remove_network(request: web.Request) -> web.Response:
     """Remove a network without endpoints."""
     net = await _service(request).remove_network(request.match_info["name"])
     return web.json_response({"removed": net.name, "id": net.id})
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    """The cluster's nodes (store = "etcd" only)."""
+    return await nodes_route.list_nodes(request.app[SERVICE], request)
+
+
+async def remove_node(request: web.Request) -> web.Response:
+    """Forget a node of the cluster and free what it held."""
+    return await nodes_route.remove_node(request.app[SERVICE], request)
 
 
 async def prune_networks(request: web.Request) -> web.Response:
@@ -410,6 +420,21 @@ ROUTES: list[Route] = [
         query=(("name", True), ("network", False)),
     ),
     Route("GET", "/v1/firewall", firewall_show, "The live ruleset of netd's firewall"),
+    Route(
+        "GET",
+        "/v1/nodes",
+        list_nodes,
+        "The cluster's nodes (store etcd; 409 otherwise)",
+        None,
+        list[nodes_route.NodeOut],
+    ),
+    Route(
+        "DELETE",
+        "/v1/nodes/{name}",
+        remove_node,
+        "Forget a node that is down (force=1: even a ready one) and free its addresses",
+        query=(("force", False),),
+    ),
     Route(
         "GET",
         "/v1/audit",

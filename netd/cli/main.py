@@ -7,11 +7,13 @@ from .base import cli
 from .compose import compose
 from .demo import demo
 from .network import network
+from .node import node
 from .ops import completion, doctor, graph
 from .recover import recover
 from .tools import cni, dns, firewall
 
 cli.add_command(network)
+cli.add_command(node)
 cli.add_command(cni)
 cli.add_command(firewall)
 cli.add_command(dns)

@@ -110,10 +110,10 @@ class DnsPublisher:
 
     def resolvable(self, network: Network) -> list[Endpoint]:
         """The endpoints whose names DNS serves: all but those being detached and those reaped
-        (namespace gone for good)."""
-        return [
-            e for e in self.state.network_endpoints(network) if e.state not in ("deleting", "gone")
-        ]
+        (namespace gone for good), other nodes' included on a global network."""
+        here = self.state.network_endpoints(network)
+        there = self.state.remote_endpoints(network.id)  # other nodes' (global networks)
+        return [e for e in here + there if e.state not in ("deleting", "gone")]
 
     async def publish(self, network: Network | None = None, *, removed: bool = False) -> None:
         """Push records: one network, or (without ``network``) the whole state at start-up.

@@ -11,7 +11,9 @@ crash at any point is found and finished at the next start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +24,15 @@ from ..attachments import existing_connection
 from ..drivers.base import not_plumbed
 from ..errors import Conflict, InvalidInput, KernelError, NetdError, NotFound
 from ..firewall.policy import check_port_mappings
-from ..model import AttachRequest, Caller, Endpoint, IPAddress, Network, PortMapping
+from ..model import (
+    AttachRequest,
+    Caller,
+    Endpoint,
+    IPAddress,
+    IPInterface,
+    Network,
+    PortMapping,
+)
 from ..names import check_container_id, check_ifname
 from ..store.base import Store
 from .dns_publish import DnsPublisher
@@ -31,6 +41,7 @@ from .state import State
 from .undo import Undo, finish_in_thread, undo_step
 
 log = logging.getLogger("netd.service")
+ADDRESS_RETRIES = 8  # global networks: picks of an address another node took meanwhile
 CheckPublish = Callable[[tuple[PortMapping, ...], frozenset[tuple[IPAddress, int]]], None]
 
 
@@ -155,10 +166,45 @@ class Endpoints:
         The record is durable before any kernel object exists, so a crash from here on is found
         and undone at the next start.
         """
-        allocator = self.state.ipam[net.id]
-        addresses, cursors = allocator.allocate(req.static_ips)
         driver = self.state.driver(net)
-        ep = Endpoint(
+        shared = driver.capabilities.scope == "global"
+        for attempt in range(1, ADDRESS_RETRIES + 1):
+            allocator = self.state.ipam[net.id]  # the cluster sync may replace it meanwhile
+            addresses, cursors = allocator.allocate(req.static_ips)
+            ep = self._endpoint(net, req, cid, ifname, plumb, caller, addresses)
+            try:
+                await asyncio.to_thread(self.store.put_endpoint, ep, cursors)
+            except Conflict as e:
+                # On a global network another node may have taken the address since this
+                # node's view was last synced: the store (etcd) refused it, so skip it and pick
+                # again. A static address is the caller's choice: its conflict is final.
+                final = not shared or req.static_ips or attempt == ADDRESS_RETRIES
+                if final or e.field not in ("address", "block"):
+                    raise
+                log.info("%s %s on %s was just taken by another node; picking again",
+                         e.field, e.value, net.name)  # fmt: skip
+                if e.field == "address":
+                    with contextlib.suppress(Conflict):  # the view may know it by now
+                        self.state.ipam[net.id].commit([ipaddress.ip_address(str(e.value))])
+                continue
+            break
+        self.state.ipam[net.id].commit([a.ip for a in addresses], cursors)
+        self.state.endpoints[net.id][ep.key] = ep
+        return ep
+
+    def _endpoint(
+        self,
+        net: Network,
+        req: AttachRequest,
+        cid: str,
+        ifname: str,
+        plumb: bool,
+        caller: Caller | None,
+        addresses: list[IPInterface],
+    ) -> Endpoint:
+        """The "creating" record of an attachment with these addresses."""
+        driver = self.state.driver(net)
+        return Endpoint(
             network_id=net.id,
             container_id=cid,
             ifname=ifname,
@@ -176,11 +222,8 @@ class Endpoints:
             owner_uid=caller.uid if caller else 0,
             origin=req.origin,
             netns_inode=req.netns_inode,
+            node=self.state.node if driver.capabilities.scope == "global" else "",
         )
-        await asyncio.to_thread(self.store.put_endpoint, ep, cursors)
-        allocator.commit([a.ip for a in addresses], cursors)
-        self.state.endpoints[net.id][ep.key] = ep
-        return ep
 
     def _plumb_and_record(self, net: Network, ep: Endpoint) -> Endpoint:
         """Interfaces, firewall elements, then the "ready" record: one worker-thread hop.

@@ -7,6 +7,7 @@ across networks); each step of a create pushes its undo, so a failure halfway le
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -25,7 +26,20 @@ from .state import State
 from .undo import Undo
 
 log = logging.getLogger("netd.service")
+FIRST_VNI = 4096  # VXLAN ids below are left to the operator's -o vni=N
+VNI_RETRIES = 8
 Admit = Callable[[Network, list[Network], list[IPNetwork]], None]
+
+
+def free_vni(networks: Iterable[Network], skip: set[int]) -> int:
+    """The lowest VXLAN id from 4096 (Docker's first) that no network uses and not in
+    ``skip``."""
+    used = {int(n.options["vni"]) for n in networks if n.options.get("vni", "").isdigit()}
+    used |= skip
+    vni = FIRST_VNI
+    while vni in used:
+        vni += 1
+    return vni
 
 
 class Networks:
@@ -99,17 +113,20 @@ class Networks:
                 backend = self.firewall.backend
                 check_backend_supports(net, backend.name, backend.capabilities)
             self._check_unique_interface(net)
-            undo = Undo()
-            try:
-                await asyncio.to_thread(driver.ensure_network, net)
-                undo.push("network links", driver.teardown_network, net)
-                faults.point("service.network_plumbed")
-                await asyncio.to_thread(self.firewall.ensure_network, net)
-                undo.push("firewall", self.firewall.remove_network, net)
-                await asyncio.to_thread(self.store.create_network, net)
-            except BaseException:
-                await undo.arun()
-                raise
+            auto_vni = driver.capabilities.scope == "global" and not net.options.get("vni")
+            tried: set[int] = set()
+            while True:
+                if auto_vni:  # overlay: the lowest VXLAN id no network of the cluster has
+                    vni = free_vni(state.networks.values(), tried)
+                    net = dataclasses.replace(net, options={**net.options, "vni": str(vni)})
+                try:
+                    await self._realise(net)
+                    break
+                except Conflict as e:
+                    # Another node took the same id at the same moment: etcd refused ours.
+                    if not auto_vni or e.field != "options.vni" or len(tried) >= VNI_RETRIES:
+                        raise
+                    tried.add(int(net.options["vni"]))
             state.add_network(net)
         log.info(
             "created network %s (%s, driver %s) %s",
@@ -120,6 +137,22 @@ class Networks:
         )
         await self.dns.publish(net)
         return net
+
+    async def _realise(self, net: Network) -> None:
+        """Kernel objects, firewall and record of a validated network (global lock held); on
+        failure, undone."""
+        driver = self.state.driver(net)
+        undo = Undo()
+        try:
+            await asyncio.to_thread(driver.ensure_network, net)
+            undo.push("network links", driver.teardown_network, net)
+            faults.point("service.network_plumbed")
+            await asyncio.to_thread(self.firewall.ensure_network, net)
+            undo.push("firewall", self.firewall.remove_network, net)
+            await asyncio.to_thread(self.store.create_network, net)
+        except BaseException:
+            await undo.arun()
+            raise
 
     async def ensure(self, spec: NetworkSpec) -> Network:
         """Return the named network, creating it from ``spec`` when it does not exist."""
@@ -166,6 +199,61 @@ class Networks:
         log.info("removed network %s (%s)", net.name, net.short_id)
         await self.dns.publish(net, removed=True)
         return net
+
+    async def adopt(self, net: Network) -> None:
+        """Serve a global network another node created: its kernel objects and firewall here,
+        then the record in the cache (the store already has it). A name that a local network
+        of this node uses keeps the local one and logs (names of local networks are unique per
+        node, global ones across the cluster; docs/multi-host.md)."""
+        state = self.state
+        async with state.global_lock:
+            if net.id in state.networks:
+                return
+            clash = [n for n in state.networks.values() if n.name == net.name]
+            if clash:
+                log.error(
+                    "cluster network %s (%s) not served here: a local network has its name",
+                    net.name,
+                    net.short_id,
+                )
+                return
+            driver = state.driver(net)
+            undo = Undo()
+            try:
+                await asyncio.to_thread(driver.ensure_network, net)
+                undo.push("network links", driver.teardown_network, net)
+                await asyncio.to_thread(self.firewall.ensure_network, net)
+            except BaseException:
+                await undo.arun()
+                raise
+            state.add_network(net)
+        log.info("serving cluster network %s (%s, driver %s)", net.name, net.short_id, net.driver)
+        await self.dns.publish(net)
+
+    async def release(self, net: Network) -> bool:
+        """Stop serving a global network removed elsewhere (its record is gone from the
+        cluster); False while this node still has endpoints on it."""
+        state = self.state
+        async with state.global_lock:
+            if net.id not in state.networks:
+                return True
+            async with state.lock(net.id):
+                if state.endpoints.get(net.id):
+                    return False
+                state.drop_network(net)
+                failures: list[str] = []
+                try:
+                    await asyncio.to_thread(self.firewall.remove_network, net)
+                except NetdError as exc:
+                    failures.append(str(exc))
+                failures += await asyncio.to_thread(state.driver(net).teardown_network, net)
+                for failure in failures:
+                    log.error("releasing cluster network %s: %s", net.name, failure)
+        state.forget_lock(net.id)
+        log.info("cluster network %s (%s) removed elsewhere: torn down here", net.name,
+                 net.short_id)  # fmt: skip
+        await self.dns.publish(net, removed=True)
+        return True
 
     async def prune(self, among: Iterable[Network] | None = None) -> list[str]:
         """Remove every network (of ``among``, default all) without endpoints; their names."""

@@ -43,6 +43,11 @@ class State:
         self.endpoints: dict[str, dict[Key, Endpoint]] = {}  # network id → key → endpoint
         self.ipam: dict[str, NetworkAllocator] = {}
         self.inflight: dict[str, set[Key]] = {}  # network id → keys being changed
+        # Global networks: other nodes' ready endpoints, from the cluster view (netd.cluster).
+        # Never plumbed, reconciled or reaped here; DNS serves them and IPAM skips their
+        # addresses.
+        self.remote: dict[str, dict[tuple[str, str, str], Endpoint]] = {}
+        self.node = ""  # this node's name in a cluster ("" on a single host)
         self.global_lock = asyncio.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -61,11 +66,25 @@ class State:
         taken = [a.ip for ep in eps for a in ep.addresses]
         self.ipam[net.id] = NetworkAllocator(net, taken, cursors or {})
 
+    def set_remote(self, net: Network, endpoints: Iterable[Endpoint]) -> None:
+        """Other nodes' endpoints on a global network (lock held); IPAM re-primed with every
+        address in use, here and there."""
+        self.remote[net.id] = {(e.node, *e.key): e for e in endpoints}
+        allocator = self.ipam[net.id]
+        taken = [a.ip for ep in self.endpoints[net.id].values() for a in ep.addresses]
+        taken += [a.ip for ep in self.remote[net.id].values() for a in ep.addresses]
+        self.ipam[net.id] = NetworkAllocator(net, set(taken), allocator.cursors)
+
+    def remote_endpoints(self, network_id: str) -> list[Endpoint]:
+        """Other nodes' endpoints on a global network, oldest first."""
+        return sorted(self.remote.get(network_id, {}).values(), key=lambda e: e.created)
+
     def drop_network(self, net: Network) -> None:
         """Stop holding ``net`` (its record is gone from the store)."""
         self.networks.pop(net.id, None)
         self.endpoints.pop(net.id, None)
         self.ipam.pop(net.id, None)
+        self.remote.pop(net.id, None)
 
     def forget_lock(self, network_id: str) -> None:
         """Drop a removed network's lock."""

@@ -8,6 +8,7 @@ as SQLite's (:func:`netd.model.to_json`), under a prefix (default ``/netd/``)::
     <prefix>networks/<id>                 network document
     <prefix>network-names/<name>          network id     (one network per name)
     <prefix>subnets/<cidr>                network id     (one network per subnet, optional)
+    <prefix>vnis/<vni>                    network id     (one overlay network per VXLAN id)
     <prefix>endpoints/<net>/<cid>/<if>    endpoint document
     <prefix>allocations/<net>/<ip>        "<cid>/<if>"   (one holder per address)
     <prefix>cursors/<net>/<subnet>        last address handed out in the subnet
@@ -33,8 +34,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -48,6 +49,7 @@ from .health import HealthReport, StoreHealth
 from .records import cursor_rows, endpoint_addresses
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 DEFAULT_PREFIX = "/netd/"
 DEFAULT_REQUEST_TIMEOUT = 3.0  # seconds one HTTP request to etcd may take
@@ -183,6 +185,51 @@ class EtcdStore:
             "not have been applied"
         )
 
+    # --- for the cluster layer (netd.cluster): raw reads, guarded writes, leases -------------
+
+    def key(self, rest: str) -> str:
+        """The full etcd key of ``rest`` under this store's prefix."""
+        return self._k(rest)
+
+    def read(self, doing: str, *ops: t.Json) -> tuple[int, list[list[t.Entry]]]:
+        """Several reads at one revision, and that revision."""
+        answer = self._txn(doing, t.txn([], list(ops)), write=False)
+        return t.revision(answer), t.ranges(answer)
+
+    def commit(self, doing: str, compare: list[t.Json], ops: list[t.Json]) -> bool:
+        """One guarded transaction; whether its compares held (and so it was applied)."""
+        return t.succeeded(self._txn(doing, t.txn(compare, ops), write=True))
+
+    def call(self, doing: str, fn: Callable[[Etcd3Client], R]) -> R:
+        """``fn(client)`` on the first member that answers (leases, watches), bounded like
+        every other call; StoreError naming etcd when none does."""
+        if self._closed:
+            raise StoreError(f"{doing}: the etcd state store is closed")
+        failures: list[str] = []
+        until = time.monotonic() + self.deadline
+        start = self._current
+        for i in range(len(self._members)):
+            if failures and time.monotonic() >= until:
+                break
+            index = (start + i) % len(self._members)
+            member = self._members[index]
+            try:
+                result = fn(member.client)
+            except (Etcd3Exception, requests.RequestException) as e:
+                failures.append(f"{member.url}: {_reason(e)}")
+                continue
+            self._current = index
+            return result
+        raise StoreError(f"etcd unreachable while {doing} ({'; '.join(failures)})")
+
+    def load_network(self, entry: t.Entry) -> Network:
+        """A network document as read (StoreCorrupt naming the key if unreadable)."""
+        return self._load_network(entry)
+
+    def load_endpoint(self, entry: t.Entry) -> Endpoint:
+        """An endpoint document as read (StoreCorrupt naming the key if unreadable)."""
+        return self._load_endpoint(entry)
+
     def _load_network(self, entry: t.Entry) -> Network:
         try:
             return network_from_json(json.loads(entry.value))
@@ -217,6 +264,9 @@ class EtcdStore:
         if self.unique_subnets:
             for s in network.subnets:
                 guarded.append((self._k(f"subnets/{s.subnet}"), "subnet", str(s.subnet)))
+        if network.options.get("vni"):  # overlay: one network per VXLAN id in the cluster
+            vni = network.options["vni"]
+            guarded.append((self._k(f"vnis/{vni}"), "options.vni", vni))
         values = [_dump(network), network.id, *([network.id] * (len(guarded) - 2))]
         answer = self._txn(
             doing,
@@ -266,6 +316,8 @@ class EtcdStore:
             ]
             if self.unique_subnets:
                 ops += [t.delete(self._k(f"subnets/{s.subnet}")) for s in network.subnets]
+            if network.options.get("vni"):
+                ops.append(t.delete(self._k(f"vnis/{network.options['vni']}")))
             # The compares make "no endpoint" and the delete one step: an endpoint put racing
             # with this either lands first (and this fails and re-reads) or finds no network.
             guard = [

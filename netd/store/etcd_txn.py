@@ -70,9 +70,12 @@ def none_under(prefix: str) -> Json:
 # --- operations -------------------------------------------------------------------------------
 
 
-def put(key: str, value: str) -> Json:
-    """Write ``value`` under ``key``."""
-    return {"request_put": {"key": b64(key), "value": b64(value)}}
+def put(key: str, value: str, lease: int = 0) -> Json:
+    """Write ``value`` under ``key`` (bound to ``lease`` when not 0: gone when it expires)."""
+    request: Json = {"key": b64(key), "value": b64(value)}
+    if lease:
+        request["lease"] = str(lease)
+    return {"request_put": request}
 
 
 def delete(key: str) -> Json:
@@ -111,6 +114,11 @@ class Entry:
     value: str
     create_revision: int
     mod_revision: int
+
+
+def revision(answer: Json) -> int:
+    """The store's revision when the transaction ran."""
+    return int(answer.get("header", {}).get("revision", 0))
 
 
 def succeeded(answer: Json) -> bool:

@@ -1,0 +1,89 @@
+"""The ``[cluster]`` table of the daemon's config: where etcd is and who this node is.
+
+Validated once at start (pydantic, like the rest of :mod:`netd.config`); a bad value names the
+key. ``node_name`` defaults to the host name and ``node_address`` to the source address of the
+default route, as flannel and Calico choose them (docs/multi-host.md).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,62})$")
+
+
+class ClusterConfig(BaseModel):
+    """Everything a node needs to join the others through etcd."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    etcd_endpoints: tuple[str, ...] = Field(
+        ..., min_length=1, description="etcd client URLs (http:// or https://), one per member"
+    )
+    etcd_prefix: str = Field("/netd/", description="netd's keys in etcd live under this prefix")
+    etcd_ca_file: Path | None = None
+    etcd_cert_file: Path | None = None
+    etcd_key_file: Path | None = None
+    node_name: str = Field(default_factory=socket.gethostname)
+    node_address: str | None = Field(
+        None, description="underlay IPv4 address for VXLAN (default: the default route's source)"
+    )
+    node_ttl: float = Field(10.0, ge=1, le=3600, description="seconds without heartbeat: down")
+    node_grace: float = Field(
+        3600.0, ge=0, description="seconds a down node keeps its address blocks"
+    )
+    ipam_block_size: int = Field(
+        26, ge=16, le=30, description="prefix length of the IPv4 blocks a node claims"
+    )
+    resync_interval: float = Field(
+        5.0, gt=0, le=600, description="seconds between full re-reads of etcd (besides the watch)"
+    )
+
+    @field_validator("etcd_endpoints")
+    @classmethod
+    def _urls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for url in v:
+            if not re.match(r"^https?://[^/\s]+(:\d+)?/?$", url):
+                raise ValueError(f"{url!r} is not http://HOST:PORT or https://HOST:PORT")
+        return v
+
+    @field_validator("etcd_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not re.match(r"^/[A-Za-z0-9_./-]*/$", v) or "//" in v:
+            raise ValueError("must start and end with '/' and hold only [A-Za-z0-9_.-/]")
+        return v
+
+    @field_validator("node_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NODE_NAME.match(v):
+            raise ValueError("must be 1-63 characters of [A-Za-z0-9_.-], starting alphanumeric")
+        return v
+
+    @field_validator("node_address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            addr = ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError("is not an IP address") from None
+        if addr.version != 4 or addr.is_unspecified or addr.is_multicast or addr.is_loopback:
+            raise ValueError("must be a unicast IPv4 address of this node's underlay")
+        return v
+
+    @property
+    def tls(self) -> dict[str, str | None]:
+        """The TLS files as EtcdStore keyword arguments."""
+        return {
+            "ca_file": str(self.etcd_ca_file) if self.etcd_ca_file else None,
+            "cert_file": str(self.etcd_cert_file) if self.etcd_cert_file else None,
+            "key_file": str(self.etcd_key_file) if self.etcd_key_file else None,
+        }

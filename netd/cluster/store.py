@@ -1,0 +1,178 @@
+"""The store of a cluster node: global networks in etcd, everything else on the node's disk.
+
+:class:`ClusterStore` implements :class:`netd.store.base.Store` over two engines. A network
+whose driver spans hosts (``Capabilities.scope == "global"``, the overlay) and its endpoints
+live in etcd, where every node sees them and etcd's transactions keep names, subnets, VNIs and
+addresses unique across the cluster. Every other network stays in the node's SQLite store,
+local to the node as on a single host.
+
+The local store also keeps a copy of the global networks and of *this node's* endpoints on
+them, written after etcd accepted each change. The copy is what start-up falls back on when
+etcd is unreachable, so a restarted daemon keeps serving the containers it runs (the data plane
+never depends on the control plane being up; docs/multi-host.md). etcd stays the truth: when it
+answers, its records win and stale copies are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from ..errors import NotFound, StoreError
+from ..model import Endpoint, IPAddress, Network
+from ..store.base import Store
+from ..store.etcd import EtcdStore
+from ..store.health import HealthReport, StoreHealth
+
+log = logging.getLogger(__name__)
+
+
+class ClusterStore:
+    """The Store protocol for a cluster node: etcd for global networks, SQLite for the rest."""
+
+    def __init__(
+        self, local: Store, etcd: EtcdStore, node: str, is_global: Callable[[Network], bool]
+    ) -> None:
+        self.local = local
+        self.etcd = etcd
+        self.node = node
+        self.is_global = is_global
+        self.fresh = local.fresh
+        self.health: StoreHealth = local.health  # the local engine records every change
+        self._global: dict[str, Network] = {}  # id → record, of every global network known
+
+    def global_network(self, network_id: str) -> Network | None:
+        """The record of a global network this store knows, else None."""
+        return self._global.get(network_id)
+
+    # --- networks ---------------------------------------------------------------------------
+
+    def list_networks(self) -> list[Network]:
+        """Local networks, then the global ones: etcd's when it answers, else the local copy."""
+        mine = self.local.list_networks()
+        local = [n for n in mine if not self.is_global(n)]
+        copies = [n for n in mine if self.is_global(n)]
+        try:
+            shared = self.etcd.list_networks()
+        except StoreError as e:
+            log.warning("etcd unreachable at start (%s): global networks from the local copy", e)
+            shared = copies
+        else:
+            live = {n.id for n in shared}
+            for stale in (n for n in copies if n.id not in live):
+                log.info("network %s was removed from the cluster: dropping its copy", stale.name)
+                self._drop_copy(stale.id)
+        self._global = {n.id: n for n in shared}
+        return [*local, *shared]
+
+    def create_network(self, network: Network) -> None:
+        """A global network in etcd (then its local copy), a local one on disk."""
+        if not self.is_global(network):
+            self.local.create_network(network)
+            return
+        self.etcd.create_network(network)
+        self._global[network.id] = network
+        self.copy_network(network)
+
+    def delete_network(self, network_id: str) -> None:
+        """Remove from etcd (global) or from disk (local); the copy follows etcd."""
+        if network_id not in self._global:
+            self.local.delete_network(network_id)
+            return
+        self.etcd.delete_network(network_id)
+        self._global.pop(network_id, None)
+        self._drop_copy(network_id)
+
+    def copy_network(self, network: Network) -> None:
+        """Keep a local copy of a global network (a node learns of networks made elsewhere)."""
+        self._global[network.id] = network
+        try:
+            if all(n.id != network.id for n in self.local.list_networks()):
+                self.local.create_network(network)
+        except Exception as e:  # the copy is a fallback: losing it costs no correctness
+            log.warning("keeping a local copy of network %s failed: %s", network.name, e)
+
+    def forget_network(self, network_id: str) -> None:
+        """A global network is gone from the cluster: drop what this node knew of it."""
+        self._global.pop(network_id, None)
+        self._drop_copy(network_id)
+
+    def _drop_copy(self, network_id: str) -> None:
+        try:
+            for ep in self.local.list_endpoints(network_id):
+                self.local.delete_endpoint(network_id, ep.container_id, ep.ifname)
+            self.local.delete_network(network_id)
+        except NotFound:
+            pass
+        except Exception as e:
+            log.warning("dropping the local copy of network %s failed: %s", network_id, e)
+
+    # --- endpoints --------------------------------------------------------------------------
+
+    def list_endpoints(self, network_id: str | None = None) -> list[Endpoint]:
+        """Endpoints this node runs: of global networks, those etcd says are this node's (the
+        local copy when etcd is unreachable); other nodes' endpoints come from the cluster
+        view, not from here."""
+        if network_id is not None and network_id not in self._global:
+            return self.local.list_endpoints(network_id)
+        if network_id is None:
+            local = [e for e in self.local.list_endpoints() if e.network_id not in self._global]
+            return local + [e for nid in self._global for e in self.list_endpoints(nid)]
+        try:
+            found = self.etcd.list_endpoints(network_id)
+        except StoreError as e:
+            log.warning("etcd unreachable (%s): endpoints of %s from the local copy", e, network_id)
+            return self.local.list_endpoints(network_id)
+        return [e for e in found if e.node == self.node]
+
+    def put_endpoint(self, endpoint: Endpoint, cursors: dict[str, IPAddress]) -> None:
+        """etcd first for a global network (it decides), then the local copy."""
+        net = self._global.get(endpoint.network_id)
+        if net is None:
+            self.local.put_endpoint(endpoint, cursors)
+            return
+        self.etcd.put_endpoint(endpoint, cursors)
+        try:
+            self.copy_network(net)
+            self.local.put_endpoint(endpoint, {})
+        except Exception as e:
+            log.warning(
+                "local copy of endpoint %s/%s failed: %s",
+                endpoint.container_id[:12],
+                endpoint.ifname,
+                e,
+            )
+
+    def delete_endpoint(self, network_id: str, container_id: str, ifname: str) -> bool:
+        """Remove from etcd (global) or disk; the copy follows etcd."""
+        if network_id not in self._global:
+            return self.local.delete_endpoint(network_id, container_id, ifname)
+        existed = self.etcd.delete_endpoint(network_id, container_id, ifname)
+        try:
+            self.local.delete_endpoint(network_id, container_id, ifname)
+        except Exception as e:
+            log.warning("dropping the local copy of %s/%s failed: %s", container_id, ifname, e)
+        return existed
+
+    def get_cursors(self, network_id: str) -> dict[str, IPAddress]:
+        """IPAM cursors (the cluster's for a global network, {} while etcd is unreachable)."""
+        if network_id not in self._global:
+            return self.local.get_cursors(network_id)
+        try:
+            return self.etcd.get_cursors(network_id)
+        except StoreError:
+            return {}
+
+    # --- lifetime ---------------------------------------------------------------------------
+
+    def probe(self) -> HealthReport:
+        """The local engine's write probe: local networks keep working without etcd, and a
+        global operation reports etcd's trouble itself (CNI code 11, naming etcd)."""
+        return self.local.probe()
+
+    def close(self) -> None:
+        """Close both engines."""
+        try:
+            self.etcd.close()
+        finally:
+            self.local.close()

@@ -1,0 +1,304 @@
+"""This node's view of the cluster, kept current from etcd: networks, peers' endpoints, nodes.
+
+A watch on netd's prefix (etcd3gw's :class:`~etcd3gw.watch.Watcher`) wakes the sync whenever
+something that matters changes; the sync then reads the whole cluster view in one read
+transaction (networks, endpoints, live nodes, IPAM blocks, at one revision) and converges the
+node to it. Reading everything rather than applying events one by one makes every pass
+correct on its own: a missed or reordered event, a watch broken by an etcd restart or a
+partition costs at most one ``resync_interval`` (the periodic pass), never a wrong state.
+Calico's syncer and flannel's subnet watcher work the same way (watch + periodic list).
+
+Converging means, per global network:
+- a network created on another node is served here (kernel objects, firewall, DNS);
+  one removed elsewhere is torn down here;
+- other nodes' ready endpoints, on nodes whose lease is alive, are the network's remote
+  endpoints: their names are served by this node's DNS, their addresses skipped by IPAM, and
+  the overlay driver programs forwarding (FDB) and neighbour entries to them; a node that goes
+  down loses all three within ``node_ttl``.
+
+While etcd is unreachable nothing is torn down: the last view stays in force (names keep
+resolving, packets keep flowing) and the pass retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ..errors import NetdError, StoreError
+from ..model import Endpoint, Network
+from ..store import etcd_txn as t
+from ..store.etcd import EtcdStore
+
+if TYPE_CHECKING:
+    from ..core.dns_publish import DnsPublisher
+    from ..core.networks import Networks
+    from ..core.state import State
+    from .nodes import NodeRegistry
+    from .store import ClusterStore
+
+log = logging.getLogger(__name__)
+
+# Keys whose changes never change what a node serves: no pass for them.
+QUIET = ("nodes/", "probe", "cursors/", "meta/")
+REAP_EVERY = 30.0  # seconds between looks for nodes down longer than the grace period
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One remote address a global network's data plane must reach: where and as which MAC."""
+
+    ip: str
+    mac: str
+    vtep: str  # the underlay address of the node that runs it
+
+
+@runtime_checkable
+class PeerProgrammer(Protocol):
+    """A driver that forwards to other nodes (the overlay): told the remote endpoints."""
+
+    def sync_peers(self, network: Network, peers: Sequence[Peer]) -> None:
+        """Make forwarding to exactly ``peers`` (blocking; a worker thread calls it)."""
+        ...
+
+
+@dataclass
+class ClusterView:
+    """Everything a node needs from etcd, read at one revision."""
+
+    revision: int = 0
+    networks: dict[str, Network] = field(default_factory=dict)
+    endpoints: dict[str, list[Endpoint]] = field(default_factory=dict)  # network id → all
+    alive: dict[str, str] = field(default_factory=dict)  # node name → underlay address
+    blocks: dict[str, dict[str, str]] = field(default_factory=dict)  # net → block → node
+
+
+def read_view(etcd: EtcdStore) -> ClusterView:
+    """One read transaction of the cluster's networks, endpoints, live nodes and blocks."""
+    revision, (nets, eps, alive, blocks) = etcd.read(
+        "reading the cluster view",
+        t.get_under(etcd.key("networks/")),
+        t.get_under(etcd.key("endpoints/")),
+        t.get_under(etcd.key("alive/")),
+        t.get_under(etcd.key("blocks/")),
+    )
+    view = ClusterView(revision=revision)
+    for entry in nets:
+        net = etcd.load_network(entry)
+        view.networks[net.id] = net
+    for entry in sorted(eps, key=lambda e: e.create_revision):
+        ep = etcd.load_endpoint(entry)
+        view.endpoints.setdefault(ep.network_id, []).append(ep)
+    for entry in alive:
+        try:
+            address = str(json.loads(entry.value).get("address", ""))
+        except (ValueError, AttributeError):
+            continue
+        view.alive[entry.key.rsplit("/", 1)[-1]] = address
+    blocks_root = etcd.key("blocks/")
+    for entry in blocks:
+        net_id, _, block = entry.key[len(blocks_root) :].partition("/")
+        view.blocks.setdefault(net_id, {})[block] = entry.value
+    return view
+
+
+class ClusterSync:
+    """Watch etcd and converge this node to the cluster view (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        state: State,
+        store: ClusterStore,
+        networks: Networks,
+        publisher: DnsPublisher,
+        registry: NodeRegistry,
+        interval: float,
+        grace: float,
+    ) -> None:
+        self.state = state
+        self.store = store
+        self.etcd = store.etcd
+        self.networks = networks
+        self.publisher = publisher
+        self.registry = registry
+        self.node = store.node
+        self.interval = interval
+        self.grace = grace
+        self.view = ClusterView()
+        self.passes = 0
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watcher: Any = None
+        self._watch_lock = threading.Lock()
+        self._failing = False
+        self._synced = asyncio.Event()
+        self._reaped_at = 0.0
+
+    # --- the watch --------------------------------------------------------------------------
+
+    def _on_event(self, event: Any) -> None:
+        """A watch event (watcher thread): wake the sync unless it cannot matter."""
+        raw = event.get("kv", {}).get("key", b"")
+        key = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        rest = key[len(self.etcd.prefix) :]
+        if rest.startswith(QUIET):
+            return
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+
+    def _start_watch(self, revision: int) -> None:
+        """(Re)start the watch from ``revision`` + 1 on the member that answers."""
+        from etcd3gw.watch import Watcher
+
+        self._stop_watch()
+        prefix = self.etcd.prefix
+
+        def make(client: Any) -> Any:
+            return Watcher(
+                client,
+                prefix,
+                self._on_event,
+                range_end=t.prefix_end(prefix),
+                start_revision=revision + 1,
+            )
+
+        with self._watch_lock:
+            self._watcher = self.etcd.call("watching the cluster", make)
+
+    def _stop_watch(self) -> None:
+        with self._watch_lock:
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            try:
+                watcher.stop()
+            except Exception:  # a watch on a dead connection may fail to stop: it is gone
+                log.debug("stopping the etcd watch", exc_info=True)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Converge now, then on every watch event and every ``interval`` s, until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self.sync_once()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                self._wake.clear()
+        finally:
+            await asyncio.to_thread(self._stop_watch)
+
+    async def wait_synced(self, timeout: float) -> bool:
+        """Whether a pass has succeeded within ``timeout`` s (start-up waits for one)."""
+        try:
+            await asyncio.wait_for(self._synced.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def sync_once(self) -> bool:
+        """One pass: read the view and converge; False (logged once) if etcd did not answer."""
+        try:
+            view = await asyncio.to_thread(read_view, self.etcd)
+            if self._watcher is None:
+                await asyncio.to_thread(self._start_watch, view.revision)
+        except StoreError as e:
+            if not self._failing:
+                log.warning("cluster sync: %s; serving the last known view", e)
+            self._failing = True
+            await asyncio.to_thread(self._stop_watch)  # restarted from a fresh revision
+            return False
+        if self._failing:
+            log.info("cluster sync: etcd answers again")
+        self._failing = False
+        await self.apply(view)
+        self.passes += 1
+        self._synced.set()
+        return True
+
+    async def apply(self, view: ClusterView) -> None:
+        """Converge this node to ``view``."""
+        self.view = view
+        state = self.state
+        for net in view.networks.values():
+            if net.id not in state.networks and net.driver in state.drivers:
+                self.store.copy_network(net)
+                try:
+                    await self.networks.adopt(net)
+                except NetdError as e:
+                    log.error("cluster network %s: cannot serve it here: %s", net.name, e)
+        for net in list(state.networks.values()):
+            if state.caps(net).scope != "global":
+                continue
+            if net.id not in view.networks:
+                if await self.networks.release(net):
+                    self.store.forget_network(net.id)
+                continue
+            await self._converge_network(net, view)
+        await asyncio.to_thread(self._reap_down_nodes, view)
+
+    async def _converge_network(self, net: Network, view: ClusterView) -> None:
+        """Remote endpoints of one global network: IPAM, DNS and forwarding follow them."""
+        state = self.state
+        remote = [
+            ep
+            for ep in view.endpoints.get(net.id, [])
+            if ep.node and ep.node != self.node and ep.node in view.alive and ep.state == "ready"
+        ]
+        before = state.remote.get(net.id, {})
+        after = {(e.node, *e.key): e for e in remote}
+        changed = before.keys() != after.keys() or any(before[k] != after[k] for k in after)
+        if changed:
+            async with state.lock(net.id):
+                if net.id not in state.networks:
+                    return
+                state.set_remote(net, remote)
+        driver = state.driver(net)
+        if isinstance(driver, PeerProgrammer) and (changed or self.passes % 12 == 0):
+            # Re-applied now and then even unchanged: the entries are the kernel's to lose.
+            peers = [
+                Peer(ip=str(a.ip), mac=ep.mac or "", vtep=view.alive[ep.node])
+                for ep in remote
+                if ep.mac
+                for a in ep.addresses
+            ]
+            try:
+                await asyncio.to_thread(driver.sync_peers, net, peers)
+            except NetdError as e:
+                log.error("network %s: programming forwarding to peers failed: %s", net.name, e)
+        if changed:
+            await self.publisher.publish(net)
+
+    def _reap_down_nodes(self, view: ClusterView) -> None:
+        """Free what nodes down longer than the grace period held (blocking)."""
+        now = time.time()
+        if self.grace <= 0 or now - self._reaped_at < REAP_EVERY:
+            return
+        self._reaped_at = now
+        try:
+            nodes = self.registry.list()
+        except StoreError:
+            return
+        for node in nodes:
+            if node.state == "down" and node.heartbeat and now - node.heartbeat > self.grace:
+                if not node.endpoints and not node.blocks:
+                    continue
+                log.warning(
+                    "node %s down for %.0f s (grace %.0f s): freeing its endpoints and blocks",
+                    node.name,
+                    now - node.heartbeat,
+                    self.grace,
+                )
+                try:
+                    self.registry.remove(node.name, force=True, keep_record=True)
+                except NetdError as e:
+                    log.warning("freeing node %s: %s", node.name, e)
