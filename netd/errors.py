@@ -128,6 +128,14 @@ class StoreError(NetdError):
     code = "store_error"
 
 
+class StoreUnreachable(StoreError):
+    """The state store did not answer in time (etcd down or partitioned away): try again
+    later (HTTP 503, CNI code 11). A change may or may not have been applied."""
+
+    code = "store_unreachable"
+    http_status = 503
+
+
 class StoreCorrupt(StoreError):
     """The state database is unreadable or has a schema this netd does not know."""
 

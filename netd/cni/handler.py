@@ -26,6 +26,7 @@ from ..errors import (
     NotFound,
     PermissionDenied,
     StoreError,
+    StoreUnreachable,
     Unavailable,
 )
 from ..model import Network
@@ -67,7 +68,8 @@ def map_error(exc: NetdError, call: CniCall) -> CniError:
         # 51: not available, and existing containers may be affected (the data plane failed).
         failing = isinstance(exc, KernelError | FirewallError | StoreError)
         code = spec.PLUGIN_NOT_AVAILABLE_LIMITED if failing else spec.PLUGIN_NOT_AVAILABLE
-    elif isinstance(exc, Unavailable):
+    elif isinstance(exc, Unavailable | StoreUnreachable):
+        # etcd down or partitioned away: the runtime retries the call later (CNI 1.1 code 11).
         code = spec.TRY_AGAIN_LATER
     elif isinstance(exc, KernelError):
         code = spec.KERNEL_FAILURE

@@ -42,7 +42,14 @@ import requests
 from etcd3gw.client import Etcd3Client
 from etcd3gw.exceptions import ConnectionTimeoutError, Etcd3Exception
 
-from ..errors import Conflict, InvalidInput, NotFound, StoreCorrupt, StoreError
+from ..errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    StoreCorrupt,
+    StoreError,
+    StoreUnreachable,
+)
 from ..model import Endpoint, IPAddress, Network, endpoint_from_json, network_from_json, to_json
 from . import etcd_txn as t
 from .health import HealthReport, StoreHealth
@@ -180,7 +187,7 @@ class EtcdStore:
         reason = "; ".join(failures)
         if write:
             self.health.failed(f"etcd {reason}")
-        raise StoreError(
+        raise StoreUnreachable(
             f"etcd unreachable while {doing} ({reason}); if this was a change, it may or may "
             "not have been applied"
         )
@@ -220,7 +227,7 @@ class EtcdStore:
                 continue
             self._current = index
             return result
-        raise StoreError(f"etcd unreachable while {doing} ({'; '.join(failures)})")
+        raise StoreUnreachable(f"etcd unreachable while {doing} ({'; '.join(failures)})")
 
     def load_network(self, entry: t.Entry) -> Network:
         """A network document as read (StoreCorrupt naming the key if unreadable)."""
@@ -423,7 +430,7 @@ class EtcdStore:
     def _check_deadline(self, doing: str, until: float) -> None:
         # Lost a compare-and-swap to another writer: re-read and try again, within the bound.
         if time.monotonic() >= until:
-            raise StoreError(
+            raise StoreUnreachable(
                 f"{doing}: etcd kept changing underneath (other writers); gave up after "
                 f"{self.deadline:g} s"
             )
