@@ -293,7 +293,9 @@ async def serve(config: Config) -> None:
         dns.start()
         await service.start()
         if service.cluster is not None:
-            await service.cluster.start(service.state, service.network_ops, service.publisher)
+            await service.cluster.start(
+                service.state, service.network_ops, service.publisher, service.endpoint_ops
+            )
         # DELs the CNI plugin spooled while no daemon listened: replayed before serving.
         from .cni import replay, spool
 

@@ -142,6 +142,10 @@ class Service:
         """The network's endpoints, oldest first."""
         return self.state.network_endpoints(network)
 
+    def remote_endpoints(self, network: Network) -> list[Endpoint]:
+        """A global network's endpoints on other nodes, as the cluster view has them."""
+        return self.state.remote_endpoints(network.id)
+
     def find_endpoints(self, network: Network, container_id: str) -> list[Endpoint]:
         """Endpoints of one container on one network."""
         return [e for e in self.endpoints(network) if e.container_id == container_id]

@@ -237,6 +237,9 @@ class EndpointOut(BaseModel):
     port_mappings: list[dict[str, Any]] = []
     state: str
     origin: str
+    node: str = Field(
+        "", description="the cluster node that runs it (global networks; empty otherwise)"
+    )
 
 
 class NetworkOut(BaseModel):

@@ -202,7 +202,10 @@ async def inspect_network(request: web.Request) -> web.Response:
     svc = _service(request)
     net = svc.find_network(request.match_info["name"])
     bridge, endpoints = svc.host_interface(net), svc.endpoints(net)
-    out = schemas.network_out(net, bridge, endpoints, svc.utilisation(net))
+    # A global network's endpoints on other nodes are listed too (with their node), as the
+    # cluster view has them; only this node's have plumbing here.
+    remote = request.app[SERVICE].remote_endpoints(net)
+    out = schemas.network_out(net, bridge, endpoints + remote, svc.utilisation(net))
     if request.query.get("plumbing", "1") not in ("0", "false", "no"):
         out["plumbing"] = await asyncio.to_thread(
             plumbing, net, svc.driver(net), endpoints, svc.firewall, svc.dns

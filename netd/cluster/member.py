@@ -25,6 +25,7 @@ from .sync import ClusterSync
 
 if TYPE_CHECKING:
     from ..core.dns_publish import DnsPublisher
+    from ..core.endpoints import Endpoints
     from ..core.networks import Networks
     from ..core.state import State
 
@@ -87,7 +88,9 @@ class Member:
         self.sync: ClusterSync | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, state: State, networks: Networks, publisher: DnsPublisher) -> None:
+    async def start(
+        self, state: State, networks: Networks, publisher: DnsPublisher, endpoints: Endpoints
+    ) -> None:
         """Join (or keep trying in the background) and start syncing this node's ``state``."""
         try:
             await asyncio.to_thread(self.registry.register)
@@ -103,6 +106,7 @@ class Member:
             registry=self.registry,
             interval=self.config.resync_interval,
             grace=self.config.node_grace,
+            remove_endpoint=endpoints.remove,
         )
         self._task = asyncio.create_task(self.sync.run())
         # Serve with the cluster's endpoints known when etcd answers quickly; never wait long.

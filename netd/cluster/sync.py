@@ -28,7 +28,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -122,6 +122,7 @@ class ClusterSync:
         registry: NodeRegistry,
         interval: float,
         grace: float,
+        remove_endpoint: Callable[[Network, Endpoint], Awaitable[None]],
     ) -> None:
         self.state = state
         self.store = store
@@ -141,6 +142,8 @@ class ClusterSync:
         self._failing = False
         self._synced = asyncio.Event()
         self._reaped_at = 0.0
+        self._remove_endpoint = remove_endpoint  # Endpoints.remove (network lock held)
+        self._missing: dict[tuple[str, str, str], int] = {}  # own endpoints etcd lost: strikes
 
     # --- the watch --------------------------------------------------------------------------
 
@@ -277,6 +280,37 @@ class ClusterSync:
                 log.error("network %s: programming forwarding to peers failed: %s", net.name, e)
         if changed:
             await self.publisher.publish(net)
+        await self._fence(net, view)
+
+    async def _fence(self, net: Network, view: ClusterView) -> None:
+        """Withdraw this node's endpoints that etcd no longer has (the node was removed or
+        reaped while partitioned away): their addresses may be another node's by now.
+
+        Missing from two views in a row, since a view read just before an attach recorded
+        its endpoint would miss it once; the second read starts after the endpoint was ready
+        here, so its record was in etcd by then.
+        """
+        state = self.state
+        there = {e.key for e in view.endpoints.get(net.id, []) if e.node == self.node}
+        for ep in list(state.endpoints.get(net.id, {}).values()):
+            mark = (net.id, *ep.key)
+            if ep.key in there or not state.settled(ep):
+                self._missing.pop(mark, None)
+                continue
+            self._missing[mark] = strikes = self._missing.get(mark, 0) + 1
+            if strikes < 2:
+                continue
+            self._missing.pop(mark, None)
+            log.warning(
+                "endpoint %s/%s on %s is no longer this node's in the cluster (node removed or "
+                "reaped while unreachable): removing it here",
+                ep.container_id[:12],
+                ep.ifname,
+                net.name,
+            )
+            async with state.lock(net.id):
+                if state.still_current(net.id, ep):
+                    await self._remove_endpoint(net, ep)
 
     def _reap_down_nodes(self, view: ClusterView) -> None:
         """Free what nodes down longer than the grace period held (blocking)."""

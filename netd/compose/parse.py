@@ -28,7 +28,7 @@ from .model import (
 )
 from .source import LocDict, position
 
-DRIVERS = ("bridge", "macvlan", "ipvlan")
+DRIVERS = ("bridge", "macvlan", "ipvlan", "overlay")
 NETWORK_KEYS = {
     "name",
     "driver",
@@ -215,6 +215,8 @@ def _driver_opts(raw: Any, path: str, warnings: list[str], driver: str) -> dict[
     try:
         if driver == "bridge":
             return validate_bridge_options(kept)
+        if driver == "overlay":
+            return kept  # vni, mtu: the daemon's overlay driver checks them at create
         return validate_vlan_options(driver, kept)  # macvlan, ipvlan: Docker's option names
     except InvalidInput as exc:
         key = exc.field.partition(".")[2] if exc.field and "." in exc.field else str(exc.value)
