@@ -25,7 +25,9 @@ changes):
     ``<driver>`` (an internal macvlan/ipvlan network's ``nm-…``);
   - ``netd:vlan:<driver>:<ifname>`` — an 802.1Q sub-interface netd made as the parent of
     ``<driver>`` networks, keyed by its name: every network naming ``IF.VID`` shares it;
-  - ``netd:vxlan:<network id>`` — an overlay network's VXLAN device (reserved);
+  - ``netd:vxlan:<network id>`` — an overlay network's VXLAN device (``nx-<id12>``, made by
+    the overlay driver; its bridge and host veths carry the ``network`` and ``endpoint`` tags
+    above, as a bridge network's do);
   - ``netd:ext:<driver>:<net12>`` and ``netd:ext:<driver>:<net12>:<ifname>:<container id>`` —
     the host-side objects of an external driver plugin (a whole network's, an endpoint's),
     which the plugin sets as netd tells it (docs/plugin-contract.md), the container id last as
@@ -303,6 +305,19 @@ def teardown_rank(text: str) -> int:
     if tag.of_endpoint:
         return 0
     return 1 if tag.kind == "network" else 2
+
+
+VXLAN_PREFIX = "nx-"  # an overlay network's VXLAN device
+
+
+def vxlan_name(network_id: str) -> str:
+    """Name of an overlay network's VXLAN device: ``nx-`` + 12 hex characters (15 chars)."""
+    return VXLAN_PREFIX + network_id[:12]
+
+
+def vxlan_tag(network_id: str) -> str:
+    """Tag of an overlay network's VXLAN device: ``netd:vxlan:<network id>``."""
+    return Tag.for_link("vxlan", network_id).text
 
 
 PARENT_PREFIX = "nm-"  # a parent link netd owns for a macvlan/ipvlan network (internal)

@@ -46,6 +46,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MIN_MTU = 68  # RFC 791: every IPv4 host must handle 68-octet datagrams; the kernel's ETH_MIN_MTU
 MAX_MTU = 65535  # IP_MAX_MTU
+MIN_VNI, MAX_VNI = 1, 2**24 - 1  # a 24-bit VXLAN network identifier (RFC 7348 §5); 0 unused
 
 # Docker's option names (libnetwork drivers/bridge/labels.go and netlabel) → netd's. An alias
 # counts only where its canonical key is accepted (a macvlan network has no ``bridge``).
@@ -63,7 +64,7 @@ FALSE_WORDS = ("false", "0", "no", "off")
 
 # The syntax of a value; each kind has one check (:meth:`OptionDef.normalise`), one typed
 # reading (:func:`_typed`) and one published pattern (netd.api.formats).
-Kind = Literal["bool", "mtu", "ipv4", "ipv6", "servers", "ifname", "choice"]
+Kind = Literal["bool", "mtu", "vni", "ipv4", "ipv6", "servers", "ifname", "choice"]
 Scope = Literal["network", "firewall", "driver"]
 
 
@@ -154,6 +155,12 @@ class OptionDef:
             if not text.isdigit() or not MIN_MTU <= int(text) <= MAX_MTU:
                 raise InvalidInput(
                     field_name, value, f"must be an integer from {MIN_MTU} to {MAX_MTU}"
+                )
+            return str(int(text))
+        if self.kind == "vni":
+            if not text.isdigit() or not MIN_VNI <= int(text) <= MAX_VNI:
+                raise InvalidInput(
+                    field_name, value, f"must be an integer from {MIN_VNI} to {MAX_VNI} (24 bits)"
                 )
             return str(int(text))
         if self.kind in ("ipv4", "ipv6"):

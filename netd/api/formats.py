@@ -20,13 +20,16 @@ from typing import Any
 from ..drivers.bridge_options import BRIDGE_KEYS
 from ..drivers.ipam import IpamOnlyDriver
 from ..drivers.macvlan_options import IPVLAN_KEYS, MACVLAN_KEYS
+from ..drivers.overlay_options import OVERLAY_KEYS
 from ..ipam.subnets import MAX_PREFIX
 from ..names import MAX_IFNAME, NAME_PATTERN
 from ..options import (
     DOCKER_ALIASES,
     FALSE_WORDS,
     MAX_MTU,
+    MAX_VNI,
     MIN_MTU,
+    MIN_VNI,
     TRUE_WORDS,
     DriverKeys,
     OptionDef,
@@ -92,6 +95,15 @@ def _mtu() -> str:
     )
 
 
+def _vni() -> str:
+    # MIN_VNI..MAX_VNI (1..16777215) spelled as a regular expression.
+    assert (MIN_VNI, MAX_VNI) == (1, 16777215), "update the VNI pattern with the limits"
+    return (
+        "([1-9][0-9]{0,6}|1[0-5][0-9]{6}|16[0-6][0-9]{5}|167[0-6][0-9]{4}|1677[0-6][0-9]{3}"
+        "|16777[01][0-9]{2}|1677720[0-9]|1677721[0-5])"
+    )
+
+
 _BOOL = "(" + "|".join(_nocase(w) for w in (*TRUE_WORDS, *FALSE_WORDS)) + ")"
 # An interface name: the shared name syntax, at most MAX_IFNAME characters (IFNAMSIZ).
 IFNAME = NAME_PATTERN.removesuffix("*") + f"{{0,{MAX_IFNAME - 1}}}"
@@ -104,6 +116,7 @@ def option_syntax(option: OptionDef) -> str:
     return {
         "bool": _BOOL,
         "mtu": _mtu(),
+        "vni": _vni(),
         "ipv4": IPV4,
         "ipv6": IPV6,
         "servers": rf"{DNS_SERVER}(\s*,\s*{DNS_SERVER})*",
@@ -169,8 +182,10 @@ def options_schema(*drivers: DriverKeys) -> dict[str, Any]:
 
 def builtin_options_schema() -> dict[str, Any]:
     """The ``options`` schema of the built-in drivers a daemon offers (bridge, ipam, macvlan,
-    ipvlan); the daemon's document is built from the drivers it runs (api.server)."""
-    return options_schema(BRIDGE_KEYS, IpamOnlyDriver.option_keys, MACVLAN_KEYS, IPVLAN_KEYS)
+    ipvlan, overlay); the daemon's document is built from the drivers it runs (api.server)."""
+    return options_schema(
+        BRIDGE_KEYS, IpamOnlyDriver.option_keys, MACVLAN_KEYS, IPVLAN_KEYS, OVERLAY_KEYS
+    )
 
 
 def bridge_options_schema() -> dict[str, Any]:

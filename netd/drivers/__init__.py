@@ -4,9 +4,11 @@
 kernel object (IPAM-only networks, :mod:`netd.drivers.ipam`); ``get_driver("null")`` touches
 nothing and records its calls (see :mod:`netd.drivers.null`); ``get_driver("macvlan")`` and
 ``get_driver("ipvlan")`` put containers directly on a host link's segment
-(:mod:`netd.drivers.macvlan`). The Protocol every driver implements is in
-:mod:`netd.drivers.base`. Any other name may be an external driver: an executable of that name
-in the plugin directory (:mod:`netd.drivers.external`, docs/plugin-contract.md).
+(:mod:`netd.drivers.macvlan`); ``get_driver("overlay", node_address=...)`` spans the nodes of a
+cluster over VXLAN (:mod:`netd.drivers.overlay`; unavailable without a node address). The
+Protocol every driver implements is in :mod:`netd.drivers.base`. Any other name may be an
+external driver: an executable of that name in the plugin directory
+(:mod:`netd.drivers.external`, docs/plugin-contract.md).
 """
 
 from __future__ import annotations
@@ -24,19 +26,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DRIVERS = ("bridge", "ipam", "null", "macvlan", "ipvlan")
+DRIVERS = ("bridge", "ipam", "null", "macvlan", "ipvlan", "overlay")
 
 __all__ = ["DRIVERS", "Driver", "EndpointStatus", "get_driver", "load_external_drivers"]
 
 
 def get_driver(
-    name: str, *, allow_initial_netns: bool = False, plugin_dir: Path | None = None
+    name: str,
+    *,
+    allow_initial_netns: bool = False,
+    plugin_dir: Path | None = None,
+    node_address: str | None = None,
 ) -> Driver:
     """A new driver instance for ``name``; InvalidInput("driver", name, ...) if unknown.
 
     ``allow_initial_netns`` is passed to drivers that configure the host: the production daemon
     sets it from its configuration; tests (running in sandbox namespaces) never do.
     ``plugin_dir``: where a name that is no built-in driver is looked up as a plugin.
+    ``node_address``: this node's underlay IPv4 address (``[cluster] node_address``), for
+    the overlay driver; None leaves it unavailable ("no cluster configured").
     """
     if name == "bridge":
         from .bridge import BridgeDriver  # imports pyroute2; only when asked for
@@ -59,6 +67,11 @@ def get_driver(
         log.info("network driver: %s", name)
         cls = MacvlanDriver if name == "macvlan" else IpvlanDriver
         return cls(allow_initial_netns=allow_initial_netns)
+    if name == "overlay":
+        from .overlay import OverlayDriver
+
+        log.info("network driver: overlay (node address %s)", node_address or "none")
+        return OverlayDriver(node_address=node_address, allow_initial_netns=allow_initial_netns)
     if plugin_dir is not None and name not in DRIVERS:
         from .external import ExternalDriver, check_driver_name, unusable
 

@@ -4,7 +4,8 @@ Implementations (one line each in ``SUITE``): the drivers that make kernel objec
 a sandbox host namespace with a container namespace by tests/ns/test_contract_driver_ns.py —
 bridge; macvlan on an internal parent of netd's own and on a user's parent (``up0``, made by
 its ``make``); ipvlan (skipped with the kernel's reason where it has no ipvlan links); the
-example external driver examples/drivers/ptp through :class:`ExternalDriver` — and the null and
+example external driver examples/drivers/ptp through :class:`ExternalDriver`; the overlay
+driver on one node (an underlay address on a veth made by its ``make``) — and the null and
 IPAM-only drivers (in process, tests/unit/test_contract_driver.py). A new driver adds one
 ``Impl`` line and, where it needs more than a host and a container namespace, its own
 ``make``; a subject's ``net`` is the network the checks use (a macvlan one names its parent).
@@ -181,6 +182,23 @@ def _ipvlan(args: dict[str, Any]) -> DriverSubject:
     net = network("drv-a", ["10.66.0.0/24", "fd00:66::/64"], driver="ipvlan")
     return DriverSubject(driver, args["netns"], kernel=True, net=net,
                          good_options={"ipvlan_mode": "L3", "mtu": "1400"})  # fmt: skip
+
+
+def _overlay(args: dict[str, Any]) -> DriverSubject:
+    """One node of an overlay network: its underlay address on ``ul0`` (one end of a veth
+    pair made here, as ``up0`` above), VNI 4242; sync_remote is proven by
+    tests/ns/test_overlay_driver_ns.py across hosts."""
+    from netd.drivers.overlay import OverlayDriver
+
+    if subprocess.run(["ip", "link", "show", "ul0"], capture_output=True).returncode != 0:
+        _run("ip", "link", "add", "ul0", "type", "veth", "peer", "name", "ul1")
+        _run("ip", "addr", "add", "192.168.90.1/24", "dev", "ul0")
+        _run("ip", "link", "set", "ul0", "up")
+        _run("ip", "link", "set", "ul1", "up")
+    net = network("drv-a", ["10.66.0.0/24", "fd00:66::/64"], driver="overlay",
+                  options={"vni": "4242"})  # fmt: skip
+    return DriverSubject(OverlayDriver(node_address="192.168.90.1"), args["netns"], kernel=True,
+                         net=net, good_options={"vni": " 4242", "mtu": "1400"})  # fmt: skip
 
 
 PTP = Path(__file__).resolve().parents[2] / "examples" / "drivers" / "ptp" / "ptp"
@@ -403,6 +421,7 @@ SUITE = Suite(
         Impl("macvlan-parent", _macvlan_parent, kernel=True),
         Impl("ipvlan", _ipvlan, kernel=True),
         Impl("ptp", _ptp, kernel=True),
+        Impl("overlay", _overlay, kernel=True),
     ],
     {
         f.__name__: f

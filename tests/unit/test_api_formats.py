@@ -20,6 +20,7 @@ from netd.drivers.bridge_options import validate_bridge_options
 from netd.drivers.ipam import IpamOnlyDriver
 from netd.drivers.macs import check_mac
 from netd.drivers.macvlan import IpvlanDriver, MacvlanDriver
+from netd.drivers.overlay import OverlayDriver
 from netd.errors import InvalidInput
 from netd.ipam.subnets import MAX_PREFIX
 from netd.names import (
@@ -111,7 +112,7 @@ def test_netns_pattern_refuses_relative_and_nul() -> None:
 # --- the options schema: every built-in driver's keys, from the drivers' own declarations ---
 
 VLAN_DRIVERS = (MacvlanDriver(), IpvlanDriver())
-BUILTIN = (BridgeDriver(), IpamOnlyDriver(), *VLAN_DRIVERS)
+BUILTIN = (BridgeDriver(), IpamOnlyDriver(), *VLAN_DRIVERS, OverlayDriver())
 
 
 @settings(max_examples=300, deadline=None)
@@ -142,11 +143,12 @@ def test_a_key_is_described_with_the_drivers_that_take_it() -> None:
         for key, prop in schema["properties"].items()
     }
     assert drivers["bridge"] == "bridge"
-    assert drivers["enable_icc"] == "bridge"
+    assert drivers["enable_icc"] == "bridge, overlay"
+    assert drivers["vni"] == "overlay"
     assert drivers["parent"] == "macvlan, ipvlan"
     assert drivers["macvlan_mode"] == "macvlan"
     assert drivers["ipvlan_flag"] == "ipvlan"
-    assert drivers["dns"] == "bridge, ipam (false only), macvlan, ipvlan"
+    assert drivers["dns"] == "bridge, ipam (false only), macvlan, ipvlan, overlay"
     assert schema["additionalProperties"] is False
     # Every key any built-in driver takes is in the document, and nothing else.
     known = {key for d in BUILTIN for key in d.option_keys.known()}

@@ -105,5 +105,6 @@ def test_factory() -> None:
     with pytest.raises(InvalidInput) as err:
         get_driver("macvlan0")
     assert err.value.message == (
-        "invalid driver 'macvlan0': unknown driver; known: bridge, ipam, null, macvlan, ipvlan"
+        "invalid driver 'macvlan0': unknown driver; known: bridge, ipam, null, macvlan, ipvlan, "
+        "overlay"
     )
