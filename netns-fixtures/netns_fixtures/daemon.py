@@ -2,7 +2,8 @@
 
 The daemon runs with ``--managed-netns`` pointing at the sandbox host, so it refuses to start
 anywhere else; its socket and state live in a temporary directory (Unix sockets are reached by
-path, so the test process can call it from outside the namespace).
+path, so the test process can call it from outside the namespace). ``settings`` become its
+config file (TOML, nested dicts are tables such as ``[cluster]``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import InitialNamespaceError, Namespace, is_initial_netns_path
+from . import InitialNamespaceError, Namespace, is_initial_netns_path, tomlout
 
 ROOT = Path(__file__).resolve().parents[2]
 NETD = str(Path(sys.executable).parent / "netd")
@@ -37,6 +39,7 @@ class Daemon:
         state_dir: Path | None = None,
         env: dict[str, str] | None = None,
         extra: list[str] | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         self.host = host
         self._tmp = tempfile.mkdtemp(prefix="netd-test-")
@@ -46,6 +49,7 @@ class Daemon:
         self.firewall = firewall
         self.env = env or {}
         self.extra = extra or []
+        self.settings = dict(settings or {})
         self.proc: subprocess.Popen[Any] | None = None
 
     def argv(self) -> list[str]:
@@ -67,10 +71,11 @@ class Daemon:
         ]
 
     def config_path(self) -> Path:
-        """An empty config file, so /etc/netd/netd.toml of the machine is never read."""
+        """The config file: ``settings`` as TOML (empty: all defaults), so the machine's
+        /etc/netd/netd.toml is never read. Written once; tests may overwrite it."""
         path = Path(self._tmp) / "netd.toml"
         if not path.exists():
-            path.write_text("# test config: defaults\n")
+            path.write_text("# test config\n" + tomlout.dumps(self.settings))
         return path
 
     def start(self, timeout: float = 20) -> Daemon:
