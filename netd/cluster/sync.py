@@ -24,15 +24,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ..drivers.overlay_peers import RemotePeer
 from ..errors import NetdError, StoreError
+from ..kernel.container import forget_neighbours
 from ..model import Endpoint, Network
 from ..store import etcd_txn as t
 from ..store.etcd import EtcdStore
@@ -51,20 +54,11 @@ QUIET = ("nodes/", "probe", "cursors/", "meta/")
 REAP_EVERY = 30.0  # seconds between looks for nodes down longer than the grace period
 
 
-@dataclass(frozen=True)
-class Peer:
-    """One remote address a global network's data plane must reach: where and as which MAC."""
-
-    ip: str
-    mac: str
-    vtep: str  # the underlay address of the node that runs it
-
-
 @runtime_checkable
 class PeerProgrammer(Protocol):
     """A driver that forwards to other nodes (the overlay): told the remote endpoints."""
 
-    def sync_peers(self, network: Network, peers: Sequence[Peer]) -> None:
+    def sync_remote(self, network: Network, peers: Sequence[RemotePeer]) -> None:
         """Make forwarding to exactly ``peers`` (blocking; a worker thread calls it)."""
         ...
 
@@ -107,6 +101,15 @@ def read_view(etcd: EtcdStore) -> ClusterView:
         net_id, _, block = entry.key[len(blocks_root) :].partition("/")
         view.blocks.setdefault(net_id, {})[block] = entry.value
     return view
+
+
+def _vtep(address: str) -> ipaddress.IPv4Address | None:
+    """A node's underlay address as recorded (None if it is not IPv4: skipped, logged)."""
+    try:
+        return ipaddress.IPv4Address(address)
+    except ValueError:
+        log.warning("a node's recorded underlay address %r is not IPv4: not programmed", address)
+        return None
 
 
 class ClusterSync:
@@ -265,22 +268,42 @@ class ClusterSync:
                 if net.id not in state.networks:
                     return
                 state.set_remote(net, remote)
+            await self._forget_moved(net, before.values(), remote)
         driver = state.driver(net)
         if isinstance(driver, PeerProgrammer) and (changed or self.passes % 12 == 0):
             # Re-applied now and then even unchanged: the entries are the kernel's to lose.
             peers = [
-                Peer(ip=str(a.ip), mac=ep.mac or "", vtep=view.alive[ep.node])
+                RemotePeer(ip=a.ip, mac=ep.mac.lower(), vtep=vtep)
                 for ep in remote
-                if ep.mac
+                if ep.mac and (vtep := _vtep(view.alive[ep.node])) is not None
                 for a in ep.addresses
             ]
             try:
-                await asyncio.to_thread(driver.sync_peers, net, peers)
+                await asyncio.to_thread(driver.sync_remote, net, peers)
             except NetdError as e:
                 log.error("network %s: programming forwarding to peers failed: %s", net.name, e)
         if changed:
             await self.publisher.publish(net)
         await self._fence(net, view)
+
+    async def _forget_moved(
+        self, net: Network, before: Iterable[Endpoint], after: Iterable[Endpoint]
+    ) -> None:
+        """Local containers forget the MAC of a remote address that went away or moved, so
+        their next packet asks the node's VXLAN proxy again (kernel.container)."""
+
+        def macs(eps: Iterable[Endpoint]) -> dict[str, str]:
+            return {str(a.ip): (e.mac or "").lower() for e in eps for a in e.addresses}
+
+        old, new = macs(before), macs(after)
+        stale = {ip: mac for ip, mac in old.items() if mac and new.get(ip) != mac}
+        if not stale:
+            return
+        for ep in self.state.network_endpoints(net):
+            if ep.state == "ready":
+                await asyncio.to_thread(
+                    forget_neighbours, ep.netns, ep.netns_inode, ep.ifname, stale
+                )
 
     async def _fence(self, net: Network, view: ClusterView) -> None:
         """Withdraw this node's endpoints that etcd no longer has (the node was removed or

@@ -91,3 +91,38 @@ def check_interface(
     problems += [f"address {a} missing on {where}" for a in addresses if a not in present]
     problems += [f"default route via {g} missing on {where}" for g in gateways if g not in routes]
     return problems
+
+
+def forget_neighbours(netns: str, netns_inode: int, ifname: str, stale: dict[str, str]) -> int:
+    """Delete the container's neighbour entries on ``ifname`` that name a MAC that is no
+    longer where the address lives (``stale``: address → the MAC that left); the number
+    deleted.
+
+    An overlay address can move to another container on another node (a removed node's
+    address handed out again). The container would keep sending to the old MAC until its
+    kernel re-probes the entry, up to a minute later; deleting the entry makes its next packet
+    ask again, and the node's VXLAN proxy answers with the new MAC at once. An entry that
+    already names another MAC is left alone. A namespace that is gone is not an error.
+    """
+    try:
+        fd = open_netns(netns, netns_inode)
+    except NetdError:
+        return 0
+    deleted = 0
+    try:
+        with iproute_in_fd(fd) as ipr:
+            found = ipr.link_lookup(ifname=ifname)
+            if not found:
+                return 0
+            for entry in ipr.get_neighbours(ifindex=found[0]):
+                address = entry.get_attr("NDA_DST")
+                mac = (entry.get_attr("NDA_LLADDR") or "").lower()
+                if address in stale and stale[address] == mac:
+                    try:
+                        ipr.neigh("del", dst=address, ifindex=found[0])
+                        deleted += 1
+                    except OSError:
+                        continue  # expired meanwhile
+    finally:
+        os.close(fd)
+    return deleted
