@@ -49,10 +49,12 @@ from etcd3gw.client import Etcd3Client
 from etcd3gw.exceptions import ConnectionTimeoutError, Etcd3Exception
 
 from ..errors import Conflict, InvalidInput, NotFound, StoreCorrupt, StoreError
-from ..ipam.blocks import DEFAULT_BLOCK_PREFIXLEN, block_of, family_prefixlen
+from ..ipam.blocks import DEFAULT_BLOCK_PREFIXLEN
 from ..ipam.blocks import check_block_prefixlen as _check_block_prefixlen
 from ..model import Endpoint, IPAddress, Network, endpoint_from_json, network_from_json, to_json
 from . import etcd_txn as t
+from .etcd_blocks import block_keys as block_keys_of
+from .etcd_blocks import empty_blocks
 from .etcd_put import Held, PutKeys, PutView, check_node, plan_put
 from .health import HealthReport, StoreHealth
 from .records import cursor_rows, endpoint_addresses
@@ -62,9 +64,6 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "/netd/"
 DEFAULT_REQUEST_TIMEOUT = 3.0  # seconds one HTTP request to etcd may take
 DEFAULT_DEADLINE = 6.0  # seconds after which a call starts no new request
-# Drivers whose networks span nodes, so their addresses are allocated by blocks. (Later the
-# driver's Capabilities.scope == "global" decides; the store only sees the record.)
-GLOBAL_DRIVERS = frozenset({"overlay"})
 
 
 @dataclass
@@ -367,20 +366,6 @@ class EtcdStore:
     def _read_until(self, doing: str, until: float, *ops: t.Json) -> list[list[t.Entry]]:
         return t.ranges(self._txn(doing, t.txn([], list(ops)), write=False, until=until))
 
-    def _block_keys(self, network: Network, addresses: Sequence[str]) -> dict[str, str]:
-        """Address -> its IPAM block key, on a global network of a store with a node name."""
-        if self.node is None or network.driver not in GLOBAL_DRIVERS:
-            return {}
-        out: dict[str, str] = {}
-        for text in addresses:
-            addr = ipaddress.ip_address(text)
-            for s in network.subnets:
-                if addr.version == s.subnet.version and addr in s.subnet:
-                    size = family_prefixlen(addr.version, self.block_prefixlen)
-                    out[text] = self._blocks_of(network.id) + str(block_of(s.subnet, addr, size))
-                    break
-        return out
-
     # --- endpoints --------------------------------------------------------------------------
 
     def list_endpoints(self, network_id: str | None = None) -> list[Endpoint]:
@@ -422,7 +407,11 @@ class EtcdStore:
             network=self._net(net_id),
             endpoint=key,
             allocations=self._allocations_of(net_id),
-            blocks=self._block_keys(network, addresses),
+            blocks=(
+                block_keys_of(network, addresses, self.block_prefixlen, self._blocks_of(net_id))
+                if self.node is not None
+                else {}
+            ),
         )
         block_keys = list(dict.fromkeys(keys.blocks.values()))
         reads = [t.get(keys.network), t.get(key)]
@@ -589,21 +578,8 @@ class EtcdStore:
             blocks, allocs = self._read_until(
                 doing, until, t.get_under(blocks_at), t.get_under(allocs_at)
             )
-            used: dict[str, list[IPAddress]] = {}
-            for e in allocs:
-                net, _, address = e.key[len(self._k("allocations/")) :].partition("/")
-                try:
-                    used.setdefault(net, []).append(ipaddress.ip_address(address))
-                except ValueError as err:
-                    raise StoreCorrupt(f"etcd key {e.key}: not an address") from err
-            free: list[tuple[t.Entry, str, str]] = []
-            for e in blocks:
-                if e.value != node:
-                    continue
-                net, _, cidr = e.key[len(self._k("blocks/")) :].partition("/")
-                block = ipaddress.ip_network(cidr)
-                if not any(a in block for a in used.get(net, ())):
-                    free.append((e, net, cidr))
+            root = self._k("blocks/"), self._k("allocations/")
+            free = empty_blocks(node, blocks, allocs, *root)
             if not free:
                 return []
             guard = [t.unchanged(e.key, e.mod_revision) for e, _, _ in free]
