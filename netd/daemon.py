@@ -202,6 +202,7 @@ def build_service(config: Config) -> tuple[Service, Store, DnsManager]:
         reap_grace=config.reap_grace,
         check_publish=refuse_ports_in_use,
         node=cluster.node_name if cluster is not None else "",
+        block_prefixlen=cluster.ipam_block_size if cluster is not None else 26,
     )
     if cluster is not None and node_address is not None:
         from .cluster.member import Member

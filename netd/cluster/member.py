@@ -64,6 +64,8 @@ def open_cluster_store(
         etcd = EtcdStore(
             cluster.etcd_endpoints,
             prefix=cluster.etcd_prefix,
+            node=cluster.node_name,
+            block_prefixlen=cluster.ipam_block_size,
             ca_file=cluster.tls["ca_file"],
             cert_file=cluster.tls["cert_file"],
             key_file=cluster.tls["key_file"],

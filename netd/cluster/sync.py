@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..drivers.overlay_peers import RemotePeer
 from ..errors import NetdError, StoreError
+from ..ipam.blocks import BlockAllocator
 from ..kernel.container import forget_neighbours
 from ..model import Endpoint, Network
 from ..store import etcd_txn as t
@@ -263,11 +264,14 @@ class ClusterSync:
         before = state.remote.get(net.id, {})
         after = {(e.node, *e.key): e for e in remote}
         changed = before.keys() != after.keys() or any(before[k] != after[k] for k in after)
-        if changed:
+        blocks = view.blocks.get(net.id, {})
+        allocator = state.ipam.get(net.id)
+        moved = isinstance(allocator, BlockAllocator) and allocator.owners != blocks
+        if changed or moved:
             async with state.lock(net.id):
                 if net.id not in state.networks:
                     return
-                state.set_remote(net, remote)
+                state.set_remote(net, remote, blocks)
             await self._forget_moved(net, before.values(), remote)
         driver = state.driver(net)
         if isinstance(driver, PeerProgrammer) and (changed or self.passes % 12 == 0):

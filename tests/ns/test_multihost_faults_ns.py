@@ -81,7 +81,7 @@ def test_200_parallel_attaches_while_an_etcd_member_dies(cluster: Cluster) -> No
 
 def test_a_partitioned_node_comes_back_without_a_duplicate_address(cluster: Cluster) -> None:
     settings = {"cluster": {"node_ttl": 2}}
-    d1, d2, d3 = (cluster.start_daemon(h, settings=settings) for h in cluster.hosts)
+    d1, _, d3 = (cluster.start_daemon(h, settings=settings) for h in cluster.hosts)
     d1.cli("network", "create", "ov", "--driver", "overlay", "--subnet", "10.81.0.0/24")
     wait_for("ov on h3", lambda: "ov" in d3.cli("network", "ls").stdout, 5)
     c3 = cluster.sandbox.add_ns("c3")
