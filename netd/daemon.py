@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import grp
 import ipaddress
@@ -210,6 +211,10 @@ def build_service(config: Config) -> tuple[Service, Store, DnsManager]:
 
         assert isinstance(engine, ClusterStore)
         service.cluster = Member(cluster, engine, node_address)
+        from .metrics import METRICS
+
+        etcd = engine.etcd
+        METRICS.cluster.source = lambda: dataclasses.asdict(etcd.stats)
     return service, store, dns
 
 

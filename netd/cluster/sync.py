@@ -104,6 +104,10 @@ def read_view(etcd: EtcdStore) -> ClusterView:
     return view
 
 
+def _text(raw: object) -> str:
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+
+
 def _vtep(address: str) -> ipaddress.IPv4Address | None:
     """A node's underlay address as recorded (None if it is not IPv4: skipped, logged)."""
     try:
@@ -146,6 +150,7 @@ class ClusterSync:
         self._failing = False
         self._synced = asyncio.Event()
         self._reaped_at = 0.0
+        self._mine = f'"node":"{self.node}"'  # in the JSON of this node's endpoints
         self._remove_endpoint = remove_endpoint  # Endpoints.remove (network lock held)
         self._missing: dict[tuple[str, str, str], int] = {}  # own endpoints etcd lost: strikes
 
@@ -153,10 +158,20 @@ class ClusterSync:
 
     def _on_event(self, event: Any) -> None:
         """A watch event (watcher thread): wake the sync unless it cannot matter."""
-        raw = event.get("kv", {}).get("key", b"")
-        key = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        kv = event.get("kv", {})
+        key = _text(kv.get("key", b""))
         rest = key[len(self.etcd.prefix) :]
         if rest.startswith(QUIET):
+            return
+        # This node's own changes are already in its state: no pass for them (an attach would
+        # otherwise make every node, itself included, re-read the view). Addresses change
+        # with their endpoint, in the same transaction, so the endpoint's event is enough.
+        value = _text(kv.get("value") or event.get("prev_kv", {}).get("value") or b"")
+        if rest.startswith("allocations/"):
+            return
+        if rest.startswith("endpoints/") and self._mine in value:
+            return
+        if rest.startswith("blocks/") and value == self.node:
             return
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -176,6 +191,7 @@ class ClusterSync:
                 self._on_event,
                 range_end=t.prefix_end(prefix),
                 start_revision=revision + 1,
+                prev_kv=True,  # a delete says whose record it was
             )
 
         with self._watch_lock:
