@@ -40,6 +40,7 @@ class ClusterStore:
         self.fresh = local.fresh
         self.health: StoreHealth = local.health  # the local engine records every change
         self._global: dict[str, Network] = {}  # id → record, of every global network known
+        self._copied: set[str] = set()  # ids of global networks with a local copy
 
     def global_network(self, network_id: str) -> Network | None:
         """The record of a global network this store knows, else None."""
@@ -86,9 +87,12 @@ class ClusterStore:
     def copy_network(self, network: Network) -> None:
         """Keep a local copy of a global network (a node learns of networks made elsewhere)."""
         self._global[network.id] = network
+        if network.id in self._copied:
+            return
         try:
             if all(n.id != network.id for n in self.local.list_networks()):
                 self.local.create_network(network)
+            self._copied.add(network.id)
         except Exception as e:  # the copy is a fallback: losing it costs no correctness
             log.warning("keeping a local copy of network %s failed: %s", network.name, e)
 
@@ -98,6 +102,7 @@ class ClusterStore:
         self._drop_copy(network_id)
 
     def _drop_copy(self, network_id: str) -> None:
+        self._copied.discard(network_id)
         try:
             for ep in self.local.list_endpoints(network_id):
                 self.local.delete_endpoint(network_id, ep.container_id, ep.ifname)
