@@ -358,7 +358,7 @@ class ClusterSync:
     def _reap_down_nodes(self, view: ClusterView) -> None:
         """Free what nodes down longer than the grace period held (blocking)."""
         now = time.time()
-        if self.grace <= 0 or now - self._reaped_at < REAP_EVERY:
+        if self.grace <= 0 or now - self._reaped_at < min(REAP_EVERY, max(1.0, self.grace / 4)):
             return
         self._reaped_at = now
         try:

@@ -111,3 +111,21 @@ def test_a_partitioned_node_comes_back_without_a_duplicate_address(cluster: Clus
 def nodes(d: Daemon) -> dict[str, dict[str, Any]]:
     out = d.cli("node", "ls", "--format", "json").stdout
     return {n["name"]: n for n in json.loads(out)}
+
+
+def test_a_node_down_longer_than_its_grace_is_freed_by_the_others(cluster: Cluster) -> None:
+    settings = {"cluster": {"node_ttl": 2, "node_grace": 4}}
+    d1, _, d3 = (cluster.start_daemon(h, settings=settings) for h in cluster.hosts)
+    d1.cli("network", "create", "ov", "--driver", "overlay", "--subnet", "10.82.0.0/24")
+    wait_for("ov on h3", lambda: "ov" in d3.cli("network", "ls").stdout, 5)
+    status, ep = connect(d3, "ov", cluster.sandbox.add_ns("c3"))
+    assert status == 201, ep
+    shown = nodes(d1)["h3"]
+    assert shown["endpoints"] == 1 and len(shown["blocks"]) == 1
+    cluster.kill_host("h3")
+    wait_for("h3 down", lambda: nodes(d1)["h3"]["state"] == "down", 15)
+    # Nobody runs `node rm`: after the grace the live nodes free its endpoint and blocks, and
+    # keep its record (an operator still sees it, down).
+    wait_for("h3 freed", lambda: nodes(d1)["h3"]["endpoints"] == 0, 30)
+    assert nodes(d1)["h3"]["blocks"] == [] and nodes(d1)["h3"]["state"] == "down"
+    assert cluster.etcd[0].keys("/netd/allocations/") == {}
