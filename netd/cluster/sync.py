@@ -290,8 +290,9 @@ class ClusterSync:
                 state.set_remote(net, remote, blocks)
             await self._forget_moved(net, before.values(), remote)
         driver = state.driver(net)
-        if isinstance(driver, PeerProgrammer) and (changed or self.passes % 12 == 0):
-            # Re-applied now and then even unchanged: the entries are the kernel's to lose.
+        if isinstance(driver, PeerProgrammer):
+            # Every pass, changed or not: the entries are the kernel's to lose (a device the
+            # reconciler re-created has none), and an unchanged set costs one netlink dump.
             peers = [
                 RemotePeer(ip=a.ip, mac=ep.mac.lower(), vtep=vtep)
                 for ep in remote
