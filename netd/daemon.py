@@ -210,7 +210,7 @@ def build_service(config: Config) -> tuple[Service, Store, DnsManager]:
         from .cluster.store import ClusterStore
 
         assert isinstance(engine, ClusterStore)
-        service.cluster = Member(cluster, engine, node_address)
+        service.cluster = Member(cluster, engine, node_address, config.state_dir)
         from .metrics import METRICS
 
         etcd = engine.etcd

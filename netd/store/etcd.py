@@ -178,12 +178,14 @@ class EtcdStore:
         key_file: str | None = None,
         node: str | None = None,
         block_prefixlen: int = DEFAULT_BLOCK_PREFIXLEN,
+        tolerate_down: bool = False,
     ) -> None:
         """Connect to the etcd members ``endpoints`` (URLs); StoreError if none answers.
 
         ``node`` names this node in the IPAM blocks it claims; without it, puts on global
         networks claim no block (the address keys still keep addresses unique).
         ``block_prefixlen`` is the cluster's ``ipam_block_size``: every node must use the same.
+        ``tolerate_down``: an etcd that does not answer at open is logged, not an error.
         """
         if not endpoints:
             raise InvalidInput("etcd_endpoints", "[]", "at least one etcd endpoint is needed")
@@ -210,11 +212,20 @@ class EtcdStore:
         self._closed = False
         # Whether this open created the store: the marker key is written once, by whoever
         # opens the prefix first, in a transaction, so two nodes opening at once agree.
-        answer = self._txn(
-            "opening the store",
-            t.txn([t.absent(self._k("meta/created"))], [t.put(self._k("meta/created"), "1")]),
-            write=True,
-        )
+        # A cluster node may start while etcd does not answer (it serves its local copy,
+        # netd.cluster.store): opening then only says so; every later call is bounded as usual.
+        try:
+            answer = self._txn(
+                "opening the store",
+                t.txn([t.absent(self._k("meta/created"))], [t.put(self._k("meta/created"), "1")]),
+                write=True,
+            )
+        except StoreUnreachable as e:
+            if not tolerate_down:
+                raise
+            log.warning("state store: etcd at %s does not answer yet (%s)", ", ".join(endpoints), e)
+            self.fresh = False
+            return
         self.fresh = t.succeeded(answer)
         log.info("state store: etcd at %s, prefix %s", ", ".join(endpoints), prefix)
 

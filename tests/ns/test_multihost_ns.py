@@ -159,6 +159,26 @@ def test_etcd_stopped_keeps_packets_and_names_and_bounds_changes(hosts: Hosts) -
     wait_for("c5 by name on h3", lambda: hosts.dig("c3", "c5") == [a5], 5)
 
 
+def test_a_daemon_restarted_while_etcd_is_down_serves_the_last_view(hosts: Hosts) -> None:
+    etcd = hosts.cluster.etcd[0]
+    a2, a3 = hosts.address("c2"), hosts.address("c3")
+    etcd.pause()
+    try:
+        hosts.cluster.kill_daemon("h1")
+        hosts.cluster.restart_daemon("h1", timeout=40)
+        # The node's own containers from its local copy, the others' from the saved view.
+        _, doc = hosts.d["h1"].request("GET", "/v1/networks/ov1?plumbing=0")
+        assert {"c1", "c2", "c3", "c5"} <= {e["name"] for e in doc["endpoints"]}
+        assert hosts.dig("c1", "c2") == [a2]
+        assert hosts.containers["c1"].ping(a3)
+    finally:
+        etcd.resume()
+    wait_for("h1 ready again", lambda: hosts.nodes("h2")["h1"]["state"] == "ready", 15)
+    hosts.connect("h1", "ov1", "c7")
+    a7 = hosts.address("c7")
+    wait_for("c7 by name on h2", lambda: hosts.dig("c2", "c7") == [a7], 5)
+
+
 def test_a_deleted_vxlan_device_is_repaired_with_its_forwarding(hosts: Hosts) -> None:
     a2 = hosts.address("c2")
     h1 = hosts.cluster.host("h1").ns
@@ -224,7 +244,8 @@ def test_a_host_killed_goes_down_and_node_rm_frees_it(hosts: Hosts) -> None:
 
 
 def test_teardown_leaves_nothing(hosts: Hosts, tmp_path: Path) -> None:
-    for name, host in (("c1", "h1"), ("c2", "h2"), ("c4", "h2"), ("c5", "h1"), ("c6", "h2")):
+    for name, host in (("c1", "h1"), ("c2", "h2"), ("c4", "h2"), ("c5", "h1"), ("c6", "h2"),
+                       ("c7", "h1")):  # fmt: skip
         hosts.d[host].cli("network", "disconnect", "ov1", "--netns", hosts.containers[name].path)
     hosts.d["h2"].cli("network", "rm", "ov1")
     for h in ("h1", "h2"):
