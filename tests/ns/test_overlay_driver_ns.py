@@ -213,6 +213,21 @@ def test_a_peer_removed_by_sync_gets_no_more_traffic(nodes: list[Node]) -> None:
     wait_for("a reaches b again", lambda: a.container.ping(b.ip, timeout=1), 10)
 
 
+def test_a_deleted_vxlan_device_comes_back_with_its_peers(nodes: list[Node]) -> None:
+    a, b, c = nodes
+    peers = [p for n in (b, c) for p in n.peer()]
+    a.agent(
+        {"op": "sync_remote", "network": NET, "peers": peers},
+        {"op": "ip", "args": ["link", "del", VXLAN]},
+        {"op": "ensure_network", "network": NET},
+    )
+    entries = json.loads(a.host.run("bridge", "-j", "fdb", "show", "dev", VXLAN))
+    assert {e["mac"] for e in entries if "dst" in e} == {b.ep["mac"], c.ep["mac"]}, entries
+    assert a.host.links()[VXLAN]["master"] == BRIDGE
+    wait_for("a reaches b again", lambda: a.container.ping(b.ip, timeout=1), 10)
+    assert a.container.ping(c.ip)
+
+
 def test_teardown_leaves_no_link_behind(nodes: list[Node]) -> None:
     for node in nodes:
         inventory = node.agent({"op": "inventory"})[0]
