@@ -228,6 +228,39 @@ def test_a_deleted_vxlan_device_comes_back_with_its_peers(nodes: list[Node]) -> 
     assert a.container.ping(c.ip)
 
 
+def test_ensure_again_keeps_the_device_and_its_entries(nodes: list[Node]) -> None:
+    a = nodes[0]
+    before = {name: link["ifindex"] for name, link in a.host.links().items()}
+    fdb_before = a.host.run("bridge", "fdb", "show", "dev", VXLAN)
+    a.agent({"op": "ensure_network", "network": NET}, {"op": "check_endpoint", "network": NET,
+                                                       "endpoint": a.ep})  # fmt: skip
+    after = {name: link["ifindex"] for name, link in a.host.links().items()}
+    assert after == before, "ensure_network re-created a link"
+    assert a.host.run("bridge", "fdb", "show", "dev", VXLAN) == fdb_before
+
+
+def test_a_deleted_bridge_comes_back_with_its_ports(nodes: list[Node]) -> None:
+    a, b = nodes[0], nodes[1]
+    a.host.run("ip", "link", "del", BRIDGE)
+    assert (
+        a.agent(
+            {"op": "ensure_network", "network": NET},
+            {"op": "check_endpoint", "network": NET, "endpoint": a.ep},
+        )[1]
+        == []
+    )
+    links = a.host.links()
+    assert links[VXLAN]["master"] == links[a.ep["host_ifname"]]["master"] == BRIDGE
+    wait_for("a reaches b again", lambda: a.container.ping(b.ip, timeout=1), 10)
+
+
+def test_check_endpoint_names_a_missing_vxlan_device(nodes: list[Node]) -> None:
+    a = nodes[0]
+    a.host.run("ip", "link", "del", VXLAN)
+    [problems] = a.agent({"op": "check_endpoint", "network": NET, "endpoint": a.ep})
+    assert problems == [f'VXLAN device "{VXLAN}" missing']
+
+
 def test_teardown_leaves_no_link_behind(nodes: list[Node]) -> None:
     for node in nodes:
         inventory = node.agent({"op": "inventory"})[0]
