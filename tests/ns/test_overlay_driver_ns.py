@@ -300,3 +300,19 @@ def test_a_node_address_no_interface_holds_is_refused(sandbox: Sandbox) -> None:
     assert "cluster.node_address '192.168.91.1'" in result["error"]["message"]
     assert inventory == {"ok": True, "result": {}}
     assert sorted(host.links()) == ["lo"]
+
+
+def test_a_vni_taken_by_another_device_is_refused_and_nothing_is_left(sandbox: Sandbox) -> None:
+    underlay = sandbox.add_ns("ul")
+    underlay.run("ip", "link", "add", "ul0", "type", "bridge")
+    host = sandbox.add_host("h1")
+    address = wire_host(underlay, host, 1)
+    host.run("ip", "link", "add", "theirs", "type", "vxlan", "id", str(VNI), "dstport", "4789")
+    before = sorted(host.links())
+    [result] = run_overlay_agent(host.name, address, [{"op": "ensure_network", "network": NET}])
+    assert not result["ok"]
+    assert result["error"]["message"] == (
+        f'creating VXLAN device "{VXLAN}" (VNI {VNI}, local {address}): another VXLAN device '
+        f"already uses VNI {VNI} on port 4789"
+    )
+    assert sorted(host.links()) == before == ["lo", "theirs", "up0"]
