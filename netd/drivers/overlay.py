@@ -31,6 +31,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from .. import faults
 from ..errors import ConfigError, InvalidInput, KernelError, NetdError
 from ..kernel import links, vxlan
 from ..kernel.features import missing_link_kind
@@ -174,7 +175,7 @@ class OverlayDriver:
             with self._host() as ipr:
                 mtu = overlay_mtu(vxlan.underlay_mtu(ipr, local), opts)
                 bridge_existed = links.get_link(ipr, bridge_for(network)) is not None
-                vxlan_existed = links.get_link(ipr, device) is not None
+                before = links.get_link(ipr, device)
             sized = dataclasses.replace(network, options={**network.options, "mtu": str(mtu)})
             self.bridge.ensure_network(sized)
             spec = vxlan.VxlanSpec(device, vxlan_tag(network.id), opts.vni, local, VXLAN_PORT, mtu)
@@ -187,13 +188,27 @@ class OverlayDriver:
                             "vanished"
                         )
                     index = vxlan.ensure_vxlan(ipr, spec, int(bridge["index"]))
-                    remembered = self._peers.get(network.id)
-                    if remembered and not vxlan_existed:
-                        self._apply(index, device, remembered)
+                faults.point("overlay.vxlan_ready")
+                # A new device (made now, or re-made with new settings) has no entries yet.
+                remembered = self._peers.get(network.id)
+                if remembered and (before is None or int(before["index"]) != index):
+                    self._apply(index, device, remembered)
             except BaseException:
-                if not bridge_existed:
-                    self.bridge.teardown_network(network)
+                self._undo(network, device, before is None, not bridge_existed)
                 raise
+
+    def _undo(self, network: Network, device: str, made_vxlan: bool, made_bridge: bool) -> None:
+        """Remove what a failed ensure_network made (best effort: the error is the caller's)."""
+        try:
+            if made_vxlan:
+                with self._host() as ipr:
+                    link = links.get_link(ipr, device)
+                    if link is not None and link.get_attr("IFLA_IFALIAS") == vxlan_tag(network.id):
+                        links.delete_link(ipr, device)
+            if made_bridge:
+                self.bridge.teardown_network(network)
+        except Exception:
+            log.exception('rolling back overlay network "%s" on this node', network.name)
 
     def teardown_network(self, network: Network) -> list[str]:
         """Delete the VXLAN device (if it carries this network's tag), then the bridge."""

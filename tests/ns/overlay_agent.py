@@ -32,10 +32,15 @@ def overlay_network(
 
 
 def run_overlay_agent(
-    host_ns: str, node_address: str, steps: list[dict[str, Any]], timeout: float = 60
+    host_ns: str,
+    node_address: str,
+    steps: list[dict[str, Any]],
+    timeout: float = 60,
+    faults: str = "",
 ) -> list[dict[str, Any]]:
-    """Run ``steps`` on an OverlayDriver inside ``host_ns``; the per-step results."""
-    env = dict(os.environ, OVERLAY_NODE_ADDRESS=node_address)
+    """Run ``steps`` on an OverlayDriver inside ``host_ns`` (``faults``: NETD_FAULTS); the
+    per-step results."""
+    env = dict(os.environ, OVERLAY_NODE_ADDRESS=node_address, NETD_FAULTS=faults)
     proc = subprocess.run(
         ["ip", "netns", "exec", host_ns, PYTHON, os.path.join(HERE, "overlay_agent.py")],
         input=json.dumps(steps),

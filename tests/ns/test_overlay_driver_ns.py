@@ -316,3 +316,17 @@ def test_a_vni_taken_by_another_device_is_refused_and_nothing_is_left(sandbox: S
         f"already uses VNI {VNI} on port 4789"
     )
     assert sorted(host.links()) == before == ["lo", "theirs", "up0"]
+
+
+def test_a_failure_after_the_vxlan_device_leaves_nothing(sandbox: Sandbox) -> None:
+    underlay = sandbox.add_ns("ul")
+    underlay.run("ip", "link", "add", "ul0", "type", "bridge")
+    host = sandbox.add_host("h1")
+    address = wire_host(underlay, host, 1)
+    [failed, inventory] = run_overlay_agent(
+        host.name, address, [{"op": "ensure_network", "network": NET}, {"op": "inventory"}],
+        faults="overlay.vxlan_ready=raise",
+    )  # fmt: skip
+    assert not failed["ok"] and failed["error"]["type"] == "InjectedFault", failed
+    assert inventory == {"ok": True, "result": {}}
+    assert sorted(host.links()) == ["lo", "up0"]
