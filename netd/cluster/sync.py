@@ -194,11 +194,12 @@ class ClusterSync:
         self._failing = False
         self._synced = asyncio.Event()
         self._reaped_at = 0.0
+        self._trusted: dict[str, str] = {}  # the nodes alive in the last trusted view
         self._mine = f'"node":"{self.node}"'  # in the JSON of this node's endpoints
         self.cache = cache  # where the last view is saved, for a start while etcd is down
         self._saved = 0
         self._remove_endpoint = remove_endpoint  # Endpoints.remove (network lock held)
-        self._missing: dict[tuple[str, str, str], int] = {}  # own endpoints etcd lost: strikes
+        self._missing: dict[tuple[str, ...], int] = {}  # strikes: own records lost or stray
 
     # --- the watch --------------------------------------------------------------------------
 
@@ -295,8 +296,21 @@ class ClusterSync:
         self._synced.set()
         return True
 
+    def _live(self, view: ClusterView) -> dict[str, str]:
+        """The nodes to serve as alive: the view's, plus those alive before while this node's
+        own lease is gone and for one TTL after it re-joined. An etcd outage longer than the
+        TTL expires every lease at once; without this, every node would withdraw every other
+        node's names and forwarding for the seconds it takes them to re-join, a blip after
+        every long outage. (A node that cannot keep its own lease cannot judge the others.)"""
+        own_lease_lost = self.node not in view.alive  # the outage expired ours too
+        if own_lease_lost or time.monotonic() - self.registry.rejoined_at < self.registry.ttl:
+            return {**self._trusted, **view.alive}
+        self._trusted = dict(view.alive)
+        return view.alive
+
     async def apply(self, view: ClusterView) -> None:
         """Converge this node to ``view``."""
+        view.alive = self._live(view)
         self.view = view
         state = self.state
         for net in view.networks.values():
@@ -426,6 +440,42 @@ class ClusterSync:
             async with state.lock(net.id):
                 if state.still_current(net.id, ep):
                     await self._remove_endpoint(net, ep)
+        await self._drop_strays(net, view)
+
+    async def _drop_strays(self, net: Network, view: ClusterView) -> None:
+        """Delete records etcd holds as this node's that this node does not have: an attach
+        whose etcd write timed out yet was applied, then failed here while etcd was away.
+        Their addresses would stay taken for good otherwise. Two views in a row, and never
+        one being changed by a request (in flight) or one the node knows."""
+        state = self.state
+        known = state.endpoints.get(net.id, {})
+        busy = state.inflight.get(net.id, set())
+        for ep in view.endpoints.get(net.id, []):
+            mark = ("stray", net.id, *ep.key)
+            if ep.node != self.node or ep.key in known or ep.key in busy:
+                self._missing.pop(mark, None)
+                continue
+            self._missing[mark] = strikes = self._missing.get(mark, 0) + 1
+            if strikes < 2:
+                continue
+            self._missing.pop(mark, None)
+            async with state.lock(net.id):
+                if ep.key in state.endpoints.get(net.id, {}) or ep.key in busy:
+                    continue
+                log.warning(
+                    "etcd holds endpoint %s/%s on %s as this node's, but this node has no such "
+                    "endpoint: deleting the record and freeing %s",
+                    ep.container_id[:12],
+                    ep.ifname,
+                    net.name,
+                    ", ".join(str(a.ip) for a in ep.addresses),
+                )
+                try:
+                    await asyncio.to_thread(
+                        self.store.delete_endpoint, net.id, ep.container_id, ep.ifname
+                    )
+                except NetdError as e:
+                    log.warning("deleting the stray record: %s", e)
 
     def _reap_down_nodes(self, view: ClusterView) -> None:
         """Free what nodes down longer than the grace period held (blocking)."""
