@@ -420,10 +420,14 @@ class ClusterSync:
         here, so its record was in etcd by then.
         """
         state = self.state
-        there = {e.key for e in view.endpoints.get(net.id, []) if e.node == self.node}
+        there = {e.key: e for e in view.endpoints.get(net.id, []) if e.node == self.node}
         for ep in list(state.endpoints.get(net.id, {}).values()):
             mark = (net.id, *ep.key)
-            if ep.key in there or not state.settled(ep):
+            recorded = there.get(ep.key)
+            if recorded is not None and recorded.state == "creating" and state.settled(ep):
+                await self._record_ready(net, ep)
+                continue
+            if recorded is not None or not state.settled(ep):
                 self._missing.pop(mark, None)
                 continue
             self._missing[mark] = strikes = self._missing.get(mark, 0) + 1
@@ -441,6 +445,22 @@ class ClusterSync:
                 if state.still_current(net.id, ep):
                     await self._remove_endpoint(net, ep)
         await self._drop_strays(net, view)
+
+    async def _record_ready(self, net: Network, ep: Endpoint) -> None:
+        """An endpoint ready here that etcd still has "creating" (its background "ready"
+        write failed while etcd was away): write it again, two views in a row apart."""
+        mark = ("ready", net.id, *ep.key)
+        self._missing[mark] = strikes = self._missing.get(mark, 0) + 1
+        if strikes < 2:
+            return
+        self._missing.pop(mark, None)
+        async with self.state.lock(net.id):
+            if not self.state.still_current(net.id, ep):
+                return
+            try:
+                await asyncio.to_thread(self.store.put_endpoint, ep, {})
+            except NetdError as e:
+                log.warning("recording %s/%s ready in etcd: %s", ep.container_id[:12], ep.ifname, e)
 
     async def _drop_strays(self, net: Network, view: ClusterView) -> None:
         """Delete records etcd holds as this node's that this node does not have: an attach
