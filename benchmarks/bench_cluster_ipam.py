@@ -7,8 +7,9 @@ Issue 16's scale harness. Each simulated node is a thread with its own ``EtcdSto
 HTTP session, ``node="h<i>"``) and its own ``BlockAllocator``; there is no kernel work, no
 daemon, no watch. An ADD is what the service's attach does to the store: allocate, put the
 endpoint "creating" (with the blocks the allocator expects to claim), commit, put it "ready".
-A node learns what others did only when etcd refuses it (an address or a block taken first):
-it then reads the blocks and allocations once (counted) and picks again. All nodes start
+A node learns what others did only when etcd refuses it, from the refusal itself (the address,
+or the block and its owner, noted with ``BlockAllocator.observe`` as a watch event would be),
+and picks again; it never lists the cluster (a daemon has a watch for that). All nodes start
 together behind a barrier. etcd runs in a sandbox namespace (``netns_fixtures.etcd``) on its
 loopback; the benchmark's threads enter that namespace (``inside``), never the host network.
 
@@ -41,6 +42,7 @@ from netd.errors import Conflict
 from netd.ipam.blocks import BlockAllocator
 from netd.model import Endpoint, IPAddress, Network, Subnet
 from netd.store.etcd import EtcdStore
+from netd.store.etcd_put import BlockClaimed
 
 
 @dataclass
@@ -107,9 +109,16 @@ def run_node(
                 )
                 try:
                     store.put_endpoint(ep, cursors, claims=alloc.claims(addrs))
-                except Conflict:
+                except BlockClaimed as e:  # another node won the block: note it, pick again
                     out.refreshes += 1
-                    alloc.set_view(*view())
+                    alloc.observe(owners={e.cidr: e.owner})
+                    continue
+                except Conflict as e:
+                    out.refreshes += 1
+                    if e.field == "address":  # held elsewhere: note it, as a watch would
+                        alloc.observe(taken=[ipaddress.ip_address(e.value)])
+                    else:
+                        alloc.set_view(*view())
                     continue
                 alloc.commit(addrs, cursors)
                 store.put_endpoint(dataclasses.replace(ep, state="ready"), {})

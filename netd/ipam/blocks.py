@@ -282,6 +282,40 @@ class BlockAllocator(NetworkAllocator):
             blocks.mine = sorted(n for n, who in table.items() if who == self.node)
             blocks.state.index = index
 
+    def observe(
+        self,
+        *,
+        owners: Mapping[str, str | None] | None = None,
+        taken: Iterable[IPAddress | IPInterface] = (),
+        freed: Iterable[IPAddress | IPInterface] = (),
+    ) -> None:
+        """Apply changes seen in the cluster: a watch event, or what a refusal revealed.
+
+        ``owners`` maps block CIDRs to their new owner (None: released), ``taken`` and
+        ``freed`` are addresses now held or no longer held. All or nothing: InvalidInput for a
+        block or address this network cannot have. Cheaper than :meth:`set_view` by far.
+        """
+        changes = owners or {}
+        parsed = self._parse_owners({c: who or "" for c, who in changes.items()})
+        taking = [_as_address(a) for a in taken]
+        freeing = [_as_address(a) for a in freed]
+        for addr in (*taking, *freeing):
+            if self._owner(addr) is None:
+                raise InvalidInput("taken", str(addr), self._outside_rule())
+        for blocks, table in zip(self._blocks, parsed, strict=True):
+            for number, who in table.items():
+                if who:
+                    blocks.owners[number] = who
+                else:
+                    blocks.owners.pop(number, None)
+            if table:
+                blocks.mine = sorted(n for n, w in blocks.owners.items() if w == self.node)
+        for addr in taking:
+            state = self._owner(addr)
+            assert state is not None  # checked above
+            state.index.add(int(addr))
+        self.release(freeing)
+
     @property
     def owners(self) -> dict[str, str]:
         """Block CIDR -> owning node, as this allocator sees the cluster (a copy)."""

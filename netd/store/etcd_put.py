@@ -23,6 +23,26 @@ from ..errors import Conflict, InvalidInput
 from . import etcd_txn as t
 
 
+class BlockClaimed(Conflict):
+    """A block the caller meant to claim is another node's (field ``block``, value its CIDR)."""
+
+    def __init__(self, doing: str, network_name: str, cidr: str, owner: str) -> None:
+        super().__init__(
+            f'{doing}: IPAM block {cidr} on network "{network_name}" was claimed by node '
+            f"{owner!r} first",
+            field="block",
+            value=cidr,
+        )
+        self.cidr = cidr
+        self.owner = owner
+
+
+def block_cidr(key: str) -> str:
+    """The CIDR at the end of a block key (``.../blocks/<net>/10.60.0.64/26``)."""
+    head, _, length = key.rpartition("/")
+    return f"{head.rpartition('/')[2]}/{length}"
+
+
 @dataclass(frozen=True)
 class Held:
     """One key as known: its value and the revision that last wrote it."""
@@ -119,12 +139,7 @@ def plan_put(
         elif owner == node:
             guard.append(t.value_is(bkey, node))
         elif bkey in must_claim:
-            raise Conflict(
-                f"{doing}: IPAM block {bkey.rsplit('/', 2)[-2]}/{bkey.rsplit('/', 1)[-1]} on "
-                f'network "{network_name}" was claimed by node {owner!r} first',
-                field="block",
-                value=bkey,
-            )
+            raise BlockClaimed(doing, network_name, block_cidr(bkey), owner)
         else:
             # Still that node's (its own puts leave the value alone): if it was released
             # meanwhile, the retry claims it instead of borrowing from nobody.
