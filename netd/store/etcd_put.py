@@ -107,7 +107,14 @@ def plan_put(
         t.unchanged(keys.network, view.net_revision),
         t.unchanged(keys.endpoint, view.old[0] if view.old else 0),
     ]
-    fresh: list[str] = []  # addresses this endpoint does not hold yet
+    fresh = [a for a in addresses if (view.held.get(a) or Held("", 0)).value != holder]
+    # A lost block claim is told first: the caller then skips the whole block, where "this
+    # address is taken" would make it try the block's addresses one by one.
+    for address in fresh:
+        bkey = keys.blocks.get(address)
+        owner = view.owners.get(bkey) if bkey is not None else None
+        if node is not None and bkey in must_claim and owner is not None and owner != node:
+            raise BlockClaimed(doing, network_name, block_cidr(bkey), owner)
     for address in addresses:
         found = view.held.get(address)
         if found is not None and found.value != holder:
@@ -117,8 +124,6 @@ def plan_put(
                 field="address",
                 value=address,
             )
-        if found is None:
-            fresh.append(address)
         guard.append(t.unchanged(keys.address(address), found.mod_revision if found else 0))
     stale = [a for a in (view.old[1] if view.old else ()) if a not in addresses]
     ops = [t.put(keys.endpoint, doc)]
@@ -138,8 +143,6 @@ def plan_put(
             guard.append(t.absent(bkey))
         elif owner == node:
             guard.append(t.value_is(bkey, node))
-        elif bkey in must_claim:
-            raise BlockClaimed(doing, network_name, block_cidr(bkey), owner)
         else:
             # Still that node's (its own puts leave the value alone): if it was released
             # meanwhile, the retry claims it instead of borrowing from nobody.

@@ -104,3 +104,13 @@ def test_bad_node_names_are_refused(bad: object) -> None:
 def test_node_names_that_are_fine() -> None:
     assert check_node(None) is None
     assert check_node("h1.example.com") == "h1.example.com"
+
+
+def test_a_lost_claim_is_told_before_a_taken_address() -> None:
+    """So the caller skips the block instead of trying its addresses one by one."""
+    view = PutView(7, None, {"10.0.0.2": Held("c9/eth0", 3)}, {"/n/blocks/N/10.0.0.0/26": "h2"})
+    with pytest.raises(BlockClaimed):
+        plan(view, ["10.0.0.2"], frozenset({"/n/blocks/N/10.0.0.0/26"}))
+    with pytest.raises(Conflict) as exc:
+        plan(view, ["10.0.0.2"])
+    assert exc.value.field == "address"
