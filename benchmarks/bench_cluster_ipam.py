@@ -9,9 +9,11 @@ daemon, no watch. An ADD is what the service's attach does to the store: allocat
 endpoint "creating" (with the blocks the allocator expects to claim), commit, put it "ready".
 A node learns what others did only when etcd refuses it, from the refusal itself (the address,
 or the block and its owner, noted with ``BlockAllocator.observe`` as a watch event would be),
-and picks again; it never lists the cluster (a daemon has a watch for that). All nodes start
-together behind a barrier. etcd runs in a sandbox namespace (``netns_fixtures.etcd``) on its
-loopback; the benchmark's threads enter that namespace (``inside``), never the host network.
+and picks again; only after 8 refusals in a row for one ADD does it re-read the whole cluster
+(``set_view``), as a daemon's periodic resync would (a daemon also has a watch; this has
+none). All nodes start together behind a barrier. etcd runs in a sandbox namespace
+(``netns_fixtures.etcd``) on its loopback; the benchmark's threads enter that namespace
+(``inside``), never the host network.
 
 Scenarios: ``roomy`` (subnet with room for every node's blocks; nodes start their block search
 at a hash of their name, as Calico does), ``first`` (the same, but every node searches from the
@@ -44,11 +46,14 @@ from netd.model import Endpoint, IPAddress, Network, Subnet
 from netd.store.etcd import EtcdStore
 from netd.store.etcd_put import BlockClaimed
 
+RESYNC_AFTER = 8  # refusals in a row for one ADD before a node re-reads the whole cluster
+
 
 @dataclass
 class NodeResult:
     adds: int = 0
-    refreshes: int = 0  # Conflicts that made the node re-read the cluster and pick again
+    refreshes: int = 0  # refusals (a block or an address taken first) that made it pick again
+    resyncs: int = 0  # full re-reads of the cluster after RESYNC_AFTER refusals in a row
     errors: list[str] = field(default_factory=list)
 
 
@@ -96,7 +101,10 @@ def run_node(
     try:
         for n in range(per_node):
             cid = f"{node}-{n}"
-            for _ in range(1000):
+            for tries in range(1, 1001):
+                if tries % RESYNC_AFTER == 0:  # keeps losing: re-read the cluster, as a resync
+                    out.resyncs += 1
+                    alloc.set_view(*view())
                 addrs, cursors = alloc.allocate()
                 ep = Endpoint(
                     network_id=net.id,
@@ -192,6 +200,7 @@ def one_run(url: str, nodes: int, per_node: int, block: int, scenario: str) -> d
             "txn_per_add": txns / adds if adds else None,
             "lost_compares": lost,
             "refreshes": sum(r.refreshes for r in results),
+            "resyncs": sum(r.resyncs for r in results),
             "blocks": len(owners),
             "borrowed": borrowed,
             "duplicates": duplicates,
@@ -238,12 +247,13 @@ def main() -> int:
             server.stop()
     headers = [
         "scenario", "nodes", "ADDs/node", "subnet", "total s", "ADD/s", "etcd txn/ADD",
-        "lost compares", "re-picks", "blocks", "borrowed", "duplicates", "mismatched",
+        "lost compares", "re-picks", "resyncs", "blocks", "borrowed", "duplicates", "mismatched",
     ]  # fmt: skip
     rows = [
         [
             r["scenario"], r["nodes"], r["per_node"], r["subnet"], r["seconds"], r["adds_per_s"],
-            round(r["txn_per_add"], 2), r["lost_compares"], r["refreshes"], r["blocks"],
+            round(r["txn_per_add"], 2), r["lost_compares"], r["refreshes"], r["resyncs"],
+            r["blocks"],
             r["borrowed"], r["duplicates"], r["mismatched"],
         ]
         for r in runs
