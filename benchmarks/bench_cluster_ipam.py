@@ -9,7 +9,7 @@ daemon, no watch. An ADD is what the service's attach does to the store: allocat
 endpoint "creating" (with the blocks the allocator expects to claim), commit, put it "ready".
 A node learns what others did only when etcd refuses it, from the refusal itself (the address,
 or the block and its owner, noted with ``BlockAllocator.observe`` as a watch event would be),
-and picks again; only after 8 refusals in a row for one ADD does it re-read the whole cluster
+and picks again; only after 8 address refusals in a row for one ADD does it re-read the cluster
 (``set_view``), as a daemon's periodic resync would (a daemon also has a watch; this has
 none). All nodes start together behind a barrier. etcd runs in a sandbox namespace
 (``netns_fixtures.etcd``) on its loopback; the benchmark's threads enter that namespace
@@ -40,13 +40,13 @@ from typing import Any
 
 from common import format_table, machine_description, write_results
 
-from netd.errors import Conflict
+from netd.errors import Conflict, StoreError
 from netd.ipam.blocks import BlockAllocator
 from netd.model import Endpoint, IPAddress, Network, Subnet
 from netd.store.etcd import EtcdStore
 from netd.store.etcd_put import BlockClaimed
 
-RESYNC_AFTER = 8  # refusals in a row for one ADD before a node re-reads the whole cluster
+RESYNC_AFTER = 8  # address refusals in a row for one ADD before a node re-reads the cluster
 
 
 @dataclass
@@ -54,6 +54,7 @@ class NodeResult:
     adds: int = 0
     refreshes: int = 0  # refusals (a block or an address taken first) that made it pick again
     resyncs: int = 0  # full re-reads of the cluster after RESYNC_AFTER refusals in a row
+    store_errors: int = 0  # timed-out re-reads, retried after a back-off
     errors: list[str] = field(default_factory=list)
 
 
@@ -93,16 +94,26 @@ def run_node(
     node = store.node or f"h{i}"
 
     def view() -> tuple[dict[str, str], list[IPAddress]]:
-        taken = [ipaddress.ip_address(a) for a in store.list_allocations(net.id)]
-        return store.list_blocks(net.id), taken
+        for attempt in range(5):  # a big read may time out while etcd is busy: back off
+            try:
+                taken = [ipaddress.ip_address(a) for a in store.list_allocations(net.id)]
+                return store.list_blocks(net.id), taken
+            except StoreError:
+                out.store_errors += 1
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
 
     alloc = BlockAllocator(net, node, block, spread=spread)
     go.wait()
     try:
         for n in range(per_node):
             cid = f"{node}-{n}"
-            for tries in range(1, 1001):
-                if tries % RESYNC_AFTER == 0:  # keeps losing: re-read the cluster, as a resync
+            taken_first = 0  # address refusals in a row (a lost block is news, not noise)
+            for _ in range(1000):
+                if taken_first == RESYNC_AFTER:  # keeps losing: re-read, as a resync would
+                    taken_first = 0
                     out.resyncs += 1
                     alloc.set_view(*view())
                 addrs, cursors = alloc.allocate()
@@ -124,6 +135,7 @@ def run_node(
                 except Conflict as e:
                     out.refreshes += 1
                     if e.field == "address":  # held elsewhere: note it, as a watch would
+                        taken_first += 1
                         alloc.observe(taken=[ipaddress.ip_address(e.value)])
                     else:
                         alloc.set_view(*view())
@@ -201,6 +213,7 @@ def one_run(url: str, nodes: int, per_node: int, block: int, scenario: str) -> d
             "lost_compares": lost,
             "refreshes": sum(r.refreshes for r in results),
             "resyncs": sum(r.resyncs for r in results),
+            "store_errors": sum(r.store_errors for r in results),
             "blocks": len(owners),
             "borrowed": borrowed,
             "duplicates": duplicates,
@@ -247,14 +260,14 @@ def main() -> int:
             server.stop()
     headers = [
         "scenario", "nodes", "ADDs/node", "subnet", "total s", "ADD/s", "etcd txn/ADD",
-        "lost compares", "re-picks", "resyncs", "blocks", "borrowed", "duplicates", "mismatched",
+        "lost compares", "re-picks", "resyncs", "read retries", "blocks", "borrowed",
+        "duplicates", "mismatched",
     ]  # fmt: skip
     rows = [
         [
             r["scenario"], r["nodes"], r["per_node"], r["subnet"], r["seconds"], r["adds_per_s"],
             round(r["txn_per_add"], 2), r["lost_compares"], r["refreshes"], r["resyncs"],
-            r["blocks"],
-            r["borrowed"], r["duplicates"], r["mismatched"],
+            r["store_errors"], r["blocks"], r["borrowed"], r["duplicates"], r["mismatched"],
         ]
         for r in runs
     ]  # fmt: skip
