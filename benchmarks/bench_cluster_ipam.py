@@ -5,13 +5,15 @@ Run from the repository root, as root:  .venv/bin/python benchmarks/bench_cluste
 
 Issue 16's scale harness. Each simulated node is a thread with its own ``EtcdStore`` (its own
 HTTP session, ``node="h<i>"``) and its own ``BlockAllocator``; there is no kernel work, no
-daemon, no watch. An ADD is what the service's attach does to the store: allocate, put the
-endpoint "creating" (with the blocks the allocator expects to claim), commit, put it "ready".
-A node learns what others did only when etcd refuses it, from the refusal itself (the address,
-or the block and its owner, noted with ``BlockAllocator.observe`` as a watch event would be),
-and picks again; only after 8 address refusals in a row for one ADD does it re-read the cluster
-(``set_view``), as a daemon's periodic resync would (a daemon also has a watch; this has
-none). All nodes start together behind a barrier. etcd runs in a sandbox namespace
+daemon. An ADD is what the service's attach does to the store: allocate, put the endpoint
+"creating" (with the blocks the allocator expects to claim), commit, put it "ready". The
+daemon's etcd watch is simulated in-process: every committed allocation and claim goes into a
+shared feed, and each node applies what it has not seen yet (``BlockAllocator.observe``)
+before each allocation, as watch events would have arrived by then (the fan-out cost of real
+watches on etcd is not measured). A refusal (the block or the address taken first, by a change
+the node has not seen yet) is noted the same way and the node picks again; after 8 address
+refusals in a row for one ADD it re-reads the cluster (``set_view``), as a resync would. All
+nodes start together behind a barrier. etcd runs in a sandbox namespace
 (``netns_fixtures.etcd``) on its loopback; the benchmark's threads enter that namespace
 (``inside``), never the host network.
 
@@ -47,6 +49,22 @@ from netd.store.etcd import EtcdStore
 from netd.store.etcd_put import BlockClaimed
 
 RESYNC_AFTER = 8  # address refusals in a row for one ADD before a node re-reads the cluster
+
+
+class Feed:
+    """The cluster's changes in commit order, as each node's etcd watch would deliver them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: list[tuple[str, str, str]] = []  # (kind, value, node)
+
+    def publish(self, events: list[tuple[str, str, str]]) -> None:
+        with self._lock:
+            self._events.extend(events)
+
+    def since(self, seen: int) -> list[tuple[str, str, str]]:
+        with self._lock:
+            return self._events[seen:]
 
 
 @dataclass
@@ -89,9 +107,19 @@ def run_node(
     block: int,
     spread: bool,
     go: threading.Barrier,
+    feed: Feed,
     out: NodeResult,
 ) -> None:
     node = store.node or f"h{i}"
+    seen = 0
+
+    def catch_up() -> None:  # what the watch has delivered by now
+        nonlocal seen
+        events = feed.since(seen)
+        seen += len(events)
+        owners = {v: who for kind, v, who in events if kind == "block" and who != node}
+        taken = [ipaddress.ip_address(v) for kind, v, who in events if kind == "taken"]
+        alloc.observe(owners=owners, taken=[a for a in taken if not alloc.taken(a)])
 
     def view() -> tuple[dict[str, str], list[IPAddress]]:
         for attempt in range(5):  # a big read may time out while etcd is busy: back off
@@ -116,6 +144,7 @@ def run_node(
                     taken_first = 0
                     out.resyncs += 1
                     alloc.set_view(*view())
+                catch_up()
                 addrs, cursors = alloc.allocate()
                 ep = Endpoint(
                     network_id=net.id,
@@ -126,8 +155,9 @@ def run_node(
                     addresses=tuple(addrs),
                     state="creating",
                 )
+                claims = alloc.claims(addrs)
                 try:
-                    store.put_endpoint(ep, cursors, claims=alloc.claims(addrs))
+                    store.put_endpoint(ep, cursors, claims=claims)
                 except BlockClaimed as e:  # another node won the block: note it, pick again
                     out.refreshes += 1
                     alloc.observe(owners={e.cidr: e.owner})
@@ -141,6 +171,10 @@ def run_node(
                         alloc.set_view(*view())
                     continue
                 alloc.commit(addrs, cursors)
+                feed.publish(
+                    [("block", c, node) for c in claims]
+                    + [("taken", str(a.ip), node) for a in addrs]
+                )
                 store.put_endpoint(dataclasses.replace(ep, state="ready"), {})
                 out.adds += 1
                 break
@@ -164,10 +198,21 @@ def one_run(url: str, nodes: int, per_node: int, block: int, scenario: str) -> d
         before = [(s.stats.transactions, s.stats.compare_failures) for s in stores]
         results = [NodeResult() for _ in range(nodes)]
         go = threading.Barrier(nodes + 1)
+        feed = Feed()
         threads = [
             threading.Thread(
                 target=run_node,
-                args=(i, stores[i], net, per_node, block, scenario != "first", go, results[i]),
+                args=(
+                    i,
+                    stores[i],
+                    net,
+                    per_node,
+                    block,
+                    scenario != "first",
+                    go,
+                    feed,
+                    results[i],
+                ),
             )
             for i in range(nodes)
         ]

@@ -126,6 +126,7 @@ class _Blocks:
     first: int  # number of the first block the dynamic range touches
     last: int  # and of the last
     start: int  # where this node's search for an unclaimed block starts
+    borrow_from: int  # and its search for an address to borrow (an address, not a block)
     owners: dict[int, str] = field(default_factory=dict)
     mine: list[int] = field(default_factory=list)  # sorted numbers of this node's blocks
 
@@ -179,9 +180,13 @@ class _Blocks:
         return found
 
     def borrowable(self) -> int | None:
-        """A free dynamic address anywhere, searching from the node's start, wrapping."""
-        pivot = max(self.base + (self.start << self.bits), self.state.lo)
-        return self.state.index.next_free(pivot, self.state.lo, self.state.hi)
+        """A free dynamic address anywhere, searching from the node's own point, wrapping.
+
+        The point is an address hashed from the node name, not a block's start: owners fill
+        their blocks upwards from the start, and borrowers that all began there would race
+        them (and each other) for the same address.
+        """
+        return self.state.index.next_free(self.borrow_from, self.state.lo, self.state.hi)
 
 
 class BlockAllocator(NetworkAllocator):
@@ -218,7 +223,10 @@ class BlockAllocator(NetworkAllocator):
             base = int(state.net.network_address)
             first, last = (state.lo - base) >> bits, (state.hi - base) >> bits
             offset = node_offset(node, last - first + 1) if spread else 0
-            self._blocks.append(_Blocks(state, bp, bits, base, first, last, first + offset))
+            point = node_offset(node + "/borrow", state.hi - state.lo + 1) if spread else 0
+            self._blocks.append(
+                _Blocks(state, bp, bits, base, first, last, first + offset, state.lo + point)
+            )
         self._set_owners(owners or {})
         for key, addr in (cursors or {}).items():
             if self._cursor_fits(key, addr):
