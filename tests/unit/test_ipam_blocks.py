@@ -307,7 +307,7 @@ def free_block_exists(alloc: BlockAllocator, truth_owners: dict[str, str], taken
     return False
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     nodes=st.integers(min_value=2, max_value=5),
     cidr=st.sampled_from(["10.60.0.0/24", "10.60.0.0/25", "10.60.0.0/26", "10.60.0.96/27"]),
