@@ -12,7 +12,7 @@ import re
 import socket
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,62})$")
 
@@ -43,6 +43,24 @@ class ClusterConfig(BaseModel):
     resync_interval: float = Field(
         5.0, gt=0, le=600, description="seconds between full re-reads of etcd (besides the watch)"
     )
+
+    ipsec_rotate: float = Field(
+        43200.0,
+        ge=1,
+        le=30 * 86400,
+        description="seconds between IPsec key rotations of encrypted overlays (Docker: 12 h)",
+    )
+
+    @model_validator(mode="after")
+    def _rotation_outlasts_sync(self) -> ClusterConfig:
+        # A new key only receives for one rotation period before anyone sends with it: every
+        # node must have read it by then (docs/multi-host.md, Encryption).
+        if self.ipsec_rotate < 2 * self.resync_interval:
+            raise ValueError(
+                f"ipsec_rotate {self.ipsec_rotate:g} must be at least twice resync_interval "
+                f"({self.resync_interval:g}): every node must learn a new key before it is used"
+            )
+        return self
 
     @field_validator("etcd_endpoints")
     @classmethod

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ..core.dns_publish import DnsPublisher
     from ..core.networks import Networks
     from ..core.state import State
+    from .ipsec import IpsecManager
     from .nodes import NodeRegistry
     from .store import ClusterStore
 
@@ -126,6 +127,7 @@ class ClusterSync:
         interval: float,
         grace: float,
         remove_endpoint: Callable[[Network, Endpoint], Awaitable[None]],
+        ipsec: IpsecManager | None = None,
     ) -> None:
         self.state = state
         self.store = store
@@ -147,6 +149,7 @@ class ClusterSync:
         self._reaped_at = 0.0
         self._remove_endpoint = remove_endpoint  # Endpoints.remove (network lock held)
         self._missing: dict[tuple[str, str, str], int] = {}  # own endpoints etcd lost: strikes
+        self.ipsec = ipsec  # encrypted overlays (netd.cluster.ipsec); None: not managed here
 
     # --- the watch --------------------------------------------------------------------------
 
@@ -250,6 +253,7 @@ class ClusterSync:
                     self.store.forget_network(net.id)
                 continue
             await self._converge_network(net, view)
+        await self._sync_ipsec(view)
         await asyncio.to_thread(self._reap_down_nodes, view)
 
     async def _converge_network(self, net: Network, view: ClusterView) -> None:
@@ -285,6 +289,32 @@ class ClusterSync:
         if changed:
             await self.publisher.publish(net)
         await self._fence(net, view)
+
+    # --- encrypted overlays (netd.cluster.ipsec): one call per pass --------------------------
+
+    async def _sync_ipsec(self, view: ClusterView) -> None:
+        """IPsec between this node and every live node, for the encrypted networks served."""
+        if self.ipsec is None:
+            return
+        if self.node not in view.alive:  # this node's own lease lapsed: wait for it
+            return
+        local = _vtep(view.alive[self.node])
+        vnis = {
+            int(net.options["vni"])
+            for net in self.state.networks.values()
+            if net.options.get("encrypted") == "true" and net.options.get("vni", "").isdigit()
+        }
+        peers = {
+            vtep
+            for name, address in view.alive.items()
+            if name != self.node and (vtep := _vtep(address)) is not None
+        }
+        if local is None:
+            return
+        try:
+            await asyncio.to_thread(self.ipsec.sync, vnis, local, peers)
+        except NetdError as e:
+            log.error("encrypted overlays: %s", e)
 
     async def _forget_moved(
         self, net: Network, before: Iterable[Endpoint], after: Iterable[Endpoint]
