@@ -41,7 +41,7 @@ def build_ruleset(vnis: Collection[int]) -> str:
           }
           chain input {
             type filter hook input priority filter; policy accept;
-            udp dport 4789 @th,96,24 { 100, 200 } meta ipsec missing drop
+            udp dport 4789 @th,96,24 { 100, 200 } meta ipsec missing counter drop
           }
         }
     """
@@ -60,7 +60,7 @@ def build_ruleset(vnis: Collection[int]) -> str:
         "  }\n"
         "  chain input {\n"
         "    type filter hook input priority filter; policy accept;\n"
-        f"    {match} meta ipsec missing drop\n"
+        f"    {match} meta ipsec missing counter drop\n"
         "  }\n"
         "}\n"
     )

@@ -253,7 +253,7 @@ def test_parse_policies_keeps_only_netds() -> None:
 def test_nft_ruleset_marks_and_guards_only_the_encrypted_vnis() -> None:
     text = ipsec_nft.build_ruleset({200, 100})
     assert "@th,96,24 { 100, 200 } meta mark set meta mark | 0x00e50000" in text
-    assert "@th,96,24 { 100, 200 } meta ipsec missing drop" in text
+    assert "@th,96,24 { 100, 200 } meta ipsec missing counter drop" in text
     assert text.startswith("table inet netd_ipsec\ndelete table inet netd_ipsec\n")
     assert ipsec_nft.build_ruleset(()) == "table inet netd_ipsec\ndelete table inet netd_ipsec\n"
     with pytest.raises(ValueError, match="VNI 0"):
