@@ -110,7 +110,7 @@ def delete_state(key: StateKey) -> None:
             raise
 
 
-_STATE_HEAD = re.compile(r"^src (\S+) dst (\S+)$")
+_STATE_HEAD = re.compile(r"^src (\S+) dst (\S+)\s*$")
 _STATE_ID = re.compile(r"^\s+proto esp spi 0x([0-9a-f]+) reqid (\d+) mode transport")
 _ENC = re.compile(r"^\s+enc \S+ 0x([0-9a-f]+)")
 _AUTH = re.compile(r"^\s+auth-trunc \S+ 0x([0-9a-f]+) \d+")

@@ -214,7 +214,7 @@ STATES = f"""src 10.251.0.2 dst 10.251.0.1
 \tenc cbc(aes) 0x{"22" * 16}
 \tanti-replay context: seq 0x0, oseq 0x0, bitmap 0x00000000
 \tsel src 10.251.0.2/32 dst 10.251.0.1/32 
-src 10.251.0.1 dst 10.251.0.9
+src 10.251.0.1 dst 10.251.0.9 
 \tproto esp spi 0x00001234 reqid 7 mode transport
 \tenc cbc(aes) 0x{"33" * 16}
 src fd00::1 dst fd00::2
