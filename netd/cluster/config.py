@@ -12,7 +12,7 @@ import re
 import socket
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,62})$")
 
@@ -51,16 +51,18 @@ class ClusterConfig(BaseModel):
         description="seconds between IPsec key rotations of encrypted overlays (Docker: 12 h)",
     )
 
-    @model_validator(mode="after")
-    def _rotation_outlasts_sync(self) -> ClusterConfig:
+    @field_validator("ipsec_rotate")
+    @classmethod
+    def _rotation_outlasts_sync(cls, v: float, info: ValidationInfo) -> float:
         # A new key only receives for one rotation period before anyone sends with it: every
         # node must have read it by then (docs/multi-host.md, Encryption).
-        if self.ipsec_rotate < 2 * self.resync_interval:
+        resync = info.data.get("resync_interval")
+        if isinstance(resync, int | float) and v < 2 * resync:
             raise ValueError(
-                f"ipsec_rotate {self.ipsec_rotate:g} must be at least twice resync_interval "
-                f"({self.resync_interval:g}): every node must learn a new key before it is used"
+                f"must be at least twice resync_interval ({resync:g} s): every node must "
+                "learn a new key before it is used"
             )
-        return self
+        return v
 
     @field_validator("etcd_endpoints")
     @classmethod

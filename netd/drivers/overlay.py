@@ -277,10 +277,13 @@ class OverlayDriver:
                     )
         except NetdError as exc:
             info["error"] = exc.message
+        encrypted = network.options.get("encrypted") == "true"
+        if encrypted:
+            out["ipsec"] = _ipsec_state()
         out.update(
             vxlan=info,
             vni=network.options.get("vni"),
-            encrypted=network.options.get("encrypted") == "true",
+            encrypted=encrypted,
             mtu=info.get("mtu"),
             peers=info.get("peers", 0),
         )
@@ -376,6 +379,20 @@ def _vxlan_network(alias: str) -> str:
     """The network id of a VXLAN device's tag, "" if ``alias`` is not one."""
     tag = parse_tag(alias)
     return tag.network if tag is not None and tag.kind == "vxlan" else ""
+
+
+def _ipsec_state() -> dict[str, Any]:
+    """The node's IPsec SAs and policies (netd's, shared by every encrypted network): the
+    peers it encrypts to and the SPI each is sent with, read from the kernel."""
+    try:
+        policies = xfrm.list_policies()
+        states = xfrm.list_states()
+    except NetdError as exc:
+        return {"error": exc.message}
+    return {
+        "peers": {str(dst): f"0x{p.spi:08x}" for (_, dst), p in sorted(policies.items())},
+        "sas": len(states),
+    }
 
 
 def _settings(link: Any) -> dict[str, Any]:

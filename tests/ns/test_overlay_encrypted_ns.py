@@ -281,6 +281,7 @@ def test_encrypted_overlay_is_esp_only_survives_rotation_and_leaves_nothing(
     wait_for("e1 -> e2 over ESP", lambda: c1.ping(a2), 10)
     status, doc = d1.request("GET", "/v1/networks/enc")
     assert status == 200 and doc["plumbing"]["encrypted"] is True, doc
+    assert list(doc["plumbing"]["ipsec"]["peers"]) == [cluster.hosts[1].address], doc
     # Rotation under load: 3 rotation periods of pings every 0.1 s, at most one lost.
     capture = Capture(cluster.underlay)  # type: ignore[arg-type]
     count = int(ROTATE * 3 / 0.1)
