@@ -150,6 +150,8 @@ class ClusterSync:
         self._remove_endpoint = remove_endpoint  # Endpoints.remove (network lock held)
         self._missing: dict[tuple[str, str, str], int] = {}  # own endpoints etcd lost: strikes
         self.ipsec = ipsec  # encrypted overlays (netd.cluster.ipsec); None: not managed here
+        self._ipsec_ok = ipsec is None  # the last IPsec pass succeeded
+        self._peers_pending: set[str] = set()  # encrypted networks whose peers wait for IPsec
 
     # --- the watch --------------------------------------------------------------------------
 
@@ -245,15 +247,21 @@ class ClusterSync:
                     await self.networks.adopt(net)
                 except NetdError as e:
                     log.error("cluster network %s: cannot serve it here: %s", net.name, e)
+        # IPsec before forwarding: an encrypted network's peers are programmed only once its
+        # packets to them are marked for ESP (fail closed, netd.cluster.ipsec).
+        await self._sync_ipsec(view)
+        released = False
         for net in list(state.networks.values()):
             if state.caps(net).scope != "global":
                 continue
             if net.id not in view.networks:
                 if await self.networks.release(net):
                     self.store.forget_network(net.id)
+                    released = True
                 continue
             await self._converge_network(net, view)
-        await self._sync_ipsec(view)
+        if released:
+            await self._sync_ipsec(view)  # drop what the removed networks needed
         await asyncio.to_thread(self._reap_down_nodes, view)
 
     async def _converge_network(self, net: Network, view: ClusterView) -> None:
@@ -274,7 +282,15 @@ class ClusterSync:
                 state.set_remote(net, remote)
             await self._forget_moved(net, before.values(), remote)
         driver = state.driver(net)
-        if isinstance(driver, PeerProgrammer) and (changed or self.passes % 12 == 0):
+        held = net.options.get("encrypted") == "true" and not self._ipsec_ok
+        if held:
+            self._peers_pending.add(net.id)  # no forwarding before encryption is in place
+        if (
+            isinstance(driver, PeerProgrammer)
+            and not held
+            and (changed or self.passes % 12 == 0 or net.id in self._peers_pending)
+        ):
+            self._peers_pending.discard(net.id)
             # Re-applied now and then even unchanged: the entries are the kernel's to lose.
             peers = [
                 RemotePeer(ip=a.ip, mac=ep.mac.lower(), vtep=vtep)
@@ -296,7 +312,7 @@ class ClusterSync:
         """IPsec between this node and every live node, for the encrypted networks served."""
         if self.ipsec is None:
             return
-        if self.node not in view.alive:  # this node's own lease lapsed: wait for it
+        if self.node not in view.alive:  # this node's own lease lapsed: keep what is there
             return
         local = _vtep(view.alive[self.node])
         vnis = {
@@ -310,11 +326,15 @@ class ClusterSync:
             if name != self.node and (vtep := _vtep(address)) is not None
         }
         if local is None:
+            self._ipsec_ok = False
             return
         try:
             await asyncio.to_thread(self.ipsec.sync, vnis, local, peers)
         except NetdError as e:
             log.error("encrypted overlays: %s", e)
+            self._ipsec_ok = False
+        else:
+            self._ipsec_ok = True
 
     async def _forget_moved(
         self, net: Network, before: Iterable[Endpoint], after: Iterable[Endpoint]
