@@ -243,8 +243,8 @@ def plan_xfrm(
     ring: tuple[KeyGen, ...], local: IPv4Address, peers: Collection[IPv4Address]
 ) -> XfrmPlan:
     """The SAs (both directions, every generation) and outbound policies (primary's SA) for
-    ``local`` and each of ``peers`` (itself skipped). A peer whose inbound SPI collides with
-    another's is left out and named in ``conflicts`` (1 in 2**28 per pair)."""
+    ``local`` and each of ``peers`` (itself skipped). An inbound SA whose SPI another peer's
+    already has (1 in 2**28 per pair) is left out and named in ``conflicts``."""
     incoming: dict[tuple[IPv4Address, IPv4Address, int], StateSpec] = {}
     outgoing: dict[tuple[IPv4Address, IPv4Address, int], StateSpec] = {}
     policies: dict[tuple[IPv4Address, IPv4Address], PolicySpec] = {}
@@ -254,15 +254,16 @@ def plan_xfrm(
     send = primary(ring)
     inbound: dict[int, IPv4Address] = {}
     for peer in sorted(set(peers) - {local}):
-        wanted = [state(g, peer, local) for g in ring]
-        clash = next((s for s in wanted if s.spi in inbound), None)
-        if clash is not None:
-            conflicts.append(
-                f"peer {peer}: inbound SPI 0x{clash.spi:08x} already taken by peer "
-                f"{inbound[clash.spi]}; no SA with {peer} (its encrypted traffic is dropped)"
-            )
-            continue
-        for s in wanted:
+        for g in ring:
+            s = state(g, peer, local)
+            if s.spi in inbound:
+                # Fail closed: the peer's packets with this SPI fail the other SA's check and
+                # are dropped; what this node sends to the peer is unaffected.
+                conflicts.append(
+                    f"peer {peer}: inbound SPI 0x{s.spi:08x} (generation {g.id}) is already "
+                    f"peer {inbound[s.spi]}'s; packets from {peer} with it are dropped"
+                )
+                continue
             inbound[s.spi] = peer
             incoming[s.key] = s
         for g in ring:

@@ -197,8 +197,14 @@ def test_diff_replaces_a_state_with_other_keys_and_drops_gone_peers() -> None:
     assert len(gone.del_states) == 2 and gone.del_policies == ((A, B),)
 
 
-def test_an_spi_collision_leaves_the_peer_out_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_spi_collision_drops_only_that_inbound_sa_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(k, "spi", lambda g, src, dst: (g % 15 + 1) << 28 | 7)
     plan = k.plan_xfrm((gen(1),), A, {B, C})
-    assert set(plan.policies) == {(A, B)}
+    # C's packets to A would carry B's SPI: that SA is left out (they fail B's SA: dropped);
+    # A still sends to both, encrypted (a policy each: nothing of theirs goes in clear).
+    assert set(plan.policies) == {(A, B), (A, C)}
+    assert [s.src for s in plan.states.values() if s.dst == A] == [B]
+    assert {s.dst for s in plan.states.values() if s.src == A} == {B, C}
     assert len(plan.conflicts) == 1 and "10.251.0.3" in plan.conflicts[0]
