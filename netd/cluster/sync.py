@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from ..core.dns_publish import DnsPublisher
     from ..core.networks import Networks
     from ..core.state import State
+    from .ipsec import IpsecManager
     from .nodes import NodeRegistry
     from .store import ClusterStore
 
@@ -175,6 +176,7 @@ class ClusterSync:
         grace: float,
         remove_endpoint: Callable[[Network, Endpoint], Awaitable[None]],
         cache: Path | None = None,
+        ipsec: IpsecManager | None = None,
     ) -> None:
         self.state = state
         self.store = store
@@ -200,6 +202,8 @@ class ClusterSync:
         self._saved = 0
         self._remove_endpoint = remove_endpoint  # Endpoints.remove (network lock held)
         self._missing: dict[tuple[str, ...], int] = {}  # strikes: own records lost or stray
+        self.ipsec = ipsec  # encrypted overlays (netd.cluster.ipsec); None: not managed here
+        self._ipsec_ok = ipsec is None  # the last IPsec pass succeeded
 
     # --- the watch --------------------------------------------------------------------------
 
@@ -320,14 +324,21 @@ class ClusterSync:
                     await self.networks.adopt(net)
                 except NetdError as e:
                     log.error("cluster network %s: cannot serve it here: %s", net.name, e)
+        # IPsec before forwarding: an encrypted network's peers are programmed only once its
+        # packets to them are marked for ESP (fail closed, netd.cluster.ipsec).
+        await self._sync_ipsec(view)
+        released = False
         for net in list(state.networks.values()):
             if state.caps(net).scope != "global":
                 continue
             if net.id not in view.networks:
                 if await self.networks.release(net):
                     self.store.forget_network(net.id)
+                    released = True
                 continue
             await self._converge_network(net, view)
+        if released:
+            await self._sync_ipsec(view)  # drop what the removed networks needed
         await asyncio.to_thread(self._reap_down_nodes, view)
         if self.cache is not None and view.revision != self._saved:
             await asyncio.to_thread(save_view, self.cache, view)
@@ -374,7 +385,9 @@ class ClusterSync:
                 state.set_remote(net, remote, blocks)
             await self._forget_moved(net, before.values(), remote)
         driver = state.driver(net)
-        if isinstance(driver, PeerProgrammer):
+        # An encrypted network's peers wait until its packets to them are marked for ESP.
+        held = net.options.get("encrypted") == "true" and not self._ipsec_ok
+        if isinstance(driver, PeerProgrammer) and not held:
             # Every pass, changed or not: the entries are the kernel's to lose (a device the
             # reconciler re-created has none), and an unchanged set costs one netlink dump.
             peers = [
@@ -391,6 +404,36 @@ class ClusterSync:
             await self.publisher.publish(net)
         if fence:
             await self._fence(net, view)
+
+    # --- encrypted overlays (netd.cluster.ipsec): one call per pass --------------------------
+
+    async def _sync_ipsec(self, view: ClusterView) -> None:
+        """IPsec between this node and every live node, for the encrypted networks served."""
+        if self.ipsec is None:
+            return
+        if self.node not in view.alive:  # this node's own lease lapsed: keep what is there
+            return
+        local = _vtep(view.alive[self.node])
+        vnis = {
+            int(net.options["vni"])
+            for net in self.state.networks.values()
+            if net.options.get("encrypted") == "true" and net.options.get("vni", "").isdigit()
+        }
+        peers = {
+            vtep
+            for name, address in view.alive.items()
+            if name != self.node and (vtep := _vtep(address)) is not None
+        }
+        if local is None:
+            self._ipsec_ok = False
+            return
+        try:
+            await asyncio.to_thread(self.ipsec.sync, vnis, local, peers)
+        except NetdError as e:
+            log.error("encrypted overlays: %s", e)
+            self._ipsec_ok = False
+        else:
+            self._ipsec_ok = True
 
     async def _forget_moved(
         self, net: Network, before: Iterable[Endpoint], after: Iterable[Endpoint]
