@@ -30,13 +30,14 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..drivers.overlay_peers import RemotePeer
-from ..errors import NetdError, StoreError
+from ..errors import NetdError, StoreCorrupt, StoreError
 from ..ipam.blocks import BlockAllocator
 from ..kernel.container import forget_neighbours
 from ..model import Endpoint, Network, endpoint_from_json, network_from_json, to_json
@@ -72,6 +73,7 @@ class ClusterView:
     """Everything a node needs from etcd, read at one revision."""
 
     revision: int = 0
+    complete: bool = True  # read whole at ``revision`` (False: followed from watch events)
     networks: dict[str, Network] = field(default_factory=dict)
     endpoints: dict[str, list[Endpoint]] = field(default_factory=dict)  # network id → all
     alive: dict[str, str] = field(default_factory=dict)  # node name → underlay address
@@ -118,6 +120,36 @@ def _vtep(address: str) -> ipaddress.IPv4Address | None:
     except ValueError:
         log.warning("a node's recorded underlay address %r is not IPv4: not programmed", address)
         return None
+
+
+def apply_event(etcd: EtcdStore, view: ClusterView, rest: str, value: str | None) -> None:
+    """Apply one watch event (key below the prefix; value None for a delete) to ``view``."""
+    kind, _, name = rest.partition("/")
+    if kind == "networks":
+        if value is None:
+            view.networks.pop(name, None)
+            view.endpoints.pop(name, None)
+            view.blocks.pop(name, None)
+        else:
+            net = etcd.load_network(t.Entry(etcd.key(rest), value, 0, 0))
+            view.networks[net.id] = net
+    elif kind == "endpoints":
+        net_id, cid, ifname = name.split("/", 2)
+        eps = [e for e in view.endpoints.get(net_id, []) if e.key != (cid, ifname)]
+        if value is not None:
+            eps.append(etcd.load_endpoint(t.Entry(etcd.key(rest), value, 0, 0)))
+        view.endpoints[net_id] = eps
+    elif kind == "alive":
+        if value is None:
+            view.alive.pop(name, None)
+        else:
+            view.alive[name] = str(json.loads(value).get("address", ""))
+    elif kind == "blocks":
+        net_id, _, block = name.partition("/")
+        if value is None:
+            view.blocks.get(net_id, {}).pop(block, None)
+        else:
+            view.blocks.setdefault(net_id, {})[block] = value
 
 
 def save_view(path: Path, view: ClusterView) -> None:
@@ -197,6 +229,11 @@ class ClusterSync:
         self._synced = asyncio.Event()
         self._reaped_at = 0.0
         self._trusted: dict[str, str] = {}  # the nodes alive in the last trusted view
+        self._seen_alive: dict[str, str] = {}  # the nodes alive as etcd last said
+        # Watch events not yet in the view: (mod revision, key below the prefix, value or
+        # None for a delete); appended by the watcher thread, taken by the loop.
+        self._events: deque[tuple[int, str, str | None]] = deque()
+        self._full_at = 0.0  # monotonic time of the last whole read
         self._mine = f'"node":"{self.node}"'  # in the JSON of this node's endpoints
         self.cache = cache  # where the last view is saved, for a start while etcd is down
         self._saved = 0
@@ -208,21 +245,24 @@ class ClusterSync:
     # --- the watch --------------------------------------------------------------------------
 
     def _on_event(self, event: Any) -> None:
-        """A watch event (watcher thread): wake the sync unless it cannot matter."""
+        """A watch event (watcher thread): queue it for the view, and wake the sync unless it
+        is this node's own change."""
         kv = event.get("kv", {})
         key = _text(kv.get("key", b""))
         rest = key[len(self.etcd.prefix) :]
-        if rest.startswith(QUIET):
+        # Addresses change with their endpoint, in the same transaction: the endpoint's event
+        # is enough. The others never change what a node serves.
+        if rest.startswith(QUIET) or rest.startswith("allocations/"):
             return
-        # This node's own changes are already in its state: no pass for them (an attach would
-        # otherwise make every node, itself included, re-read the view). Addresses change
-        # with their endpoint, in the same transaction, so the endpoint's event is enough.
-        value = _text(kv.get("value") or event.get("prev_kv", {}).get("value") or b"")
-        if rest.startswith("allocations/"):
+        value = _text(kv.get("value") or b"")
+        before = _text(event.get("prev_kv", {}).get("value") or b"")
+        deleted = event.get("type") == "DELETE"
+        self._events.append((int(kv.get("mod_revision", 0)), rest, None if deleted else value))
+        # This node's own changes are already in its state: they go into the view (fencing
+        # reads it) but need no pass of their own.
+        if rest.startswith("endpoints/") and self._mine in (value or before):
             return
-        if rest.startswith("endpoints/") and self._mine in value:
-            return
-        if rest.startswith("blocks/") and value == self.node:
+        if rest.startswith("blocks/") and (value or before) == self.node:
             return
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -279,11 +319,31 @@ class ClusterSync:
             return False
         return True
 
-    async def sync_once(self) -> bool:
-        """One pass: read the view and converge; False (logged once) if etcd did not answer."""
+    async def sync_once(self, *, full: bool | None = None) -> bool:
+        """One pass: converge to the view; False (logged once) if etcd did not answer.
+
+        The view is read whole (one read transaction) at start, after a failure, when the
+        watch is (re)started and every ``interval`` seconds; in between it follows the
+        watch's events, so a change costs each node the documents that changed, not a read of
+        every endpoint of the cluster (list and watch, as Kubernetes informers do).
+        """
+        if full is None:
+            full = (
+                self._watcher is None
+                or self._failing
+                or time.monotonic() - self._full_at >= self.interval
+            )
+        if not full:
+            view = self._follow_events()
+            if view is not None:
+                await self.apply(view)
+                self.passes += 1
+                return True
         try:
             view = await asyncio.to_thread(read_view, self.etcd)
+            self._full_at = time.monotonic()
             if self._watcher is None:
+                self._events.clear()  # the read has everything up to its revision
                 await asyncio.to_thread(self._start_watch, view.revision)
         except StoreError as e:
             if not self._failing:
@@ -300,6 +360,29 @@ class ClusterSync:
         self._synced.set()
         return True
 
+    def _follow_events(self) -> ClusterView | None:
+        """The current view with the queued watch events applied; None if one could not be
+        read (the caller then reads the view whole)."""
+        view = ClusterView(
+            revision=self.view.revision,
+            networks=dict(self.view.networks),
+            endpoints={k: list(v) for k, v in self.view.endpoints.items()},
+            alive=dict(self._seen_alive),
+            blocks={k: dict(v) for k, v in self.view.blocks.items()},
+            complete=False,
+        )
+        while self._events:
+            revision, rest, value = self._events.popleft()
+            if revision and revision <= view.revision:
+                continue  # already in the view (a whole read after it was queued)
+            try:
+                apply_event(self.etcd, view, rest, value)
+            except (StoreCorrupt, ValueError, KeyError, TypeError, AttributeError) as e:
+                log.warning("cluster sync: watch event for %s unusable (%s): reading all", rest, e)
+                return None
+            view.revision = max(view.revision, revision)
+        return view
+
     def _live(self, view: ClusterView) -> dict[str, str]:
         """The nodes to serve as alive: the view's, plus those alive before while this node's
         own lease is gone and for one TTL after it re-joined. An etcd outage longer than the
@@ -314,6 +397,7 @@ class ClusterSync:
 
     async def apply(self, view: ClusterView) -> None:
         """Converge this node to ``view``."""
+        self._seen_alive = dict(view.alive)  # as etcd has it, before _live adds to it
         view.alive = self._live(view)
         self.view = view
         state = self.state
@@ -402,7 +486,9 @@ class ClusterSync:
                 log.error("network %s: programming forwarding to peers failed: %s", net.name, e)
         if changed:
             await self.publisher.publish(net)
-        if fence:
+        if fence and view.complete:
+            # Only a whole read may say a record is missing: the watch may not have delivered
+            # this node's latest writes yet.
             await self._fence(net, view)
 
     # --- encrypted overlays (netd.cluster.ipsec): one call per pass --------------------------
