@@ -24,7 +24,7 @@ from netns_fixtures.etcd import EtcdServer
 
 from netd.cluster.nodes import NodeRegistry
 from netd.cluster.store import ClusterStore
-from netd.cluster.sync import read_view
+from netd.cluster.view import read_view
 from netd.errors import Conflict, NotFound, StoreError
 from netd.model import Network
 from netd.store import etcd_txn as t

@@ -8,7 +8,8 @@ from collections.abc import Collection
 from ipaddress import IPv4Address
 from types import SimpleNamespace
 
-from netd.cluster.sync import ClusterSync, ClusterView
+from netd.cluster.sync import ClusterSync
+from netd.cluster.view import ClusterView
 from netd.errors import KernelError
 from netd.model import Network
 
