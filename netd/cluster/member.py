@@ -133,6 +133,8 @@ class Member:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.sync is not None:
+            await self.sync.save()
         await asyncio.to_thread(self.registry.stop)
 
     async def nodes(self) -> list[NodeInfo]:

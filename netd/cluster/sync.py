@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 # Keys whose changes never change what a node serves: no pass for them.
 QUIET = ("nodes/", "probe", "cursors/", "meta/")
 REAP_EVERY = 30.0  # seconds between looks for nodes down longer than the grace period
+SAVE_EVERY = 2.0  # seconds between saves of the view (and one when the daemon stops)
 
 
 @runtime_checkable
@@ -108,6 +109,7 @@ class ClusterSync:
         self._mine = f'"node":"{self.node}"'  # in the JSON of this node's endpoints
         self.cache = cache  # where the last view is saved, for a start while etcd is down
         self._saved = 0
+        self._saved_at = 0.0
         self._remove_endpoint = remove_endpoint  # Endpoints.remove (network lock held)
         self._missing: dict[tuple[str, ...], int] = {}  # strikes: own records lost or stray
         self.ipsec = ipsec  # encrypted overlays (netd.cluster.ipsec); None: not managed here
@@ -295,9 +297,17 @@ class ClusterSync:
         if released:
             await self._sync_ipsec(view)  # drop what the removed networks needed
         await asyncio.to_thread(self._reap_down_nodes, view)
+        if time.monotonic() - self._saved_at >= SAVE_EVERY:
+            await self.save()
+
+    async def save(self) -> None:
+        """Save the current view for a start while etcd is down (at most every SAVE_EVERY
+        seconds during passes: a burst of attaches elsewhere costs one write, not one each)."""
+        view = self.view
         if self.cache is not None and view.revision != self._saved:
             await asyncio.to_thread(save_view, self.cache, view)
             self._saved = view.revision
+        self._saved_at = time.monotonic()
 
     async def restore(self) -> bool:
         """Serve the last view this node saved (start-up while etcd does not answer): other

@@ -177,6 +177,15 @@ def test_a_daemon_restarted_while_etcd_is_down_serves_the_last_view(hosts: Hosts
     wait_for("all nodes ready", lambda: {n: v["state"] for n, v in hosts.nodes("h1").items()}
              == ready, 15)  # fmt: skip
     wait_for("h1 serves c2", lambda: hosts.dig("c1", "c2") == [a2], 5)
+    saved = hosts.d["h1"].state_dir / "cluster-view.json"
+
+    def saved_alive() -> set[str]:
+        try:
+            return set(json.loads(saved.read_text())["alive"])
+        except (OSError, ValueError, KeyError):
+            return set()
+
+    wait_for("h1 saved a view with every node", lambda: saved_alive() == set(ready), 10)
     etcd.pause()
     try:
         hosts.cluster.kill_daemon("h1")
