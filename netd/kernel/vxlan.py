@@ -26,7 +26,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import ndmsg
 
-from ..errors import InvalidInput, KernelError
+from ..errors import Conflict, InvalidInput, KernelError
 from ..model import IPAddress
 from . import links
 
@@ -112,8 +112,13 @@ def ensure_vxlan(ipr: IPRoute, spec: VxlanSpec, master: int) -> int:
             )
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
+                # The VNI is taken on this host (another network's device, or one not netd's):
+                # the user's -o vni=N conflicts, as etcd says when the other network is
+                # elsewhere, and an allocated VNI is retried with the next one.
                 why = f"another VXLAN device already uses VNI {spec.vni} on port {spec.port}"
-                raise KernelError(f"{operation}: {why}") from exc
+                raise Conflict(
+                    f"{operation}: {why}", field="options.vni", value=str(spec.vni)
+                ) from exc
             raise links.kernel_error(operation, exc) from exc
         link = links.get_link(ipr, spec.name)
         if link is None:
