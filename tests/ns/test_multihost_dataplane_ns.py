@@ -89,6 +89,13 @@ def test_a_published_port_answers_on_the_container_s_node_only(lab: Lab) -> None
     # A container on another node reaches the published port like any client of h1 (its own
     # node masquerades it on the way out).
     assert ask(lab.containers["c2"], H["h1"], 8080) == H["h2"]
+    # The same host port on another node is that node's own: h2 publishes it for its container.
+    lab.connect("h2", "ov1", "web2", "--publish", "8080:8000")
+    serve(lab.containers["web2"], 8000)
+    assert ask(lab.outside, H["h2"], 8080) == OUTSIDE
+    lab.d["h2"].cli("network", "disconnect", "ov1", "--netns", lab.containers["web2"].path)
+    assert ask(lab.outside, H["h2"], 8080) == ""
+    assert ask(lab.outside, H["h1"], 8080) == OUTSIDE  # h1's mapping untouched
 
 
 def test_two_overlays_are_isolated_on_one_node_and_across_nodes(lab: Lab) -> None:
@@ -133,6 +140,9 @@ def test_an_internal_overlay_spans_hosts_and_reaches_nothing_else(lab: Lab) -> N
     assert i1.ip_json("route", "show", "default") == []
     # Even with a default route added by hand, the firewall lets nothing leave the subnet:
     # not the underlay, not the node's own underlay address, not another network.
+    # Names resolve across hosts inside the internal network (DNS is on the gateway).
+    out = i1.run("dig", "@10.63.0.1", "+short", "+time=1", "+tries=2", "i2.dns.netd")
+    assert out.split() == [a_i2]
     i1.run("ip", "route", "add", "default", "via", "10.63.0.1")
     assert ask(i1, OUTSIDE, ECHO, "udp") == "" and ask(i1, OUTSIDE, ECHO) == ""
     for dst in (H["h1"], H["h2"], lab.address("c1"), lab.address("c2")):

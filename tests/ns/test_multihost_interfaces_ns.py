@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from cni_runtime import REFERENCE_DIR, CniResult, Runtime
 from multihost_kit import Hosts
-from netns_fixtures import Namespace, leftovers, wait_for
+from netns_fixtures import Namespace, delete_namespace, leftovers, wait_for
 from netns_fixtures.cluster import Cluster
 from test_compose_up import Compose
 
@@ -43,7 +43,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("cluster")
     cluster = Cluster(tmp, hosts=3).start()
     try:
-        daemons = {h: cluster.start_daemon(h) for h in ("h1", "h2")}
+        # Short reconcile and reap periods: an endpoint whose DEL failed while etcd was away
+        # is reaped within seconds once its namespace is gone (test_cni_del_during_...).
+        fast = {"reconcile_interval": 3, "reap_grace": 3}
+        daemons = {h: cluster.start_daemon(h, settings=fast) for h in ("h1", "h2")}
         daemons["h3"] = cluster.start_daemon("h3", cluster=False)
         lab = Lab(cluster, daemons)
         lab.tmp = tmp
@@ -135,6 +138,43 @@ def test_cni_add_with_etcd_paused_fails_with_code_11_naming_etcd_then_succeeds(l
     assert cni(lab, "h1", "DEL", k3).code == 0
 
 
+def test_cni_del_during_an_etcd_outage_leaks_no_address(lab: Lab) -> None:
+    # Podman's sequence: DEL once (a failure is ignored, never retried), then the namespace
+    # goes. DEL needs etcd, so it fails within the bound with code 11; once etcd is back the
+    # reaper (the namespace is gone for good) frees the record and the address cluster-wide
+    # after reap_grace (3 s here): nothing is left in etcd.
+    k4 = lab.container("k4")
+    res = cni(lab, "h1", "ADD", k4)
+    assert res.code == 0, res.out
+    address = res.out["ips"][0]["address"].split("/")[0]
+    etcd = lab.cluster.etcd[0]
+    assert any(k.endswith(f"/{address}") for k in etcd.keys("/netd/allocations/"))
+    etcd.pause()
+    try:
+        start = time.monotonic()
+        gone = cni(lab, "h1", "DEL", k4)
+        took = time.monotonic() - start
+    finally:
+        etcd.resume()
+    assert took < BOUND, took
+    assert gone.code == 0 or (gone.error_code == 11 and "etcd" in gone.out["msg"]), gone.out
+    lab.cluster.sandbox.namespaces.remove(k4)
+    delete_namespace(k4.name)
+    del lab.containers["k4"]
+
+    def released() -> bool:
+        return not any(k4.name in v for v in etcd.keys("/netd/").values())
+
+    wait_for("k4's endpoint and address gone from etcd", released, 30, step=0.5)
+    # The address can be taken again, on the other node.
+    k5 = lab.container("k5")
+    res = lab.runtimes["h2"].exec("netd", "ADD", CONF, container_id=k5.name, netns=k5.path,
+                                  args=f"IP={address}")  # fmt: skip
+    assert res.code == 0, res.out
+    assert res.out["ips"][0]["address"].split("/")[0] == address
+    assert cni(lab, "h2", "DEL", k5).code == 0
+
+
 # --- compose --------------------------------------------------------------------------------
 
 
@@ -201,6 +241,23 @@ def test_node_ls_table_and_json(lab: Lab) -> None:
     assert set(rows) == {"h1", "h2"}
     assert rows["h1"][1:3] == ["10.251.0.1", "ready"]
     assert "ago" in table[1]
+
+
+def test_node_ls_with_etcd_paused_fails_in_bounded_time_naming_etcd(lab: Lab) -> None:
+    etcd = lab.cluster.etcd[0]
+    etcd.pause()
+    try:
+        start = time.monotonic()
+        out = lab.d["h1"].cli("node", "ls", check=False)
+        took = time.monotonic() - start
+        status, body = lab.d["h2"].request("GET", "/v1/nodes")
+    finally:
+        etcd.resume()
+    assert out.returncode != 0 and "etcd" in out.stderr, out.stderr
+    assert took < BOUND + 2, took  # the CLI's own start-up on top of the bound
+    assert status == 503 and "etcd" in body["error"]["message"], (status, body)
+    wait_for("node ls again", lambda: lab.d["h1"].cli("node", "ls", check=False).returncode == 0,
+             10)  # fmt: skip
 
 
 def test_node_rm_of_an_unknown_node_names_it(lab: Lab) -> None:
