@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import grp
 import ipaddress
@@ -202,13 +203,18 @@ def build_service(config: Config) -> tuple[Service, Store, DnsManager]:
         reap_grace=config.reap_grace,
         check_publish=refuse_ports_in_use,
         node=cluster.node_name if cluster is not None else "",
+        block_prefixlen=cluster.ipam_block_size if cluster is not None else 26,
     )
     if cluster is not None and node_address is not None:
         from .cluster.member import Member
         from .cluster.store import ClusterStore
 
         assert isinstance(engine, ClusterStore)
-        service.cluster = Member(cluster, engine, node_address)
+        service.cluster = Member(cluster, engine, node_address, config.state_dir)
+        from .metrics import METRICS
+
+        etcd = engine.etcd
+        METRICS.cluster.source = lambda: dataclasses.asdict(etcd.stats)
     return service, store, dns
 
 

@@ -28,7 +28,7 @@ so the domain core (the service and the reaper count here) never imports aiohttp
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -178,6 +178,29 @@ class IpamCollector(Collector):
         yield size
 
 
+class ClusterCollector(Collector):
+    """What this node asked of etcd (a cluster node only), read at scrape time."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[str, int] | None] = lambda: None
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the etcd counters (no family on a daemon without a cluster)."""
+        stats = self.source()
+        if stats is None:
+            return
+        help_of = {
+            "transactions": "etcd transactions sent (round trips), reads and writes",
+            "compare_failures": "etcd transactions whose compares failed (lost a race; retried)",
+            "claims": "IPAM address blocks this node claimed",
+            "borrows": "addresses this node took from another node's block",
+        }
+        for key, text in help_of.items():
+            family = CounterMetricFamily(f"netd_etcd_{key}", text)
+            family.add_metric([], stats.get(key, 0))
+            yield family
+
+
 class Metrics:
     """Every netd series in one dedicated registry."""
 
@@ -218,6 +241,8 @@ class Metrics:
         reg.register(self.ipam)
         self.dns = DnsCollector()
         reg.register(self.dns)
+        self.cluster = ClusterCollector()
+        reg.register(self.cluster)
 
     def bind_service(self, service: MetricsSource) -> None:
         """Read IPAM gauges and DNS counters from ``service`` from now on."""

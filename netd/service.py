@@ -63,6 +63,7 @@ class Service:
         reap_grace: float = DEFAULT_GRACE,
         check_publish: CheckPublish = lambda ports, exempt: None,
         node: str = "",
+        block_prefixlen: int = 26,
     ) -> None:
         self.store = store
         self.drivers = drivers
@@ -75,6 +76,7 @@ class Service:
         self.ula = ula
         self.state = State(drivers)
         self.state.node = node  # this node's name in a cluster (docs/multi-host.md)
+        self.state.block_prefixlen = block_prefixlen
         self.cluster: Member | None = None  # set by the daemon when the store is etcd
         self.firewalling = Firewalling(self.state, firewall)
         self.publisher = DnsPublisher(self.state, self.dns, dns_domain)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ..core.state import State
 
 log = logging.getLogger(__name__)
+VIEW_FILE = "cluster-view.json"  # the last view of the cluster, under state_dir
 
 
 def default_node_address() -> str:
@@ -64,6 +65,9 @@ def open_cluster_store(
         etcd = EtcdStore(
             cluster.etcd_endpoints,
             prefix=cluster.etcd_prefix,
+            node=cluster.node_name,
+            block_prefixlen=cluster.ipam_block_size,
+            tolerate_down=True,  # start from the local copy; join when etcd answers
             ca_file=cluster.tls["ca_file"],
             cert_file=cluster.tls["cert_file"],
             key_file=cluster.tls["key_file"],
@@ -77,24 +81,32 @@ def open_cluster_store(
 class Member:
     """Registration, heartbeat and sync of this node; the node list for the API."""
 
-    def __init__(self, cluster: ClusterConfig, store: ClusterStore, address: str) -> None:
+    def __init__(
+        self, cluster: ClusterConfig, store: ClusterStore, address: str, state_dir: Path
+    ) -> None:
         self.config = cluster
         self.store = store
         self.name = cluster.node_name
         self.address = address
         self.registry = NodeRegistry(store.etcd, self.name, address, cluster.node_ttl)
         self.sync: ClusterSync | None = None
+        self.view_cache = state_dir / VIEW_FILE
         self._task: asyncio.Task[None] | None = None
 
     async def start(
         self, state: State, networks: Networks, publisher: DnsPublisher, endpoints: Endpoints
     ) -> None:
         """Join (or keep trying in the background) and start syncing this node's ``state``."""
-        try:
-            await asyncio.to_thread(self.registry.register)
-        except StoreError as e:
-            log.warning("node %s: cannot register now (%s); retrying with the heartbeat",
-                        self.name, e)  # fmt: skip
+        if self.store.offline:
+            # etcd did not answer at start: do not wait for it again here; the heartbeat
+            # thread registers the node as soon as it answers.
+            log.warning("node %s: etcd unreachable; joining when it answers", self.name)
+        else:
+            try:
+                await asyncio.to_thread(self.registry.register)
+            except StoreError as e:
+                log.warning("node %s: cannot register now (%s); retrying with the heartbeat",
+                            self.name, e)  # fmt: skip
         self.registry.start()
         self.sync = ClusterSync(
             state=state,
@@ -105,10 +117,13 @@ class Member:
             interval=self.config.resync_interval,
             grace=self.config.node_grace,
             remove_endpoint=endpoints.remove,
+            cache=self.view_cache,
         )
         self._task = asyncio.create_task(self.sync.run())
-        # Serve with the cluster's endpoints known when etcd answers quickly; never wait long.
-        await self.sync.wait_synced(timeout=3.0)
+        # Serve with the cluster's endpoints known when etcd answers quickly; never wait long:
+        # without etcd, the view saved by the last daemon serves until it answers.
+        if not await self.sync.wait_synced(timeout=3.0):
+            await self.sync.restore()
 
     async def stop(self) -> None:
         """Stop syncing and heartbeating (the lease expires by itself)."""

@@ -9,8 +9,9 @@ The lease has ``node_ttl`` seconds and is kept alive every third of it, so the `
 disappears by itself ``node_ttl`` seconds after the node stops (a crash, a lost host or a
 partition): every other node then shows it ``down``, withdraws its names and forwarding
 entries, as Kubernetes does with node leases. ``heartbeat`` in the persistent record is
-refreshed at most every 30 s (it only tells an operator when the node was last heard of, and
-how long a down node has been down); the lease is the liveness itself.
+refreshed every 30 s (or 3 times the TTL if shorter; it tells an operator when the node was last
+heard of, and how long a down node has been down, for ``node_grace``); the lease is the
+liveness itself.
 
 Nothing here runs on the event loop: every call is blocking and bounded by the store's
 deadline.
@@ -126,7 +127,7 @@ class NodeRegistry:
             self.register()
             return
         now = time.time()
-        if now - self._recorded >= RECORD_EVERY:
+        if now - self._recorded >= min(RECORD_EVERY, 3 * self.ttl):
             record = {"name": self.name, "address": self.address, "heartbeat": now}
             _, (old,) = self.etcd.read("reading node records", t.get(self._node_key()))
             record["registered"] = _doc(old[0]).get("registered", now) if old else now

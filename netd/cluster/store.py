@@ -40,6 +40,10 @@ class ClusterStore:
         self.fresh = local.fresh
         self.health: StoreHealth = local.health  # the local engine records every change
         self._global: dict[str, Network] = {}  # id → record, of every global network known
+        self._copied: set[str] = set()  # ids of global networks with a local copy
+        # etcd did not answer the start-up listing: the rest of start-up reads the copy (each
+        # etcd call would wait its whole bound again). Cleared by the first sync that works.
+        self.offline = False
 
     def global_network(self, network_id: str) -> Network | None:
         """The record of a global network this store knows, else None."""
@@ -56,8 +60,10 @@ class ClusterStore:
             shared = self.etcd.list_networks()
         except StoreError as e:
             log.warning("etcd unreachable at start (%s): global networks from the local copy", e)
+            self.offline = True  # the other start-up reads go to the copy without waiting
             shared = copies
         else:
+            self.offline = False
             live = {n.id for n in shared}
             for stale in (n for n in copies if n.id not in live):
                 log.info("network %s was removed from the cluster: dropping its copy", stale.name)
@@ -86,9 +92,12 @@ class ClusterStore:
     def copy_network(self, network: Network) -> None:
         """Keep a local copy of a global network (a node learns of networks made elsewhere)."""
         self._global[network.id] = network
+        if network.id in self._copied:
+            return
         try:
             if all(n.id != network.id for n in self.local.list_networks()):
                 self.local.create_network(network)
+            self._copied.add(network.id)
         except Exception as e:  # the copy is a fallback: losing it costs no correctness
             log.warning("keeping a local copy of network %s failed: %s", network.name, e)
 
@@ -98,6 +107,7 @@ class ClusterStore:
         self._drop_copy(network_id)
 
     def _drop_copy(self, network_id: str) -> None:
+        self._copied.discard(network_id)
         try:
             for ep in self.local.list_endpoints(network_id):
                 self.local.delete_endpoint(network_id, ep.container_id, ep.ifname)
@@ -118,6 +128,8 @@ class ClusterStore:
         if network_id is None:
             local = [e for e in self.local.list_endpoints() if e.network_id not in self._global]
             return local + [e for nid in self._global for e in self.list_endpoints(nid)]
+        if self.offline:
+            return self.local.list_endpoints(network_id)
         try:
             found = self.etcd.list_endpoints(network_id)
         except StoreError as e:
@@ -158,6 +170,8 @@ class ClusterStore:
         """IPAM cursors (the cluster's for a global network, {} while etcd is unreachable)."""
         if network_id not in self._global:
             return self.local.get_cursors(network_id)
+        if self.offline:
+            return {}
         try:
             return self.etcd.get_cursors(network_id)
         except StoreError:

@@ -27,16 +27,19 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..drivers.overlay_peers import RemotePeer
 from ..errors import NetdError, StoreError
+from ..ipam.blocks import BlockAllocator
 from ..kernel.container import forget_neighbours
-from ..model import Endpoint, Network
+from ..model import Endpoint, Network, endpoint_from_json, network_from_json, to_json
 from ..store import etcd_txn as t
 from ..store.etcd import EtcdStore
 
@@ -103,6 +106,10 @@ def read_view(etcd: EtcdStore) -> ClusterView:
     return view
 
 
+def _text(raw: object) -> str:
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+
+
 def _vtep(address: str) -> ipaddress.IPv4Address | None:
     """A node's underlay address as recorded (None if it is not IPv4: skipped, logged)."""
     try:
@@ -110,6 +117,47 @@ def _vtep(address: str) -> ipaddress.IPv4Address | None:
     except ValueError:
         log.warning("a node's recorded underlay address %r is not IPv4: not programmed", address)
         return None
+
+
+def save_view(path: Path, view: ClusterView) -> None:
+    """Write ``view`` to ``path`` atomically (temporary file, fsync, rename)."""
+    doc = {
+        "revision": view.revision,
+        "networks": [to_json(n) for n in view.networks.values()],
+        "endpoints": [to_json(e) for eps in view.endpoints.values() for e in eps],
+        "alive": view.alive,
+        "blocks": view.blocks,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(doc, fh, separators=(",", ":"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warning("saving the cluster view to %s: %s", path, e.strerror)
+
+
+def load_view(path: Path) -> ClusterView | None:
+    """The view saved at ``path``; None if there is none or it cannot be read (logged)."""
+    try:
+        doc = json.loads(path.read_text())
+        view = ClusterView(revision=int(doc["revision"]))
+        for d in doc["networks"]:
+            net = network_from_json(d)
+            view.networks[net.id] = net
+        for d in doc["endpoints"]:
+            ep = endpoint_from_json(d)
+            view.endpoints.setdefault(ep.network_id, []).append(ep)
+        view.alive = {str(k): str(v) for k, v in doc["alive"].items()}
+        view.blocks = {str(k): dict(v) for k, v in doc["blocks"].items()}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        log.warning("the saved cluster view %s cannot be used: %s", path, e)
+        return None
+    return view
 
 
 class ClusterSync:
@@ -126,6 +174,7 @@ class ClusterSync:
         interval: float,
         grace: float,
         remove_endpoint: Callable[[Network, Endpoint], Awaitable[None]],
+        cache: Path | None = None,
     ) -> None:
         self.state = state
         self.store = store
@@ -145,6 +194,9 @@ class ClusterSync:
         self._failing = False
         self._synced = asyncio.Event()
         self._reaped_at = 0.0
+        self._mine = f'"node":"{self.node}"'  # in the JSON of this node's endpoints
+        self.cache = cache  # where the last view is saved, for a start while etcd is down
+        self._saved = 0
         self._remove_endpoint = remove_endpoint  # Endpoints.remove (network lock held)
         self._missing: dict[tuple[str, str, str], int] = {}  # own endpoints etcd lost: strikes
 
@@ -152,10 +204,20 @@ class ClusterSync:
 
     def _on_event(self, event: Any) -> None:
         """A watch event (watcher thread): wake the sync unless it cannot matter."""
-        raw = event.get("kv", {}).get("key", b"")
-        key = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+        kv = event.get("kv", {})
+        key = _text(kv.get("key", b""))
         rest = key[len(self.etcd.prefix) :]
         if rest.startswith(QUIET):
+            return
+        # This node's own changes are already in its state: no pass for them (an attach would
+        # otherwise make every node, itself included, re-read the view). Addresses change
+        # with their endpoint, in the same transaction, so the endpoint's event is enough.
+        value = _text(kv.get("value") or event.get("prev_kv", {}).get("value") or b"")
+        if rest.startswith("allocations/"):
+            return
+        if rest.startswith("endpoints/") and self._mine in value:
+            return
+        if rest.startswith("blocks/") and value == self.node:
             return
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -175,6 +237,7 @@ class ClusterSync:
                 self._on_event,
                 range_end=t.prefix_end(prefix),
                 start_revision=revision + 1,
+                prev_kv=True,  # a delete says whose record it was
             )
 
         with self._watch_lock:
@@ -226,6 +289,7 @@ class ClusterSync:
         if self._failing:
             log.info("cluster sync: etcd answers again")
         self._failing = False
+        self.store.offline = False
         await self.apply(view)
         self.passes += 1
         self._synced.set()
@@ -251,8 +315,31 @@ class ClusterSync:
                 continue
             await self._converge_network(net, view)
         await asyncio.to_thread(self._reap_down_nodes, view)
+        if self.cache is not None and view.revision != self._saved:
+            await asyncio.to_thread(save_view, self.cache, view)
+            self._saved = view.revision
 
-    async def _converge_network(self, net: Network, view: ClusterView) -> None:
+    async def restore(self) -> bool:
+        """Serve the last view this node saved (start-up while etcd does not answer): other
+        nodes' names resolve and forwarding to them is programmed as when the daemon stopped.
+        Nothing is fenced or torn down from an old view. False if there is none."""
+        if self.cache is None:
+            return False
+        view = await asyncio.to_thread(load_view, self.cache)
+        if view is None:
+            return False
+        log.warning(
+            "cluster: etcd does not answer; serving the last known view (revision %d) until "
+            "it does",
+            view.revision,
+        )
+        self.view = view
+        for net in list(self.state.networks.values()):
+            if self.state.caps(net).scope == "global" and net.id in view.networks:
+                await self._converge_network(net, view, fence=False)
+        return True
+
+    async def _converge_network(self, net: Network, view: ClusterView, fence: bool = True) -> None:
         """Remote endpoints of one global network: IPAM, DNS and forwarding follow them."""
         state = self.state
         remote = [
@@ -263,15 +350,19 @@ class ClusterSync:
         before = state.remote.get(net.id, {})
         after = {(e.node, *e.key): e for e in remote}
         changed = before.keys() != after.keys() or any(before[k] != after[k] for k in after)
-        if changed:
+        blocks = view.blocks.get(net.id, {})
+        allocator = state.ipam.get(net.id)
+        moved = isinstance(allocator, BlockAllocator) and allocator.owners != blocks
+        if changed or moved:
             async with state.lock(net.id):
                 if net.id not in state.networks:
                     return
-                state.set_remote(net, remote)
+                state.set_remote(net, remote, blocks)
             await self._forget_moved(net, before.values(), remote)
         driver = state.driver(net)
-        if isinstance(driver, PeerProgrammer) and (changed or self.passes % 12 == 0):
-            # Re-applied now and then even unchanged: the entries are the kernel's to lose.
+        if isinstance(driver, PeerProgrammer):
+            # Every pass, changed or not: the entries are the kernel's to lose (a device the
+            # reconciler re-created has none), and an unchanged set costs one netlink dump.
             peers = [
                 RemotePeer(ip=a.ip, mac=ep.mac.lower(), vtep=vtep)
                 for ep in remote
@@ -284,7 +375,8 @@ class ClusterSync:
                 log.error("network %s: programming forwarding to peers failed: %s", net.name, e)
         if changed:
             await self.publisher.publish(net)
-        await self._fence(net, view)
+        if fence:
+            await self._fence(net, view)
 
     async def _forget_moved(
         self, net: Network, before: Iterable[Endpoint], after: Iterable[Endpoint]
@@ -338,7 +430,7 @@ class ClusterSync:
     def _reap_down_nodes(self, view: ClusterView) -> None:
         """Free what nodes down longer than the grace period held (blocking)."""
         now = time.time()
-        if self.grace <= 0 or now - self._reaped_at < REAP_EVERY:
+        if self.grace <= 0 or now - self._reaped_at < min(REAP_EVERY, max(1.0, self.grace / 4)):
             return
         self._reaped_at = now
         try:

@@ -10,11 +10,12 @@ global lock, because names and subnets are global. An attachment being changed b
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from ..drivers.base import Capabilities, Driver
 from ..errors import InvalidInput, NotFound, Unavailable
 from ..ipam.allocator import NetworkAllocator
+from ..ipam.blocks import DEFAULT_BLOCK_PREFIXLEN, BlockAllocator
 from ..model import Endpoint, IPAddress, Network
 
 Key = tuple[str, str]  # (container id, ifname): an attachment within one network
@@ -41,13 +42,14 @@ class State:
         self.drivers = drivers
         self.networks: dict[str, Network] = {}  # by id
         self.endpoints: dict[str, dict[Key, Endpoint]] = {}  # network id → key → endpoint
-        self.ipam: dict[str, NetworkAllocator] = {}
+        self.ipam: dict[str, NetworkAllocator] = {}  # BlockAllocator on a global network
         self.inflight: dict[str, set[Key]] = {}  # network id → keys being changed
         # Global networks: other nodes' ready endpoints, from the cluster view (netd.cluster).
         # Never plumbed, reconciled or reaped here; DNS serves them and IPAM skips their
         # addresses.
         self.remote: dict[str, dict[tuple[str, str, str], Endpoint]] = {}
         self.node = ""  # this node's name in a cluster ("" on a single host)
+        self.block_prefixlen = DEFAULT_BLOCK_PREFIXLEN  # the cluster's ipam_block_size
         self.global_lock = asyncio.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -64,16 +66,28 @@ class State:
         self.networks[net.id] = net
         self.endpoints[net.id] = {ep.key: ep for ep in eps}
         taken = [a.ip for ep in eps for a in ep.addresses]
-        self.ipam[net.id] = NetworkAllocator(net, taken, cursors or {})
+        if self.node and self.caps(net).scope == "global":
+            # A network of the cluster: this node allocates inside address blocks it claims
+            # (Calico's scheme; netd.ipam.blocks); the sync tells it the others' blocks.
+            self.ipam[net.id] = BlockAllocator(
+                net, self.node, self.block_prefixlen, taken, {}, cursors or {}
+            )
+        else:
+            self.ipam[net.id] = NetworkAllocator(net, taken, cursors or {})
 
-    def set_remote(self, net: Network, endpoints: Iterable[Endpoint]) -> None:
-        """Other nodes' endpoints on a global network (lock held); IPAM re-primed with every
-        address in use, here and there."""
+    def set_remote(
+        self, net: Network, endpoints: Iterable[Endpoint], blocks: Mapping[str, str]
+    ) -> None:
+        """Other nodes' endpoints and the address blocks of a global network (lock held); IPAM
+        re-primed with every address in use, here and there."""
         self.remote[net.id] = {(e.node, *e.key): e for e in endpoints}
         allocator = self.ipam[net.id]
-        taken = [a.ip for ep in self.endpoints[net.id].values() for a in ep.addresses]
-        taken += [a.ip for ep in self.remote[net.id].values() for a in ep.addresses]
-        self.ipam[net.id] = NetworkAllocator(net, set(taken), allocator.cursors)
+        taken = {a.ip for ep in self.endpoints[net.id].values() for a in ep.addresses}
+        taken |= {a.ip for ep in self.remote[net.id].values() for a in ep.addresses}
+        if isinstance(allocator, BlockAllocator):
+            allocator.set_view(blocks, taken)
+        else:
+            self.ipam[net.id] = NetworkAllocator(net, taken, allocator.cursors)
 
     def remote_endpoints(self, network_id: str) -> list[Endpoint]:
         """Other nodes' endpoints on a global network, oldest first."""

@@ -31,11 +31,14 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from .. import faults
 from ..errors import ConfigError, InvalidInput, KernelError, NetdError
 from ..kernel import links, vxlan
 from ..kernel.features import missing_link_kind
 from ..kernel.hostsockets import HostSockets, refuse_initial_netns
 from ..kernel.linkstate import link_state
+from ..kernel.neigh import NeighTable
+from ..kernel.rtnl import RtnlError, host_socket
 from ..model import Endpoint, Network
 from ..names import (
     TAG_PREFIX,
@@ -172,7 +175,7 @@ class OverlayDriver:
             with self._host() as ipr:
                 mtu = overlay_mtu(vxlan.underlay_mtu(ipr, local), opts)
                 bridge_existed = links.get_link(ipr, bridge_for(network)) is not None
-                vxlan_existed = links.get_link(ipr, device) is not None
+                before = links.get_link(ipr, device)
             sized = dataclasses.replace(network, options={**network.options, "mtu": str(mtu)})
             self.bridge.ensure_network(sized)
             spec = vxlan.VxlanSpec(device, vxlan_tag(network.id), opts.vni, local, VXLAN_PORT, mtu)
@@ -185,13 +188,27 @@ class OverlayDriver:
                             "vanished"
                         )
                     index = vxlan.ensure_vxlan(ipr, spec, int(bridge["index"]))
-                    remembered = self._peers.get(network.id)
-                    if remembered and not vxlan_existed:
-                        self._apply(ipr, index, device, remembered)
+                faults.point("overlay.vxlan_ready")
+                # A new device (made now, or re-made with new settings) has no entries yet.
+                remembered = self._peers.get(network.id)
+                if remembered and (before is None or int(before["index"]) != index):
+                    self._apply(index, device, remembered)
             except BaseException:
-                if not bridge_existed:
-                    self.bridge.teardown_network(network)
+                self._undo(network, device, before is None, not bridge_existed)
                 raise
+
+    def _undo(self, network: Network, device: str, made_vxlan: bool, made_bridge: bool) -> None:
+        """Remove what a failed ensure_network made (best effort: the error is the caller's)."""
+        try:
+            if made_vxlan:
+                with self._host() as ipr:
+                    link = links.get_link(ipr, device)
+                    if link is not None and link.get_attr("IFLA_IFALIAS") == vxlan_tag(network.id):
+                        links.delete_link(ipr, device)
+            if made_bridge:
+                self.bridge.teardown_network(network)
+        except Exception:
+            log.exception('rolling back overlay network "%s" on this node', network.name)
 
     def teardown_network(self, network: Network) -> list[str]:
         """Delete the VXLAN device (if it carries this network's tag), then the bridge."""
@@ -262,8 +279,9 @@ class OverlayDriver:
                 link = links.get_link(ipr, device)
                 if link is not None:
                     info.update(_settings(link))
-                    fdb = vxlan.remote_fdb(ipr, int(link["index"]))
-                    neigh = vxlan.permanent_neighbours(ipr, int(link["index"]))
+                    with NeighTable(host_socket()) as table:
+                        fdb = table.remote_fdb(int(link["index"]))
+                        neigh = table.permanent_neighbours(int(link["index"]))
                     info.update(
                         on_bridge=info.get("master") == bridge_for(network),
                         peers=len(neigh),
@@ -272,6 +290,8 @@ class OverlayDriver:
                     )
         except NetdError as exc:
             info["error"] = exc.message
+        except RtnlError as exc:
+            info["error"] = links.errno_text(exc)
         out.update(
             vxlan=info,
             vni=network.options.get("vni"),
@@ -329,35 +349,32 @@ class OverlayDriver:
         device = vxlan_name(network.id)
         operation = f'programming remote peers of network "{network.name}" on "{device}"'
         self._guard(operation)
-        with self._lock(network.id), self._host() as ipr:
-            link = links.get_link(ipr, device)
+        with self._lock(network.id):
+            with self._host() as ipr:
+                link = links.get_link(ipr, device)
             if link is None or link.get_attr("IFLA_IFALIAS") != vxlan_tag(network.id):
                 raise KernelError(f"{operation}: the VXLAN device does not exist on this node")
-            self._apply(ipr, int(link["index"]), device, checked)
+            self._apply(int(link["index"]), device, checked)
             self._peers[network.id] = checked
 
-    def _apply(
-        self, ipr: IPRoute, index: int, device: str, peers: Sequence[RemotePeer]
-    ) -> PeerPlan:
-        """Diff ``peers`` against the device's entries and apply it (lock held)."""
-        plan = plan_peers(
-            peers, vxlan.remote_fdb(ipr, index), vxlan.permanent_neighbours(ipr, index),
-            self.node_address,
-        )  # fmt: skip
-        for conflict in plan.conflicts:
-            log.warning('overlay "%s": conflicting peers: %s', device, conflict)
-        if plan.empty:
-            return plan
-        # Stale answers go first; the FDB before the neighbour entries, so the device answers
-        # ARP for an address only once it can carry frames to its MAC.
-        for mac, vtep in plan.fdb_del:
-            vxlan.del_fdb(ipr, index, device, mac, vtep)
-        for ip in plan.neigh_del:
-            vxlan.del_neighbour(ipr, index, device, ip)
-        for mac, vtep in plan.fdb_add:
-            vxlan.add_fdb(ipr, index, device, mac, vtep)
-        for ip, mac in plan.neigh_set:
-            vxlan.set_neighbour(ipr, index, device, ip, mac)
+    def _apply(self, index: int, device: str, peers: Sequence[RemotePeer]) -> PeerPlan:
+        """Diff ``peers`` against the device's entries and apply it (network lock held)."""
+        try:
+            with NeighTable(host_socket()) as table:
+                plan = plan_peers(
+                    peers, table.remote_fdb(index), table.permanent_neighbours(index),
+                    self.node_address,
+                )  # fmt: skip
+                for conflict in plan.conflicts:
+                    log.warning('overlay "%s": conflicting peers: %s', device, conflict)
+                if plan.empty:
+                    return plan
+                table.apply(
+                    index, device, fdb_del=plan.fdb_del, neigh_del=plan.neigh_del,
+                    fdb_add=plan.fdb_add, neigh_set=plan.neigh_set,
+                )  # fmt: skip
+        except (RtnlError, OSError) as exc:
+            raise KernelError(f'programming peers on "{device}": {links.errno_text(exc)}') from exc
         log.info(
             'overlay "%s": peers %d FDB added, %d removed; %d neighbours set, %d removed',
             device, len(plan.fdb_add), len(plan.fdb_del), len(plan.neigh_set),

@@ -118,8 +118,7 @@ class NetworkAllocator:
             owner.index.add(int(addr))
         self._cursors: dict[str, IPAddress] = {}
         for key, addr in (cursors or {}).items():
-            known = self._by_key(key)
-            if known is not None and addr in known.net:
+            if self._cursor_fits(key, addr):
                 self._cursors[key] = addr
 
     # --- queries -------------------------------------------------------------------------
@@ -129,6 +128,11 @@ class NetworkAllocator:
             if state.key == key:
                 return state
         return None
+
+    def _cursor_fits(self, key: str, addr: IPAddress) -> bool:
+        """Whether ``key`` names a range this allocator keeps a cursor for and holds ``addr``."""
+        known = self._by_key(key)
+        return known is not None and addr in known.net
 
     def _owner(self, addr: IPAddress) -> _SubnetState | None:
         for state in self._subnets:
@@ -231,14 +235,10 @@ class NetworkAllocator:
             candidates = [(p, s) for p, s in enumerate(self._subnets) if s.net.version == version]
             if not candidates or version in static_families:
                 continue
-            for pos, state in candidates:
-                cursor = cursors.get(state.key)
-                start = int(cursor) + 1 if cursor is not None else state.lo
-                value = state.index.next_free(start, state.lo, state.hi)
-                if value is not None:
-                    picked[pos] = (value, state)
-                    cursors[state.key] = ipaddress.ip_address(value)
-                    break
+            found = self._pick(candidates, cursors)
+            if found is not None:
+                pos, value = found
+                picked[pos] = (value, self._subnets[pos])
             else:
                 full = ", ".join(s.describe() for _, s in candidates)
                 noun = "subnet" if len(candidates) == 1 else "subnets"
@@ -251,6 +251,23 @@ class NetworkAllocator:
 
         ordered = sorted(picked.items(), key=lambda kv: (kv[1][1].net.version, kv[0]))
         return [state.interface(value) for _, (value, state) in ordered], cursors
+
+    def _pick(
+        self, candidates: list[tuple[int, _SubnetState]], cursors: dict[str, IPAddress]
+    ) -> tuple[int, int] | None:
+        """The dynamic pick of one family: (subnet position, address) or None if all full.
+
+        Round-robin inside the first subnet with room; moves that subnet's cursor in
+        ``cursors``. (The cluster's block allocator overrides this with its block policy.)
+        """
+        for pos, state in candidates:
+            cursor = cursors.get(state.key)
+            start = int(cursor) + 1 if cursor is not None else state.lo
+            value = state.index.next_free(start, state.lo, state.hi)
+            if value is not None:
+                cursors[state.key] = ipaddress.ip_address(value)
+                return pos, value
+        return None
 
     def commit(
         self,
@@ -283,8 +300,7 @@ class NetworkAllocator:
         for v, state in values:
             state.index.add(v)
         for key, addr in (cursors or {}).items():
-            owner = self._by_key(key)
-            if owner is not None and addr in owner.net:
+            if self._cursor_fits(key, addr):
                 self._cursors[key] = addr
 
     def release(self, addresses: Iterable[IPAddress | IPInterface]) -> None:

@@ -5,7 +5,8 @@ underlay address, destination port 4789, no multicast group and no default remot
 flooded to other nodes), learning off (the cluster says where each MAC is; the device never
 guesses from traffic) and proxy on (the device answers ARP and NDP requests from its own
 neighbour table, so no request leaves the node). Its entries are programmed per remote peer:
-FDB ``MAC → VTEP`` (``self``, permanent) and neighbour ``IP → MAC`` (permanent).
+FDB ``MAC → VTEP`` (``self``, permanent) and neighbour ``IP → MAC`` (permanent), read and
+written in batches by :mod:`netd.kernel.neigh`.
 
 Each helper is one or a few requests on an ``IPRoute`` the caller owns (the caller chooses the
 namespace); failures become :class:`~netd.errors.KernelError` naming the operation. What to add
@@ -16,7 +17,6 @@ policy, knows no networks and never opens namespaces.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -24,15 +24,9 @@ from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import ndmsg
 
 from ..errors import Conflict, InvalidInput, KernelError
-from ..model import IPAddress
 from . import links
-
-NUD_PERMANENT = ndmsg.states["permanent"]
-NTF_SELF = ndmsg.flags["self"]
-ZERO_MAC = "00:00:00:00:00:00"
 
 
 @dataclass(frozen=True)
@@ -151,73 +145,3 @@ def underlay_mtu(ipr: IPRoute, address: IPv4Address) -> int:
         "no interface in the daemon's network namespace holds this address (it is the "
         "underlay address other nodes send this node's VXLAN traffic to)",
     )
-
-
-def remote_fdb(ipr: IPRoute, index: int) -> dict[str, set[IPv4Address]]:
-    """The device's own (``self``) FDB entries that name a remote: MAC → VTEPs."""
-    try:
-        entries = list(ipr.fdb("dump", ifindex=index))
-    except NetlinkError as exc:
-        raise links.kernel_error(f"listing FDB entries of link {index}", exc) from exc
-    out: dict[str, set[IPv4Address]] = {}
-    for msg in entries:
-        dst = msg.get_attr("NDA_DST")
-        if msg["ifindex"] != index or not msg["flags"] & NTF_SELF or not dst:
-            continue
-        vtep = ipaddress.ip_address(dst)
-        if isinstance(vtep, IPv4Address):
-            out.setdefault(str(msg.get_attr("NDA_LLADDR")).lower(), set()).add(vtep)
-    return out
-
-
-def permanent_neighbours(ipr: IPRoute, index: int) -> dict[IPAddress, str]:
-    """The device's permanent neighbour entries (IPv4 and IPv6): IP → MAC."""
-    out: dict[IPAddress, str] = {}
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            entries = list(ipr.neigh("dump", family=family, ifindex=index))
-        except NetlinkError as exc:
-            raise links.kernel_error(f"listing neighbours of link {index}", exc) from exc
-        for msg in entries:
-            mac = msg.get_attr("NDA_LLADDR")
-            if msg["ifindex"] == index and msg["state"] & NUD_PERMANENT and mac:
-                out[ipaddress.ip_address(msg.get_attr("NDA_DST"))] = str(mac).lower()
-    return out
-
-
-def del_fdb(ipr: IPRoute, index: int, name: str, mac: str, vtep: IPv4Address) -> None:
-    """Remove FDB entry ``mac → vtep``; one already gone is not an error."""
-    try:
-        ipr.fdb("del", ifindex=index, lladdr=mac, dst=str(vtep))
-    except NetlinkError as exc:
-        if exc.code != errno.ENOENT:
-            raise links.kernel_error(f'removing FDB {mac} dst {vtep} of "{name}"', exc) from exc
-
-
-def add_fdb(ipr: IPRoute, index: int, name: str, mac: str, vtep: IPv4Address) -> None:
-    """Add FDB entry ``mac → vtep`` (self, permanent); appended next to others of that MAC."""
-    try:
-        ipr.fdb("append", ifindex=index, lladdr=mac, dst=str(vtep), state=NUD_PERMANENT)
-    except NetlinkError as exc:
-        raise links.kernel_error(f'adding FDB {mac} dst {vtep} to "{name}"', exc) from exc
-
-
-def del_neighbour(ipr: IPRoute, index: int, name: str, ip: IPAddress) -> None:
-    """Remove the neighbour entry of ``ip``; one already gone is not an error."""
-    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
-    try:
-        ipr.neigh("del", ifindex=index, dst=str(ip), family=family)
-    except NetlinkError as exc:
-        if exc.code != errno.ENOENT:
-            raise links.kernel_error(f'removing neighbour {ip} of "{name}"', exc) from exc
-
-
-def set_neighbour(ipr: IPRoute, index: int, name: str, ip: IPAddress, mac: str) -> None:
-    """Add or replace the permanent neighbour entry ``ip → mac``."""
-    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
-    try:
-        ipr.neigh(
-            "replace", ifindex=index, dst=str(ip), lladdr=mac, state=NUD_PERMANENT, family=family
-        )
-    except NetlinkError as exc:
-        raise links.kernel_error(f'setting neighbour {ip} lladdr {mac} on "{name}"', exc) from exc

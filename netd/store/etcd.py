@@ -11,14 +11,20 @@ as SQLite's (:func:`netd.model.to_json`), under a prefix (default ``/netd/``)::
     <prefix>vnis/<vni>                    network id     (one overlay network per VXLAN id)
     <prefix>endpoints/<net>/<cid>/<if>    endpoint document
     <prefix>allocations/<net>/<ip>        "<cid>/<if>"   (one holder per address)
-    <prefix>cursors/<net>/<subnet>        last address handed out in the subnet
+    <prefix>cursors/<net>/<subnet>        last address handed out in the subnet (or block)
+    <prefix>blocks/<net>/<block cidr>     node owning that IPAM block (global networks)
     <prefix>probe                         health probe's write
 
 Every change is one etcd transaction whose compares guard what the change relies on, so the
 uniqueness rules hold across every node writing to the same etcd, never by one node's memory.
-Changes that depend on what they read (an endpoint replacing its old addresses) read first and
-then commit only if nothing they read has moved (compare-and-swap on mod revisions), retrying
-while the deadline allows. Orders come from etcd's revisions: a network or endpoint is listed
+Changes that depend on what they read (an endpoint replacing its old addresses) commit only if
+nothing they rely on has moved (compare-and-swap on mod revisions), retrying while the deadline
+allows. ``put_endpoint`` and ``delete_endpoint`` first try optimistically from what this client
+last wrote and read (one round trip for a new or replaced endpoint); a lost compare returns the
+current keys in the same answer, so each retry is one more round trip, never two
+(:mod:`netd.store.etcd_put`). On a global network (driver "overlay") of a store given a ``node``,
+a put also claims the IPAM block of each newly acquired address (docs/ipam.md, "Cluster-wide
+blocks"). Orders come from etcd's revisions: a network or endpoint is listed
 by the revision that created its key, which a replace keeps.
 
 Every call is bounded: each HTTP request has ``request_timeout`` seconds, and no new request
@@ -36,7 +42,8 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -52,8 +59,13 @@ from ..errors import (
     StoreError,
     StoreUnreachable,
 )
+from ..ipam.blocks import DEFAULT_BLOCK_PREFIXLEN
+from ..ipam.blocks import check_block_prefixlen as _check_block_prefixlen
 from ..model import Endpoint, IPAddress, Network, endpoint_from_json, network_from_json, to_json
 from . import etcd_txn as t
+from .etcd_blocks import block_keys as block_keys_of
+from .etcd_blocks import empty_blocks
+from .etcd_put import Held, PutKeys, PutView, check_node, plan_put
 from .health import HealthReport, StoreHealth
 from .records import cursor_rows, endpoint_addresses
 
@@ -63,6 +75,16 @@ R = TypeVar("R")
 DEFAULT_PREFIX = "/netd/"
 DEFAULT_REQUEST_TIMEOUT = 3.0  # seconds one HTTP request to etcd may take
 DEFAULT_DEADLINE = 6.0  # seconds after which a call starts no new request
+
+
+@dataclass
+class TxnStats:
+    """What this client asked of etcd: transactions sent (round trips) and lost compares."""
+
+    transactions: int = 0
+    compare_failures: int = 0
+    claims: int = 0  # block keys written as new claims
+    borrows: int = 0  # addresses stored in another node's block
 
 
 def _dump(record: Network | Endpoint) -> str:
@@ -154,8 +176,17 @@ class EtcdStore:
         ca_file: str | None = None,
         cert_file: str | None = None,
         key_file: str | None = None,
+        node: str | None = None,
+        block_prefixlen: int = DEFAULT_BLOCK_PREFIXLEN,
+        tolerate_down: bool = False,
     ) -> None:
-        """Connect to the etcd members ``endpoints`` (URLs); StoreError if none answers."""
+        """Connect to the etcd members ``endpoints`` (URLs); StoreError if none answers.
+
+        ``node`` names this node in the IPAM blocks it claims; without it, puts on global
+        networks claim no block (the address keys still keep addresses unique).
+        ``block_prefixlen`` is the cluster's ``ipam_block_size``: every node must use the same.
+        ``tolerate_down``: an etcd that does not answer at open is logged, not an error.
+        """
         if not endpoints:
             raise InvalidInput("etcd_endpoints", "[]", "at least one etcd endpoint is needed")
         if not prefix.startswith("/") or not prefix.endswith("/"):
@@ -165,17 +196,36 @@ class EtcdStore:
         self._current = 0  # the member that answered last; tried first
         self.prefix = prefix
         self.unique_subnets = unique_subnets
+        self.node = check_node(node)
+        self.block_prefixlen = _check_block_prefixlen(block_prefixlen)
+        self.stats = TxnStats()
+        # What this client last wrote or read, for the optimistic first try of a change: a
+        # wrong guess costs one failed compare (whose answer carries the truth), never a
+        # wrong write. Network records never change after creation, only disappear.
+        self._cache = threading.Lock()
+        self._networks: dict[str, tuple[Network, int]] = {}  # id -> (record, mod revision)
+        self._endpoints: dict[str, tuple[int, tuple[str, ...]]] = {}  # key -> (rev, addresses)
+        self._owners: dict[str, str] = {}  # block key -> node
         self.deadline = deadline
         self.health = StoreHealth()
         self._lock = threading.Lock()
         self._closed = False
         # Whether this open created the store: the marker key is written once, by whoever
         # opens the prefix first, in a transaction, so two nodes opening at once agree.
-        answer = self._txn(
-            "opening the store",
-            t.txn([t.absent(self._k("meta/created"))], [t.put(self._k("meta/created"), "1")]),
-            write=True,
-        )
+        # A cluster node may start while etcd does not answer (it serves its local copy,
+        # netd.cluster.store): opening then only says so; every later call is bounded as usual.
+        try:
+            answer = self._txn(
+                "opening the store",
+                t.txn([t.absent(self._k("meta/created"))], [t.put(self._k("meta/created"), "1")]),
+                write=True,
+            )
+        except StoreUnreachable as e:
+            if not tolerate_down:
+                raise
+            log.warning("state store: etcd at %s does not answer yet (%s)", ", ".join(endpoints), e)
+            self.fresh = False
+            return
         self.fresh = t.succeeded(answer)
         log.info("state store: etcd at %s, prefix %s", ", ".join(endpoints), prefix)
 
@@ -205,6 +255,12 @@ class EtcdStore:
     def _cursors_of(self, network_id: str) -> str:
         return self._k(f"cursors/{network_id}/")
 
+    def _allocations_of(self, network_id: str) -> str:
+        return self._k(f"allocations/{network_id}/")
+
+    def _blocks_of(self, network_id: str) -> str:
+        return self._k(f"blocks/{network_id}/")
+
     # --- transport --------------------------------------------------------------------------
 
     def _txn(self, doing: str, body: t.Json, *, write: bool, until: float | None = None) -> t.Json:
@@ -225,6 +281,10 @@ class EtcdStore:
                 failures.append(f"{member.url}: {_reason(e)}")
                 continue
             self._current = index
+            with self._cache:
+                self.stats.transactions += 1
+                if write and body["compare"] and not t.succeeded(answer):
+                    self.stats.compare_failures += 1
             if write:
                 self.health.succeeded()
             return answer
@@ -302,8 +362,12 @@ class EtcdStore:
     def list_networks(self) -> list[Network]:
         """All networks, ordered by creation time, then by the revision that stored them."""
         (found,) = self._read("listing networks", t.get_under(self._k("networks/")))
-        nets = [(self._load_network(e), e.create_revision) for e in found]
-        return [n for n, _ in sorted(nets, key=lambda p: (p[0].created, p[1]))]
+        nets = [(self._load_network(e), e) for e in found]
+        with self._cache:
+            for net, e in nets:
+                self._networks[net.id] = (net, e.mod_revision)
+        ordered = sorted(nets, key=lambda p: (p[0].created, p[1].create_revision))
+        return [n for n, _ in ordered]
 
     def create_network(self, network: Network) -> None:
         """Add a network if its id, name (and subnets) are free, in one transaction."""
@@ -329,6 +393,8 @@ class EtcdStore:
             write=True,
         )
         if t.succeeded(answer):
+            with self._cache:
+                self._networks[network.id] = (network, t.revision(answer))
             return
         for (_, field, value), found in zip(guarded, t.ranges(answer), strict=True):
             if found:
@@ -364,6 +430,7 @@ class EtcdStore:
                 t.delete(self._net(network_id)),
                 t.delete(self._k(f"network-names/{network.name}")),
                 t.delete_under(self._cursors_of(network_id)),
+                t.delete_under(self._blocks_of(network_id)),
             ]
             if self.unique_subnets:
                 ops += [t.delete(self._k(f"subnets/{s.subnet}")) for s in network.subnets]
@@ -377,8 +444,41 @@ class EtcdStore:
             ]
             answer = self._txn(doing, t.txn(guard, ops), write=True, until=until)
             if t.succeeded(answer):
+                self._forget_network(network_id)
                 return
             self._check_deadline(doing, until)
+
+    def _forget_network(self, network_id: str) -> None:
+        """Drop what this client remembers of a network that is gone."""
+        endpoints, blocks = self._endpoints_of(network_id), self._blocks_of(network_id)
+        with self._cache:
+            self._networks.pop(network_id, None)
+            for key in [k for k in self._endpoints if k.startswith(endpoints)]:
+                del self._endpoints[key]
+            for key in [k for k in self._owners if k.startswith(blocks)]:
+                del self._owners[key]
+
+    def _network(self, network_id: str, doing: str, until: float) -> tuple[Network, int]:
+        """The network record and its mod revision: remembered, else read; NotFound."""
+        with self._cache:
+            known = self._networks.get(network_id)
+        if known is not None:
+            return known
+        # The blocks come along (one range, empty for a local network), so that a first put
+        # guesses its block's owner right and stays at two round trips.
+        found, blocks = self._read_until(
+            doing, until, t.get(self._net(network_id)), t.get_under(self._blocks_of(network_id))
+        )
+        if not found:
+            raise NotFound(f"{doing}: no such network", field="network_id", value=network_id)
+        known = (self._load_network(found[0]), found[0].mod_revision)
+        with self._cache:
+            self._networks[network_id] = known
+            self._owners.update((e.key, e.value) for e in blocks)
+        return known
+
+    def _read_until(self, doing: str, until: float, *ops: t.Json) -> list[list[t.Entry]]:
+        return t.ranges(self._txn(doing, t.txn([], list(ops)), write=False, until=until))
 
     # --- endpoints --------------------------------------------------------------------------
 
@@ -389,12 +489,21 @@ class EtcdStore:
         (found,) = self._read(doing, t.get_under(where))
         return [self._load_endpoint(e) for e in sorted(found, key=lambda e: e.create_revision)]
 
-    def put_endpoint(self, endpoint: Endpoint, cursors: dict[str, IPAddress]) -> None:
+    def put_endpoint(
+        self,
+        endpoint: Endpoint,
+        cursors: dict[str, IPAddress],
+        *,
+        claims: Iterable[str] = (),
+    ) -> None:
         """Insert or replace an endpoint, exactly its address keys, and the given cursors.
 
-        Reads the endpoint's old document and the wanted address keys, then commits only if
-        none of them moved and the network still exists; Conflict naming the holder if an
-        address belongs to another endpoint. Nothing changes on any failure.
+        Commits only if the network still exists and no address belongs to another endpoint
+        (Conflict naming the holder); nothing changes on any failure. On a global network it
+        also claims the block of each newly acquired address, or checks that the block is this
+        node's; ``claims`` (block CIDRs, ``BlockAllocator.claims``) are blocks the caller
+        expects to win: if another node owns one, Conflict (field ``block``), so the caller
+        refreshes its view and picks again, where otherwise the address would be a borrow.
         """
         addresses = endpoint_addresses(endpoint)
         rows = cursor_rows(cursors)
@@ -404,57 +513,197 @@ class EtcdStore:
         key = self._endpoint(net_id, cid, ifname)
         doc = _dump(endpoint)
         until = time.monotonic() + self.deadline
+        network, net_rev = self._network(net_id, doing, until)
+        wanted = frozenset(self._blocks_of(net_id) + str(ipaddress.ip_network(c)) for c in claims)
+        if wanted and self.node is None:
+            raise InvalidInput("claims", sorted(wanted), "this store has no node name")
+        keys = PutKeys(
+            network=self._net(net_id),
+            endpoint=key,
+            allocations=self._allocations_of(net_id),
+            blocks=(
+                block_keys_of(network, addresses, self.block_prefixlen, self._blocks_of(net_id))
+                if self.node is not None
+                else {}
+            ),
+        )
+        block_keys = list(dict.fromkeys(keys.blocks.values()))
+        reads = [t.get(keys.network), t.get(key)]
+        reads += [t.get(keys.address(a)) for a in addresses]
+        reads += [t.get(b) for b in block_keys]
+        cursor_ops = [t.put(self._cursors_of(net_id) + s, a) for s, a in rows]
+        view = self._guess(net_rev, key, me, addresses, block_keys)
+        # A block the caller expects to claim is guessed free: only etcd's answer, never this
+        # client's memory, may refuse the claim.
+        view.owners.update({b: None for b in wanted if b in view.owners})
         while True:
-            network, old, *held = self._read(
-                doing,
-                t.get(self._net(net_id)),
-                t.get(key),
-                *(t.get(self._address(net_id, a)) for a in addresses),
+            plan = plan_put(
+                keys=keys,
+                view=view,
+                addresses=addresses,
+                doc=doc,
+                holder=me,
+                node=self.node,
+                extra_ops=cursor_ops,
+                must_claim=wanted,
+                doing=doing,
+                network_name=network.name,
             )
-            if not network:
-                raise NotFound(f"{doing}: no such network", field="network_id", value=net_id)
-            name = self._load_network(network[0]).name
-            guard = [t.unchanged(self._net(net_id), network[0].mod_revision)]
-            guard.append(t.unchanged(key, old[0].mod_revision if old else 0))
-            for address, found in zip(addresses, held, strict=True):
-                if found and found[0].value != me:
-                    raise Conflict(
-                        f'{doing}: address {address} on network "{name}" is already '
-                        f"held by container {found[0].value.replace('/', ' interface ', 1)}",
-                        field="address",
-                        value=address,
-                    )
-                akey = self._address(net_id, address)
-                guard.append(t.unchanged(akey, found[0].mod_revision if found else 0))
-            stale = []
-            if old:
-                was = self._load_endpoint(old[0])
-                stale = [str(i.ip) for i in was.addresses if str(i.ip) not in addresses]
-            ops = [t.put(key, doc)]
-            ops += [t.delete(self._address(net_id, a)) for a in stale]
-            ops += [t.put(self._address(net_id, a), me) for a in addresses]
-            ops += [t.put(self._cursors_of(net_id) + s, a) for s, a in rows]
-            answer = self._txn(doing, t.txn(guard, ops), write=True, until=until)
+            answer = self._txn(doing, t.txn(plan.guard, plan.ops, reads), write=True, until=until)
             if t.succeeded(answer):
+                with self._cache:
+                    self._endpoints[key] = (t.revision(answer), tuple(addresses))
+                    for b in plan.claimed:
+                        if view.owners.get(b) is None:
+                            self.stats.claims += 1
+                        self._owners[b] = self.node or ""
+                    self.stats.borrows += len(plan.borrowed)
                 return
             self._check_deadline(doing, until)
+            view = self._seen(net_id, doing, key, addresses, block_keys, t.ranges(answer))
+
+    def _guess(
+        self,
+        net_rev: int,
+        key: str,
+        holder: str,
+        addresses: Sequence[str],
+        block_keys: Sequence[str],
+    ) -> PutView:
+        """The keys of a put as this client last wrote or read them: absent if unknown."""
+        with self._cache:
+            old = self._endpoints.get(key)
+            owners = {b: self._owners.get(b) for b in block_keys}
+        held: dict[str, Held | None] = {a: None for a in addresses}
+        if old is not None:  # its address keys were written in the same transaction
+            for a in old[1]:
+                if a in held:
+                    held[a] = Held(holder, old[0])
+        return PutView(net_rev, old, held, owners)
+
+    def _seen(
+        self,
+        net_id: str,
+        doing: str,
+        key: str,
+        addresses: Sequence[str],
+        block_keys: Sequence[str],
+        found: list[list[t.Entry]],
+    ) -> PutView:
+        """The keys of a put as the failure branch read them (and remember them)."""
+        network, old, *rest = found
+        held_found, owners_found = rest[: len(addresses)], rest[len(addresses) :]
+        if not network:
+            self._forget_network(net_id)
+            raise NotFound(f"{doing}: no such network", field="network_id", value=net_id)
+        old_view: tuple[int, tuple[str, ...]] | None = None
+        if old:
+            was = self._load_endpoint(old[0])
+            old_view = (old[0].mod_revision, tuple(str(i.ip) for i in was.addresses))
+        held = {
+            a: Held(e[0].value, e[0].mod_revision) if e else None
+            for a, e in zip(addresses, held_found, strict=True)
+        }
+        owners = {
+            b: e[0].value if e else None for b, e in zip(block_keys, owners_found, strict=True)
+        }
+        with self._cache:
+            self._networks[net_id] = (self._load_network(network[0]), network[0].mod_revision)
+            if old_view is None:
+                self._endpoints.pop(key, None)
+            else:
+                self._endpoints[key] = old_view
+            for b, who in owners.items():
+                if who is None:
+                    self._owners.pop(b, None)
+                else:
+                    self._owners[b] = who
+        return PutView(network[0].mod_revision, old_view, held, owners)
 
     def delete_endpoint(self, network_id: str, container_id: str, ifname: str) -> bool:
-        """Remove an endpoint and release its addresses; False if it did not exist."""
+        """Remove an endpoint and release its addresses; False if it did not exist.
+
+        Tries first from what this client last wrote (one round trip); a lost compare reads the
+        endpoint in the same answer.
+        """
         doing = f"deleting endpoint {container_id}/{ifname} of network {network_id}"
         key = self._endpoint(network_id, container_id, ifname)
         until = time.monotonic() + self.deadline
-        while True:
-            (old,) = self._read(doing, t.get(key))
+        with self._cache:
+            known = self._endpoints.get(key)
+        if known is None:
+            (old,) = self._read_until(doing, until, t.get(key))
             if not old:
                 return False
             was = self._load_endpoint(old[0])
+            known = (old[0].mod_revision, tuple(str(i.ip) for i in was.addresses))
+        while True:
+            rev, addresses = known
             ops = [t.delete(key)]
-            ops += [t.delete(self._address(network_id, str(i.ip))) for i in was.addresses]
-            guard = [t.unchanged(key, old[0].mod_revision)]
+            ops += [t.delete(self._address(network_id, a)) for a in addresses]
+            guard = [t.unchanged(key, rev)]
+            answer = self._txn(doing, t.txn(guard, ops, [t.get(key)]), write=True, until=until)
+            if t.succeeded(answer):
+                with self._cache:
+                    self._endpoints.pop(key, None)
+                return True
+            (old,) = t.ranges(answer)
+            if not old:
+                with self._cache:
+                    self._endpoints.pop(key, None)
+                return False
+            self._check_deadline(doing, until)
+            was = self._load_endpoint(old[0])
+            known = (old[0].mod_revision, tuple(str(i.ip) for i in was.addresses))
+
+    # --- IPAM blocks ------------------------------------------------------------------------
+
+    def list_blocks(self, network_id: str) -> dict[str, str]:
+        """The claimed IPAM blocks of a network: block CIDR -> owning node."""
+        where = self._blocks_of(network_id)
+        doing = f"listing the IPAM blocks of network {network_id}"
+        (found,) = self._read(doing, t.get_under(where))
+        with self._cache:
+            for e in found:
+                self._owners[e.key] = e.value
+        return {e.key[len(where) :]: e.value for e in found}
+
+    def list_allocations(self, network_id: str) -> dict[str, str]:
+        """The held addresses of a network: address -> "<container id>/<ifname>"."""
+        where = self._allocations_of(network_id)
+        (found,) = self._read(f"listing the addresses of network {network_id}", t.get_under(where))
+        return {e.key[len(where) :]: e.value for e in found}
+
+    def release_blocks(self, node: str, network_id: str | None = None) -> list[tuple[str, str]]:
+        """Delete ``node``'s blocks (of one network, or all) that hold no allocation.
+
+        For ``netd node rm``: run after the node's endpoints are gone; a block still holding
+        an address (another node's borrow, an endpoint not yet removed) stays. One
+        transaction guarded by each block's revision: a put into the block meanwhile (which
+        rewrites it) makes it fail and re-read. Returns the (network id, block CIDR) released.
+        """
+        doing = f"releasing the IPAM blocks of node {node!r}"
+        blocks_at = self._k("blocks/") if network_id is None else self._blocks_of(network_id)
+        allocs_at = (
+            self._k("allocations/") if network_id is None else self._allocations_of(network_id)
+        )
+        until = time.monotonic() + self.deadline
+        while True:
+            blocks, allocs = self._read_until(
+                doing, until, t.get_under(blocks_at), t.get_under(allocs_at)
+            )
+            root = self._k("blocks/"), self._k("allocations/")
+            free = empty_blocks(node, blocks, allocs, *root)
+            if not free:
+                return []
+            guard = [t.unchanged(e.key, e.mod_revision) for e, _, _ in free]
+            ops = [t.delete(e.key) for e, _, _ in free]
             answer = self._txn(doing, t.txn(guard, ops), write=True, until=until)
             if t.succeeded(answer):
-                return True
+                with self._cache:
+                    for e, _, _ in free:
+                        self._owners.pop(e.key, None)
+                return [(net, cidr) for _, net, cidr in free]
             self._check_deadline(doing, until)
 
     def get_cursors(self, network_id: str) -> dict[str, IPAddress]:

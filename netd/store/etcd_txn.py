@@ -52,6 +52,11 @@ def unchanged(key: str, mod_revision: int) -> Json:
     return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": mod_revision}
 
 
+def value_is(key: str, value: str) -> Json:
+    """Holds while ``key`` exists with exactly ``value`` (fails on an absent key)."""
+    return {"key": b64(key), "target": "VALUE", "result": "EQUAL", "value": b64(value)}
+
+
 def none_under(prefix: str) -> Json:
     """Holds while no key starts with ``prefix``.
 
@@ -117,14 +122,14 @@ class Entry:
     lease: int = 0  # the lease the key is attached to (0: none)
 
 
-def revision(answer: Json) -> int:
-    """The store's revision when the transaction ran."""
-    return int(answer.get("header", {}).get("revision", 0))
-
-
 def succeeded(answer: Json) -> bool:
     """Whether the transaction's compares held (absent from the JSON when false)."""
     return bool(answer.get("succeeded", False))
+
+
+def revision(answer: Json) -> int:
+    """The store revision after the transaction: the mod revision of every key it wrote."""
+    return int(answer.get("header", {}).get("revision", 0))
 
 
 def ranges(answer: Json) -> list[list[Entry]]:

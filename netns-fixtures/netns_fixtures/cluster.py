@@ -380,9 +380,10 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def scratch_dir() -> Iterator[Path]:
-    """A temporary directory for a cluster used outside pytest (demos, benchmarks)."""
-    path = Path(tempfile.mkdtemp(prefix="netd-cluster-"))
+def scratch_dir(under: Path | None = None) -> Iterator[Path]:
+    """A temporary directory for a cluster used outside pytest (demos, benchmarks), under
+    ``under`` (default: the system's temporary directory)."""
+    path = Path(tempfile.mkdtemp(prefix="netd-cluster-", dir=under))
     try:
         yield path
     finally:

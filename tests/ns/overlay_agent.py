@@ -1,8 +1,10 @@
 """Run OverlayDriver operations inside a sandbox host namespace, for the overlay tests.
 
 As :mod:`bridge_agent` (same steps, same JSON in and out, one process per call), with the
-driver built on the node address given in ``OVERLAY_NODE_ADDRESS`` and two more steps:
-``sync_remote`` (``"peers": [{"ip", "mac", "vtep"}, ...]``) and ``describe``.
+driver built on the node address given in ``OVERLAY_NODE_ADDRESS`` and three more steps:
+``sync_remote`` (``"peers": [{"ip", "mac", "vtep"}, ...]``), ``describe``, and ``ip``
+(``"args": [...]``: runs ``ip`` in the host namespace between two driver calls of one process,
+to break something behind the driver's back while it remembers its peers).
 
 Also importable: :func:`run_overlay_agent` and :func:`overlay_network`.
 """
@@ -30,10 +32,15 @@ def overlay_network(
 
 
 def run_overlay_agent(
-    host_ns: str, node_address: str, steps: list[dict[str, Any]], timeout: float = 60
+    host_ns: str,
+    node_address: str,
+    steps: list[dict[str, Any]],
+    timeout: float = 60,
+    faults: str = "",
 ) -> list[dict[str, Any]]:
-    """Run ``steps`` on an OverlayDriver inside ``host_ns``; the per-step results."""
-    env = dict(os.environ, OVERLAY_NODE_ADDRESS=node_address)
+    """Run ``steps`` on an OverlayDriver inside ``host_ns`` (``faults``: NETD_FAULTS); the
+    per-step results."""
+    env = dict(os.environ, OVERLAY_NODE_ADDRESS=node_address, NETD_FAULTS=faults)
     proc = subprocess.run(
         ["ip", "netns", "exec", host_ns, PYTHON, os.path.join(HERE, "overlay_agent.py")],
         input=json.dumps(steps),
@@ -61,6 +68,8 @@ def _overlay_step(driver: Any, step: dict[str, Any]) -> Any:
         ]
         driver.sync_remote(network_from_json(step["network"]), peers)
         return None
+    if step["op"] == "ip":
+        return subprocess.run(["ip", *step["args"]], check=True, capture_output=True).returncode
     if step["op"] == "describe":
         eps = [endpoint_from_json(e) for e in step.get("endpoints", [])]
         return driver.describe(network_from_json(step["network"]), eps)

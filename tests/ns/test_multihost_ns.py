@@ -9,6 +9,7 @@ real DNS servers of each node. The tests run in order on one cluster (the last k
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from netns_fixtures import Namespace, leftovers, wait_for
 from netns_fixtures.cluster import Cluster
-from netns_fixtures.daemon import Daemon
+from netns_fixtures.daemon import NETD, Daemon
 
 SUBNET = "10.60.0.0/16"
 GATEWAY = "10.60.0.1"
@@ -158,6 +159,60 @@ def test_etcd_stopped_keeps_packets_and_names_and_bounds_changes(hosts: Hosts) -
     wait_for("c5 by name on h3", lambda: hosts.dig("c3", "c5") == [a5], 5)
 
 
+def test_a_daemon_restarted_while_etcd_is_down_serves_the_last_view(hosts: Hosts) -> None:
+    etcd = hosts.cluster.etcd[0]
+    a2, a3 = hosts.address("c2"), hosts.address("c3")
+    etcd.pause()
+    try:
+        hosts.cluster.kill_daemon("h1")
+        hosts.cluster.restart_daemon("h1", timeout=40)
+        # The node's own containers from its local copy, the others' from the saved view.
+        _, doc = hosts.d["h1"].request("GET", "/v1/networks/ov1?plumbing=0")
+        assert {"c1", "c2", "c3", "c5"} <= {e["name"] for e in doc["endpoints"]}
+        assert hosts.dig("c1", "c2") == [a2]
+        assert hosts.containers["c1"].ping(a3)
+    finally:
+        etcd.resume()
+    wait_for("h1 ready again", lambda: hosts.nodes("h2")["h1"]["state"] == "ready", 15)
+    hosts.connect("h1", "ov1", "c7")
+    a7 = hosts.address("c7")
+    wait_for("c7 by name on h2", lambda: hosts.dig("c2", "c7") == [a7], 5)
+
+
+def test_a_deleted_vxlan_device_is_repaired_with_its_forwarding(hosts: Hosts) -> None:
+    a2 = hosts.address("c2")
+    h1 = hosts.cluster.host("h1").ns
+    (device,) = hosts.vxlans("h1")
+    index = h1.links()[device]["ifindex"]
+    h1.run("ip", "link", "del", device)
+    # The reconciler puts the device back (a new link) and the sync its forwarding entries.
+    wait_for("a new device", lambda: h1.links().get(device, {}).get("ifindex", index) != index,
+             20)  # fmt: skip
+    wait_for("c1 -> c2 after repair", lambda: hosts.containers["c1"].ping(a2), 20)
+    assert hosts.vxlans("h1") == [device]
+
+
+def test_recover_on_a_node_rebuilds_it_from_etcd_and_its_kernel(hosts: Hosts) -> None:
+    d2 = hosts.d["h2"]
+    a2 = hosts.address("c2")
+    hosts.cluster.kill_daemon("h2")
+    for side in ("", "-wal", "-shm"):  # the node's database is lost; etcd is not
+        (d2.state_dir / f"netd.db{side}").unlink(missing_ok=True)
+    ns = hosts.cluster.host("h2").ns
+    out = subprocess.run(
+        ns.argv(NETD, "recover", "--state-dir", str(d2.state_dir)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    hosts.cluster.restart_daemon("h2")
+    _, doc = d2.request("GET", "/v1/networks/ov1?plumbing=0")
+    assert sorted(e["name"] for e in doc["endpoints"] if e["node"] == "h2") == ["c2", "c4"]
+    assert hosts.containers["c1"].ping(a2)
+    assert hosts.dig("c2", "c1") == [hosts.address("c1")]
+
+
 def test_removing_the_network_on_one_host_tears_it_down_everywhere(hosts: Hosts) -> None:
     hosts.d["h1"].cli("network", "create", "ov2", "--driver", "overlay", "--subnet",
                       "10.70.0.0/24")  # fmt: skip
@@ -189,7 +244,8 @@ def test_a_host_killed_goes_down_and_node_rm_frees_it(hosts: Hosts) -> None:
 
 
 def test_teardown_leaves_nothing(hosts: Hosts, tmp_path: Path) -> None:
-    for name, host in (("c1", "h1"), ("c2", "h2"), ("c4", "h2"), ("c5", "h1"), ("c6", "h2")):
+    for name, host in (("c1", "h1"), ("c2", "h2"), ("c4", "h2"), ("c5", "h1"), ("c6", "h2"),
+                       ("c7", "h1")):  # fmt: skip
         hosts.d[host].cli("network", "disconnect", "ov1", "--netns", hosts.containers[name].path)
     hosts.d["h2"].cli("network", "rm", "ov1")
     for h in ("h1", "h2"):

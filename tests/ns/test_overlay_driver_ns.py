@@ -213,6 +213,54 @@ def test_a_peer_removed_by_sync_gets_no_more_traffic(nodes: list[Node]) -> None:
     wait_for("a reaches b again", lambda: a.container.ping(b.ip, timeout=1), 10)
 
 
+def test_a_deleted_vxlan_device_comes_back_with_its_peers(nodes: list[Node]) -> None:
+    a, b, c = nodes
+    peers = [p for n in (b, c) for p in n.peer()]
+    a.agent(
+        {"op": "sync_remote", "network": NET, "peers": peers},
+        {"op": "ip", "args": ["link", "del", VXLAN]},
+        {"op": "ensure_network", "network": NET},
+    )
+    entries = json.loads(a.host.run("bridge", "-j", "fdb", "show", "dev", VXLAN))
+    assert {e["mac"] for e in entries if "dst" in e} == {b.ep["mac"], c.ep["mac"]}, entries
+    assert a.host.links()[VXLAN]["master"] == BRIDGE
+    wait_for("a reaches b again", lambda: a.container.ping(b.ip, timeout=1), 10)
+    assert a.container.ping(c.ip)
+
+
+def test_ensure_again_keeps_the_device_and_its_entries(nodes: list[Node]) -> None:
+    a = nodes[0]
+    before = {name: link["ifindex"] for name, link in a.host.links().items()}
+    fdb_before = a.host.run("bridge", "fdb", "show", "dev", VXLAN)
+    a.agent({"op": "ensure_network", "network": NET}, {"op": "check_endpoint", "network": NET,
+                                                       "endpoint": a.ep})  # fmt: skip
+    after = {name: link["ifindex"] for name, link in a.host.links().items()}
+    assert after == before, "ensure_network re-created a link"
+    assert a.host.run("bridge", "fdb", "show", "dev", VXLAN) == fdb_before
+
+
+def test_a_deleted_bridge_comes_back_with_its_ports(nodes: list[Node]) -> None:
+    a, b = nodes[0], nodes[1]
+    a.host.run("ip", "link", "del", BRIDGE)
+    assert (
+        a.agent(
+            {"op": "ensure_network", "network": NET},
+            {"op": "check_endpoint", "network": NET, "endpoint": a.ep},
+        )[1]
+        == []
+    )
+    links = a.host.links()
+    assert links[VXLAN]["master"] == links[a.ep["host_ifname"]]["master"] == BRIDGE
+    wait_for("a reaches b again", lambda: a.container.ping(b.ip, timeout=1), 10)
+
+
+def test_check_endpoint_names_a_missing_vxlan_device(nodes: list[Node]) -> None:
+    a = nodes[0]
+    a.host.run("ip", "link", "del", VXLAN)
+    [problems] = a.agent({"op": "check_endpoint", "network": NET, "endpoint": a.ep})
+    assert problems == [f'VXLAN device "{VXLAN}" missing']
+
+
 def test_teardown_leaves_no_link_behind(nodes: list[Node]) -> None:
     for node in nodes:
         inventory = node.agent({"op": "inventory"})[0]
@@ -252,3 +300,33 @@ def test_a_node_address_no_interface_holds_is_refused(sandbox: Sandbox) -> None:
     assert "cluster.node_address '192.168.91.1'" in result["error"]["message"]
     assert inventory == {"ok": True, "result": {}}
     assert sorted(host.links()) == ["lo"]
+
+
+def test_a_vni_taken_by_another_device_is_refused_and_nothing_is_left(sandbox: Sandbox) -> None:
+    underlay = sandbox.add_ns("ul")
+    underlay.run("ip", "link", "add", "ul0", "type", "bridge")
+    host = sandbox.add_host("h1")
+    address = wire_host(underlay, host, 1)
+    host.run("ip", "link", "add", "theirs", "type", "vxlan", "id", str(VNI), "dstport", "4789")
+    before = sorted(host.links())
+    [result] = run_overlay_agent(host.name, address, [{"op": "ensure_network", "network": NET}])
+    assert not result["ok"]
+    assert result["error"]["message"] == (
+        f'creating VXLAN device "{VXLAN}" (VNI {VNI}, local {address}): another VXLAN device '
+        f"already uses VNI {VNI} on port 4789"
+    )
+    assert sorted(host.links()) == before == ["lo", "theirs", "up0"]
+
+
+def test_a_failure_after_the_vxlan_device_leaves_nothing(sandbox: Sandbox) -> None:
+    underlay = sandbox.add_ns("ul")
+    underlay.run("ip", "link", "add", "ul0", "type", "bridge")
+    host = sandbox.add_host("h1")
+    address = wire_host(underlay, host, 1)
+    [failed, inventory] = run_overlay_agent(
+        host.name, address, [{"op": "ensure_network", "network": NET}, {"op": "inventory"}],
+        faults="overlay.vxlan_ready=raise",
+    )  # fmt: skip
+    assert not failed["ok"] and failed["error"]["type"] == "InjectedFault", failed
+    assert inventory == {"ok": True, "result": {}}
+    assert sorted(host.links()) == ["lo", "up0"]

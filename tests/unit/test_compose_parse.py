@@ -216,8 +216,8 @@ ERRORS = [
         'compose.yaml:5: services.web.networks.front.ipv4_address: "10.9.9.9" is not in any subnet of network "front" (10.0.0.0/24)',
     ),
     (
-        "services: {web: {}}\nnetworks:\n  default:\n    driver: overlay\n",
-        'compose.yaml:4: networks.default.driver: "overlay" is not a known network driver (netd supports: bridge, macvlan, ipvlan)',
+        "services: {web: {}}\nnetworks:\n  default:\n    driver: weave\n",
+        'compose.yaml:4: networks.default.driver: "weave" is not a known network driver (netd supports: bridge, macvlan, ipvlan, overlay)',
     ),
     (
         "services: {web: {networks: [nope]}}\n",
