@@ -329,6 +329,13 @@ def test_overlay_vni_of_another_network_is_a_conflict_naming_options_vni(lab: La
         lab.d["h1"].cli("network", "rm", net)
 
 
+def test_node_rm_of_the_node_itself_is_a_conflict(lab: Lab) -> None:
+    status, body = lab.d["h1"].request("DELETE", "/v1/nodes/h1")
+    assert status == 409, body
+    assert body["error"]["field"] == "name" and "--force" in body["error"]["message"]
+    assert nodes(lab, "h2")["h1"]["state"] == "ready"
+
+
 def test_node_rm_of_a_ready_node_is_refused_unless_forced(lab: Lab) -> None:
     refused = lab.d["h1"].cli("node", "rm", "h2", check=False)
     assert refused.returncode != 0
