@@ -172,3 +172,32 @@ def test_iptables_node_masquerades_publishes_and_isolates(lab: Lab) -> None:
     assert ask(c3, lab.address("c2"), ECHO) == a3
     assert not c3.ping(lab.address("e3"), timeout=1)
     assert not c3.ping(lab.address("d1"), timeout=1)
+    # The internal overlay on the iptables node: reaches i1 on h1, nothing outside.
+    lab.connect("h3", "ovi", "i4")
+    i4 = lab.containers["i4"]
+    wait_for("i4 -> i1 (iptables node to nftables node)", lambda: i4.ping(lab.address("i1")), 5)
+    i4.run("ip", "route", "add", "default", "via", "10.63.0.1")
+    assert ask(i4, OUTSIDE, ECHO, "udp") == ""
+    for dst in (H["h3"], a3):
+        assert not i4.ping(dst, timeout=1), dst
+
+
+def nft_ports(lab: Lab, host: str, port: int) -> int:
+    """How many rules of h's nftables ruleset mention host port ``port`` (read with nft)."""
+    out = lab.cluster.host(host).ns.run("nft", "list", "ruleset")
+    return sum(f" {port} " in f" {line} " or f"{port} :" in line for line in out.splitlines())
+
+
+def test_published_ports_and_nat_survive_a_daemon_crash_and_restart(lab: Lab) -> None:
+    rules = nft_ports(lab, "h1", 8080)
+    assert rules > 0
+    lab.cluster.kill_daemon("h1")
+    # The kernel keeps forwarding without the daemon: DNAT, masquerade, the overlay.
+    assert ask(lab.outside, H["h1"], 8080) == OUTSIDE
+    assert ask(lab.containers["c1"], OUTSIDE, ECHO, "udp") == H["h1"]
+    lab.cluster.restart_daemon("h1")
+    assert ask(lab.outside, H["h1"], 8080) == OUTSIDE
+    assert ask(lab.containers["c1"], OUTSIDE, ECHO, "udp") == H["h1"]
+    assert ask(lab.outside, H["h2"], 8080) == ""
+    assert nft_ports(lab, "h1", 8080) == rules  # rebuilt, not duplicated
+    assert lab.containers["c1"].ping(lab.address("c2"))
