@@ -106,8 +106,15 @@ def test_cni_add_check_del_on_an_overlay_on_two_hosts(lab: Lab) -> None:
     for host, ns in (("h1", k1), ("h2", k2)):
         ok = cni(lab, host, "CHECK", ns, results[host])
         assert ok.code == 0, ok.out
-    # Every node counts h1's endpoint (block IPAM is not wired yet: blocks are not checked).
-    assert nodes(lab, "h2")["h1"]["endpoints"] == 1
+    # node ls on either node: one endpoint each, each inside an address block of its node
+    # (default /26), and no block claimed by both.
+    listed = nodes(lab, "h2")
+    blocks = {h: [ip_network(str(b)) for b in listed[h]["blocks"]] for h in ("h1", "h2")}  # type: ignore[union-attr]
+    for host, address in (("h1", a1), ("h2", a2)):
+        assert listed[host]["endpoints"] == 1
+        assert any(ip_address(address) in b for b in blocks[host]), (host, address, blocks)
+        assert all(b.prefixlen == 26 for b in blocks[host]), blocks
+    assert not set(blocks["h1"]) & set(blocks["h2"]), blocks
     for host, ns in (("h1", k1), ("h2", k2)):
         for _ in range(2):  # DEL is idempotent
             d = cni(lab, host, "DEL", ns)
