@@ -182,6 +182,25 @@ def test_iptables_node_masquerades_publishes_and_isolates(lab: Lab) -> None:
         assert not i4.ping(dst, timeout=1), dst
 
 
+def test_a_dual_stack_overlay_carries_ipv6_across_hosts(lab: Lab) -> None:
+    lab.d["h2"].cli("network", "create", "ov6", "-d", "overlay", "--ipv6", "--subnet",
+                    "10.68.0.0/24", "--subnet", "fd00:68::/64")  # fmt: skip
+    lab.wait_network("ov6", ("h1",))
+    lab.connect("h1", "ov6", "s1")
+    lab.connect("h2", "ov6", "s2")
+    s1, s2 = lab.containers["s1"], lab.containers["s2"]
+    v6 = [a.split("/")[0] for a in s2.addresses("eth0") if a.startswith("fd00:68:")]
+    assert len(v6) == 1, s2.addresses("eth0")
+    # NDP for a remote address is answered by the node's VXLAN proxy (nothing is flooded).
+    wait_for("s1 -> s2 over IPv6 across hosts", lambda: s1.ok("ping", "-6", "-n", "-q", "-c",
+             "1", "-W", "1", v6[0]), 10)  # fmt: skip
+    out = s1.run("dig", "@10.68.0.1", "+short", "+time=1", "AAAA", "s2.dns.netd")
+    assert out.split() == v6
+    for name, host in (("s1", "h1"), ("s2", "h2")):
+        lab.d[host].cli("network", "disconnect", "ov6", "--netns", lab.containers[name].path)
+    lab.d["h1"].cli("network", "rm", "ov6")
+
+
 def nft_ports(lab: Lab, host: str, port: int) -> int:
     """How many rules of h's nftables ruleset mention host port ``port`` (read with nft)."""
     out = lab.cluster.host(host).ns.run("nft", "list", "ruleset")
