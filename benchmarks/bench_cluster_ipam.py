@@ -5,12 +5,17 @@ Run from the repository root, as root:  .venv/bin/python benchmarks/bench_cluste
 
 Issue 16's scale harness. Each simulated node is a thread with its own ``EtcdStore`` (its own
 HTTP session, ``node="h<i>"``) and its own ``BlockAllocator``; there is no kernel work, no
-daemon, no watch. An ADD is what the service's attach does to the store: allocate, put the
-endpoint "creating" (with the blocks the allocator expects to claim), commit, put it "ready".
-A node learns what others did only when etcd refuses it (an address or a block taken first):
-it then reads the blocks and allocations once (counted) and picks again. All nodes start
-together behind a barrier. etcd runs in a sandbox namespace (``netns_fixtures.etcd``) on its
-loopback; the benchmark's threads enter that namespace (``inside``), never the host network.
+daemon. An ADD is what the service's attach does to the store: allocate, put the endpoint
+"creating" (with the blocks the allocator expects to claim), commit, put it "ready". The
+daemon's etcd watch is simulated in-process: every committed allocation and claim goes into a
+shared feed, and each node applies what it has not seen yet (``BlockAllocator.observe``)
+before each allocation, as watch events would have arrived by then (the fan-out cost of real
+watches on etcd is not measured). A refusal (the block or the address taken first, by a change
+the node has not seen yet) is noted the same way and the node picks again; after 8 address
+refusals in a row for one ADD it re-reads the cluster (``set_view``), as a resync would. All
+nodes start together behind a barrier. etcd runs in a sandbox namespace
+(``netns_fixtures.etcd``) on its loopback; the benchmark's threads enter that namespace
+(``inside``), never the host network.
 
 Scenarios: ``roomy`` (subnet with room for every node's blocks; nodes start their block search
 at a hash of their name, as Calico does), ``first`` (the same, but every node searches from the
@@ -37,16 +42,37 @@ from typing import Any
 
 from common import format_table, machine_description, write_results
 
-from netd.errors import Conflict
+from netd.errors import Conflict, StoreError
 from netd.ipam.blocks import BlockAllocator
 from netd.model import Endpoint, IPAddress, Network, Subnet
 from netd.store.etcd import EtcdStore
+from netd.store.etcd_put import BlockClaimed
+
+RESYNC_AFTER = 8  # address refusals in a row for one ADD before a node re-reads the cluster
+
+
+class Feed:
+    """The cluster's changes in commit order, as each node's etcd watch would deliver them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: list[tuple[str, str, str]] = []  # (kind, value, node)
+
+    def publish(self, events: list[tuple[str, str, str]]) -> None:
+        with self._lock:
+            self._events.extend(events)
+
+    def since(self, seen: int) -> list[tuple[str, str, str]]:
+        with self._lock:
+            return self._events[seen:]
 
 
 @dataclass
 class NodeResult:
     adds: int = 0
-    refreshes: int = 0  # Conflicts that made the node re-read the cluster and pick again
+    refreshes: int = 0  # refusals (a block or an address taken first) that made it pick again
+    resyncs: int = 0  # full re-reads of the cluster after RESYNC_AFTER refusals in a row
+    store_errors: int = 0  # timed-out re-reads, retried after a back-off
     errors: list[str] = field(default_factory=list)
 
 
@@ -81,20 +107,44 @@ def run_node(
     block: int,
     spread: bool,
     go: threading.Barrier,
+    feed: Feed,
     out: NodeResult,
 ) -> None:
     node = store.node or f"h{i}"
+    seen = 0
+
+    def catch_up() -> None:  # what the watch has delivered by now
+        nonlocal seen
+        events = feed.since(seen)
+        seen += len(events)
+        owners = {v: who for kind, v, who in events if kind == "block" and who != node}
+        taken = [ipaddress.ip_address(v) for kind, v, who in events if kind == "taken"]
+        alloc.observe(owners=owners, taken=[a for a in taken if not alloc.taken(a)])
 
     def view() -> tuple[dict[str, str], list[IPAddress]]:
-        taken = [ipaddress.ip_address(a) for a in store.list_allocations(net.id)]
-        return store.list_blocks(net.id), taken
+        for attempt in range(5):  # a big read may time out while etcd is busy: back off
+            try:
+                taken = [ipaddress.ip_address(a) for a in store.list_allocations(net.id)]
+                return store.list_blocks(net.id), taken
+            except StoreError:
+                out.store_errors += 1
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
 
     alloc = BlockAllocator(net, node, block, spread=spread)
     go.wait()
     try:
         for n in range(per_node):
             cid = f"{node}-{n}"
+            taken_first = 0  # address refusals in a row (a lost block is news, not noise)
             for _ in range(1000):
+                if taken_first == RESYNC_AFTER:  # keeps losing: re-read, as a resync would
+                    taken_first = 0
+                    out.resyncs += 1
+                    alloc.set_view(*view())
+                catch_up()
                 addrs, cursors = alloc.allocate()
                 ep = Endpoint(
                     network_id=net.id,
@@ -105,13 +155,26 @@ def run_node(
                     addresses=tuple(addrs),
                     state="creating",
                 )
+                claims = alloc.claims(addrs)
                 try:
-                    store.put_endpoint(ep, cursors, claims=alloc.claims(addrs))
-                except Conflict:
+                    store.put_endpoint(ep, cursors, claims=claims)
+                except BlockClaimed as e:  # another node won the block: note it, pick again
                     out.refreshes += 1
-                    alloc.set_view(*view())
+                    alloc.observe(owners={e.cidr: e.owner})
+                    continue
+                except Conflict as e:
+                    out.refreshes += 1
+                    if e.field == "address":  # held elsewhere: note it, as a watch would
+                        taken_first += 1
+                        alloc.observe(taken=[ipaddress.ip_address(e.value)])
+                    else:
+                        alloc.set_view(*view())
                     continue
                 alloc.commit(addrs, cursors)
+                feed.publish(
+                    [("block", c, node) for c in claims]
+                    + [("taken", str(a.ip), node) for a in addrs]
+                )
                 store.put_endpoint(dataclasses.replace(ep, state="ready"), {})
                 out.adds += 1
                 break
@@ -135,10 +198,21 @@ def one_run(url: str, nodes: int, per_node: int, block: int, scenario: str) -> d
         before = [(s.stats.transactions, s.stats.compare_failures) for s in stores]
         results = [NodeResult() for _ in range(nodes)]
         go = threading.Barrier(nodes + 1)
+        feed = Feed()
         threads = [
             threading.Thread(
                 target=run_node,
-                args=(i, stores[i], net, per_node, block, scenario != "first", go, results[i]),
+                args=(
+                    i,
+                    stores[i],
+                    net,
+                    per_node,
+                    block,
+                    scenario != "first",
+                    go,
+                    feed,
+                    results[i],
+                ),
             )
             for i in range(nodes)
         ]
@@ -183,6 +257,8 @@ def one_run(url: str, nodes: int, per_node: int, block: int, scenario: str) -> d
             "txn_per_add": txns / adds if adds else None,
             "lost_compares": lost,
             "refreshes": sum(r.refreshes for r in results),
+            "resyncs": sum(r.resyncs for r in results),
+            "store_errors": sum(r.store_errors for r in results),
             "blocks": len(owners),
             "borrowed": borrowed,
             "duplicates": duplicates,
@@ -229,13 +305,14 @@ def main() -> int:
             server.stop()
     headers = [
         "scenario", "nodes", "ADDs/node", "subnet", "total s", "ADD/s", "etcd txn/ADD",
-        "lost compares", "re-picks", "blocks", "borrowed", "duplicates", "mismatched",
+        "lost compares", "re-picks", "resyncs", "read retries", "blocks", "borrowed",
+        "duplicates", "mismatched",
     ]  # fmt: skip
     rows = [
         [
             r["scenario"], r["nodes"], r["per_node"], r["subnet"], r["seconds"], r["adds_per_s"],
-            round(r["txn_per_add"], 2), r["lost_compares"], r["refreshes"], r["blocks"],
-            r["borrowed"], r["duplicates"], r["mismatched"],
+            round(r["txn_per_add"], 2), r["lost_compares"], r["refreshes"], r["resyncs"],
+            r["store_errors"], r["blocks"], r["borrowed"], r["duplicates"], r["mismatched"],
         ]
         for r in runs
     ]  # fmt: skip

@@ -12,7 +12,7 @@ import re
 import socket
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,62})\Z")  # \Z: no trailing newline
 URL = re.compile(r"^https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:(?P<port>\d{1,5}))?/?\Z")
@@ -47,6 +47,26 @@ class ClusterConfig(BaseModel):
     resync_interval: float = Field(
         5.0, gt=0, le=600, description="seconds between full re-reads of etcd (besides the watch)"
     )
+
+    ipsec_rotate: float = Field(
+        43200.0,
+        ge=1,
+        le=30 * 86400,
+        description="seconds between IPsec key rotations of encrypted overlays (Docker: 12 h)",
+    )
+
+    @field_validator("ipsec_rotate")
+    @classmethod
+    def _rotation_outlasts_sync(cls, v: float, info: ValidationInfo) -> float:
+        # A new key only receives for one rotation period before anyone sends with it: every
+        # node must have read it by then (docs/multi-host.md, Encryption).
+        resync = info.data.get("resync_interval")
+        if isinstance(resync, int | float) and v < 2 * resync:
+            raise ValueError(
+                f"must be at least twice resync_interval ({resync:g} s): every node must "
+                "learn a new key before it is used"
+            )
+        return v
 
     @field_validator("etcd_endpoints")
     @classmethod

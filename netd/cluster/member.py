@@ -19,6 +19,7 @@ from ..errors import ConfigError, Conflict, StoreError
 from ..model import Network
 from ..store.etcd import EtcdStore
 from .config import ClusterConfig
+from .ipsec import IpsecManager
 from .nodes import NodeInfo, NodeRegistry
 from .store import ClusterStore
 from .sync import ClusterSync
@@ -118,6 +119,7 @@ class Member:
             grace=self.config.node_grace,
             remove_endpoint=endpoints.remove,
             cache=self.view_cache,
+            ipsec=IpsecManager(self.store.etcd, self.config.ipsec_rotate),
         )
         self._task = asyncio.create_task(self.sync.run())
         # Serve with the cluster's endpoints known when etcd answers quickly; never wait long:

@@ -79,6 +79,9 @@ class NodeRegistry:
         self.address = address
         self.ttl = max(1, round(ttl))
         self.lease_id = 0
+        # When this node last had to re-join because its lease expired: etcd was away longer
+        # than the TTL, so every node's lease expired alike (the sync waits for them, below).
+        self.rejoined_at = -1e9
         self._recorded = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -125,6 +128,7 @@ class NodeRegistry:
             log.warning("node %s: its lease had expired (seen down by the others); re-joining",
                         self.name)  # fmt: skip
             self.register()
+            self.rejoined_at = time.monotonic()
             return
         now = time.time()
         if now - self._recorded >= min(RECORD_EVERY, 3 * self.ttl):

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from ..core.dns_publish import DnsPublisher
     from ..core.networks import Networks
     from ..core.state import State
+    from .ipsec import IpsecManager
     from .nodes import NodeRegistry
     from .store import ClusterStore
 
@@ -175,6 +176,7 @@ class ClusterSync:
         grace: float,
         remove_endpoint: Callable[[Network, Endpoint], Awaitable[None]],
         cache: Path | None = None,
+        ipsec: IpsecManager | None = None,
     ) -> None:
         self.state = state
         self.store = store
@@ -194,11 +196,14 @@ class ClusterSync:
         self._failing = False
         self._synced = asyncio.Event()
         self._reaped_at = 0.0
+        self._trusted: dict[str, str] = {}  # the nodes alive in the last trusted view
         self._mine = f'"node":"{self.node}"'  # in the JSON of this node's endpoints
         self.cache = cache  # where the last view is saved, for a start while etcd is down
         self._saved = 0
         self._remove_endpoint = remove_endpoint  # Endpoints.remove (network lock held)
-        self._missing: dict[tuple[str, str, str], int] = {}  # own endpoints etcd lost: strikes
+        self._missing: dict[tuple[str, ...], int] = {}  # strikes: own records lost or stray
+        self.ipsec = ipsec  # encrypted overlays (netd.cluster.ipsec); None: not managed here
+        self._ipsec_ok = ipsec is None  # the last IPsec pass succeeded
 
     # --- the watch --------------------------------------------------------------------------
 
@@ -295,8 +300,21 @@ class ClusterSync:
         self._synced.set()
         return True
 
+    def _live(self, view: ClusterView) -> dict[str, str]:
+        """The nodes to serve as alive: the view's, plus those alive before while this node's
+        own lease is gone and for one TTL after it re-joined. An etcd outage longer than the
+        TTL expires every lease at once; without this, every node would withdraw every other
+        node's names and forwarding for the seconds it takes them to re-join, a blip after
+        every long outage. (A node that cannot keep its own lease cannot judge the others.)"""
+        own_lease_lost = self.node not in view.alive  # the outage expired ours too
+        if own_lease_lost or time.monotonic() - self.registry.rejoined_at < self.registry.ttl:
+            return {**self._trusted, **view.alive}
+        self._trusted = dict(view.alive)
+        return view.alive
+
     async def apply(self, view: ClusterView) -> None:
         """Converge this node to ``view``."""
+        view.alive = self._live(view)
         self.view = view
         state = self.state
         for net in view.networks.values():
@@ -306,14 +324,21 @@ class ClusterSync:
                     await self.networks.adopt(net)
                 except NetdError as e:
                     log.error("cluster network %s: cannot serve it here: %s", net.name, e)
+        # IPsec before forwarding: an encrypted network's peers are programmed only once its
+        # packets to them are marked for ESP (fail closed, netd.cluster.ipsec).
+        await self._sync_ipsec(view)
+        released = False
         for net in list(state.networks.values()):
             if state.caps(net).scope != "global":
                 continue
             if net.id not in view.networks:
                 if await self.networks.release(net):
                     self.store.forget_network(net.id)
+                    released = True
                 continue
             await self._converge_network(net, view)
+        if released:
+            await self._sync_ipsec(view)  # drop what the removed networks needed
         await asyncio.to_thread(self._reap_down_nodes, view)
         if self.cache is not None and view.revision != self._saved:
             await asyncio.to_thread(save_view, self.cache, view)
@@ -360,7 +385,9 @@ class ClusterSync:
                 state.set_remote(net, remote, blocks)
             await self._forget_moved(net, before.values(), remote)
         driver = state.driver(net)
-        if isinstance(driver, PeerProgrammer):
+        # An encrypted network's peers wait until its packets to them are marked for ESP.
+        held = net.options.get("encrypted") == "true" and not self._ipsec_ok
+        if isinstance(driver, PeerProgrammer) and not held:
             # Every pass, changed or not: the entries are the kernel's to lose (a device the
             # reconciler re-created has none), and an unchanged set costs one netlink dump.
             peers = [
@@ -377,6 +404,36 @@ class ClusterSync:
             await self.publisher.publish(net)
         if fence:
             await self._fence(net, view)
+
+    # --- encrypted overlays (netd.cluster.ipsec): one call per pass --------------------------
+
+    async def _sync_ipsec(self, view: ClusterView) -> None:
+        """IPsec between this node and every live node, for the encrypted networks served."""
+        if self.ipsec is None:
+            return
+        if self.node not in view.alive:  # this node's own lease lapsed: keep what is there
+            return
+        local = _vtep(view.alive[self.node])
+        vnis = {
+            int(net.options["vni"])
+            for net in self.state.networks.values()
+            if net.options.get("encrypted") == "true" and net.options.get("vni", "").isdigit()
+        }
+        peers = {
+            vtep
+            for name, address in view.alive.items()
+            if name != self.node and (vtep := _vtep(address)) is not None
+        }
+        if local is None:
+            self._ipsec_ok = False
+            return
+        try:
+            await asyncio.to_thread(self.ipsec.sync, vnis, local, peers)
+        except NetdError as e:
+            log.error("encrypted overlays: %s", e)
+            self._ipsec_ok = False
+        else:
+            self._ipsec_ok = True
 
     async def _forget_moved(
         self, net: Network, before: Iterable[Endpoint], after: Iterable[Endpoint]
@@ -406,10 +463,14 @@ class ClusterSync:
         here, so its record was in etcd by then.
         """
         state = self.state
-        there = {e.key for e in view.endpoints.get(net.id, []) if e.node == self.node}
+        there = {e.key: e for e in view.endpoints.get(net.id, []) if e.node == self.node}
         for ep in list(state.endpoints.get(net.id, {}).values()):
             mark = (net.id, *ep.key)
-            if ep.key in there or not state.settled(ep):
+            recorded = there.get(ep.key)
+            if recorded is not None and recorded.state == "creating" and state.settled(ep):
+                await self._record_ready(net, ep)
+                continue
+            if recorded is not None or not state.settled(ep):
                 self._missing.pop(mark, None)
                 continue
             self._missing[mark] = strikes = self._missing.get(mark, 0) + 1
@@ -426,6 +487,58 @@ class ClusterSync:
             async with state.lock(net.id):
                 if state.still_current(net.id, ep):
                     await self._remove_endpoint(net, ep)
+        await self._drop_strays(net, view)
+
+    async def _record_ready(self, net: Network, ep: Endpoint) -> None:
+        """An endpoint ready here that etcd still has "creating" (its background "ready"
+        write failed while etcd was away): write it again, two views in a row apart."""
+        mark = ("ready", net.id, *ep.key)
+        self._missing[mark] = strikes = self._missing.get(mark, 0) + 1
+        if strikes < 2:
+            return
+        self._missing.pop(mark, None)
+        async with self.state.lock(net.id):
+            if not self.state.still_current(net.id, ep):
+                return
+            try:
+                await asyncio.to_thread(self.store.put_endpoint, ep, {})
+            except NetdError as e:
+                log.warning("recording %s/%s ready in etcd: %s", ep.container_id[:12], ep.ifname, e)
+
+    async def _drop_strays(self, net: Network, view: ClusterView) -> None:
+        """Delete records etcd holds as this node's that this node does not have: an attach
+        whose etcd write timed out yet was applied, then failed here while etcd was away.
+        Their addresses would stay taken for good otherwise. Two views in a row, and never
+        one being changed by a request (in flight) or one the node knows."""
+        state = self.state
+        known = state.endpoints.get(net.id, {})
+        busy = state.inflight.get(net.id, set())
+        for ep in view.endpoints.get(net.id, []):
+            mark = ("stray", net.id, *ep.key)
+            if ep.node != self.node or ep.key in known or ep.key in busy:
+                self._missing.pop(mark, None)
+                continue
+            self._missing[mark] = strikes = self._missing.get(mark, 0) + 1
+            if strikes < 2:
+                continue
+            self._missing.pop(mark, None)
+            async with state.lock(net.id):
+                if ep.key in state.endpoints.get(net.id, {}) or ep.key in busy:
+                    continue
+                log.warning(
+                    "etcd holds endpoint %s/%s on %s as this node's, but this node has no such "
+                    "endpoint: deleting the record and freeing %s",
+                    ep.container_id[:12],
+                    ep.ifname,
+                    net.name,
+                    ", ".join(str(a.ip) for a in ep.addresses),
+                )
+                try:
+                    await asyncio.to_thread(
+                        self.store.delete_endpoint, net.id, ep.container_id, ep.ifname
+                    )
+                except NetdError as e:
+                    log.warning("deleting the stray record: %s", e)
 
     def _reap_down_nodes(self, view: ClusterView) -> None:
         """Free what nodes down longer than the grace period held (blocking)."""

@@ -6,7 +6,9 @@ gateway, so a container's default route never leaves its node) plus one VXLAN de
 (``nx-<id12>``, tag ``netd:vxlan:<network id>``) enslaved to the bridge: VNI from
 ``options.vni``, local address the node's underlay address, port 4789, no multicast group,
 learning off, ARP/NDP proxy on (:mod:`netd.kernel.vxlan`). MTU: the underlay link's minus 50
-(or ``options.mtu``), on the bridge, the VXLAN device and the veths.
+(64 more with ``encrypted=true``; or ``options.mtu``), on the bridge, the VXLAN device and the
+veths. An encrypted network is refused on a node whose kernel has no IPsec ESP; its SAs are
+the cluster's (:mod:`netd.cluster.ipsec`), not the driver's.
 
 Nothing is flooded between nodes. The cluster sync (the lead's, from a worker thread) tells each
 node where every remote container is, through :meth:`OverlayDriver.sync_remote`: the VXLAN
@@ -33,7 +35,7 @@ from pyroute2 import IPRoute
 
 from .. import faults
 from ..errors import ConfigError, InvalidInput, KernelError, NetdError
-from ..kernel import links, vxlan
+from ..kernel import links, vxlan, xfrm
 from ..kernel.features import missing_link_kind
 from ..kernel.hostsockets import HostSockets, refuse_initial_netns
 from ..kernel.linkstate import link_state
@@ -169,6 +171,9 @@ class OverlayDriver:
             raise InvalidInput("driver", self.name, reason)
         local = self._local()
         opts = overlay_options(network.options)
+        if opts.encrypted and (no_esp := xfrm.esp_missing()):
+            # Fail closed: never carry in clear what the user asked to encrypt.
+            raise InvalidInput("options.encrypted", "true", no_esp)
         device = vxlan_name(network.id)
         self._guard(f'creating VXLAN device "{device}"')
         with self._lock(network.id):
@@ -292,9 +297,13 @@ class OverlayDriver:
             info["error"] = exc.message
         except RtnlError as exc:
             info["error"] = links.errno_text(exc)
+        encrypted = network.options.get("encrypted") == "true"
+        if encrypted:
+            out["ipsec"] = _ipsec_state()
         out.update(
             vxlan=info,
             vni=network.options.get("vni"),
+            encrypted=encrypted,
             mtu=info.get("mtu"),
             peers=info.get("peers", 0),
         )
@@ -387,6 +396,20 @@ def _vxlan_network(alias: str) -> str:
     """The network id of a VXLAN device's tag, "" if ``alias`` is not one."""
     tag = parse_tag(alias)
     return tag.network if tag is not None and tag.kind == "vxlan" else ""
+
+
+def _ipsec_state() -> dict[str, Any]:
+    """The node's IPsec SAs and policies (netd's, shared by every encrypted network): the
+    peers it encrypts to and the SPI each is sent with, read from the kernel."""
+    try:
+        policies = xfrm.list_policies()
+        states = xfrm.list_states()
+    except NetdError as exc:
+        return {"error": exc.message}
+    return {
+        "peers": {str(dst): f"0x{p.spi:08x}" for (_, dst), p in sorted(policies.items())},
+        "sas": len(states),
+    }
 
 
 def _settings(link: Any) -> dict[str, Any]:

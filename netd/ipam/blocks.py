@@ -126,6 +126,7 @@ class _Blocks:
     first: int  # number of the first block the dynamic range touches
     last: int  # and of the last
     start: int  # where this node's search for an unclaimed block starts
+    borrow_from: int  # and its search for an address to borrow (an address, not a block)
     owners: dict[int, str] = field(default_factory=dict)
     mine: list[int] = field(default_factory=list)  # sorted numbers of this node's blocks
 
@@ -179,9 +180,13 @@ class _Blocks:
         return found
 
     def borrowable(self) -> int | None:
-        """A free dynamic address anywhere, searching from the node's start, wrapping."""
-        pivot = max(self.base + (self.start << self.bits), self.state.lo)
-        return self.state.index.next_free(pivot, self.state.lo, self.state.hi)
+        """A free dynamic address anywhere, searching from the node's own point, wrapping.
+
+        The point is an address hashed from the node name, not a block's start: owners fill
+        their blocks upwards from the start, and borrowers that all began there would race
+        them (and each other) for the same address.
+        """
+        return self.state.index.next_free(self.borrow_from, self.state.lo, self.state.hi)
 
 
 class BlockAllocator(NetworkAllocator):
@@ -218,7 +223,10 @@ class BlockAllocator(NetworkAllocator):
             base = int(state.net.network_address)
             first, last = (state.lo - base) >> bits, (state.hi - base) >> bits
             offset = node_offset(node, last - first + 1) if spread else 0
-            self._blocks.append(_Blocks(state, bp, bits, base, first, last, first + offset))
+            point = node_offset(node + "/borrow", state.hi - state.lo + 1) if spread else 0
+            self._blocks.append(
+                _Blocks(state, bp, bits, base, first, last, first + offset, state.lo + point)
+            )
         self._set_owners(owners or {})
         for key, addr in (cursors or {}).items():
             if self._cursor_fits(key, addr):
@@ -281,6 +289,40 @@ class BlockAllocator(NetworkAllocator):
             blocks.owners = table
             blocks.mine = sorted(n for n, who in table.items() if who == self.node)
             blocks.state.index = index
+
+    def observe(
+        self,
+        *,
+        owners: Mapping[str, str | None] | None = None,
+        taken: Iterable[IPAddress | IPInterface] = (),
+        freed: Iterable[IPAddress | IPInterface] = (),
+    ) -> None:
+        """Apply changes seen in the cluster: a watch event, or what a refusal revealed.
+
+        ``owners`` maps block CIDRs to their new owner (None: released), ``taken`` and
+        ``freed`` are addresses now held or no longer held. All or nothing: InvalidInput for a
+        block or address this network cannot have. Cheaper than :meth:`set_view` by far.
+        """
+        changes = owners or {}
+        parsed = self._parse_owners({c: who or "" for c, who in changes.items()})
+        taking = [_as_address(a) for a in taken]
+        freeing = [_as_address(a) for a in freed]
+        for addr in (*taking, *freeing):
+            if self._owner(addr) is None:
+                raise InvalidInput("taken", str(addr), self._outside_rule())
+        for blocks, table in zip(self._blocks, parsed, strict=True):
+            for number, who in table.items():
+                if who:
+                    blocks.owners[number] = who
+                else:
+                    blocks.owners.pop(number, None)
+            if table:
+                blocks.mine = sorted(n for n, w in blocks.owners.items() if w == self.node)
+        for addr in taking:
+            state = self._owner(addr)
+            assert state is not None  # checked above
+            state.index.add(int(addr))
+        self.release(freeing)
 
     @property
     def owners(self) -> dict[str, str]:

@@ -514,7 +514,13 @@ class EtcdStore:
         doc = _dump(endpoint)
         until = time.monotonic() + self.deadline
         network, net_rev = self._network(net_id, doing, until)
-        wanted = frozenset(self._blocks_of(net_id) + str(ipaddress.ip_network(c)) for c in claims)
+        asked = list(claims)
+        try:
+            wanted = frozenset(
+                self._blocks_of(net_id) + str(ipaddress.ip_network(c)) for c in asked
+            )
+        except (ValueError, TypeError) as e:
+            raise InvalidInput("claims", asked, f"not block CIDRs: {e}") from e
         if wanted and self.node is None:
             raise InvalidInput("claims", sorted(wanted), "this store has no node name")
         keys = PutKeys(

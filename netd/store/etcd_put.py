@@ -23,6 +23,26 @@ from ..errors import Conflict, InvalidInput
 from . import etcd_txn as t
 
 
+class BlockClaimed(Conflict):
+    """A block the caller meant to claim is another node's (field ``block``, value its CIDR)."""
+
+    def __init__(self, doing: str, network_name: str, cidr: str, owner: str) -> None:
+        super().__init__(
+            f'{doing}: IPAM block {cidr} on network "{network_name}" was claimed by node '
+            f"{owner!r} first",
+            field="block",
+            value=cidr,
+        )
+        self.cidr = cidr
+        self.owner = owner
+
+
+def block_cidr(key: str) -> str:
+    """The CIDR at the end of a block key (``.../blocks/<net>/10.60.0.64/26``)."""
+    head, _, length = key.rpartition("/")
+    return f"{head.rpartition('/')[2]}/{length}"
+
+
 @dataclass(frozen=True)
 class Held:
     """One key as known: its value and the revision that last wrote it."""
@@ -87,7 +107,14 @@ def plan_put(
         t.unchanged(keys.network, view.net_revision),
         t.unchanged(keys.endpoint, view.old[0] if view.old else 0),
     ]
-    fresh: list[str] = []  # addresses this endpoint does not hold yet
+    fresh = [a for a in addresses if (view.held.get(a) or Held("", 0)).value != holder]
+    # A lost block claim is told first: the caller then skips the whole block, where "this
+    # address is taken" would make it try the block's addresses one by one.
+    for address in fresh:
+        bkey = keys.blocks.get(address)
+        owner = view.owners.get(bkey) if bkey is not None else None
+        if node is not None and bkey in must_claim and owner is not None and owner != node:
+            raise BlockClaimed(doing, network_name, block_cidr(bkey), owner)
     for address in addresses:
         found = view.held.get(address)
         if found is not None and found.value != holder:
@@ -97,8 +124,6 @@ def plan_put(
                 field="address",
                 value=address,
             )
-        if found is None:
-            fresh.append(address)
         guard.append(t.unchanged(keys.address(address), found.mod_revision if found else 0))
     stale = [a for a in (view.old[1] if view.old else ()) if a not in addresses]
     ops = [t.put(keys.endpoint, doc)]
@@ -118,13 +143,6 @@ def plan_put(
             guard.append(t.absent(bkey))
         elif owner == node:
             guard.append(t.value_is(bkey, node))
-        elif bkey in must_claim:
-            raise Conflict(
-                f"{doing}: IPAM block {bkey.rsplit('/', 2)[-2]}/{bkey.rsplit('/', 1)[-1]} on "
-                f'network "{network_name}" was claimed by node {owner!r} first',
-                field="block",
-                value=bkey,
-            )
         else:
             # Still that node's (its own puts leave the value alone): if it was released
             # meanwhile, the retry claims it instead of borrowing from nobody.

@@ -203,12 +203,15 @@ class Cluster:
         return [*self.etcd_nodes, *(h for h in self.hosts if h.alive)]
 
     def _member(self, who: Member | str) -> Member:
-        if isinstance(who, Member):
-            return who
-        for m in [*self.etcd_nodes, *self.hosts]:
-            if m.name == who:
-                return m
-        raise KeyError(f"no member {who!r} in this cluster")
+        m = who if isinstance(who, Member) else None
+        for candidate in [*self.etcd_nodes, *self.hosts]:
+            if m is None and candidate.name == who:
+                m = candidate
+        if m is None:
+            raise KeyError(f"no member {who!r} in this cluster")
+        if isinstance(m, Host) and not m.alive:
+            raise RuntimeError(f"host {m.name} was killed")
+        return m
 
     # --- netd daemons -----------------------------------------------------------------------
 
@@ -301,8 +304,6 @@ class Cluster:
         h = self._member(host)
         if not isinstance(h, Host):
             raise KeyError(f"{h.name} is an etcd member, not a host")
-        if not h.alive:
-            raise RuntimeError(f"host {h.name} was killed")
         return h
 
     def _daemon(self, host: Host | str) -> Daemon:

@@ -169,14 +169,29 @@ class EtcdServer:
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
     def pause(self) -> None:
-        """SIGSTOP etcd: connections are accepted by the kernel but never answered."""
+        """SIGSTOP etcd: connections are accepted by the kernel but never answered.
+
+        Returns once the kernel shows it stopped (signals are delivered asynchronously, and a
+        Go process stops all its threads first).
+        """
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGSTOP)
+        wait_for(f"etcd {self.name} stopped", lambda: self.state() == "T", 10, step=0.01)
 
     def resume(self) -> None:
-        """SIGCONT etcd."""
+        """SIGCONT etcd; returns once it runs again."""
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGCONT)
+        wait_for(f"etcd {self.name} running", lambda: self.state() != "T", 10, step=0.01)
+
+    def state(self) -> str:
+        """etcd's process state letter from /proc (``T``: stopped); ``-`` if it is gone."""
+        assert self.proc is not None
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        except OSError:
+            return "-"
+        return stat.rsplit(")", 1)[1].split()[0]
 
     def stop(self) -> None:
         """Kill etcd by PID (resumed first, so it can die) and close its log; start() again

@@ -227,6 +227,9 @@ def test_daemons_start_crash_restart_and_hosts_die_outright(tmp_path: Path) -> N
         assert reaches(h1, h2) and not h2.ns.ping(h3.address, timeout=1)
         with pytest.raises(RuntimeError, match="host h3 was killed"):
             c.restart_daemon("h3")
+        with pytest.raises(RuntimeError, match="host h3 was killed"):
+            c.partition("h3")
+        c.heal()  # the living only
         etcd_pid = c.etcd[0].proc.pid  # type: ignore[union-attr]
         daemon_pid = d.proc.pid  # type: ignore[union-attr]
     finally:

@@ -20,7 +20,7 @@ from kit import endpoint, network
 from netns_fixtures.etcd import EtcdServer
 from test_store_etcd_ns import etcd_keys, race
 
-from netd.errors import Conflict
+from netd.errors import Conflict, InvalidInput
 from netd.ipam.blocks import BlockAllocator
 from netd.model import Endpoint, IPAddress, Network
 from netd.store.etcd import EtcdStore
@@ -247,3 +247,21 @@ def test_many_nodes_allocating_by_blocks_never_duplicate(
     finally:
         for s in stores:
             s.close()
+
+
+def test_bad_claims_change_nothing(
+    in_etcd_ns: EtcdServer, nodes: list[EtcdStore], prefix: str
+) -> None:
+    net = overlay("bad", "10.69.0.0/24")
+    nodes[0].create_network(net)
+    before = etcd_keys(in_etcd_ns, prefix)
+    with pytest.raises(InvalidInput) as exc:
+        nodes[0].put_endpoint(at(net, "c1", "10.69.0.2"), {}, claims=["10.69.0.0/33"])
+    assert exc.value.field == "claims"
+    nodeless = EtcdStore([in_etcd_ns.url], prefix=prefix)
+    try:
+        with pytest.raises(InvalidInput, match="no node name"):
+            nodeless.put_endpoint(at(net, "c1", "10.69.0.2"), {}, claims=["10.69.0.0/26"])
+    finally:
+        nodeless.close()
+    assert etcd_keys(in_etcd_ns, prefix) == before

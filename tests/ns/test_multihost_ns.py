@@ -16,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kit import endpoint
 from netns_fixtures import Namespace, leftovers, wait_for
 from netns_fixtures.cluster import Cluster
 from netns_fixtures.daemon import NETD, Daemon
+from netns_fixtures.etcd import inside
+
+from netd.store.etcd import EtcdStore
 
 SUBNET = "10.60.0.0/16"
 GATEWAY = "10.60.0.1"
@@ -153,6 +157,13 @@ def test_etcd_stopped_keeps_packets_and_names_and_bounds_changes(hosts: Hosts) -
         assert "ov1" in hosts.networks("h3")  # reads are served from the node's view
     finally:
         etcd.resume()
+    # The pause outlived every node's lease: all expire at once when etcd resumes. No node
+    # withdraws the others meanwhile (they re-join within a third of the TTL): no blip.
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        assert hosts.containers["c1"].ping(a2), "c1 lost c2 after etcd came back"
+        assert hosts.dig("c1", "c3") == [a3], "h1 withdrew c3 after etcd came back"
+        time.sleep(0.2)
     # Back without restarting anything: the same request succeeds and propagates.
     hosts.connect("h1", "ov1", "c5")
     a5 = hosts.address("c5")
@@ -162,6 +173,10 @@ def test_etcd_stopped_keeps_packets_and_names_and_bounds_changes(hosts: Hosts) -
 def test_a_daemon_restarted_while_etcd_is_down_serves_the_last_view(hosts: Hosts) -> None:
     etcd = hosts.cluster.etcd[0]
     a2, a3 = hosts.address("c2"), hosts.address("c3")
+    ready = dict.fromkeys(("h1", "h2", "h3"), "ready")
+    wait_for("all nodes ready", lambda: {n: v["state"] for n, v in hosts.nodes("h1").items()}
+             == ready, 15)  # fmt: skip
+    wait_for("h1 serves c2", lambda: hosts.dig("c1", "c2") == [a2], 5)
     etcd.pause()
     try:
         hosts.cluster.kill_daemon("h1")
@@ -211,6 +226,25 @@ def test_recover_on_a_node_rebuilds_it_from_etcd_and_its_kernel(hosts: Hosts) ->
     assert sorted(e["name"] for e in doc["endpoints"] if e["node"] == "h2") == ["c2", "c4"]
     assert hosts.containers["c1"].ping(a2)
     assert hosts.dig("c2", "c1") == [hosts.address("c1")]
+
+
+def test_a_stray_record_of_a_node_is_freed_by_that_node(hosts: Hosts) -> None:
+    """A record etcd holds as h1's, of an endpoint h1 does not have (an attach whose etcd
+    write timed out, yet was applied): h1 deletes it and its address is free again."""
+    etcd = hosts.cluster.etcd[0]
+    _, doc = hosts.d["h1"].request("GET", "/v1/networks/ov1?plumbing=0")
+    net_id = doc["id"]
+    with inside(etcd.ns):
+        store = EtcdStore([etcd.url], node="h1")
+        try:
+            stray = endpoint(store.list_networks()[0], "stray0", ip="10.60.250.250/16",
+                             node="h1", state="creating")  # fmt: skip
+            store.put_endpoint(stray, {})
+        finally:
+            store.close()
+    key = f"/netd/allocations/{net_id}/10.60.250.250"
+    assert key in etcd.keys("/netd/allocations/")
+    wait_for("the stray record deleted", lambda: key not in etcd.keys("/netd/allocations/"), 20)
 
 
 def test_removing_the_network_on_one_host_tears_it_down_everywhere(hosts: Hosts) -> None:

@@ -251,6 +251,21 @@ def test_set_view_replaces_owners_and_taken_all_or_nothing() -> None:
     assert alloc.owners == before and alloc.taken(ip_address("10.60.0.9"))
 
 
+def test_observe_applies_watch_events_all_or_nothing() -> None:
+    net = overlay("10.60.0.0/24")
+    alloc = BlockAllocator(net, "a", spread=False)
+    alloc.observe(owners={"10.60.0.0/26": "b"}, taken=[ip_address("10.60.0.70")])
+    assert alloc.owners == {"10.60.0.0/26": "b"} and alloc.taken(ip_address("10.60.0.70"))
+    assert take(alloc) == ["10.60.0.64"] and alloc.own_blocks() == ["10.60.0.64/26"]
+    alloc.observe(owners={"10.60.0.0/26": None}, freed=[ip_address("10.60.0.70")])
+    assert alloc.owners == {"10.60.0.64/26": "a"} and not alloc.taken(ip_address("10.60.0.70"))
+    with pytest.raises(InvalidInput, match="not inside any subnet"):
+        alloc.observe(owners={"10.60.0.128/26": "c"}, taken=[ip_address("10.99.0.1")])
+    assert alloc.owners == {"10.60.0.64/26": "a"}, "nothing applied"
+    with pytest.raises(InvalidInput, match="ipam_block_size"):
+        alloc.observe(owners={"10.60.0.128/25": "c"})
+
+
 def test_cursors_are_per_block_and_foreign_keys_ignored() -> None:
     net = overlay("10.60.0.0/24")
     cursors: dict[str, IPAddress] = {
@@ -292,7 +307,7 @@ def free_block_exists(alloc: BlockAllocator, truth_owners: dict[str, str], taken
     return False
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     nodes=st.integers(min_value=2, max_value=5),
     cidr=st.sampled_from(["10.60.0.0/24", "10.60.0.0/25", "10.60.0.0/26", "10.60.0.96/27"]),

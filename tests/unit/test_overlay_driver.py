@@ -48,12 +48,8 @@ def test_options_canonical_and_stable() -> None:
         ({"vni": "16777216"}, "options.vni", "must be an integer from 1 to 16777215 (24 bits)"),
         ({"vni": "-1"}, "options.vni", "must be an integer from 1 to 16777215 (24 bits)"),
         ({"vni": "ten"}, "options.vni", "must be an integer from 1 to 16777215 (24 bits)"),
-        ({"encrypted": ""}, "options.encrypted",
-         "not supported by driver overlay: not supported yet (the VXLAN traffic between nodes "
-         "is not encrypted)"),
-        ({"encrypted": "true"}, "options.encrypted",
-         "not supported by driver overlay: not supported yet (the VXLAN traffic between nodes "
-         "is not encrypted)"),
+        ({"encrypted": ""}, "options.encrypted", None),
+        ({"encrypted": "sometimes"}, "options.encrypted", None),
         ({"bridge": "br9"}, "options.bridge",
          "not supported by driver overlay: the bridge of an overlay network is named from the "
          "network id on every node"),
@@ -68,8 +64,11 @@ def test_bad_options_name_the_field(options: dict[str, str], field: str, rule: s
     if rule is not None:
         assert err.value.rule == rule
         assert "\n" not in err.value.message
+    elif field == "options.encrypted":
+        assert "true" in err.value.rule.lower() and "false" in err.value.rule.lower()
     else:
-        assert err.value.rule.startswith("unknown option for driver overlay; known: vni, mtu")
+        known = "unknown option for driver overlay; known: vni, encrypted, mtu"
+        assert err.value.rule.startswith(known)
 
 
 def test_stored_record_needs_a_vni() -> None:
@@ -84,6 +83,15 @@ def test_mtu_is_the_underlay_minus_the_encapsulation_unless_given() -> None:
     assert overlay_mtu(1500, overlay_options({"vni": "7"})) == 1450
     assert overlay_mtu(9000, overlay_options({"vni": "7"})) == 8950
     assert overlay_mtu(1500, overlay_options({"vni": "7", "mtu": "1300"})) == 1300
+    # ESP (AES-CBC + HMAC-SHA-256-128) adds at most 57 bytes: 64 reserved.
+    assert overlay_mtu(1500, overlay_options({"vni": "7", "encrypted": "true"})) == 1386
+
+
+def test_encrypted_is_a_boolean_option() -> None:
+    assert validate_overlay_options({"encrypted": "yes"}) == {"encrypted": "true"}
+    assert validate_overlay_options({"encrypted": "False"}) == {"encrypted": "false"}
+    assert overlay_options({"vni": "7", "encrypted": "true"}).encrypted
+    assert not overlay_options({"vni": "7"}).encrypted
 
 
 # --- names and tags -----------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 
 from netd.errors import Conflict, InvalidInput
 from netd.store import etcd_txn as t
-from netd.store.etcd_put import Held, PutKeys, PutPlan, PutView, check_node, plan_put
+from netd.store.etcd_put import BlockClaimed, Held, PutKeys, PutPlan, PutView, check_node, plan_put
 
 KEYS = PutKeys(
     network="/n/networks/N",
@@ -68,6 +68,12 @@ def test_another_nodes_block_is_a_borrow_unless_a_claim_was_required() -> None:
     with pytest.raises(Conflict) as exc:
         plan(view, ["10.0.0.2"], frozenset({"/n/blocks/N/10.0.0.0/26"}))
     assert exc.value.field == "block" and "claimed by node 'h2' first" in str(exc.value)
+    assert isinstance(exc.value, BlockClaimed)
+    assert (exc.value.cidr, exc.value.owner, exc.value.value) == (
+        "10.0.0.0/26",
+        "h2",
+        "10.0.0.0/26",
+    )
 
 
 def test_a_replace_touches_no_block_and_drops_stale_addresses() -> None:
@@ -98,3 +104,13 @@ def test_bad_node_names_are_refused(bad: object) -> None:
 def test_node_names_that_are_fine() -> None:
     assert check_node(None) is None
     assert check_node("h1.example.com") == "h1.example.com"
+
+
+def test_a_lost_claim_is_told_before_a_taken_address() -> None:
+    """So the caller skips the block instead of trying its addresses one by one."""
+    view = PutView(7, None, {"10.0.0.2": Held("c9/eth0", 3)}, {"/n/blocks/N/10.0.0.0/26": "h2"})
+    with pytest.raises(BlockClaimed):
+        plan(view, ["10.0.0.2"], frozenset({"/n/blocks/N/10.0.0.0/26"}))
+    with pytest.raises(Conflict) as exc:
+        plan(view, ["10.0.0.2"])
+    assert exc.value.field == "address"
