@@ -108,6 +108,12 @@ def test_good_table_is_accepted(tmp_path: Path) -> None:
         ("node_grace", "inf", "inf"),
         ("resync_interval", "0", "0"),
         ("resync_interval", "nan", "nan"),
+        # ipsec_rotate: 1 s to 30 days, finite, at least twice resync_interval (5 s)
+        ("ipsec_rotate", "0", "0"),
+        ("ipsec_rotate", "9", "9"),
+        ("ipsec_rotate", "2592001", "2592001"),
+        ("ipsec_rotate", "inf", "inf"),
+        ("ipsec_rotate", "nan", "nan"),
         # ipam_block_size: a prefix length from 16 to 30
         ("ipam_block_size", "15", "15"),
         ("ipam_block_size", "31", "31"),
