@@ -134,6 +134,11 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> C
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
+        value = err.get("input")
+        if not key:
+            # A model-level rule has no location and its input is the whole file; the only
+            # one is store = "etcd" without [cluster]: name that key and its value.
+            key, value = "store", data.get("store")
         raise ConfigError(
-            f"config {str(src)!r}: key {key!r} value {err.get('input')!r}: {err['msg']}"
+            f"config {str(src)!r}: key {key!r} value {value!r}: {err['msg']}"
         ) from exc

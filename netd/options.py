@@ -62,6 +62,13 @@ DOCKER_ALIASES: dict[str, str] = {
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("false", "0", "no", "off")
 
+
+def _ascii_digits(text: str) -> bool:
+    """Only 0-9: ``str.isdigit`` also takes "²" (which ``int`` refuses) and "٣" (which it reads
+    as 3), neither of which a user means as a number here."""
+    return text.isascii() and text.isdigit()
+
+
 # The syntax of a value; each kind has one check (:meth:`OptionDef.normalise`), one typed
 # reading (:func:`_typed`) and one published pattern (netd.api.formats).
 Kind = Literal["bool", "mtu", "vni", "ipv4", "ipv6", "servers", "ifname", "choice"]
@@ -152,13 +159,13 @@ class OptionDef:
                 raise InvalidInput(field_name, value, 'must be "true" or "false"')
             return "true" if flag else "false"
         if self.kind == "mtu":
-            if not text.isdigit() or not MIN_MTU <= int(text) <= MAX_MTU:
+            if not _ascii_digits(text) or not MIN_MTU <= int(text) <= MAX_MTU:
                 raise InvalidInput(
                     field_name, value, f"must be an integer from {MIN_MTU} to {MAX_MTU}"
                 )
             return str(int(text))
         if self.kind == "vni":
-            if not text.isdigit() or not MIN_VNI <= int(text) <= MAX_VNI:
+            if not _ascii_digits(text) or not MIN_VNI <= int(text) <= MAX_VNI:
                 raise InvalidInput(
                     field_name, value, f"must be an integer from {MIN_VNI} to {MAX_VNI} (24 bits)"
                 )

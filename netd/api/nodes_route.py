@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from pydantic import BaseModel
 
+from ..cluster.config import NODE_NAME, NODE_NAME_RULE
 from ..errors import Conflict, InvalidInput
 
 if TYPE_CHECKING:
@@ -54,6 +55,10 @@ async def remove_node(service: Service, request: web.Request) -> web.Response:
     if force_text not in ("0", "1", "true", "false"):
         raise InvalidInput("force", force_text, "must be 0, 1, true or false")
     name = request.match_info["name"]
-    node = await _member(service).remove_node(name, force=force_text in ("1", "true"))
+    member = _member(service)
+    if not NODE_NAME.match(name):
+        # A name no node can have ("../x", "a/b", too long): said so, and etcd is not asked.
+        raise InvalidInput("name", name, NODE_NAME_RULE)
+    node = await member.remove_node(name, force=force_text in ("1", "true"))
     return web.json_response({"removed": node.name, "endpoints": node.endpoints,
                               "blocks": node.blocks})  # fmt: skip

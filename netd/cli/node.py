@@ -56,6 +56,8 @@ def ls(obj: Ctx, fmt: str) -> None:
 @click.pass_obj
 def rm(obj: Ctx, name: str, force: bool) -> None:
     """Forget a dead node and free its addresses and blocks (refused while it is ready)."""
+    if not name:
+        raise click.BadParameter("a node name is required, not an empty string", param_hint="NAME")
     path = f"/v1/nodes/{quote(name, safe='')}" + ("?force=1" if force else "")
     obj.call("DELETE", path)
     click.echo(name)

@@ -14,13 +14,17 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,62})$")
+NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,62})\Z")  # \Z: no trailing newline
+URL = re.compile(r"^https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:(?P<port>\d{1,5}))?/?\Z")
+NODE_NAME_RULE = "must be 1-63 characters of [A-Za-z0-9_.-], starting alphanumeric"
 
 
 class ClusterConfig(BaseModel):
     """Everything a node needs to join the others through etcd."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: TOML has inf and nan, and "node_grace = inf" or "node_ttl = nan"
+    # would otherwise pass (or fail with a misleading bound) instead of being named.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     etcd_endpoints: tuple[str, ...] = Field(
         ..., min_length=1, description="etcd client URLs (http:// or https://), one per member"
@@ -68,22 +72,28 @@ class ClusterConfig(BaseModel):
     @classmethod
     def _urls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for url in v:
-            if not re.match(r"^https?://[^/\s]+(:\d+)?/?$", url):
+            # \Z, not $: "$" also matches before a trailing newline.
+            found = URL.match(url)
+            if not found or not 1 <= int(found.group("port") or 2379) <= 65535:
                 raise ValueError(f"{url!r} is not http://HOST:PORT or https://HOST:PORT")
         return v
 
     @field_validator("etcd_prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
-        if not re.match(r"^/[A-Za-z0-9_./-]*/$", v) or "//" in v:
+        if not re.match(r"^/[A-Za-z0-9_./-]*/\Z", v) or "//" in v:
             raise ValueError("must start and end with '/' and hold only [A-Za-z0-9_.-/]")
+        if any(part in (".", "..") for part in v.split("/")):
+            # etcd keys are not paths, but a reader (and etcdctl users) would take "/a/../b/"
+            # for "/b/": refuse what would look like another prefix than it is.
+            raise ValueError("must not have '.' or '..' segments")
         return v
 
     @field_validator("node_name")
     @classmethod
     def _name(cls, v: str) -> str:
         if not NODE_NAME.match(v):
-            raise ValueError("must be 1-63 characters of [A-Za-z0-9_.-], starting alphanumeric")
+            raise ValueError(NODE_NAME_RULE)
         return v
 
     @field_validator("node_address")
@@ -95,7 +105,13 @@ class ClusterConfig(BaseModel):
             addr = ipaddress.ip_address(v)
         except ValueError:
             raise ValueError("is not an IP address") from None
-        if addr.version != 4 or addr.is_unspecified or addr.is_multicast or addr.is_loopback:
+        if (
+            addr.version != 4
+            or addr.is_unspecified
+            or addr.is_multicast
+            or addr.is_loopback
+            or addr.is_reserved  # 240/4, 255.255.255.255 included
+        ):
             raise ValueError("must be a unicast IPv4 address of this node's underlay")
         return v
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, NetdError, StoreError
+from ..errors import ConfigError, Conflict, StoreError
 from ..model import Network
 from ..store.etcd import EtcdStore
 from .config import ClusterConfig
@@ -144,7 +144,12 @@ class Member:
     async def remove_node(self, name: str, *, force: bool = False) -> NodeInfo:
         """Forget a node and free what it held; then converge at once."""
         if name == self.name and not force:
-            raise NetdError(f"removing node {name!r}: that is this node; use --force")
+            # A refusal, not a fault: 409 naming the node.
+            raise Conflict(
+                f"removing node {name!r}: that is this node; use --force",
+                field="name",
+                value=name,
+            )
         node = await asyncio.to_thread(self.registry.remove, name, force=force)
         if self.sync is not None:
             await self.sync.sync_once()

@@ -169,6 +169,23 @@ class NodeRegistry:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def _revoke(self, name: str, alive: list[t.Entry]) -> None:
+        """Revoke a removed node's liveness lease. Deleting its ``alive`` key alone would leave
+        a node that is in fact running (``rm --force``) keeping a lease with no key: its
+        keepalives would still succeed, so it would never re-register and stay invisible to
+        the others for good. With the lease gone, its next heartbeat sees TTL 0 and it joins
+        again (as a kubelet re-creates a deleted Node)."""
+        lease = alive[0].lease if alive else 0
+        if not lease:
+            return
+        try:
+            self.etcd.call(
+                f"revoking node {name}'s lease",
+                lambda c: c.post(c.get_url("/lease/revoke"), json={"ID": lease}),
+            )
+        except StoreError as e:  # the lease expires by itself within node_ttl if the node died
+            log.warning("node %s removed, but revoking its lease failed: %s", name, e)
+
     def _node_key(self, name: str | None = None) -> str:
         return self.etcd.key(f"nodes/{name or self.name}")
 
@@ -224,10 +241,11 @@ class NodeRegistry:
                 field="name",
                 value=name,
             )
-        _, (endpoints, blocks) = self.etcd.read(
+        _, (endpoints, blocks, alive) = self.etcd.read(
             f"reading node {name}'s records",
             t.get_under(self.etcd.key("endpoints/")),
             t.get_under(self.etcd.key("blocks/")),
+            t.get(self._alive_key(name)),
         )
         ops: list[list[dict[str, Any]]] = []
         for e in endpoints:
@@ -253,6 +271,8 @@ class NodeRegistry:
             batch += group
         if batch:
             self.etcd.commit(f"removing node {name}", [], batch)
+        if not keep_record:
+            self._revoke(name, alive)
         log.info("node %s removed (%d endpoints, %d blocks freed)", name, node.endpoints,
                  len(node.blocks))  # fmt: skip
         return node

@@ -25,7 +25,7 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ..errors import InvalidInput, KernelError
+from ..errors import Conflict, InvalidInput, KernelError
 from . import links
 
 
@@ -106,8 +106,13 @@ def ensure_vxlan(ipr: IPRoute, spec: VxlanSpec, master: int) -> int:
             )
         except NetlinkError as exc:
             if exc.code == errno.EEXIST:
+                # The VNI is taken on this host (another network's device, or one not netd's):
+                # the user's -o vni=N conflicts, as etcd says when the other network is
+                # elsewhere, and an allocated VNI is retried with the next one.
                 why = f"another VXLAN device already uses VNI {spec.vni} on port {spec.port}"
-                raise KernelError(f"{operation}: {why}") from exc
+                raise Conflict(
+                    f"{operation}: {why}", field="options.vni", value=str(spec.vni)
+                ) from exc
             raise links.kernel_error(operation, exc) from exc
         link = links.get_link(ipr, spec.name)
         if link is None:

@@ -119,6 +119,7 @@ class Entry:
     value: str
     create_revision: int
     mod_revision: int
+    lease: int = 0  # the lease the key is attached to (0: none)
 
 
 def succeeded(answer: Json) -> bool:
@@ -145,6 +146,7 @@ def ranges(answer: Json) -> list[list[Entry]]:
                     value=unb64(kv.get("value", "")),
                     create_revision=int(kv.get("create_revision", 0)),
                     mod_revision=int(kv.get("mod_revision", 0)),
+                    lease=int(kv.get("lease", 0)),
                 )
                 for kv in found.get("kvs", [])
             ]
