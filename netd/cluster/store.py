@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from ..errors import NotFound, StoreError
+from ..errors import NotFound, StoreError, StoreUnreachable
 from ..model import Endpoint, IPAddress, Network
 from ..store.base import Store
 from ..store.etcd import EtcdStore
@@ -182,9 +182,20 @@ class ClusterStore:
                 self._last[key] = "ready"
                 self._pending[key] = self._writer.submit(self._put_later, endpoint)
             return
-        self.etcd.put_endpoint(endpoint, cursors)
-        with self._lock:
-            self._last[key] = endpoint.state
+        try:
+            self.etcd.put_endpoint(endpoint, cursors)
+        except StoreUnreachable as e:
+            if endpoint.state != "deleting":
+                raise
+            # A detach (a CNI DEL) must not depend on etcd: runtimes do not retry it. The node
+            # tears down what it has; the record etcd keeps is this node's stray, deleted by
+            # the sync once etcd answers (ClusterSync._drop_strays).
+            log.warning("detaching %s/%s while etcd is unreachable (%s): etcd's record is "
+                        "deleted when it answers", endpoint.container_id[:12], endpoint.ifname,
+                        e)  # fmt: skip
+        else:
+            with self._lock:
+                self._last[key] = endpoint.state
         self._copy(net, endpoint)
 
     def _copy(self, net: Network, endpoint: Endpoint) -> bool:
@@ -235,9 +246,12 @@ class ClusterStore:
             return self.local.delete_endpoint(network_id, container_id, ifname)
         key = (network_id, container_id, ifname)
         self._settle(key)
-        existed = self.etcd.delete_endpoint(network_id, container_id, ifname)
         with self._lock:
             self._last.pop(key, None)
+        try:
+            existed = self.etcd.delete_endpoint(network_id, container_id, ifname)
+        except StoreUnreachable:
+            existed = True  # see put_endpoint: the sync deletes etcd's record later
         try:
             self.local.delete_endpoint(network_id, container_id, ifname)
         except Exception as e:
