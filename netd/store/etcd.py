@@ -152,7 +152,8 @@ class EtcdStore:
                 write=True,
             )
         except StoreUnreachable as e:
-            if not tolerate_down:
+            # A refused TLS handshake is a configuration error, not an outage: never tolerated.
+            if not tolerate_down or "TLS:" in e.message:
                 raise
             log.warning("state store: etcd at %s does not answer yet (%s)", ", ".join(endpoints), e)
             self.fresh = False
