@@ -46,8 +46,10 @@ class ClusterStore:
         # etcd did not answer the start-up listing: the rest of start-up reads the copy (each
         # etcd call would wait its whole bound again). Cleared by the first sync that works.
         self.offline = False
-        # Background etcd writes of "ready" records (put_endpoint), one thread: in order.
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netd-etcd-ready")
+        # Background etcd writes of an attach's records (put_endpoint).
+        # Per endpoint, writes stay in order (each waits for the one before, _settle); across
+        # endpoints they run in parallel, as the attaches do.
+        self._writer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="netd-etcd")
         self._pending: dict[tuple[str, str, str], Future[None]] = {}
         self._last: dict[tuple[str, str, str], str] = {}  # the state last written to etcd
         self._lock = threading.Lock()
@@ -175,7 +177,17 @@ class ClusterStore:
             self.local.put_endpoint(endpoint, cursors)
             return
         key = (endpoint.network_id, endpoint.container_id, endpoint.ifname)
-        self._settle(key)
+        self._settle(key)  # the background "creating" of this endpoint: its failure is ours
+        fresh = endpoint.state == "creating" and key not in self._last
+        if fresh and self._copy(net, endpoint):
+            # The attach's first record goes to etcd while the kernel work runs: the "ready"
+            # write waits for it (and fails with it, undoing the kernel work). Until it lands
+            # the address is only this node's belief; no container runs before ADD answers,
+            # and a crash meanwhile leaves an orphan veth that start-up removes.
+            with self._lock:
+                self._last[key] = "creating"
+                self._pending[key] = self._writer.submit(self.etcd.put_endpoint, endpoint, cursors)
+            return
         became_ready = endpoint.state == "ready" and self._last.get(key) == "creating"
         if became_ready and not cursors and self._copy(net, endpoint):
             with self._lock:
@@ -225,12 +237,20 @@ class ClusterStore:
                 e,
             )
 
-    def _settle(self, key: tuple[str, str, str]) -> None:
-        """Wait for a background write of the same endpoint, so writes stay in order."""
+    def _settle(self, key: tuple[str, str, str], *, quiet: bool = False) -> None:
+        """Wait for a background write of the same endpoint, so writes stay in order; its
+        failure is raised here (``quiet``: only waited for)."""
         with self._lock:
             pending = self._pending.pop(key, None)
-        if pending is not None:
+        if pending is None:
+            return
+        try:
             pending.result()
+        except Exception:
+            with self._lock:
+                self._last.pop(key, None)  # etcd has no record of ours for it
+            if not quiet:
+                raise
 
     def settle_all(self) -> None:
         """Wait for every background write (tests, close)."""
@@ -245,7 +265,7 @@ class ClusterStore:
         if network_id not in self._global:
             return self.local.delete_endpoint(network_id, container_id, ifname)
         key = (network_id, container_id, ifname)
-        self._settle(key)
+        self._settle(key, quiet=True)  # a failed "creating" is what is being undone
         with self._lock:
             self._last.pop(key, None)
         try:

@@ -81,7 +81,39 @@ class Endpoints:
     async def attach(
         self, req: AttachRequest, *, plumb: bool = True, caller: Caller | None = None
     ) -> tuple[Network, Endpoint]:
-        """Allocate addresses, plumb the interface, add firewall elements, record; or nothing."""
+        """Allocate addresses, plumb the interface, add firewall elements, record; or nothing.
+
+        On a global network the store may refuse the addresses only after the kernel work (the
+        cluster store writes etcd while the interface is made): another node took the address
+        first. Everything was undone then, so the attach picks another address and starts
+        again (dynamic addresses only; a static one is the caller's choice).
+        """
+        for attempt in range(1, ADDRESS_RETRIES + 1):
+            try:
+                return await self._attach_once(req, plumb=plumb, caller=caller)
+            except Conflict as e:
+                try:
+                    net: Network | None = self.state.find_network(req.network)
+                except NotFound:
+                    net = None  # removed meanwhile: the conflict is the answer
+                shared = net is not None and self.state.caps(net).scope == "global"
+                if not shared or req.static_ips or e.field not in ("address", "block"):
+                    raise
+                if attempt == ADDRESS_RETRIES:
+                    raise
+                log.info("%s %s on %s was taken by another node meanwhile; attaching again",
+                         e.field, e.value, req.network)  # fmt: skip
+                if e.field == "address" and net is not None:
+                    async with self.state.lock(net.id):
+                        with contextlib.suppress(Conflict, InvalidInput, KeyError):
+                            ip = ipaddress.ip_address(str(e.value))
+                            self.state.ipam[net.id].commit([ip])
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _attach_once(
+        self, req: AttachRequest, *, plumb: bool, caller: Caller | None
+    ) -> tuple[Network, Endpoint]:
+        """One attempt of :meth:`attach`."""
         state = self.state
         net = state.find_network(req.network)
         cid = check_container_id(req.container_id)
