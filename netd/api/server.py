@@ -437,6 +437,7 @@ ROUTES: list[Route] = [
         remove_node,
         "Forget a node that is down (force=1: even a ready one) and free its addresses",
         query=(("force", False),),
+        query_schemas={"force": {"type": "string", "enum": ["0", "1", "true", "false"]}},
     ),
     Route(
         "GET",

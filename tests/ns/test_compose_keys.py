@@ -168,9 +168,9 @@ def _snapshot(compose: Compose) -> tuple[object, list[str]]:
             'subnet of network "n" (10.233.1.0/24)',
         ),
         (
-            "services: {web: {}}\nnetworks: {default: {driver: overlay}}\n",
-            'compose.yaml:2: networks.default.driver: "overlay" is not a known network driver '
-            "(netd supports: bridge, macvlan, ipvlan)",
+            "services: {web: {}}\nnetworks: {default: {driver: weave}}\n",
+            'compose.yaml:2: networks.default.driver: "weave" is not a known network driver '
+            "(netd supports: bridge, macvlan, ipvlan, overlay)",
         ),
         (
             "services: {web: {networks: [x]}}\n"
