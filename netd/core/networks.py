@@ -186,19 +186,24 @@ class Networks:
                     )
                 await asyncio.to_thread(self.store.delete_network, net.id)
                 faults.point("service.network_unrecorded")
-                state.drop_network(net)
-                failures: list[str] = []
-                try:
-                    await asyncio.to_thread(self.firewall.remove_network, net)
-                except NetdError as exc:
-                    failures.append(str(exc))
-                failures += await asyncio.to_thread(state.driver(net).teardown_network, net)
-                for failure in failures:
-                    log.error("removing network %s: %s", net.name, failure)
+                await self._dismantle(net, "removing network")
         state.forget_lock(net.id)
         log.info("removed network %s (%s)", net.name, net.short_id)
         await self.dns.publish(net, removed=True)
         return net
+
+    async def _dismantle(self, net: Network, doing: str) -> None:
+        """Stop holding ``net`` and remove its firewall part and kernel objects (locks held; its
+        record is already gone); each failure is logged, none stops the others."""
+        self.state.drop_network(net)
+        failures: list[str] = []
+        try:
+            await asyncio.to_thread(self.firewall.remove_network, net)
+        except NetdError as exc:
+            failures.append(str(exc))
+        failures += await asyncio.to_thread(self.state.driver(net).teardown_network, net)
+        for failure in failures:
+            log.error("%s %s: %s", doing, net.name, failure)
 
     async def adopt(self, net: Network) -> None:
         """Serve a global network another node created: its kernel objects and firewall here,
@@ -240,15 +245,7 @@ class Networks:
             async with state.lock(net.id):
                 if state.endpoints.get(net.id):
                     return False
-                state.drop_network(net)
-                failures: list[str] = []
-                try:
-                    await asyncio.to_thread(self.firewall.remove_network, net)
-                except NetdError as exc:
-                    failures.append(str(exc))
-                failures += await asyncio.to_thread(state.driver(net).teardown_network, net)
-                for failure in failures:
-                    log.error("releasing cluster network %s: %s", net.name, failure)
+                await self._dismantle(net, "releasing cluster network")
         state.forget_lock(net.id)
         log.info("cluster network %s (%s) removed elsewhere: torn down here", net.name,
                  net.short_id)  # fmt: skip

@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import multihost_kit
 import pytest
 from kit import endpoint
-from netns_fixtures import Namespace, leftovers, wait_for
+from netns_fixtures import leftovers, wait_for
 from netns_fixtures.cluster import Cluster
-from netns_fixtures.daemon import NETD, Daemon
+from netns_fixtures.daemon import NETD
 from netns_fixtures.etcd import inside
 
 from netd.store.etcd import EtcdStore
@@ -30,38 +31,17 @@ DOMAIN = "dns.netd"
 BOUND = 10.0  # seconds: issue 16's limit for an operation while etcd is unreachable
 
 
-class Hosts:
-    """The cluster, its daemons, and the containers attached so far."""
+class Hosts(multihost_kit.Hosts):
+    """The cluster, a daemon on each host, and the containers attached so far."""
 
     def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.d: dict[str, Daemon] = {h.name: cluster.start_daemon(h) for h in cluster.hosts}
-        self.containers: dict[str, Namespace] = {}
-
-    def container(self, name: str) -> Namespace:
-        ns = self.cluster.sandbox.add_ns(name)
-        self.containers[name] = ns
-        return ns
-
-    def connect(self, host: str, net: str, name: str, *extra: str) -> dict[str, Any]:
-        ns = self.containers.get(name) or self.container(name)
-        out = self.d[host].cli("network", "connect", net, "--netns", ns.path, "--name", name,
-                               "--format", "json", *extra).stdout  # fmt: skip
-        return dict(json.loads(out))
-
-    def address(self, name: str) -> str:
-        addrs = self.containers[name].addresses("eth0")
-        return next(a.split("/")[0] for a in addrs if a.startswith("10.60."))
+        super().__init__(cluster, {h.name: cluster.start_daemon(h) for h in cluster.hosts})
 
     def dig(self, name: str, query: str, server: str = GATEWAY) -> list[str]:
         out = self.containers[name].run(
             "dig", f"@{server}", "+short", "+time=1", "+tries=2", f"{query}.{DOMAIN}", check=False
         )
         return [line for line in out.split() if line and not line.startswith(";")]
-
-    def networks(self, host: str) -> set[str]:
-        out = self.d[host].cli("network", "ls", "--format", "json").stdout
-        return {n["name"] for n in json.loads(out)}
 
     def nodes(self, host: str) -> dict[str, dict[str, Any]]:
         out = self.d[host].cli("node", "ls", "--format", "json").stdout
