@@ -93,6 +93,14 @@ def _holder(container_id: str, ifname: str) -> str:
     return f"{container_id}/{ifname}"
 
 
+class _NoMember(Exception):
+    """No etcd member answered in time; ``reason`` says what each one did."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class EtcdStore:
     """The :class:`~netd.store.base.Store` protocol on etcd v3; thread-safe, no local state."""
 
@@ -197,6 +205,28 @@ class EtcdStore:
 
     def _txn(self, doing: str, body: t.Json, *, write: bool, until: float | None = None) -> t.Json:
         """Send one transaction, trying each member in turn until ``until`` (monotonic)."""
+        try:
+            answer: t.Json = self._first_answer(
+                doing, lambda client: dict(client.transaction(body)), until
+            )
+        except _NoMember as e:
+            if write:
+                self.health.failed(f"etcd {e.reason}")
+            raise StoreUnreachable(
+                f"etcd unreachable while {doing} ({e.reason}); if this was a change, it may or "
+                "may not have been applied"
+            ) from None
+        with self._cache:
+            self.stats.transactions += 1
+            if write and body["compare"] and not t.succeeded(answer):
+                self.stats.compare_failures += 1
+        if write:
+            self.health.succeeded()
+        return answer
+
+    def _first_answer(self, doing: str, fn: Callable[[Etcd3Client], R], until: float | None) -> R:
+        """``fn(client)`` on each member in turn, from the one that answered last, until one
+        answers or ``until`` (monotonic; default: the deadline from now) has passed."""
         if self._closed:
             raise StoreError(f"{doing}: the etcd state store is closed")
         until = time.monotonic() + self.deadline if until is None else until
@@ -208,25 +238,13 @@ class EtcdStore:
             index = (start + i) % len(self._members)
             member = self._members[index]
             try:
-                answer: t.Json = dict(member.client.transaction(body))
+                result = fn(member.client)
             except (Etcd3Exception, requests.RequestException) as e:
                 failures.append(f"{member.url}: {_reason(e)}")
                 continue
             self._current = index
-            with self._cache:
-                self.stats.transactions += 1
-                if write and body["compare"] and not t.succeeded(answer):
-                    self.stats.compare_failures += 1
-            if write:
-                self.health.succeeded()
-            return answer
-        reason = "; ".join(failures)
-        if write:
-            self.health.failed(f"etcd {reason}")
-        raise StoreUnreachable(
-            f"etcd unreachable while {doing} ({reason}); if this was a change, it may or may "
-            "not have been applied"
-        )
+            return result
+        raise _NoMember("; ".join(failures))
 
     # --- for the cluster layer (netd.cluster): raw reads, guarded writes, leases -------------
 
@@ -245,25 +263,11 @@ class EtcdStore:
 
     def call(self, doing: str, fn: Callable[[Etcd3Client], R]) -> R:
         """``fn(client)`` on the first member that answers (leases, watches), bounded like
-        every other call; StoreError naming etcd when none does."""
-        if self._closed:
-            raise StoreError(f"{doing}: the etcd state store is closed")
-        failures: list[str] = []
-        until = time.monotonic() + self.deadline
-        start = self._current
-        for i in range(len(self._members)):
-            if failures and time.monotonic() >= until:
-                break
-            index = (start + i) % len(self._members)
-            member = self._members[index]
-            try:
-                result = fn(member.client)
-            except (Etcd3Exception, requests.RequestException) as e:
-                failures.append(f"{member.url}: {_reason(e)}")
-                continue
-            self._current = index
-            return result
-        raise StoreUnreachable(f"etcd unreachable while {doing} ({'; '.join(failures)})")
+        every other call; StoreUnreachable naming etcd when none does."""
+        try:
+            return self._first_answer(doing, fn, None)
+        except _NoMember as e:
+            raise StoreUnreachable(f"etcd unreachable while {doing} ({e.reason})") from None
 
     def load_network(self, entry: t.Entry) -> Network:
         """A network document as read (StoreCorrupt naming the key if unreadable)."""
