@@ -77,6 +77,11 @@ class IpsecManager:
 
     # --- converging --------------------------------------------------------------------------
 
+    @property
+    def idle(self) -> bool:
+        """Whether a sync with no VNI would do nothing (nothing of netd's is left)."""
+        return self._clean
+
     def sync(
         self, vnis: Collection[int], local: IPv4Address, peers: Collection[IPv4Address]
     ) -> None:

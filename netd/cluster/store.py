@@ -15,6 +15,7 @@ answers, its records win and stale copies are dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -52,6 +53,8 @@ class ClusterStore:
         self._writer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="netd-etcd")
         self._pending: dict[tuple[str, str, str], Future[None]] = {}
         self._last: dict[tuple[str, str, str], str] = {}  # the state last written to etcd
+        # An attach's record as sent to etcd ahead of its kernel work (put_endpoint).
+        self._sent: dict[tuple[str, str, str], Endpoint] = {}
         self._lock = threading.Lock()
 
     def global_network(self, network_id: str) -> Network | None:
@@ -159,40 +162,53 @@ class ClusterStore:
                 except StoreError as e:
                     log.warning("recording it ready in etcd failed (%s); the sync retries", e)
                 ep = copy
+            elif ep.state == "ready" and copy is not None and copy.state == "creating":
+                # The attach's one etcd write landed, its kernel work did not finish (the
+                # daemon stopped in between, see put_endpoint): an interrupted attach,
+                # which start-up undoes (and with it etcd's record).
+                log.info("endpoint %s/%s: ready in etcd, creating in the local copy: an "
+                         "interrupted attach", ep.container_id[:12], ep.ifname)  # fmt: skip
+                ep = copy
             out.append(ep)
         return out
 
     def put_endpoint(self, endpoint: Endpoint, cursors: dict[str, IPAddress]) -> None:
         """etcd first for a global network (it decides), then the local copy.
 
-        One exception, for speed: an attach's last write, "ready" after this node's own
-        "creating" (addresses and blocks already taken in etcd by that first write), goes to
-        the local copy at once and to etcd in the background, so the ADD answers after one etcd
-        round trip instead of two. A daemon crash in between loses nothing: at start the copy's
-        "ready" wins over etcd's "creating" (:meth:`list_endpoints`), and the sync re-writes a
-        "ready" etcd did not get (etcd unreachable meanwhile).
+        One exception, for speed: an attach writes etcd once. Its "creating" record goes to
+        the local copy, and to etcd already as the "ready" record it will become, in the
+        background while the interface is made (the core completes the record before the
+        kernel work, netd.core.endpoints). The attach's "ready" then waits for that write
+        (and fails with it: the kernel work is undone and the attach picks again) and goes
+        to the local copy only. So the ADD answers after one etcd round trip overlapped with
+        the kernel work, and every node sees one change per attach.
+
+        Other nodes may so serve the endpoint a few milliseconds before its ADD answers, as
+        this node's DNS does (the container runs nothing before). A crash in between leaves
+        etcd saying "ready" and the copy "creating": start-up believes the copy
+        (:meth:`list_endpoints`) and undoes the attach.
         """
         net = self._global.get(endpoint.network_id)
         if net is None:
             self.local.put_endpoint(endpoint, cursors)
             return
         key = (endpoint.network_id, endpoint.container_id, endpoint.ifname)
-        self._settle(key)  # the background "creating" of this endpoint: its failure is ours
+        self._settle(key)  # the background write of this endpoint: its failure is ours
         fresh = endpoint.state == "creating" and key not in self._last
         if fresh and self._copy(net, endpoint):
-            # The attach's first record goes to etcd while the kernel work runs: the "ready"
-            # write waits for it (and fails with it, undoing the kernel work). Until it lands
-            # the address is only this node's belief; no container runs before ADD answers,
-            # and a crash meanwhile leaves an orphan veth that start-up removes.
-            with self._lock:
-                self._last[key] = "creating"
-                self._pending[key] = self._writer.submit(self.etcd.put_endpoint, endpoint, cursors)
-            return
-        became_ready = endpoint.state == "ready" and self._last.get(key) == "creating"
-        if became_ready and not cursors and self._copy(net, endpoint):
+            served = dataclasses.replace(endpoint, state="ready")
             with self._lock:
                 self._last[key] = "ready"
-                self._pending[key] = self._writer.submit(self._put_later, endpoint)
+                self._sent[key] = served
+                self._pending[key] = self._writer.submit(self.etcd.put_endpoint, served, cursors)
+            return
+        with self._lock:
+            sent = self._sent.pop(key, None)
+        ahead = endpoint.state == "ready" and sent is not None and not cursors
+        if ahead and self._copy(net, endpoint):
+            if endpoint != sent:  # the driver changed the record after all: etcd follows
+                with self._lock:
+                    self._pending[key] = self._writer.submit(self._put_later, endpoint)
             return
         try:
             self.etcd.put_endpoint(endpoint, cursors)
@@ -249,6 +265,7 @@ class ClusterStore:
         except Exception:
             with self._lock:
                 self._last.pop(key, None)  # etcd has no record of ours for it
+                self._sent.pop(key, None)
             if not quiet:
                 raise
 
@@ -268,6 +285,7 @@ class ClusterStore:
         self._settle(key, quiet=True)  # a failed "creating" is what is being undone
         with self._lock:
             self._last.pop(key, None)
+            self._sent.pop(key, None)
         try:
             existed = self.etcd.delete_endpoint(network_id, container_id, ifname)
         except StoreUnreachable:

@@ -29,6 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -54,14 +55,24 @@ log = logging.getLogger(__name__)
 QUIET = ("nodes/", "probe", "cursors/", "meta/")
 REAP_EVERY = 30.0  # seconds between looks for nodes down longer than the grace period
 SAVE_EVERY = 2.0  # seconds between saves of the view (and one when the daemon stops)
+READY = '"state":"ready"'  # in the JSON of a ready endpoint (netd.store.etcd._dump)
+
+
+def _served(doc: str) -> bool:
+    """Whether an endpoint document (as etcd holds it; "" for none) is one a node serves:
+    ready, or from a writer that did not record a state (read as ready, model.py)."""
+    return bool(doc) and (READY in doc or '"state":' not in doc)
 
 
 @runtime_checkable
 class PeerProgrammer(Protocol):
     """A driver that forwards to other nodes (the overlay): told the remote endpoints."""
 
-    def sync_remote(self, network: Network, peers: Sequence[RemotePeer]) -> None:
-        """Make forwarding to exactly ``peers`` (blocking; a worker thread calls it)."""
+    def sync_remote(
+        self, network: Network, peers: Sequence[RemotePeer], *, changes_only: bool = False
+    ) -> None:
+        """Make forwarding to exactly ``peers`` (blocking; a worker thread calls it);
+        ``changes_only``: against what it last programmed, not the kernel's entries."""
         ...
 
 
@@ -114,6 +125,7 @@ class ClusterSync:
         self._missing: dict[tuple[str, ...], int] = {}  # strikes: own records lost or stray
         self.ipsec = ipsec  # encrypted overlays (netd.cluster.ipsec); None: not managed here
         self._ipsec_ok = ipsec is None  # the last IPsec pass succeeded
+        self._programmed: set[str] = set()  # networks whose peers the last try programmed
 
     # --- the watch --------------------------------------------------------------------------
 
@@ -133,8 +145,15 @@ class ClusterSync:
         self._events.append((int(kv.get("mod_revision", 0)), rest, None if deleted else value))
         # This node's own changes are already in its state: they go into the view (fencing
         # reads it) but need no pass of their own.
-        if rest.startswith("endpoints/") and self._mine in (value or before):
-            return
+        if rest.startswith("endpoints/"):
+            if self._mine in (value or before):
+                return
+            # Only other nodes' ready endpoints are served here (names, forwarding, IPAM's
+            # view): an attach's "creating" record, or the removal of one that never became
+            # ready, changes nothing until its "ready" write, so it wakes nobody (half of the
+            # passes an attach elsewhere used to cost every node).
+            if not _served(value) and not _served(before):
+                return
         if rest.startswith("blocks/") and (value or before) == self.node:
             return
         loop = self._loop
@@ -289,6 +308,7 @@ class ClusterSync:
             if state.caps(net).scope != "global":
                 continue
             if net.id not in view.networks:
+                self._programmed.discard(net.id)
                 if await self.networks.release(net):
                     self.store.forget_network(net.id)
                     released = True
@@ -296,7 +316,8 @@ class ClusterSync:
             await self._converge_network(net, view)
         if released:
             await self._sync_ipsec(view)  # drop what the removed networks needed
-        await asyncio.to_thread(self._reap_down_nodes, view)
+        if self._reap_due():  # checked here: most passes need no worker thread for it
+            await asyncio.to_thread(self._reap_down_nodes, view)
         if time.monotonic() - self._saved_at >= SAVE_EVERY:
             await self.save()
 
@@ -352,19 +373,30 @@ class ClusterSync:
         driver = state.driver(net)
         # An encrypted network's peers wait until its packets to them are marked for ESP.
         held = net.options.get("encrypted") == "true" and not self._ipsec_ok
-        if isinstance(driver, PeerProgrammer) and not held:
-            # Every pass, changed or not: the entries are the kernel's to lose (a device the
-            # reconciler re-created has none), and an unchanged set costs one netlink dump.
+        if held:
+            self._programmed.discard(net.id)
+        # On a whole read, changed or not: the entries are the kernel's to lose, and an
+        # unchanged set costs one netlink dump. Between whole reads only when the peers
+        # changed (or the last programming failed or was held): a device the reconciler
+        # re-creates gets its entries back from the driver itself (OverlayDriver remembers
+        # them), so an event pass need not dump every entry again for each remote attach.
+        due = changed or view.complete or net.id not in self._programmed
+        if isinstance(driver, PeerProgrammer) and not held and due:
             peers = [
                 RemotePeer(ip=a.ip, mac=ep.mac.lower(), vtep=vtep)
                 for ep in remote
                 if ep.mac and (vtep := vtep_of(view.alive[ep.node])) is not None
                 for a in ep.addresses
             ]
+            # Between whole reads only the change is sent (no dump of every entry).
+            sync = partial(driver.sync_remote, changes_only=not view.complete)
             try:
-                await asyncio.to_thread(driver.sync_remote, net, peers)
+                await asyncio.to_thread(sync, net, peers)
             except NetdError as e:
+                self._programmed.discard(net.id)
                 log.error("network %s: programming forwarding to peers failed: %s", net.name, e)
+            else:
+                self._programmed.add(net.id)
         if changed:
             await self.publisher.publish(net)
         if fence and view.complete:
@@ -393,6 +425,9 @@ class ClusterSync:
         }
         if local is None:
             self._ipsec_ok = False
+            return
+        if not vnis and self.ipsec.idle:  # no encrypted network, nothing left: no thread hop
+            self._ipsec_ok = True
             return
         try:
             await asyncio.to_thread(self.ipsec.sync, vnis, local, peers)
@@ -507,12 +542,16 @@ class ClusterSync:
                 except NetdError as e:
                     log.warning("deleting the stray record: %s", e)
 
+    def _reap_due(self) -> bool:
+        """Whether a look for nodes down longer than the grace period is due."""
+        every = min(REAP_EVERY, max(1.0, self.grace / 4))
+        return self.grace > 0 and time.time() - self._reaped_at >= every
+
     def _reap_down_nodes(self, view: ClusterView) -> None:
         """Free what nodes down longer than the grace period held (blocking)."""
-        now = time.time()
-        if self.grace <= 0 or now - self._reaped_at < min(REAP_EVERY, max(1.0, self.grace / 4)):
+        if not self._reap_due():
             return
-        self._reaped_at = now
+        now = self._reaped_at = time.time()
         try:
             nodes = self.registry.list()
         except StoreError:

@@ -9,6 +9,7 @@ does not answer. Used by :mod:`netd.cluster.sync`; nothing here touches the kern
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -69,8 +70,11 @@ def text_of(raw: object) -> str:
     return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
 
 
+@functools.lru_cache(maxsize=1024)
 def vtep_of(address: str) -> ipaddress.IPv4Address | None:
-    """A node's underlay address as recorded (None if it is not IPv4: skipped, logged)."""
+    """A node's underlay address as recorded (None if it is not IPv4: skipped, logged).
+
+    Cached: every pass asks it once per remote address, of a handful of node addresses."""
     try:
         return ipaddress.IPv4Address(address)
     except ValueError:

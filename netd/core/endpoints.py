@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import logging
+import os
 import time
 from collections.abc import Callable
 from functools import partial
@@ -22,6 +23,7 @@ from functools import partial
 from .. import faults
 from ..attachments import existing_connection
 from ..drivers.base import not_plumbed
+from ..drivers.macs import random_mac
 from ..errors import Conflict, InvalidInput, KernelError, NetdError, NotFound
 from ..firewall.policy import check_port_mappings
 from ..model import (
@@ -234,8 +236,21 @@ class Endpoints:
         caller: Caller | None,
         addresses: list[IPInterface],
     ) -> Endpoint:
-        """The "creating" record of an attachment with these addresses."""
+        """The "creating" record of an attachment with these addresses.
+
+        On a network across hosts the record is complete before the kernel work: its MACs
+        and namespace inode are chosen here, not by the driver, so that the record the
+        cluster store sends to etcd while the interface is made is already the one other
+        nodes serve (netd.cluster.store: one etcd write per attach, not two).
+        """
         driver = self.state.driver(net)
+        shared = driver.capabilities.scope == "global"
+        mac, inode = req.mac, req.netns_inode
+        host_mac: str | None = None
+        if shared and plumb:
+            mac = mac or random_mac()
+            host_mac = random_mac()
+            inode = inode or _inode(req.netns)
         return Endpoint(
             network_id=net.id,
             container_id=cid,
@@ -243,7 +258,8 @@ class Endpoints:
             netns=req.netns,
             host_ifname=driver.endpoint_host_ifname(net, cid, ifname) if plumb else "",
             addresses=tuple(addresses),
-            mac=req.mac,
+            mac=mac,
+            host_mac=host_mac,
             name=req.name,
             hostname=req.hostname,
             aliases=req.aliases,
@@ -253,8 +269,8 @@ class Endpoints:
             created=time.time(),
             owner_uid=caller.uid if caller else 0,
             origin=req.origin,
-            netns_inode=req.netns_inode,
-            node=self.state.node if driver.capabilities.scope == "global" else "",
+            netns_inode=inode,
+            node=self.state.node if shared else "",
         )
 
     def _plumb_and_record(self, net: Network, ep: Endpoint) -> Endpoint:
@@ -394,3 +410,12 @@ class Endpoints:
             log.info("gc on %s removed %d attachments", net.name, len(removed))
             await self.dns.publish(net)
         return removed
+
+
+def _inode(netns: str) -> int:
+    """The inode of the namespace at ``netns`` (validated just before), 0 if it cannot be
+    read now: the driver then reads it when it opens the namespace, as for local networks."""
+    try:
+        return os.stat(netns).st_ino
+    except OSError:
+        return 0

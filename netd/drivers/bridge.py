@@ -252,7 +252,13 @@ class BridgeDriver:
         try:
             with self._host() as ipr:
                 faults.point("bridge.netns_opened")
-                host_mac = links.random_mac()
+                # Given when the record had to carry it before the link existed (an endpoint
+                # of a network across hosts, netd.core.endpoints): else made here.
+                host_mac = (
+                    check_mac(endpoint.host_mac, "host_mac")
+                    if endpoint.host_mac
+                    else (links.random_mac())
+                )
                 for attempt in (1, 2):
                     br_index, br_mtu = self._bridge_link(ipr, bridge, operation, fresh=attempt > 1)
                     mtu = network.opts.mtu or br_mtu

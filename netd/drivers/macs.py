@@ -2,18 +2,28 @@
 
 A static MAC asked for by a user (CNI runtimeConfig ``mac``, ``--mac-address``) must be a
 unicast Ethernet address: a multicast bit set would make the kernel refuse it with a bare
-EADDRNOTAVAIL, and all-zero is not an address. It does not generate MACs (see
-``netd.kernel.links.random_mac``).
+EADDRNOTAVAIL, and all-zero is not an address. :func:`random_mac` makes one for a record
+before any link exists (an endpoint of a network across hosts: the other nodes program
+forwarding to the MAC its first etcd record carries); the kernel helpers have their own
+(``netd.kernel.links.random_mac``) for links they make.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 
 from ..errors import InvalidInput
 
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
+
+
+def random_mac() -> str:
+    """A random unicast, locally administered MAC (what the kernel's eth_random_addr makes)."""
+    raw = bytearray(os.urandom(6))
+    raw[0] = (raw[0] & 0xFE) | 0x02
+    return raw.hex(":")
 
 
 def check_mac(value: object, field: str = "mac") -> str:

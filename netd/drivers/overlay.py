@@ -56,7 +56,7 @@ from .base import Capabilities, CniInterface, EndpointStatus
 from .bridge import BridgeDriver, bridge_for
 from .macs import check_mac
 from .overlay_options import OVERLAY_KEYS, VXLAN_PORT, overlay_mtu, overlay_options
-from .overlay_peers import PeerPlan, RemotePeer, plan_peers
+from .overlay_peers import PeerPlan, RemotePeer, entries_of, plan_peers
 
 __all__ = ["NO_CLUSTER", "OverlayDriver", "RemotePeer"]
 
@@ -112,6 +112,7 @@ class OverlayDriver:
         # network id -> the peers last programmed: put back on a VXLAN device re-created by
         # ensure_network (deleted behind netd's back) without waiting for the next sync.
         self._peers: dict[str, tuple[RemotePeer, ...]] = {}
+        self._index: dict[str, int] = {}  # network id -> its VXLAN device's ifindex, last seen
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -193,6 +194,7 @@ class OverlayDriver:
                             "vanished"
                         )
                     index = vxlan.ensure_vxlan(ipr, spec, int(bridge["index"]))
+                self._index[network.id] = index
                 faults.point("overlay.vxlan_ready")
                 # A new device (made now, or re-made with new settings) has no entries yet.
                 remembered = self._peers.get(network.id)
@@ -221,6 +223,7 @@ class OverlayDriver:
         device = vxlan_name(network.id)
         with self._lock(network.id):
             self._peers.pop(network.id, None)
+            self._index.pop(network.id, None)
             try:
                 with self._host() as ipr:
                     link = links.get_link(ipr, device)
@@ -350,30 +353,57 @@ class OverlayDriver:
 
     # --- the cluster's side ---------------------------------------------------------------
 
-    def sync_remote(self, network: Network, peers: Sequence[RemotePeer]) -> None:
+    def sync_remote(
+        self, network: Network, peers: Sequence[RemotePeer], *, changes_only: bool = False
+    ) -> None:
         """Make the VXLAN device's FDB and neighbour entries exactly ``peers``' (add the
         missing, remove the extra); nothing is sent when nothing changed. Called by the
-        cluster sync from a worker thread; KernelError if the network is not plumbed here."""
+        cluster sync from a worker thread; KernelError if the network is not plumbed here.
+
+        ``changes_only``: diff against the peers this driver last programmed instead of the
+        kernel's entries (no dumps: one remote attach costs two netlink requests, not a read
+        of every entry). The cluster sync asks for it between its whole reads, which diff
+        against the kernel and so put back what the kernel lost behind netd's back."""
         checked = tuple(_check_peer(i, p) for i, p in enumerate(peers))
         device = vxlan_name(network.id)
         operation = f'programming remote peers of network "{network.name}" on "{device}"'
         self._guard(operation)
         with self._lock(network.id):
+            last = self._peers.get(network.id)
+            index = self._index.get(network.id)
+            if changes_only and last is not None and index is not None:
+                try:
+                    self._apply(index, device, checked, last)
+                except KernelError:
+                    pass  # the device changed (re-created: new index): read it whole below
+                else:
+                    self._peers[network.id] = checked
+                    return
             with self._host() as ipr:
                 link = links.get_link(ipr, device)
             if link is None or link.get_attr("IFLA_IFALIAS") != vxlan_tag(network.id):
+                self._index.pop(network.id, None)
                 raise KernelError(f"{operation}: the VXLAN device does not exist on this node")
+            self._index[network.id] = int(link["index"])
             self._apply(int(link["index"]), device, checked)
             self._peers[network.id] = checked
 
-    def _apply(self, index: int, device: str, peers: Sequence[RemotePeer]) -> PeerPlan:
-        """Diff ``peers`` against the device's entries and apply it (network lock held)."""
+    def _apply(
+        self,
+        index: int,
+        device: str,
+        peers: Sequence[RemotePeer],
+        last: Sequence[RemotePeer] | None = None,
+    ) -> PeerPlan:
+        """Diff ``peers`` against the device's entries (``last``: against those peers'
+        entries, without reading the kernel) and apply it (network lock held)."""
         try:
             with NeighTable(host_socket()) as table:
-                plan = plan_peers(
-                    peers, table.remote_fdb(index), table.permanent_neighbours(index),
-                    self.node_address,
-                )  # fmt: skip
+                if last is None:
+                    fdb_now, neigh_now = table.remote_fdb(index), table.permanent_neighbours(index)
+                else:
+                    fdb_now, neigh_now = entries_of(last, self.node_address)
+                plan = plan_peers(peers, fdb_now, neigh_now, self.node_address)
                 for conflict in plan.conflicts:
                     log.warning('overlay "%s": conflicting peers: %s', device, conflict)
                 if plan.empty:

@@ -66,6 +66,15 @@ def wanted_entries(
     return fdb, neigh, conflicts
 
 
+def entries_of(
+    peers: Iterable[RemotePeer], local_vtep: IPv4Address | None = None
+) -> tuple[dict[str, set[IPv4Address]], dict[IPAddress, str]]:
+    """The entries a device holds once ``peers`` were programmed, in the form
+    :func:`plan_peers` reads the kernel's (MAC → VTEPs, IP → MAC)."""
+    fdb, neigh, _ = wanted_entries(peers, local_vtep)
+    return {mac: {vtep} for mac, vtep in fdb.items()}, neigh
+
+
 def plan_peers(
     peers: Iterable[RemotePeer],
     fdb_now: Mapping[str, Iterable[IPv4Address]],

@@ -51,7 +51,7 @@ def _family(ip: IPAddress) -> int:
 
 
 def _mac_text(raw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in raw)
+    return raw.hex(":")  # in C: a resync decodes one per remote entry
 
 
 class NeighTable(Rtnl):
