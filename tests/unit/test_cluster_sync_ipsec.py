@@ -15,9 +15,10 @@ from netd.model import Network
 
 
 class FakeManager:
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, idle: bool = False) -> None:
         self.calls: list[tuple[set[int], IPv4Address, set[IPv4Address]]] = []
         self.fail = fail
+        self.idle = idle  # IpsecManager.idle: nothing of netd's left to remove
 
     def sync(
         self, vnis: Collection[int], local: IPv4Address, peers: Collection[IPv4Address]
@@ -75,3 +76,13 @@ def test_no_encrypted_network_still_calls_with_none() -> None:
     sync = make_sync(manager, [net("b", 200, False)])
     asyncio.run(sync._sync_ipsec(VIEW))
     assert manager.calls[0][0] == set()  # the manager removes whatever it had
+
+
+def test_no_encrypted_network_and_nothing_left_costs_no_call() -> None:
+    manager = FakeManager(idle=True)
+    sync = make_sync(manager, [net("b", 200, False)])
+    asyncio.run(sync._sync_ipsec(VIEW))
+    assert manager.calls == [] and sync._ipsec_ok
+    sync.state.networks["a"] = net("a", 100, True)
+    asyncio.run(sync._sync_ipsec(VIEW))  # an encrypted network: called although idle
+    assert manager.calls[0][0] == {100}
