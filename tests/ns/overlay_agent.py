@@ -2,7 +2,8 @@
 
 As :mod:`bridge_agent` (same steps, same JSON in and out, one process per call), with the
 driver built on the node address given in ``OVERLAY_NODE_ADDRESS`` and three more steps:
-``sync_remote`` (``"peers": [{"ip", "mac", "vtep"}, ...]``), ``describe``, and ``ip``
+``sync_remote`` (``"peers": [{"ip", "mac", "vtep"}, ...]``, optional ``"changes_only"``),
+``describe``, and ``ip``
 (``"args": [...]``: runs ``ip`` in the host namespace between two driver calls of one process,
 to break something behind the driver's back while it remembers its peers).
 
@@ -66,7 +67,8 @@ def _overlay_step(driver: Any, step: dict[str, Any]) -> Any:
             RemotePeer(ipaddress.ip_address(p["ip"]), p["mac"], ipaddress.IPv4Address(p["vtep"]))
             for p in step["peers"]
         ]
-        driver.sync_remote(network_from_json(step["network"]), peers)
+        changes_only = bool(step.get("changes_only", False))
+        driver.sync_remote(network_from_json(step["network"]), peers, changes_only=changes_only)
         return None
     if step["op"] == "ip":
         return subprocess.run(["ip", *step["args"]], check=True, capture_output=True).returncode

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterator
@@ -135,6 +136,60 @@ def test_local_copy_serves_start_up_while_etcd_is_paused(
         in_etcd_ns.resume()
     h1.put_endpoint(endpoint(OVERLAY, "c2", ip="10.60.0.3/16", node="h1"), {})
     assert {e.container_id for e in h1.list_endpoints(OVERLAY.id)} == {"c1", "c2"}
+
+
+def test_an_attach_writes_etcd_once_ahead_and_an_interrupted_one_is_undone_at_start(
+    nodes: tuple[ClusterStore, ClusterStore], in_etcd_ns: EtcdServer, prefix: str, tmp_path: Path
+) -> None:
+    h1, h2 = nodes
+    h1.list_networks()
+    h1.create_network(OVERLAY)
+    h2.list_networks()
+    mac = "02:00:00:00:00:01"
+    c1 = endpoint(OVERLAY, "c1", ip="10.60.0.2/16", node="h1", state="creating", mac=mac)
+    before = h1.etcd.stats.transactions
+    h1.put_endpoint(c1, {})  # what Endpoints._reserve does; the kernel work would run now
+    h1.settle_all()
+    # etcd has it already as it will be served (other nodes program forwarding to its MAC);
+    # the local copy, this node's word on what it finished, says "creating".
+    (served,) = read_view(h1.etcd).endpoints[OVERLAY.id]
+    assert (served.state, served.mac) == ("ready", mac)
+    assert [e.state for e in h1.local.list_endpoints(OVERLAY.id)] == ["creating"]
+    h1.put_endpoint(dataclasses.replace(c1, state="ready"), {})
+    h1.settle_all()
+    assert h1.etcd.stats.transactions - before == 1  # one etcd write for the whole attach
+    assert [e.state for e in h1.local.list_endpoints(OVERLAY.id)] == ["ready"]
+
+    # A record the driver changed after all follows to etcd (a second, background write).
+    c2 = endpoint(OVERLAY, "c2", ip="10.60.0.3/16", node="h1", state="creating", mac=mac)
+    h1.put_endpoint(c2, {})
+    h1.put_endpoint(dataclasses.replace(c2, state="ready", mac="02:00:00:00:00:02"), {})
+    h1.settle_all()
+    found = {e.container_id: e.mac for e in read_view(h1.etcd).endpoints[OVERLAY.id]}
+    assert found == {"c1": mac, "c2": "02:00:00:00:00:02"}
+
+    # etcd refusing the address (h1's) fails the attach at its "ready", after the kernel work
+    # (which the caller then undoes), and leaves nothing of h2's.
+    taken = endpoint(OVERLAY, "c9", ip="10.60.0.2/16", node="h2", state="creating")
+    h2.put_endpoint(taken, {})
+    with pytest.raises(Conflict) as err:
+        h2.put_endpoint(dataclasses.replace(taken, state="ready"), {})
+    assert err.value.field == "address"
+    h2.delete_endpoint(OVERLAY.id, "c9", "eth0")
+    assert h2.local.list_endpoints(OVERLAY.id) == []
+
+    # The daemon stops between the etcd write and the end of the kernel work: at the next
+    # start the copy's "creating" wins over etcd's "ready", and start-up undoes the attach.
+    c3 = endpoint(OVERLAY, "c3", ip="10.60.0.4/16", node="h1", state="creating")
+    h1.put_endpoint(c3, {})
+    h1.settle_all()
+    again = node_store(in_etcd_ns, prefix, tmp_path, "h1")  # a new daemon on h1's files
+    try:
+        again.list_networks()
+        states = {e.container_id: e.state for e in again.list_endpoints(OVERLAY.id)}
+        assert states == {"c1": "ready", "c2": "ready", "c3": "creating"}
+    finally:
+        again.close()
 
 
 def test_node_lease_ready_down_and_remove(in_etcd_ns: EtcdServer, prefix: str) -> None:

@@ -228,6 +228,51 @@ def test_a_deleted_vxlan_device_comes_back_with_its_peers(nodes: list[Node]) -> 
     assert a.container.ping(c.ip)
 
 
+def test_changes_only_sends_the_change_and_reads_whole_when_the_device_changed(
+    nodes: list[Node],
+) -> None:
+    # What the cluster sync does between its whole reads: diff against the peers last
+    # programmed, not the kernel's entries (no dump). An entry lost behind netd's back stays
+    # lost until a whole sync; a device re-created behind its back (new ifindex) is read whole.
+    a, b, c = nodes
+    sync = {"op": "sync_remote", "network": NET}
+
+    def fdb_macs() -> set[str]:
+        entries = json.loads(a.host.run("bridge", "-j", "fdb", "show", "dev", VXLAN))
+        return {e["mac"] for e in entries if "dst" in e}
+
+    a.agent(
+        {**sync, "peers": b.peer()},
+        {"op": "ip", "args": ["neigh", "del", b.ip, "dev", VXLAN]},  # lost behind its back
+        {**sync, "peers": [*b.peer(), *c.peer()], "changes_only": True},
+    )
+    assert fdb_macs() == {b.ep["mac"], c.ep["mac"]}
+    neigh = a.host.run("ip", "neigh", "show", "dev", VXLAN)
+    assert c.ip in neigh and b.ip not in neigh  # only the change was sent
+    a.agent(
+        {**sync, "peers": [*b.peer(), *c.peer()]},
+        {**sync, "peers": c.peer(), "changes_only": True},
+    )
+    assert fdb_macs() == {c.ep["mac"]}
+    assert b.ip not in a.host.run("ip", "neigh", "show", "dev", VXLAN)
+    steps = [
+        {**sync, "peers": c.peer()},
+        {"op": "ip", "args": ["link", "del", VXLAN]},
+        {"op": "ip", "args": ["link", "add", VXLAN, "type", "vxlan", "id", "7", "dstport", "4789"]},
+        {**sync, "peers": [*b.peer(), *c.peer()], "changes_only": True},
+    ]
+    *done, last = run_overlay_agent(a.host.name, a.address, steps)
+    assert all(r["ok"] for r in done), done
+    # Not netd's device any more (a new ifindex, no tag): read whole and refused, whatever
+    # the driver remembered; nothing was programmed on the stranger's device.
+    assert not last["ok"] and "does not exist on this node" in json.dumps(last["error"]), last
+    assert fdb_macs() == set()
+    a.host.run("ip", "link", "del", VXLAN)
+    a.agent({"op": "ensure_network", "network": NET}, {**sync, "peers": [*b.peer(), *c.peer()]})
+    assert fdb_macs() == {b.ep["mac"], c.ep["mac"]}
+    assert a.container.ping(b.ip) and a.container.ping(c.ip)
+
+
 def test_ensure_again_keeps_the_device_and_its_entries(nodes: list[Node]) -> None:
     a = nodes[0]
     before = {name: link["ifindex"] for name, link in a.host.links().items()}

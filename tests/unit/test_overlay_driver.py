@@ -15,7 +15,7 @@ from netd.drivers.overlay_options import (
     overlay_options,
     validate_overlay_options,
 )
-from netd.drivers.overlay_peers import PeerPlan, plan_peers
+from netd.drivers.overlay_peers import PeerPlan, entries_of, plan_peers
 from netd.errors import ConfigError, InvalidInput
 from netd.names import Tag, bridge_name, parse_tag, teardown_rank, vxlan_name, vxlan_tag
 
@@ -171,6 +171,21 @@ def test_peers_on_this_node_are_left_out() -> None:
     plan = plan_peers(peers((IP1, MAC1, LOCAL), (IP2, MAC2, VTEP_A)), {}, {}, LOCAL)
     assert plan.fdb_add == ((MAC2, VTEP_A),)
     assert plan.neigh_set == ((IP2, MAC2),)
+
+
+def test_a_change_planned_from_the_last_peers_is_the_change_from_the_kernels_entries() -> None:
+    # sync_remote(changes_only=True) diffs against entries_of(the peers it last programmed)
+    # instead of the kernel's dump: for the kernel holding exactly those, the plans agree.
+    last = peers((IP1, MAC1, VTEP_A), (IP6, MAC1, VTEP_A), (IP2, MAC2, LOCAL))
+    now = peers((IP1, MAC1, VTEP_B), (IP2, MAC2, VTEP_A))
+    fdb, neigh = entries_of(last, LOCAL)
+    assert (fdb, neigh) == ({MAC1: {VTEP_A}}, {IP1: MAC1, IP6: MAC1})  # LOCAL's left out
+    from_memory = plan_peers(now, fdb, neigh, LOCAL)
+    from_kernel = plan_peers(now, {MAC1: {VTEP_A}}, {IP1: MAC1, IP6: MAC1}, LOCAL)
+    assert from_memory == from_kernel
+    assert from_memory.fdb_del == ((MAC1, VTEP_A),) and from_memory.neigh_del == (IP6,)
+    assert from_memory.fdb_add == ((MAC1, VTEP_B), (MAC2, VTEP_A))
+    assert plan_peers(last, *entries_of(last, LOCAL), LOCAL).empty
 
 
 def test_sync_remote_checks_peers_before_touching_anything() -> None:
