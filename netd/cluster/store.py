@@ -195,23 +195,23 @@ class ClusterStore:
         key = (endpoint.network_id, endpoint.container_id, endpoint.ifname)
         self._settle(key)  # the background write of this endpoint: its failure is ours
         fresh = endpoint.state == "creating" and key not in self._last
-        if fresh and self._copy(net, endpoint):
+        if fresh and self._copy(net, endpoint, cursors):
             served = dataclasses.replace(endpoint, state="ready")
             with self._lock:
                 self._last[key] = "ready"
                 self._sent[key] = served
-                self._pending[key] = self._writer.submit(self.etcd.put_endpoint, served, cursors)
+                self._pending[key] = self._writer.submit(self.etcd.put_endpoint, served, {})
             return
         with self._lock:
             sent = self._sent.pop(key, None)
-        ahead = endpoint.state == "ready" and sent is not None and not cursors
-        if ahead and self._copy(net, endpoint):
+        ahead = endpoint.state == "ready" and sent is not None
+        if ahead and self._copy(net, endpoint, cursors):
             if endpoint != sent:  # the driver changed the record after all: etcd follows
                 with self._lock:
                     self._pending[key] = self._writer.submit(self._put_later, endpoint)
             return
         try:
-            self.etcd.put_endpoint(endpoint, cursors)
+            self.etcd.put_endpoint(endpoint, {})  # cursors: see get_cursors
         except StoreUnreachable as e:
             if endpoint.state != "deleting":
                 raise
@@ -224,13 +224,16 @@ class ClusterStore:
         else:
             with self._lock:
                 self._last[key] = endpoint.state
-        self._copy(net, endpoint)
+        self._copy(net, endpoint, cursors)
 
-    def _copy(self, net: Network, endpoint: Endpoint) -> bool:
-        """Write the local copy of an endpoint of a global network; whether it worked."""
+    def _copy(
+        self, net: Network, endpoint: Endpoint, cursors: dict[str, IPAddress] | None = None
+    ) -> bool:
+        """Write the local copy of an endpoint of a global network (and the IPAM cursors the
+        attach moved); whether it worked."""
         try:
             self.copy_network(net)
-            self.local.put_endpoint(endpoint, {})
+            self.local.put_endpoint(endpoint, cursors or {})
         except Exception as e:
             log.warning(
                 "local copy of endpoint %s/%s failed: %s",
@@ -297,15 +300,13 @@ class ClusterStore:
         return existed
 
     def get_cursors(self, network_id: str) -> dict[str, IPAddress]:
-        """IPAM cursors (the cluster's for a global network, {} while etcd is unreachable)."""
-        if network_id not in self._global:
-            return self.local.get_cursors(network_id)
-        if self.offline:
-            return {}
-        try:
-            return self.etcd.get_cursors(network_id)
-        except StoreError:
-            return {}
+        """IPAM cursors, from the node's disk for every network.
+
+        On a global network each cursor belongs to one block (``BlockAllocator``), so to the
+        node that owns the block and allocates in it: it is this node's business, kept in its
+        local copy, not in etcd, where every attach would write one more key and send one
+        more event to every node. A block that changes hands starts from its first address."""
+        return self.local.get_cursors(network_id)
 
     # --- lifetime ---------------------------------------------------------------------------
 
