@@ -17,11 +17,21 @@ nothing touches the machine's own network.
 - Name propagation: time from the moment an ADD on h2 returns until h3's DNS answers the new
   name (asked from a container on h3 every 2 ms with a real DNS query), p50/p95/p99 (goal p99
   ≤ 1 s).
+- CPU per ADD of every process (h1's daemon and its DNS workers, each other node's, etcd, this
+  client), from /proc, so a figure can be read against what the machine had to give.
+
+``--gap MS`` pauses after each ADD (default 0: back to back, each ADD also meeting what the
+one before set off on the other nodes). ``--hosts 1`` runs h1 and etcd only (the ADD "on the
+same node" without other nodes on the same CPUs; no propagation figure). ``--pin`` puts h1's
+daemon and this client on the first CPU and the other nodes and etcd on the others: on a real
+cluster they are other machines, whose work does not take h1's CPU (here they share two).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
 import socket
 import struct
@@ -96,6 +106,15 @@ def main() -> None:
     parser.add_argument("--containers", type=int, default=40, help="ADDs per network per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--propagation", type=int, default=60, help="names timed across hosts")
+    parser.add_argument("--hosts", type=int, default=3, choices=(1, 2, 3))
+    parser.add_argument(
+        "--gap", type=float, default=0.0, help="ms of pause after each ADD (0: back to back)"
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="h1 and this client on CPU 0, the other nodes and etcd on the other CPUs",
+    )
     parser.add_argument(
         "--etcd-in-memory",
         action="store_true",
@@ -104,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with scratch_dir(Path("/dev/shm") if args.etcd_in_memory else None) as work:
-        cluster = Cluster(work, hosts=3).start()
+        cluster = Cluster(work, hosts=args.hosts).start()
         try:
             results = run(cluster, args)
         finally:
@@ -112,19 +131,72 @@ def main() -> None:
             if failures:
                 print("teardown:", failures, file=sys.stderr)
     where = "tmpfs (/dev/shm)" if args.etcd_in_memory else "disk (the temporary directory)"
-    print(f"etcd data on {where}")
+    pinned = "; pinned" if args.pin else ""
+    print(f"etcd data on {where}; {args.hosts} host(s){pinned}; gap {args.gap:g} ms")
     print(results["table"])
     write_results("cluster", {k: v for k, v in results.items() if k != "table"})
 
 
+def pid_of(proc_owner: Any) -> int:
+    """The PID of a fixture's process (a Daemon or an EtcdServer)."""
+    assert proc_owner.proc is not None
+    return int(proc_owner.proc.pid)
+
+
+def cpu_ms(pid: int) -> float:
+    """CPU time (user + system, ms) of ``pid`` and its direct children, all threads."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        total += int(fields[11]) + int(fields[12])
+    return total * 1000 / tick
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def pin(pids: list[int], cpus: set[int]) -> None:
+    """Every thread of ``pids`` and of their children on ``cpus``."""
+    for pid in pids:
+        for p in [pid, *children(pid)]:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(task.name), cpus)
+
+
 def run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
-    d1, d2, d3 = (cluster.start_daemon(h) for h in cluster.hosts)
+    daemons = [cluster.start_daemon(h) for h in cluster.hosts]
+    d1, others = daemons[0], daemons[1:]
     d1.cli("network", "create", "lb", "--subnet", "10.90.0.0/16")
     d1.cli("network", "create", "ob", "--driver", "overlay", "--subnet", "10.91.0.0/16")
-    for d in (d2, d3):
+    for d in others:
         wait_for("ob everywhere", lambda d=d: "ob" in d.cli("network", "ls").stdout, 10)
+    procs = {"h1": pid_of(d1), **{f"h{i}": pid_of(d) for i, d in enumerate(others, 2)}}
+    procs["etcd"] = pid_of(cluster.etcd[0])
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin needs two CPUs or more")
+        os.sched_setaffinity(0, {cpus[0]})
+        pin([procs["h1"]], {cpus[0]})
+        pin([p for name, p in procs.items() if name != "h1"], set(cpus[1:]))
     bridge_ms: list[float] = []
     overlay_ms: list[float] = []
+    cpu = {"bridge": dict.fromkeys([*procs, "client"], 0.0), "overlay": {}}
+    cpu["overlay"] = dict(cpu["bridge"])
     txns = 0.0
     n = 0
     for r in range(args.rounds):
@@ -132,11 +204,23 @@ def run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
         for i in range(args.containers):
             a = cluster.sandbox.add_ns(f"b{r}x{i}")
             o = cluster.sandbox.add_ns(f"o{r}x{i}")
-            bridge_ms.append(connect(d1, "lb", a)[0])
-            overlay_ms.append(connect(d1, "ob", o)[0])
+            for kind, net, ns, into in (("bridge", "lb", a, bridge_ms),
+                                        ("overlay", "ob", o, overlay_ms)):  # fmt: skip
+                was = {k: cpu_ms(p) for k, p in procs.items()}
+                client = time.process_time()
+                into.append(connect(d1, net, ns)[0])
+                # What the ADD set off elsewhere (watch, syncs) is its cost: with no gap,
+                # the part still running is counted with the next ADD.
+                time.sleep(args.gap / 1000)
+                for k, p in procs.items():
+                    cpu[kind][k] += cpu_ms(p) - was[k]
+                cpu[kind]["client"] += (time.process_time() - client) * 1000
         after = etcd_counters(d1)
         txns += after["transactions"] - before["transactions"]
         n += args.containers
+    if not others:
+        return report(args, bridge_ms, overlay_ms, txns / n, None, [], cpu, n)
+    d2, d3 = others[0], others[-1]
     # The view reads of the sync are in that count; measure them alone: the same number of
     # ADDs on h2, whose watch wakes h1's sync just as h1's own ADDs did.
     before = etcd_counters(d1)
@@ -162,32 +246,57 @@ def run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(0.002)
             delays.append((time.perf_counter() - returned) * 1000)
 
+    return report(args, bridge_ms, overlay_ms, txns / n, sync_reads, delays, cpu, n)
+
+
+def report(
+    args: argparse.Namespace,
+    bridge_ms: list[float],
+    overlay_ms: list[float],
+    per_add: float,
+    sync_reads: float | None,
+    delays: list[float],
+    cpu: dict[str, dict[str, float]],
+    n: int,
+) -> dict[str, Any]:
+    """The table and the JSON record of one run."""
     b50, b95 = percentile(bridge_ms, 50), percentile(bridge_ms, 95)
     o50, o95 = percentile(overlay_ms, 50), percentile(overlay_ms, 95)
-    per_add = txns / n
+    own = per_add - (sync_reads or 0.0)
     rows = [
         ["ADD p50 / p95 (ms), local bridge", f"{b50:.1f} / {b95:.1f}", ""],
         ["ADD p50 / p95 (ms), overlay", f"{o50:.1f} / {o95:.1f}", f"{o50 / b50:.2f}x bridge"],
         ["etcd transactions per overlay ADD (all)", f"{per_add:.2f}", ""],
-        ["  of which view reads (sync, per remote ADD)", f"{sync_reads:.2f}", ""],
-        ["  ADD's own round trips", f"{per_add - sync_reads:.2f}", "goal <= 2"],
-        [
-            "name propagation h2 -> h3 p50 / p95 / p99 (ms)",
-            f"{percentile(delays, 50):.0f} / {percentile(delays, 95):.0f} / "
-            f"{percentile(delays, 99):.0f}",
-            "goal p99 <= 1000",
-        ],
     ]
+    if sync_reads is not None:
+        rows.append(["  of which view reads (sync, per remote ADD)", f"{sync_reads:.2f}", ""])
+    rows.append(["  ADD's own round trips", f"{own:.2f}", "goal <= 2"])
+    if delays:
+        rows.append(
+            [
+                "name propagation h2 -> h3 p50 / p95 / p99 (ms)",
+                f"{percentile(delays, 50):.0f} / {percentile(delays, 95):.0f} / "
+                f"{percentile(delays, 99):.0f}",
+                "goal p99 <= 1000",
+            ]
+        )
+    for kind in ("bridge", "overlay"):
+        per = ", ".join(f"{k} {v / n:.1f}" for k, v in cpu[kind].items())
+        rows.append([f"CPU ms per {kind} ADD", per, "from /proc (10 ms ticks, averaged)"])
     table = format_table(["measure", "value", "note"], rows)
     return {
         "table": table,
         "machine": machine_description(),
+        "hosts": args.hosts,
+        "pinned": args.pin,
+        "gap_ms": args.gap,
         "containers": n,
         "bridge_ms": bridge_ms,
         "overlay_ms": overlay_ms,
         "etcd_transactions_per_add": per_add,
         "sync_reads_per_remote_add": sync_reads,
         "propagation_ms": delays,
+        "cpu_ms_per_add": {k: {p: v / n for p, v in c.items()} for k, c in cpu.items()},
     }
 
 
