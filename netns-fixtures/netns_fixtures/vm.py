@@ -466,7 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.prepare:
             k = prepare_kernel()
-            print(f"netd-vm: {k.package} unpacked in {k.root}; accelerator: {accelerator()}")
+            accel, why = accelerator()
+            print(f"netd-vm: {k.package} unpacked in {k.root}; accelerator: {accel} ({why})")
             return 0
         if not args.command:
             parser.error("give a command after --")
