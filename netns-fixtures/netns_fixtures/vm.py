@@ -9,16 +9,18 @@ are all there at the same paths, and runs one command in it.
 
 How the guest is put together (:func:`run`):
 
-- the kernel: Debian's ``linux-image-amd64`` dependency (``linux-image-<abi>-amd64``),
+- the kernel: the dependency of Debian 12's ``linux-image-6.12-amd64`` (e.g.
+  ``linux-image-6.12.118+deb12-amd64``; ``$NETD_VM_KERNEL`` names another meta-package),
   fetched with ``apt-get download`` and unpacked with ``dpkg -x`` under :data:`CACHE`
   (``/var/cache/netd-vm``, or ``$NETD_VM_CACHE``), indexed with busybox ``depmod``
-  (:func:`prepare_kernel`);
+  (:func:`prepare_kernel`). Not Debian 12's default 6.1: its nf_tables refuses a lookup in a
+  map used as a set (``ip daddr @snat4``), so netd's firewall cannot load its ruleset there;
 - an initramfs written here (a newc cpio: :func:`build_initramfs`) holding busybox (package
   busybox-static), the few modules needed to reach the files (virtio-pci, 9p, overlayfs, in
   dependency order) and an ``/init`` script;
 - ``/init`` mounts this machine's ``/``, shared by QEMU read-only over virtio-9p, as the lower
   layer of an overlayfs whose upper layer is a tmpfs (the guest writes anywhere; nothing reaches
-  this machine), with fresh ``/proc``, ``/sys``, ``/dev``, ``/run`` and ``/tmp``, the kernel's
+  this machine), with fresh ``/proc``, ``/sys``, ``/dev`` and ``/run``, the kernel's
   modules bind-mounted at ``/lib/modules/<version>`` and busybox ``modprobe`` as the kernel's
   module loader (so ``esp4``, ``nf_tables``, ``vxlan``... load on demand), the output folder
   shared read-write at the same path as on this machine; then it switches root and runs the
@@ -63,6 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CACHE = Path(os.environ.get("NETD_VM_CACHE", "/var/cache/netd-vm"))
+# A Debian 12 meta-package whose one dependency is the kernel to boot (see the docstring).
 META_PACKAGE = os.environ.get("NETD_VM_KERNEL", "linux-image-6.12-amd64")
 QEMU = "qemu-system-x86_64"
 BUSYBOX = "/bin/busybox"  # busybox-static: the initramfs has no libc
@@ -124,7 +127,7 @@ def _run(cmd: Sequence[str], doing: str, *, cwd: Path | None = None, timeout: fl
 
 
 def kernel_package() -> str:
-    """The versioned kernel package ``linux-image-amd64`` depends on (from apt's lists)."""
+    """The versioned kernel package :data:`META_PACKAGE` depends on (from apt's lists)."""
     out = _run(["apt-cache", "depends", META_PACKAGE], f"asking apt what {META_PACKAGE} is")
     for line in out.splitlines():
         word = line.split()
@@ -274,8 +277,9 @@ $B ln -sf /proc/self/fd/0 $N/dev/stdin
 $B ln -sf /proc/self/fd/1 $N/dev/stdout
 $B ln -sf /proc/self/fd/2 $N/dev/stderr
 $B ln -sf pts/ptmx $N/dev/ptmx
+# A fresh /run: the host's holds its own namespaces' mount points and daemons' sockets. /tmp
+# stays the overlay's: a checkout may live there.
 $B mount -t tmpfs -o mode=0755 run $N/run
-$B mount -t tmpfs -o mode=1777 tmp $N/tmp
 $B mkdir -p $N/run/netd-vm $N/lib/modules/@VERSION@ $N@OUT@
 $B cp /bin/busybox /stage2 /command $N/run/netd-vm/
 $B ln -s busybox $N/run/netd-vm/modprobe
@@ -401,7 +405,7 @@ def run(
     out: Path,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
-    timeout: float = 280,
+    timeout: float = 480,
     memory_mb: int = 2048,
     cpus: int = 2,
     kernel: Kernel | None = None,
@@ -460,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--prepare", action="store_true", help="only fetch and unpack the kernel")
     parser.add_argument("--out", type=Path, help="output folder (default: a new temporary one)")
-    parser.add_argument("--timeout", type=float, default=280)
+    parser.add_argument("--timeout", type=float, default=480)
     parser.add_argument("command", nargs="*")
     args = parser.parse_args(argv)
     try:

@@ -12,7 +12,7 @@ ESP branches ran, not the fail-closed ones).
 It skips, with the reason, never passes, when: this machine's kernel does ESP itself (the
 file then covers ESP directly), QEMU or busybox-static is missing, or apt cannot fetch the
 kernel package. Where /dev/kvm cannot boot Debian's kernel (no /dev/kvm, or PVM) the VM runs on
-QEMU's TCG, slower but complete: about 3 minutes here.
+QEMU's TCG, slower but complete: 3 to 4.5 minutes here.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from netd.kernel import xfrm
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = "tests/ns/test_overlay_encrypted_ns.py"
-# Two minutes of tests under TCG here; the VM's own limit stays inside the 5-minute budget.
-TIMEOUT = 290
+# A guard against a hung guest, not a performance bound: under TCG the run takes 3 minutes on
+# an idle 2-core machine here and up to 4.5 while other test suites share the cores.
+TIMEOUT = 480
 
 
 def outcomes(junit: Path) -> dict[str, str]:
