@@ -154,8 +154,16 @@ def prepare_kernel(cache: Path = CACHE) -> Kernel:
     try:
         package = kernel_package()
     except VmUnavailable:
-        # No apt lists (a trimmed image): the kernel unpacked earlier still boots.
-        cached = sorted(cache.glob("linux-image-*/.ready"), key=lambda p: p.stat().st_mtime)
+        # No apt lists (a trimmed image): a kernel unpacked earlier for the same meta-package
+        # still boots (.ready says which meta-package it came from).
+        cached = sorted(
+            (
+                r
+                for r in cache.glob("linux-image-*/.ready")
+                if r.read_text().split()[:1] == [META_PACKAGE]
+            ),
+            key=lambda r: r.stat().st_mtime,
+        )
         if not cached:
             raise
         package = cached[-1].parent.name
@@ -178,7 +186,7 @@ def prepare_kernel(cache: Path = CACHE) -> Kernel:
             tree = work / "tree"
             _run(["dpkg", "-x", str(debs[0]), str(tree)], f"unpacking {debs[0].name}")
             _run([BUSYBOX, "depmod", "-b", str(tree), version], f"indexing modules of {version}")
-            (tree / ".ready").write_text(debs[0].name + "\n")
+            (tree / ".ready").write_text(f"{META_PACKAGE} {debs[0].name}\n")
             shutil.rmtree(final, ignore_errors=True)
             tree.rename(final)
             for old in cache.glob("linux-image-*"):  # superseded kernels: 0.5-1 GB each
