@@ -212,9 +212,9 @@ def run(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
                 # What the ADD set off elsewhere (watch, syncs) is its cost: with no gap,
                 # the part still running is counted with the next ADD.
                 time.sleep(args.gap / 1000)
+                cpu[kind]["client"] += (time.process_time() - client) * 1000
                 for k, p in procs.items():
                     cpu[kind][k] += cpu_ms(p) - was[k]
-                cpu[kind]["client"] += (time.process_time() - client) * 1000
         after = etcd_counters(d1)
         txns += after["transactions"] - before["transactions"]
         n += args.containers

@@ -58,6 +58,15 @@ SAVE_EVERY = 2.0  # seconds between saves of the view (and one when the daemon s
 READY = '"state":"ready"'  # in the JSON of a ready endpoint (netd.store.etcd._dump)
 
 
+def _stop_all(watchers: Iterable[Any]) -> None:
+    """Stop etcd3gw watchers (best effort: one on a dead connection may fail to stop)."""
+    for watcher in watchers:
+        try:
+            watcher.stop()
+        except Exception:
+            log.debug("stopping an etcd watch", exc_info=True)
+
+
 def _served(doc: str) -> bool:
     """Whether an endpoint document (as etcd holds it; "" for none) is one a node serves:
     ready, or from a writer that did not record a state (read as ready, model.py)."""
@@ -106,7 +115,7 @@ class ClusterSync:
         self.passes = 0
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._watcher: Any = None
+        self._watcher: list[Any] | None = None  # the watches of _start_watch
         self._watch_lock = threading.Lock()
         self._failing = False
         self._synced = asyncio.Event()
@@ -161,33 +170,46 @@ class ClusterSync:
             loop.call_soon_threadsafe(self._wake.set)
 
     def _start_watch(self, revision: int) -> None:
-        """(Re)start the watch from ``revision`` + 1 on the member that answers."""
+        """(Re)start the watch from ``revision`` + 1 on the member that answers.
+
+        Two watches, one on each side of ``allocations/``: every key under the prefix but the
+        address keys, which change with their endpoint in the same transaction (the
+        endpoint's event says it all). Watching them would cost etcd an event (and the
+        previous value) per node for every attach and detach, and every node a decode, to
+        be thrown away."""
         from etcd3gw.watch import Watcher
 
         self._stop_watch()
         prefix = self.etcd.prefix
+        skipped = prefix + "allocations/"
+        ranges = ((prefix, skipped), (t.prefix_end(skipped), t.prefix_end(prefix)))
 
-        def make(client: Any) -> Any:
-            return Watcher(
-                client,
-                prefix,
-                self._on_event,
-                range_end=t.prefix_end(prefix),
-                start_revision=revision + 1,
-                prev_kv=True,  # a delete says whose record it was
-            )
+        def make(client: Any) -> list[Any]:
+            made: list[Any] = []
+            try:
+                for key, end in ranges:
+                    made.append(
+                        Watcher(
+                            client,
+                            key,
+                            self._on_event,
+                            range_end=end,
+                            start_revision=revision + 1,
+                            prev_kv=True,  # a delete says whose record it was
+                        )
+                    )
+            except BaseException:
+                _stop_all(made)
+                raise
+            return made
 
         with self._watch_lock:
             self._watcher = self.etcd.call("watching the cluster", make)
 
     def _stop_watch(self) -> None:
         with self._watch_lock:
-            watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            try:
-                watcher.stop()
-            except Exception:  # a watch on a dead connection may fail to stop: it is gone
-                log.debug("stopping the etcd watch", exc_info=True)
+            watchers, self._watcher = self._watcher, None
+        _stop_all(watchers or [])
 
     # --- the loop ---------------------------------------------------------------------------
 
