@@ -51,7 +51,7 @@ class ClusterStore:
         # Per endpoint, writes stay in order (each waits for the one before, _settle); across
         # endpoints they run in parallel, as the attaches do.
         self._writer = ThreadPoolExecutor(max_workers=16, thread_name_prefix="netd-etcd")
-        self._pending: dict[tuple[str, str, str], Future[None]] = {}
+        self._pending: dict[tuple[str, str, str], Future[None] | _Later] = {}
         self._last: dict[tuple[str, str, str], str] = {}  # the state last written to etcd
         # An attach's record as sent to etcd ahead of its kernel work (put_endpoint).
         self._sent: dict[tuple[str, str, str], Endpoint] = {}
@@ -176,12 +176,13 @@ class ClusterStore:
         """etcd first for a global network (it decides), then the local copy.
 
         One exception, for speed: an attach writes etcd once. Its "creating" record goes to
-        the local copy, and to etcd already as the "ready" record it will become, in the
-        background while the interface is made (the core completes the record before the
-        kernel work, netd.core.endpoints). The attach's "ready" then waits for that write
-        (and fails with it: the kernel work is undone and the attach picks again) and goes
-        to the local copy only. So the ADD answers after one etcd round trip overlapped with
-        the kernel work, and every node sees one change per attach.
+        the local copy, and to etcd already as the "ready" record it will become, sent at
+        once and answered while the interface is made (the core completes the record before
+        the kernel work, netd.core.endpoints; EtcdStore.begin_put_endpoint). The attach's
+        "ready" then waits for that write (and fails with it: the kernel work is undone and
+        the attach picks again) and goes to the local copy only. So the ADD answers after one
+        etcd round trip overlapped with the kernel work, and every node sees one change per
+        attach.
 
         Other nodes may so serve the endpoint a few milliseconds before its ADD answers, as
         this node's DNS does (the container runs nothing before). A crash in between leaves
@@ -197,10 +198,13 @@ class ClusterStore:
         fresh = endpoint.state == "creating" and key not in self._last
         if fresh and self._copy(net, endpoint, cursors):
             served = dataclasses.replace(endpoint, state="ready")
+            # Sent now, its answer read by the "ready" (_settle): etcd works on it while the
+            # interface is made, and no thread of this process competes with that work.
+            later = _Later(self.etcd.begin_put_endpoint(served))
             with self._lock:
                 self._last[key] = "ready"
                 self._sent[key] = served
-                self._pending[key] = self._writer.submit(self.etcd.put_endpoint, served, {})
+                self._pending[key] = later
             return
         with self._lock:
             sent = self._sent.pop(key, None)
@@ -322,3 +326,24 @@ class ClusterStore:
             self.etcd.close()
         finally:
             self.local.close()
+
+
+class _Later:
+    """A pipelined etcd write (EtcdStore.begin_put_endpoint) in the shape of a Future:
+    :meth:`result` finishes it once (reads etcd's answer) and gives that outcome every time."""
+
+    def __init__(self, finish: Callable[[], None]) -> None:
+        self._finish: Callable[[], None] | None = finish
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def result(self) -> None:
+        with self._lock:
+            finish, self._finish = self._finish, None
+            if finish is not None:
+                try:
+                    finish()
+                except BaseException as e:
+                    self._error = e
+            if self._error is not None:
+                raise self._error

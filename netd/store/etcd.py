@@ -40,7 +40,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -63,6 +63,7 @@ from . import etcd_txn as t
 from .etcd_blocks import block_keys as block_keys_of
 from .etcd_blocks import empty_blocks
 from .etcd_client import _Endpoint, _reason
+from .etcd_pipeline import InFlight, Pipeline, PipelineFailed
 from .etcd_put import Held, PutKeys, PutView, check_node, plan_put
 from .health import HealthReport, StoreHealth
 from .records import cursor_rows, endpoint_addresses
@@ -83,6 +84,15 @@ class TxnStats:
     compare_failures: int = 0
     claims: int = 0  # block keys written as new claims
     borrows: int = 0  # addresses stored in another node's block
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """One transaction of a change: what it does (for errors), its body, its deadline."""
+
+    doing: str
+    body: t.Json
+    until: float
 
 
 def _dump(record: Network | Endpoint) -> str:
@@ -132,6 +142,7 @@ class EtcdStore:
             raise InvalidInput("etcd_prefix", prefix, "must start and end with '/'")
         tls = (ca_file, cert_file, key_file)
         self._members = [_Endpoint(u, request_timeout, tls) for u in endpoints]
+        self._pipeline = Pipeline(request_timeout, *tls)  # begin_put_endpoint's connections
         self._current = 0  # the member that answered last; tried first
         self.prefix = prefix
         self.unique_subnets = unique_subnets
@@ -216,13 +227,17 @@ class EtcdStore:
                 f"etcd unreachable while {doing} ({e.reason}); if this was a change, it may or "
                 "may not have been applied"
             ) from None
+        self._count(body, answer, write=write)
+        return answer
+
+    def _count(self, body: t.Json, answer: t.Json, *, write: bool) -> None:
+        """Account for one answered transaction (stats, health)."""
         with self._cache:
             self.stats.transactions += 1
             if write and body["compare"] and not t.succeeded(answer):
                 self.stats.compare_failures += 1
         if write:
             self.health.succeeded()
-        return answer
 
     def _first_answer(self, doing: str, fn: Callable[[Etcd3Client], R], until: float | None) -> R:
         """``fn(client)`` on each member in turn, from the one that answered last, until one
@@ -441,6 +456,60 @@ class EtcdStore:
         expects to win: if another node owns one, Conflict (field ``block``), so the caller
         refreshes its view and picks again, where otherwise the address would be a borrow.
         """
+        steps = self._put_steps(endpoint, cursors, claims)
+        sent = next(steps)
+        while True:
+            answer = self._txn(sent.doing, sent.body, write=True, until=sent.until)
+            try:
+                sent = steps.send(answer)
+            except StopIteration:
+                return
+
+    def begin_put_endpoint(self, endpoint: Endpoint) -> Callable[[], None]:
+        """Send :meth:`put_endpoint`'s first transaction (no cursors, no claims) now and
+        return the call that finishes it: reads the answer, then goes on as put_endpoint
+        would (retries of a lost compare, errors). Between the two the caller runs other
+        work in the same process without this request's Python work competing with it
+        (:mod:`netd.store.etcd_pipeline`). A pipelined transaction that gets no answer is
+        sent again the usual way at finish."""
+        if self._closed:
+            raise StoreError("putting an endpoint: the etcd state store is closed")
+        steps = self._put_steps(endpoint, {}, ())
+        first = next(steps)
+        member = self._members[self._current]
+        path = member.client.get_url("/kv/txn")[len(member.client.base_url) :]
+        try:
+            flight: InFlight | None = self._pipeline.send(member.url, path, json.dumps(first.body))
+        except PipelineFailed as e:
+            log.debug("pipelined etcd write not sent (%s): sent at finish", e)
+            flight = None
+
+        def finish() -> None:
+            sent = first
+            answer: t.Json | None = None
+            if flight is not None:
+                try:
+                    answer = flight.answer()
+                except PipelineFailed as e:
+                    log.debug("pipelined etcd write unanswered (%s): sending it again", e)
+                else:
+                    self._count(sent.body, answer, write=True)
+            while True:
+                if answer is None:
+                    answer = self._txn(sent.doing, sent.body, write=True, until=sent.until)
+                try:
+                    sent = steps.send(answer)
+                except StopIteration:
+                    return
+                answer = None
+
+        return finish
+
+    def _put_steps(
+        self, endpoint: Endpoint, cursors: dict[str, IPAddress], claims: Iterable[str]
+    ) -> Generator[_Sent, t.Json, None]:
+        """put_endpoint as a sequence of transactions: yields each one to send, is sent etcd's
+        answer, returns when one committed (raises what put_endpoint raises)."""
         addresses = endpoint_addresses(endpoint)
         rows = cursor_rows(cursors)
         net_id, cid, ifname = endpoint.network_id, endpoint.container_id, endpoint.ifname
@@ -491,7 +560,7 @@ class EtcdStore:
                 doing=doing,
                 network_name=network.name,
             )
-            answer = self._txn(doing, t.txn(plan.guard, plan.ops, reads), write=True, until=until)
+            answer = yield _Sent(doing, t.txn(plan.guard, plan.ops, reads), until)
             if t.succeeded(answer):
                 with self._cache:
                     self._endpoints[key] = (t.revision(answer), tuple(addresses))
@@ -694,5 +763,6 @@ class EtcdStore:
             if self._closed:
                 return
             self._closed = True
+            self._pipeline.close()
             for member in self._members:
                 member.client.session.close()
