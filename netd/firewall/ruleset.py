@@ -55,6 +55,11 @@ SETS: dict[str, tuple[str, list[str] | str, str | None, bool]] = {
     "masq6": (INET, "ipv6_addr", None, True),
     "snat4": (INET, "ipv4_addr", "ipv4_addr", True),
     "snat6": (INET, "ipv6_addr", "ipv6_addr", True),
+    # The subnets of snat4/6 again, as plain sets, for the direct-routing drop: Linux 6.1
+    # (Debian 12's kernel) refuses a rule that looks up a map as a set (``ip daddr @snat4``:
+    # EINVAL, "Could not process rule: Invalid argument"); 6.12 accepts it.
+    "snatnets4": (INET, "ipv4_addr", None, True),
+    "snatnets6": (INET, "ipv6_addr", None, True),
     # Published ports: one map to the container address, one to its port (libnftables 1.0.6
     # crashes on JSON maps whose data is a concatenation, so "addr . port" is split in two).
     "pub4_any": (INET, ["inet_proto", "inet_service"], "ipv4_addr", False),
@@ -196,18 +201,19 @@ def build_direct_routing_rules() -> list[Cmd]:
     """forward: no new connection from outside into a NATed network unless it was DNATed.
 
     What Docker 28 does for its NAT-mode networks: a neighbour with a route to a container
-    subnet via the host reaches published ports only. ``masq*``/``snat*`` hold the container
-    subnets of networks with outbound NAT, so they are matched against the destination here;
-    ``enable_ip_masquerade=false`` (routed) networks are in neither and stay reachable.
+    subnet via the host reaches published ports only. ``masq*``/``snatnets*`` hold the
+    container subnets of networks with outbound NAT, so they are matched against the
+    destination here; ``enable_ip_masquerade=false`` (routed) networks are in neither and stay
+    reachable. Not the ``snat*`` maps themselves: Linux 6.1 refuses a map as a set (EINVAL).
     ``ct status != dnat`` would compare the whole status word (always unequal for a DNATed
     connection, which has other bits set too); ``!`` tests the one bit.
     """
     rules: list[Cmd] = []
     for v in (4, 6):
         fam = _ipfam(v)
-        for nat in (f"masq{v}", f"snat{v}"):
+        for nat in (f"masq{v}", f"snatnets{v}"):
             # iifname != @bridges oifname @bridges ct state new ct status ! dnat
-            #     ip daddr @masq4 drop                          (and @snat4, ip6 @masq6/@snat6)
+            #     ip daddr @masq4 drop                (and @snatnets4, ip6 @masq6/@snatnets6)
             rules.append(
                 _rule(
                     "forward",
@@ -477,6 +483,7 @@ def build_network_elements(policy: NetworkPolicy) -> list[Elem]:
                     out.append(Elem.of(f"masq{v}", _prefix(net), comment=tag))
                 else:
                     out.append(Elem.of(f"snat{v}", _prefix(net), str(snat), comment=tag))
+                    out.append(Elem.of(f"snatnets{v}", _prefix(net), comment=tag))
     if policy.internal:
         out.append(Elem.of("internal_ifs", br, comment=tag))
     return out

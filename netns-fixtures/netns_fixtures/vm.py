@@ -10,11 +10,11 @@ are all there at the same paths, and runs one command in it.
 How the guest is put together (:func:`run`):
 
 - the kernel: the dependency of Debian 12's ``linux-image-6.12-amd64`` (e.g.
-  ``linux-image-6.12.118+deb12-amd64``; ``$NETD_VM_KERNEL`` names another meta-package),
-  fetched with ``apt-get download`` and unpacked with ``dpkg -x`` under :data:`CACHE`
-  (``/var/cache/netd-vm``, or ``$NETD_VM_CACHE``), indexed with busybox ``depmod``
-  (:func:`prepare_kernel`). Not Debian 12's default 6.1: its nf_tables refuses a lookup in a
-  map used as a set (``ip daddr @snat4``), so netd's firewall cannot load its ruleset there;
+  ``linux-image-6.12.118+deb12-amd64``; ``$NETD_VM_KERNEL``, or ``prepare_kernel(meta=...)``,
+  names another meta-package, e.g. ``linux-image-amd64``, Debian 12's default 6.1, which the
+  firewall's kernel test boots), fetched with ``apt-get download`` and unpacked with
+  ``dpkg -x`` under :data:`CACHE` (``/var/cache/netd-vm``, or ``$NETD_VM_CACHE``; one kernel
+  per meta-package), indexed with busybox ``depmod`` (:func:`prepare_kernel`);
 - an initramfs written here (a newc cpio: :func:`build_initramfs`) holding busybox (package
   busybox-static), the few modules needed to reach the files (virtio-pci, 9p, overlayfs, in
   dependency order) and an ``/init`` script;
@@ -126,14 +126,14 @@ def _run(cmd: Sequence[str], doing: str, *, cwd: Path | None = None, timeout: fl
     return done.stdout
 
 
-def kernel_package() -> str:
-    """The versioned kernel package :data:`META_PACKAGE` depends on (from apt's lists)."""
-    out = _run(["apt-cache", "depends", META_PACKAGE], f"asking apt what {META_PACKAGE} is")
+def kernel_package(meta: str = META_PACKAGE) -> str:
+    """The versioned kernel package the meta-package ``meta`` depends on (from apt's lists)."""
+    out = _run(["apt-cache", "depends", meta], f"asking apt what {meta} is")
     for line in out.splitlines():
         word = line.split()
         if len(word) == 2 and word[0] == "Depends:" and word[1].startswith("linux-image-"):
             return word[1]
-    raise VmUnavailable(f"apt-cache depends {META_PACKAGE}: no linux-image dependency in {out!r}")
+    raise VmUnavailable(f"apt-cache depends {meta}: no linux-image dependency in {out!r}")
 
 
 @contextlib.contextmanager
@@ -144,24 +144,31 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
-def prepare_kernel(cache: Path = CACHE) -> Kernel:
-    """The unpacked kernel in ``cache``, fetched and unpacked first if it is not there yet.
+def _meta_of(ready: Path) -> str:
+    """The meta-package an unpacked kernel came from (first word of its ``.ready``)."""
+    try:
+        return (ready.read_text().split() or [""])[0]
+    except OSError:
+        return ""
+
+
+def prepare_kernel(cache: Path = CACHE, meta: str = META_PACKAGE) -> Kernel:
+    """The unpacked kernel of meta-package ``meta`` in ``cache``, fetched and unpacked first
+    if it is not there yet.
 
     Never installs it: ``apt-get download`` only fetches the .deb (as apt does for any
     package, from the configured mirrors) and ``dpkg -x`` unpacks it into the cache.
+    Kernels of other meta-packages stay in the cache (the ESP test boots 6.12, the firewall's
+    6.1 test Debian 12's default); an older kernel of the same one is removed.
     VmUnavailable if apt cannot name or fetch it.
     """
     try:
-        package = kernel_package()
+        package = kernel_package(meta)
     except VmUnavailable:
         # No apt lists (a trimmed image): a kernel unpacked earlier for the same meta-package
         # still boots (.ready says which meta-package it came from).
         cached = sorted(
-            (
-                r
-                for r in cache.glob("linux-image-*/.ready")
-                if r.read_text().split()[:1] == [META_PACKAGE]
-            ),
+            (r for r in cache.glob("linux-image-*/.ready") if _meta_of(r) == meta),
             key=lambda r: r.stat().st_mtime,
         )
         if not cached:
@@ -186,12 +193,13 @@ def prepare_kernel(cache: Path = CACHE) -> Kernel:
             tree = work / "tree"
             _run(["dpkg", "-x", str(debs[0]), str(tree)], f"unpacking {debs[0].name}")
             _run([BUSYBOX, "depmod", "-b", str(tree), version], f"indexing modules of {version}")
-            (tree / ".ready").write_text(f"{META_PACKAGE} {debs[0].name}\n")
+            (tree / ".ready").write_text(f"{meta} {debs[0].name}\n")
             shutil.rmtree(final, ignore_errors=True)
             tree.rename(final)
-            for old in cache.glob("linux-image-*"):  # superseded kernels: 0.5-1 GB each
-                if old != final:
-                    shutil.rmtree(old, ignore_errors=True)
+            # Superseded kernels of the same meta-package (0.5-1 GB each); not another's.
+            for old in cache.glob("linux-image-*/.ready"):
+                if old.parent != final and _meta_of(old) == meta:
+                    shutil.rmtree(old.parent, ignore_errors=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     if not (kernel.vmlinuz.exists() and ready.exists()):

@@ -112,13 +112,55 @@ def test_internal_network_has_no_nat_and_no_ports() -> None:
 def test_masquerade_off_and_snat() -> None:
     off = net("d", [("10.4.0.0/24", "10.4.0.1")], options={"enable_ip_masquerade": "false"})
     sets = {e.set for e in ruleset.build_network_elements(build_policy(off, "nd-d"))}
-    assert not sets & {"masq4", "snat4"}
+    assert not sets & {"masq4", "snat4", "snatnets4"}
     snat = ruleset.build_network_elements(build_policy(NET_C, "nd-c"))
+    subnet = {"prefix": {"addr": "10.3.0.0", "len": 24}}
     assert [e for e in snat if e.set == "snat4"] == [
-        ruleset.Elem.of(
-            "snat4", {"prefix": {"addr": "10.3.0.0", "len": 24}}, "192.0.2.1", "netd:cccccccccccc"
-        )
+        ruleset.Elem.of("snat4", subnet, "192.0.2.1", "netd:cccccccccccc")
     ]
+    # The same subnet, with the same owner, in the plain set the direct-routing drop looks up.
+    assert [e for e in snat if e.set == "snatnets4"] == [
+        ruleset.Elem.of("snatnets4", subnet, comment="netd:cccccccccccc")
+    ]
+    assert not {e.set for e in snat} & {"masq4", "masq6", "snat6", "snatnets6"}
+
+
+def test_snatnets_hold_exactly_the_keys_of_the_snat_maps() -> None:
+    dual = net(
+        "e",
+        [("10.5.0.0/24", "10.5.0.1"), ("10.6.0.0/24", "10.6.0.1"), ("fd00:e::/64", "fd00:e::1")],
+        ipv6=True,
+        options={"host_ipv4": "192.0.2.1", "host_ipv6": "2001:db8::1"},
+    )
+    elems = ruleset.build_network_elements(build_policy(dual, "nd-e"))
+    for v in (4, 6):
+        snat = [(e.key, e.comment) for e in elems if e.set == f"snat{v}"]
+        assert snat and snat == [(e.key, e.comment) for e in elems if e.set == f"snatnets{v}"]
+    assert ruleset.SETS["snatnets4"] == ("inet", "ipv4_addr", None, True)
+    assert ruleset.SETS["snatnets6"] == ("inet", "ipv6_addr", None, True)
+
+
+def _set_refs(value: object) -> list[str]:
+    """Every ``@name`` a rule expression refers to, at any depth."""
+    if isinstance(value, str):
+        return [value[1:]] if value.startswith("@") else []
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in _set_refs(v)]
+    if isinstance(value, list):
+        return [r for v in value for r in _set_refs(v)]
+    return []
+
+
+def test_no_rule_looks_up_a_map_as_a_set() -> None:
+    """Linux 6.1 (Debian 12) refuses ``ip daddr @snat4`` with snat4 a map: EINVAL, the whole
+    ruleset fails. Maps may only be used where a rule maps (``dnat``/``snat ... map @m``)."""
+    for cmd in ruleset.build_rules():
+        rule = cmd["add"]["rule"]
+        for expr in rule["expr"]:
+            if "match" not in expr:
+                continue
+            for name in _set_refs(expr["match"]["right"]):
+                assert ruleset.SETS[name][2] is None, (name, rule["chain"], rule["expr"])
 
 
 def test_delete_commands_carry_keys_only() -> None:
@@ -142,9 +184,9 @@ def test_direct_routing_drops_test_the_dnat_bit() -> None:
     assert all(r["family"] == "inet" and r["chain"] == "forward" for r in rules)
     assert [r["expr"][4]["match"]["right"] for r in rules] == [
         "@masq4",
-        "@snat4",
+        "@snatnets4",
         "@masq6",
-        "@snat6",
+        "@snatnets6",
     ]
     assert [r["expr"][4]["match"]["left"]["payload"] for r in rules] == [
         {"protocol": fam, "field": "daddr"} for fam in ("ip", "ip", "ip6", "ip6")
