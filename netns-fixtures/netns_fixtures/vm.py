@@ -60,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -471,6 +472,42 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace")
     except OSError:
         return ""
+
+
+def run_pytest(
+    tests: Sequence[str],
+    *,
+    out: Path,
+    cwd: Path,
+    kernel: Kernel,
+    before: str = "",
+    timeout: float = 480,
+) -> tuple[Result, dict[str, str]]:
+    """Run pytest on ``tests`` (paths or node ids, relative to ``cwd``) in the VM, after the
+    shell command ``before`` (its output is the caller's to put under ``out``); the run and
+    each test case's outcome by name (passed, failure, error or skipped) from its JUnit
+    report ({} if there is none). Prints one line saying what ran where."""
+    python = shlex.quote(sys.executable)
+    junit = out / "junit.xml"
+    command = (
+        f"{before + '; ' if before else ''}"
+        f"exec {python} -m pytest -q -p no:cacheprovider -rA {shlex.join(tests)} "
+        f"--junitxml={shlex.quote(str(junit))}"
+    )
+    result = run(["sh", "-c", command], out=out, cwd=cwd, timeout=timeout, kernel=kernel)
+    summary = result.output.strip().splitlines()[-1:] or [""]
+    print(f"VM ({result.accel}, kernel {result.kernel}) ran {len(tests)} target(s) in "
+          f"{result.seconds:.0f} s: {summary[0]}")  # fmt: skip
+    return result, (junit_outcomes(junit) if junit.exists() else {})
+
+
+def junit_outcomes(junit: Path) -> dict[str, str]:
+    """Each test case's outcome in a JUnit report: passed, failure, error or skipped."""
+    found = {}
+    for case in ET.parse(junit).iter("testcase"):
+        tags = {child.tag for child in case} & {"failure", "error", "skipped"}
+        found[case.get("name", "")] = min(tags) if tags else "passed"
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

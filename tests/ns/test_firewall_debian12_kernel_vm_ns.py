@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import platform
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
 from netns_fixtures import vm
-from test_overlay_encrypted_vm_ns import outcomes
 
 ROOT = Path(__file__).resolve().parents[2]
 META = "linux-image-amd64"  # Debian 12's default kernel: 6.1
@@ -64,18 +62,10 @@ def test_nftables_ruleset_loads_and_works_on_debian12_default_kernel(tmp_path: P
         pytest.skip(f"apt's {META} is {kernel.version} here, not Debian 12's {SERIES}")
     out = tmp_path / "vm"
     ids = [f"{path}::{name}" for path, names in TARGETS.items() for name in names]
-    python = shlex.quote(sys.executable)
-    command = (
-        f"uname -r >{shlex.quote(str(out / 'uname.txt'))}; "
-        f"exec {python} -m pytest -q -p no:cacheprovider -rA {shlex.join(ids)} "
-        f"--junitxml={shlex.quote(str(out / 'junit.xml'))}"
-    )
-    result = vm.run(["sh", "-c", command], out=out, cwd=ROOT, timeout=TIMEOUT, kernel=kernel)
-    summary = result.output.strip().splitlines()[-1:] or [""]
-    print(f"VM ({result.accel}, kernel {result.kernel}) ran {len(ids)} tests in "
-          f"{result.seconds:.0f} s: {summary[0]}")  # fmt: skip
+    before = f"uname -r >{shlex.quote(str(out / 'uname.txt'))}"
+    result, got = vm.run_pytest(ids, out=out, cwd=ROOT, kernel=kernel, before=before,
+                                timeout=TIMEOUT)  # fmt: skip
     assert series((out / "uname.txt").read_text().strip()) == SERIES, result.output[-2000:]
     assert result.status == 0, result.output[-6000:]
-    got = outcomes(out / "junit.xml")
     assert set(got) == {name for names in TARGETS.values() for name in names}, got
     assert {name for name, o in got.items() if o != "passed"} == set(), got

@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 import shlex
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -35,15 +34,6 @@ TARGET = "tests/ns/test_overlay_encrypted_ns.py"
 TIMEOUT = 480
 
 
-def outcomes(junit: Path) -> dict[str, str]:
-    """Each test case's outcome in a JUnit report: passed, failure, error or skipped."""
-    found = {}
-    for case in ET.parse(junit).iter("testcase"):
-        tags = {child.tag for child in case} & {"failure", "error", "skipped"}
-        found[case.get("name", "")] = min(tags) if tags else "passed"
-    return found
-
-
 def test_encrypted_overlay_tests_all_pass_in_a_vm_with_esp(tmp_path: Path) -> None:
     if not (why := xfrm.esp_missing()):
         pytest.skip(f"this kernel does IPsec ESP: {TARGET} runs its ESP tests directly")
@@ -56,19 +46,12 @@ def test_encrypted_overlay_tests_all_pass_in_a_vm_with_esp(tmp_path: Path) -> No
     out = tmp_path / "vm"
     probe = "from netd.kernel import xfrm; print(xfrm.esp_missing() or 'ESP')"
     python = shlex.quote(sys.executable)
-    command = (
-        f"{python} -c {shlex.quote(probe)} >{shlex.quote(str(out / 'esp.txt'))} 2>&1; "
-        f"exec {python} -m pytest -q -p no:cacheprovider -rA {TARGET} "
-        f"--junitxml={shlex.quote(str(out / 'junit.xml'))}"
-    )
-    result = vm.run(["sh", "-c", command], out=out, cwd=ROOT, timeout=TIMEOUT, kernel=kernel)
-    summary = result.output.strip().splitlines()[-1:] or [""]
-    print(f"VM ({result.accel}, kernel {result.kernel}) ran {TARGET} in "
-          f"{result.seconds:.0f} s: {summary[0]}")  # fmt: skip
+    before = f"{python} -c {shlex.quote(probe)} >{shlex.quote(str(out / 'esp.txt'))} 2>&1"
+    result, got = vm.run_pytest([TARGET], out=out, cwd=ROOT, kernel=kernel, before=before,
+                                timeout=TIMEOUT)  # fmt: skip
     assert result.status == 0, result.output[-6000:]
     # netd's own probe, in the guest: the ESP branches of the tests ran, not the fail-closed ones.
     assert (out / "esp.txt").read_text().strip() == "ESP", (out / "esp.txt").read_text()
     tests = set(re.findall(r"^def (test_\w+)", (ROOT / TARGET).read_text(), re.MULTILINE))
-    got = outcomes(out / "junit.xml")
     assert set(got) == tests, (got, tests)
     assert {name for name, o in got.items() if o != "passed"} == set(), got
