@@ -9,7 +9,6 @@ the CA file given winning over the environment's bundles) and turns the exceptio
 from __future__ import annotations
 
 import http.client
-import json
 import json as _json
 import ssl
 from typing import Any
@@ -88,7 +87,9 @@ class _Session(requests.Session):
 
     Its own CA file (etcd_ca_file) wins over the environment's: plain requests lets
     REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE replace ``session.verify`` (psf/requests#3829), so
-    with either set, as on many Debian hosts, etcd's private CA was silently ignored.
+    with either set, as on many Debian hosts, etcd's private CA was silently ignored. The
+    session is made with ``trust_env`` off (:class:`_Endpoint`), so requests (the watch) reads
+    no environment at all, and the urllib3 pool is built from ``verify`` and ``cert`` only.
     """
 
     _pool: urllib3.PoolManager | None = None
@@ -130,16 +131,6 @@ class _Session(requests.Session):
             tls["cert_file"], tls["key_file"] = cert
         # As many connections as the store's writer threads (netd.cluster.store) may use.
         return urllib3.PoolManager(num_pools=4, maxsize=16, **tls)
-
-    def merge_environment_settings(
-        self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
-        if verify is None:
-            verify = self.verify
-        merged: dict[str, Any] = super().merge_environment_settings(
-            url, proxies, stream, verify, cert
-        )
-        return merged
 
 
 _HEADERS = {"Content-Type": "application/json"}
@@ -214,7 +205,7 @@ def _causes(e: BaseException) -> list[BaseException]:
 def _etcd_message(body: str) -> str:
     """etcd's gateway answers errors as JSON ``{"error": ..., "message": ...}``; its text."""
     try:
-        doc = json.loads(body)
+        doc = _json.loads(body)
     except ValueError:
         return body.strip()[:300]
     if isinstance(doc, dict):
